@@ -1,0 +1,12 @@
+//! `ChatCluster` / `ChatShard` custom resource types and the pure cluster logic that both
+//! chat-node and the operator use: the consistent-hash ring, the slot map and worker-ID
+//! ranges.
+//!
+//! Nothing here depends on tokio or kube-runtime; the types arrive with the operator issue.
+#![forbid(unsafe_code)]
+
+/// Number of slots messages are spread over: `slot = hash(channel_id) mod SLOT_COUNT`.
+pub const SLOT_COUNT: u16 = 4096;
+
+/// Number of distinct Snowflake worker IDs (10 bits).
+pub const MAX_WORKERS: u16 = 1024;
