@@ -6,8 +6,11 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod config;
 mod http;
+pub mod moderation;
+pub mod snowflake;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -5,5 +5,14 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod id;
+pub mod limits;
+mod model;
+pub mod rest;
+mod time;
+pub mod ws;
 
 pub use error::{ErrorBody, ErrorCode};
+pub use id::{Id, ParseIdError};
+pub use model::{Attachment, Channel, ChannelKind, Message, Presence, PresenceStatus, User};
+pub use time::{ParseTimestampError, Timestamp};

@@ -1,0 +1,586 @@
+//! The one behavioural test suite every backend implementation runs: the embedded ones in
+//! chat-node's unit tests, the distributed ones against the real services.
+//!
+//! Each check uses fresh random IDs and names, so it can run against long-lived servers.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parley_protocol::{ChannelKind, Id, Timestamp};
+
+use super::*;
+
+fn base() -> u64 {
+    // Random high bits, so runs against a persistent store do not collide.
+    let mut b = [0u8; 4];
+    rand::fill(&mut b);
+    (u64::from(u32::from_le_bytes(b) & 0x3fff_ffff) << 24) + 1
+}
+
+fn user(id: u64, name: &str) -> UserRecord {
+    UserRecord {
+        id: Id(id),
+        username: name.to_owned(),
+        display_name: format!("{name} display"),
+        password_hash: "$argon2id$fake".into(),
+        created_at: Timestamp(1_700_000_000_000),
+    }
+}
+
+fn message(channel: Id, id: u64, seq: u64, author: Id, cmid: Option<&str>) -> StoredMessage {
+    StoredMessage {
+        id: Id(id),
+        channel_id: channel,
+        seq,
+        author_id: author,
+        text: format!("message {seq}"),
+        client_msg_id: cmid.map(str::to_owned),
+        attachments: vec![],
+        reply_to: None,
+        created_at: Timestamp::now(),
+        moderated: false,
+    }
+}
+
+/// Every Store trait.
+pub async fn store_suite(stores: &Stores) {
+    users(stores).await;
+    channels_and_members(stores).await;
+    messages(stores).await;
+    read_markers(stores).await;
+    media(stores).await;
+}
+
+async fn users(s: &Stores) {
+    let b = base();
+    let name = format!("Alice{b}");
+    s.users.create_user(&user(b, &name)).await.unwrap();
+    let err = s
+        .users
+        .create_user(&user(b + 1, &name.to_uppercase()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, BackendError::Conflict(_)),
+        "usernames are unique regardless of case: {err:?}"
+    );
+    let found = s
+        .users
+        .user_by_username(&name.to_lowercase())
+        .await
+        .unwrap()
+        .expect("case-insensitive lookup");
+    assert_eq!(found.id, Id(b));
+    assert_eq!(found.username, name, "the username keeps its case");
+    assert_eq!(
+        s.users.user(Id(b)).await.unwrap().unwrap().display_name,
+        format!("{name} display")
+    );
+    assert!(s.users.user(Id(b + 7)).await.unwrap().is_none());
+    s.users
+        .create_user(&user(b + 2, &format!("bob{b}")))
+        .await
+        .unwrap();
+    let mut many: Vec<Id> = s
+        .users
+        .users(&[Id(b), Id(b + 2), Id(b + 9)])
+        .await
+        .unwrap()
+        .iter()
+        .map(|u| u.id)
+        .collect();
+    many.sort();
+    assert_eq!(many, [Id(b), Id(b + 2)]);
+}
+
+async fn channels_and_members(s: &Stores) {
+    let b = base();
+    let (alice, bob, carol) = (Id(b), Id(b + 1), Id(b + 2));
+    let name = format!("Rust-{b}");
+    let at = Timestamp(1_700_000_000_000);
+    let group = s
+        .channels
+        .create_group(Id(b + 10), &name, alice, at)
+        .await
+        .unwrap();
+    assert_eq!(group.kind, ChannelKind::Group);
+    assert_eq!(group.member_count, 1);
+    let err = s
+        .channels
+        .create_group(Id(b + 11), &name.to_lowercase(), bob, at)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackendError::Conflict(_)), "{err:?}");
+    assert_eq!(
+        s.channels
+            .group_by_name(&name.to_uppercase())
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        group.id
+    );
+    assert!(
+        s.channels
+            .group_by_name("no-such-group-xyz")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    assert!(s.members.is_member(group.id, alice).await.unwrap());
+    assert!(s.members.join(group.id, bob, at).await.unwrap());
+    assert!(
+        !s.members.join(group.id, bob, at).await.unwrap(),
+        "joining twice is a no-op"
+    );
+    assert_eq!(s.members.member_ids(group.id).await.unwrap(), [alice, bob]);
+    assert_eq!(
+        s.channels
+            .channel(group.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .member_count,
+        2
+    );
+    assert!(s.members.leave(group.id, bob).await.unwrap());
+    assert!(!s.members.leave(group.id, bob).await.unwrap());
+    assert!(!s.members.is_member(group.id, bob).await.unwrap());
+
+    let (dm, created) = s.channels.dm(Id(b + 20), alice, carol, at).await.unwrap();
+    assert!(created);
+    assert_eq!(dm.kind, ChannelKind::Dm);
+    assert_eq!(dm.name, None);
+    assert_eq!(dm.member_count, 2);
+    let (again, created) = s.channels.dm(Id(b + 21), carol, alice, at).await.unwrap();
+    assert!(!created);
+    assert_eq!(
+        again.id, dm.id,
+        "the same pair gets the same DM, in either order"
+    );
+
+    let ids: Vec<Id> = s
+        .channels
+        .channels_of(alice)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, [group.id, dm.id]);
+    let ids: Vec<Id> = s
+        .channels
+        .channels_of(carol)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(ids, [dm.id]);
+}
+
+async fn messages(s: &Stores) {
+    let b = base();
+    let (ch, other, author) = (Id(b), Id(b + 1), Id(b + 2));
+    let batch: Vec<StoredMessage> = (1..=5)
+        .map(|i| message(ch, b + 100 + i, i, author, Some(&format!("c{i}"))))
+        .collect();
+    assert_eq!(s.messages.insert_messages(&batch).await.unwrap(), 5);
+    assert_eq!(
+        s.messages.insert_messages(&batch[2..]).await.unwrap(),
+        0,
+        "re-inserting is a no-op"
+    );
+    s.messages
+        .insert_messages(&[message(other, b + 103, 1, author, None)])
+        .await
+        .unwrap();
+
+    let ids = |v: Vec<StoredMessage>| v.iter().map(|m| m.id.0 - b - 100).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s
+            .messages
+            .history(ch, Page::Latest { limit: 3 })
+            .await
+            .unwrap()),
+        [5, 4, 3]
+    );
+    assert_eq!(
+        ids(s
+            .messages
+            .history(
+                ch,
+                Page::Before {
+                    id: Id(b + 104),
+                    limit: 10
+                }
+            )
+            .await
+            .unwrap()),
+        [3, 2, 1]
+    );
+    assert_eq!(
+        ids(s
+            .messages
+            .history(
+                ch,
+                Page::After {
+                    id: Id(b + 102),
+                    limit: 2
+                }
+            )
+            .await
+            .unwrap()),
+        [3, 4]
+    );
+
+    let after = s
+        .messages
+        .messages_after(&[ch, other], Id(b + 102), 10)
+        .await
+        .unwrap();
+    let pairs: Vec<(Id, u64)> = after
+        .iter()
+        .map(|m| (m.channel_id, m.id.0 - b - 100))
+        .collect();
+    assert_eq!(
+        pairs,
+        [(ch, 3), (other, 3), (ch, 4), (ch, 5)],
+        "ascending ids across channels"
+    );
+    assert_eq!(
+        s.messages
+            .messages_after(&[ch], Id(0), 2)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let since = Timestamp(Timestamp::now().0 - 60_000);
+    let found = s
+        .messages
+        .by_client_msg_id(author, "c2", since)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.seq, 2);
+    assert_eq!(found, batch[1], "a message reads back as written");
+    assert!(
+        s.messages
+            .by_client_msg_id(author, "c9", since)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let future = Timestamp(Timestamp::now().0 + 60_000);
+    assert!(
+        s.messages
+            .by_client_msg_id(author, "c2", future)
+            .await
+            .unwrap()
+            .is_none(),
+        "older than the window"
+    );
+
+    let mut seqs = s
+        .messages
+        .last_seqs(&[ch, other, Id(b + 50)])
+        .await
+        .unwrap();
+    seqs.sort();
+    assert_eq!(seqs, [(ch, 5), (other, 1)]);
+
+    // Attachments survive the round trip.
+    let mut with = message(ch, b + 200, 6, author, None);
+    with.attachments.push(AttachmentRecord {
+        id: Id(b + 300),
+        owner_id: author,
+        key: format!("u/{author}/{}/a.png", b + 300),
+        filename: "a.png".into(),
+        content_type: "image/png".into(),
+        size: 42,
+        created_at: Timestamp(1),
+    });
+    with.moderated = true;
+    with.reply_to = Some(Id(b + 101));
+    s.messages
+        .insert_messages(std::slice::from_ref(&with))
+        .await
+        .unwrap();
+    let back = s
+        .messages
+        .history(ch, Page::Latest { limit: 1 })
+        .await
+        .unwrap();
+    assert_eq!(back, [with]);
+}
+
+async fn read_markers(s: &Stores) {
+    let b = base();
+    let (u, ch) = (Id(b), Id(b + 1));
+    assert!(s.read_markers.mark_read(u, ch, Id(b + 10)).await.unwrap());
+    assert!(
+        !s.read_markers.mark_read(u, ch, Id(b + 5)).await.unwrap(),
+        "markers never move back"
+    );
+    assert!(s.read_markers.mark_read(u, ch, Id(b + 20)).await.unwrap());
+    assert_eq!(
+        s.read_markers.read_markers(u).await.unwrap(),
+        [(ch, Id(b + 20))]
+    );
+}
+
+async fn media(s: &Stores) {
+    let b = base();
+    let a = AttachmentRecord {
+        id: Id(b),
+        owner_id: Id(b + 1),
+        key: format!("u/{}/{b}/doc.pdf", b + 1),
+        filename: "doc.pdf".into(),
+        content_type: "application/pdf".into(),
+        size: 1234,
+        created_at: Timestamp(5),
+    };
+    s.media.create_attachment(&a).await.unwrap();
+    assert_eq!(s.media.attachments(&[a.id, Id(b + 9)]).await.unwrap(), [a]);
+}
+
+/// A Log: durable appends, per-key order, consumer groups that resume after their commit.
+pub async fn log_suite(log: &dyn Log) {
+    let b = base();
+    let group = format!("conformance-{b}");
+    // Start the group at the end of whatever is already there.
+    let mut c = log.consumer(&group).await.unwrap();
+    while !c
+        .poll(1000, Duration::from_millis(200))
+        .await
+        .unwrap()
+        .is_empty()
+    {}
+    c.commit().await.unwrap();
+    drop(c);
+
+    let mine = |r: &LogRecord| r.key.0 >= b && r.key.0 < b + 10;
+    let records: Vec<LogRecord> = (0..20)
+        .map(|i| LogRecord {
+            key: Id(b + (i % 3)),
+            payload: Bytes::from(format!("{i}")),
+        })
+        .collect();
+    log.append(&records[..10]).await.unwrap();
+    log.append(&records[10..]).await.unwrap();
+
+    let mut c = log.consumer(&group).await.unwrap();
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < 20 && tokio::time::Instant::now() < deadline {
+        got.extend(
+            c.poll(7, Duration::from_millis(500))
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(mine),
+        );
+    }
+    assert_eq!(got.len(), 20, "every appended record is read once");
+    for key in 0..3 {
+        let of_key: Vec<&Bytes> = got
+            .iter()
+            .filter(|r| r.key == Id(b + key))
+            .map(|r| &r.payload)
+            .collect();
+        let sent: Vec<&Bytes> = records
+            .iter()
+            .filter(|r| r.key == Id(b + key))
+            .map(|r| &r.payload)
+            .collect();
+        assert_eq!(of_key, sent, "records of one key keep their order");
+    }
+    c.commit().await.unwrap();
+    drop(c);
+
+    // Committed: a new consumer of the group sees only what comes after.
+    log.append(&[LogRecord {
+        key: Id(b),
+        payload: Bytes::from_static(b"after-commit"),
+    }])
+    .await
+    .unwrap();
+    let mut c = log.consumer(&group).await.unwrap();
+    let mut next = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while next.is_empty() && tokio::time::Instant::now() < deadline {
+        next.extend(
+            c.poll(100, Duration::from_millis(500))
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(mine),
+        );
+    }
+    assert_eq!(
+        next.iter().map(|r| &r.payload[..]).collect::<Vec<_>>(),
+        [&b"after-commit"[..]]
+    );
+    // Not committed: a new consumer gets it again (at-least-once).
+    drop(c);
+    let mut c = log.consumer(&group).await.unwrap();
+    let mut again = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while again.is_empty() && tokio::time::Instant::now() < deadline {
+        again.extend(
+            c.poll(100, Duration::from_millis(500))
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(mine),
+        );
+    }
+    assert_eq!(again.len(), 1, "an uncommitted record is delivered again");
+    c.commit().await.unwrap();
+}
+
+/// A recording sink for pub/sub tests.
+pub fn recording_sink() -> (Sink, Arc<Mutex<Vec<Delivery>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    (Arc::new(move |d| s.lock().unwrap().push(d)), seen)
+}
+
+async fn eventually(seen: &Mutex<Vec<Delivery>>, n: usize) -> Vec<Delivery> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = seen.lock().unwrap().clone();
+        if v.len() >= n || tokio::time::Instant::now() >= deadline {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A PubSub: two endpoints (two nodes) over one bus/server.
+pub async fn pubsub_suite(
+    a: &dyn PubSub,
+    a_seen: &Mutex<Vec<Delivery>>,
+    b: &dyn PubSub,
+    b_seen: &Mutex<Vec<Delivery>>,
+) {
+    let base = base();
+    let (t1, t2) = (Topic::Channel(Id(base)), Topic::User(Id(base + 1)));
+    a.subscribe(t1).await.unwrap();
+    b.subscribe(t1).await.unwrap();
+    b.subscribe(t2).await.unwrap();
+
+    a.publish(t1, Bytes::from_static(b"one")).await.unwrap();
+    a.publish(t2, Bytes::from_static(b"two")).await.unwrap();
+    let got_b = eventually(b_seen, 2).await;
+    let got_a = eventually(a_seen, 1).await;
+    let only = |v: &[Delivery], t: Topic| {
+        v.iter()
+            .filter(|d| d.topic == t)
+            .map(|d| d.payload.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        only(&got_a, t1),
+        [Bytes::from_static(b"one")],
+        "the publisher's own node receives too"
+    );
+    assert_eq!(
+        only(&got_a, t2),
+        Vec::<Bytes>::new(),
+        "not subscribed, nothing delivered"
+    );
+    assert_eq!(only(&got_b, t1), [Bytes::from_static(b"one")]);
+    assert_eq!(only(&got_b, t2), [Bytes::from_static(b"two")]);
+
+    b.unsubscribe(t1).await.unwrap();
+    for i in 0..50u8 {
+        a.publish(t1, Bytes::from(vec![i])).await.unwrap();
+    }
+    let got_a = eventually(a_seen, 51).await;
+    let order: Vec<u8> = got_a
+        .iter()
+        .filter(|d| d.topic == t1)
+        .skip(1)
+        .map(|d| d.payload[0])
+        .collect();
+    assert_eq!(
+        order,
+        (0..50).collect::<Vec<u8>>(),
+        "one topic keeps publish order"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        only(&b_seen.lock().unwrap(), t1).len(),
+        1,
+        "unsubscribed: no more deliveries"
+    );
+}
+
+/// Blobs: presigned PUT through `put` (an HTTP client), stat, presigned GET through `get`.
+pub async fn blobs_suite<P, PF, G, GF>(blobs: &dyn Blobs, put: P, get: G)
+where
+    P: Fn(PresignedRequest, Vec<u8>) -> PF,
+    PF: std::future::Future<Output = u16>,
+    G: Fn(String) -> GF,
+    GF: std::future::Future<Output = (u16, Vec<u8>)>,
+{
+    let b = base();
+    let key = format!("u/{b}/{}/photo.png", b + 1);
+    let bytes = b"\x89PNG fake image".to_vec();
+    assert!(blobs.stat(&key).await.unwrap().is_none());
+
+    let req = blobs
+        .presign_put(
+            &key,
+            "image/png",
+            bytes.len() as u64,
+            Duration::from_secs(300),
+        )
+        .await
+        .unwrap();
+    assert_eq!(req.method, "PUT");
+    // Another length than the signed one is refused and stores nothing.
+    let status = put(req.clone(), bytes[..4].to_vec()).await;
+    assert!(
+        (400..500).contains(&status),
+        "short body accepted: {status}"
+    );
+    assert!(blobs.stat(&key).await.unwrap().is_none());
+
+    let status = put(req, bytes.clone()).await;
+    assert!(
+        (200..300).contains(&status),
+        "presigned PUT failed: {status}"
+    );
+    let meta = blobs
+        .stat(&key)
+        .await
+        .unwrap()
+        .expect("object exists after upload");
+    assert_eq!(
+        meta,
+        ObjectMeta {
+            size: bytes.len() as u64,
+            content_type: "image/png".into()
+        }
+    );
+
+    let url = blobs
+        .presign_get(&key, Duration::from_secs(300))
+        .await
+        .unwrap();
+    let (status, body) = get(url.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, bytes);
+    // A tampered URL is refused.
+    let (status, _) = get(url.replace("photo.png", "other.png")).await;
+    assert!(
+        (400..500).contains(&status),
+        "tampered GET answered {status}"
+    );
+}

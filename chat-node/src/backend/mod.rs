@@ -1,0 +1,262 @@
+//! The ports chat-node talks to, each a small trait with an embedded implementation here and
+//! distributed implementations beside it:
+//!
+//! ```text
+//!              embedded (one process)        distributed
+//!   Store      sqlite::SqliteStore           postgres (directory + shards)
+//!   Log        sqlite::SqliteLog             kafka
+//!   PubSub     memory::MemoryPubSub          redis
+//!   Blobs      local::LocalBlobs             s3
+//! ```
+//!
+//! `conformance` holds the one behavioural test suite every implementation runs.
+
+pub mod local;
+pub mod memory;
+pub mod sqlite;
+mod store;
+mod types;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use store::{
+    ChannelStore, MediaStore, MemberStore, MessageStore, ReadMarkerStore, Stores, UserStore,
+};
+pub use types::*;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use parley_protocol::{ErrorCode, Id};
+
+/// Why a backend call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    /// The backend cannot be reached or refused to work; retrying later may succeed.
+    #[error("{backend} is unavailable: {detail}")]
+    Unavailable {
+        backend: &'static str,
+        detail: String,
+    },
+    /// A uniqueness rule was broken (a taken username or group name).
+    #[error("{0}")]
+    Conflict(String),
+    /// Anything else: a bug or corrupt data.
+    #[error("{backend} failed: {detail}")]
+    Internal {
+        backend: &'static str,
+        detail: String,
+    },
+}
+
+impl BackendError {
+    pub fn unavailable(backend: &'static str, detail: impl std::fmt::Display) -> Self {
+        Self::Unavailable {
+            backend,
+            detail: detail.to_string(),
+        }
+    }
+
+    pub fn internal(backend: &'static str, detail: impl std::fmt::Display) -> Self {
+        Self::Internal {
+            backend,
+            detail: detail.to_string(),
+        }
+    }
+
+    /// The protocol code a client sees for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            BackendError::Unavailable { .. } => ErrorCode::Unavailable,
+            BackendError::Conflict(_) => ErrorCode::Conflict,
+            BackendError::Internal { .. } => ErrorCode::Internal,
+        }
+    }
+}
+
+/// A durable, partitioned log (Kafka's model): records with the same key keep their order.
+#[async_trait]
+pub trait Log: Send + Sync + std::fmt::Debug {
+    /// Appends `records`; `Ok` means every one of them is durable.
+    async fn append(&self, records: &[LogRecord]) -> Result<(), BackendError>;
+
+    /// Opens a consumer in `group`: it starts after the group's committed position.
+    async fn consumer(&self, group: &str) -> Result<Box<dyn LogConsumer>, BackendError>;
+}
+
+/// Reads a log for one consumer group.
+#[async_trait]
+pub trait LogConsumer: Send + std::fmt::Debug {
+    /// Up to `max` records, waiting up to `wait` for the first one.
+    async fn poll(
+        &mut self,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<LogRecord>, BackendError>;
+
+    /// Commits everything polled so far: a new consumer of the group starts after it.
+    async fn commit(&mut self) -> Result<(), BackendError>;
+}
+
+/// One log record: `key` chooses the partition (the channel ID for messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    pub key: Id,
+    pub payload: Bytes,
+}
+
+/// Where a pub/sub message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    /// Events of one channel (`ch:<id>`).
+    Channel(Id),
+    /// Events for one user's connections (`user:<id>`).
+    User(Id),
+}
+
+impl std::fmt::Display for Topic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Topic::Channel(id) => write!(f, "ch:{id}"),
+            Topic::User(id) => write!(f, "user:{id}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Topic {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let (kind, id) = s.split_once(':').ok_or(())?;
+        let id = id.parse().map_err(|_| ())?;
+        match kind {
+            "ch" => Ok(Topic::Channel(id)),
+            "user" => Ok(Topic::User(id)),
+            _ => Err(()),
+        }
+    }
+}
+
+/// A message received from a subscribed topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub topic: Topic,
+    pub payload: Bytes,
+}
+
+/// Where a [`PubSub`] hands what arrives on subscribed topics. Called on the pub/sub's own
+/// task: it must not block.
+pub type Sink = std::sync::Arc<dyn Fn(Delivery) + Send + Sync>;
+
+/// Fan-out between nodes. Subscriptions are per node (the hub reference-counts them);
+/// what arrives on subscribed topics goes to the sink given at construction.
+#[async_trait]
+pub trait PubSub: Send + Sync + std::fmt::Debug {
+    async fn publish(&self, topic: Topic, payload: Bytes) -> Result<(), BackendError>;
+    async fn subscribe(&self, topic: Topic) -> Result<(), BackendError>;
+    async fn unsubscribe(&self, topic: Topic) -> Result<(), BackendError>;
+}
+
+/// Object storage reached by clients through signed URLs.
+#[async_trait]
+pub trait Blobs: Send + Sync + std::fmt::Debug {
+    /// A URL the client PUTs exactly `size` bytes of `content_type` to, before `expires`.
+    async fn presign_put(
+        &self,
+        key: &str,
+        content_type: &str,
+        size: u64,
+        expires: std::time::Duration,
+    ) -> Result<PresignedRequest, BackendError>;
+
+    /// A URL the object can be downloaded from, before `expires`.
+    async fn presign_get(
+        &self,
+        key: &str,
+        expires: std::time::Duration,
+    ) -> Result<String, BackendError>;
+
+    /// Size and content type of a stored object, `None` if there is none.
+    async fn stat(&self, key: &str) -> Result<Option<ObjectMeta>, BackendError>;
+}
+
+/// A presigned request: the client sends `method` to `url` with `headers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresignedRequest {
+    pub method: &'static str,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub size: u64,
+    pub content_type: String,
+}
+
+/// The conformance suite on the embedded implementations (the local blob store runs it in
+/// `tests/`, where a node serves its URLs).
+#[cfg(test)]
+mod embedded_conformance {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_store() {
+        let pool = sqlite::open_memory().await.unwrap();
+        conformance::store_suite(&Stores::from_backend(Arc::new(sqlite::SqliteStore::new(
+            pool,
+        ))))
+        .await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_on_a_file_survives_reopening() {
+        let dir = std::env::temp_dir().join(format!(
+            "parley-sqlite-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("parley.db");
+        let pool = sqlite::open(&path).await.unwrap();
+        conformance::store_suite(&Stores::from_backend(Arc::new(sqlite::SqliteStore::new(
+            pool.clone(),
+        ))))
+        .await;
+        pool.close().await;
+        // Migrations are not applied twice.
+        let pool = sqlite::open(&path).await.unwrap();
+        conformance::store_suite(&Stores::from_backend(Arc::new(sqlite::SqliteStore::new(
+            pool.clone(),
+        ))))
+        .await;
+        pool.close().await;
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test]
+    async fn sqlite_log() {
+        let dir = std::env::temp_dir().join(format!(
+            "parley-log-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pool = sqlite::open(&dir.join("parley.db")).await.unwrap();
+        conformance::log_suite(&sqlite::SqliteLog::new(pool.clone(), "messages")).await;
+        pool.close().await;
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test]
+    async fn memory_pubsub() {
+        let bus = memory::MemoryBus::new();
+        let (sink_a, seen_a) = conformance::recording_sink();
+        let (sink_b, seen_b) = conformance::recording_sink();
+        let a = bus.endpoint(sink_a);
+        let b = bus.endpoint(sink_b);
+        conformance::pubsub_suite(&a, &seen_a, &b, &seen_b).await;
+    }
+}

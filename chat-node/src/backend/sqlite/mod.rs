@@ -1,0 +1,92 @@
+//! Embedded backends on one SQLite file: the Store ([`SqliteStore`]) and the durable log
+//! ([`SqliteLog`]).
+
+mod log;
+mod store;
+
+pub use log::SqliteLog;
+pub use store::SqliteStore;
+
+use std::path::Path;
+use std::str::FromStr as _;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::BackendError;
+
+const BACKEND: &str = "sqlite";
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+
+pub(crate) fn err(e: sqlx::Error) -> BackendError {
+    match &e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            BackendError::unavailable(BACKEND, e)
+        }
+        sqlx::Error::Database(db) if db.message().contains("database is locked") => {
+            BackendError::unavailable(BACKEND, e)
+        }
+        _ => BackendError::internal(BACKEND, e),
+    }
+}
+
+/// Opens (creating if needed) the database file and brings its schema up to date.
+pub async fn open(path: &Path) -> Result<SqlitePool, BackendError> {
+    let options = SqliteConnectOptions::from_str("sqlite://")
+        .map_err(err)?
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // WAL + NORMAL: a commit survives a crash of the process (not of the machine).
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .map_err(err)?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// An in-memory database (tests).
+pub async fn open_memory() -> Result<SqlitePool, BackendError> {
+    let options = SqliteConnectOptions::from_str("sqlite::memory:").map_err(err)?;
+    // One connection: every connection to `:memory:` is its own database.
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .map_err(err)?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<(), BackendError> {
+    let mut conn = pool.acquire().await.map_err(err)?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(err)?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PRAGMA user_version = {}",
+            i + 1
+        )))
+        .execute(&mut *tx)
+        .await
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+    }
+    Ok(())
+}
