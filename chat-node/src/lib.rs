@@ -1,56 +1,32 @@
 //! Parley chat-node: the WebSocket + REST server.
 //!
 //! ```text
-//! main.rs ── Config::parse ── AppState::new ── run(listener, state, shutdown)
-//!                                                  └── app(state): axum Router
+//! main.rs ── Config ── node::embedded(config) ── node::serve(listener, chat, shutdown)
+//!                          │                          └── http::app(chat): axum Router
+//!                          └── Chat: the protocol's operations over the backend ports
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod backend;
+pub mod chat;
 pub mod config;
-mod http;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod metrics;
 pub mod moderation;
+pub mod node;
+pub mod persister;
+pub mod presence;
+pub mod ratelimit;
 pub mod snowflake;
-
-use std::future::Future;
-use std::sync::Arc;
+pub mod ws;
 
 pub use http::app;
 
-/// Everything a request handler needs, passed explicitly (no globals).
-#[derive(Debug, Clone)]
-pub struct AppState {
-    inner: Arc<Inner>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    config: config::Config,
-}
-
-impl AppState {
-    pub fn new(config: config::Config) -> Self {
-        Self {
-            inner: Arc::new(Inner { config }),
-        }
-    }
-
-    /// The configuration the node was started with.
-    pub fn config(&self) -> &config::Config {
-        &self.inner.config
-    }
-}
-
-/// Serves `app(state)` on `listener` until `shutdown` resolves, then drains in-flight requests.
-pub async fn run(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
+/// What every handler gets: the node's chat service (no globals).
+pub type AppState = std::sync::Arc<chat::Chat>;
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

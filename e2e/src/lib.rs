@@ -7,6 +7,8 @@
 //! a test that needs a service fails when the service is not there.
 #![forbid(unsafe_code)]
 
+pub mod client;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,229 @@
+//! Passwords (argon2id) and session tokens (JWT, HS256, with `exp`, `iss` and `aud` checked).
+
+use std::path::Path;
+
+use argon2::Argon2;
+use argon2::password_hash::{
+    PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString, rand_core::OsRng,
+};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use parley_protocol::{Id, Timestamp};
+use serde::{Deserialize, Serialize};
+
+/// Issuer and audience of Parley session tokens.
+pub const ISSUER: &str = "parley";
+pub const AUDIENCE: &str = "parley-clients";
+
+/// Why a token or a password was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("the token is expired")]
+    Expired,
+    #[error("the token is not valid: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    iss: String,
+    aud: String,
+    iat: i64,
+    exp: i64,
+}
+
+/// Signs and checks session tokens.
+#[derive(Clone)]
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    ttl_secs: u64,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("ttl_secs", &self.ttl_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tokens {
+    pub fn new(secret: &[u8], ttl_secs: u64) -> Self {
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            ttl_secs,
+        }
+    }
+
+    /// A token for `user`, valid from `now` for the configured lifetime.
+    pub fn issue(&self, user: Id, now: Timestamp) -> String {
+        let iat = now.unix_millis() / 1000;
+        let claims = Claims {
+            sub: user.to_string(),
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            iat,
+            exp: iat + self.ttl_secs as i64,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .expect("HS256 signing of plain claims cannot fail")
+    }
+
+    /// The user a token was issued to.
+    pub fn verify(&self, token: &str) -> Result<Id, AuthError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 5;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
+            |e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(e.to_string()),
+            },
+        )?;
+        data.claims
+            .sub
+            .parse()
+            .map_err(|_| AuthError::Invalid("bad subject".into()))
+    }
+}
+
+/// Hashes a password with argon2id and a random salt (PHC string).
+pub fn hash_password(password: &str) -> String {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 with default parameters accepts any password")
+        .to_string()
+}
+
+/// Checks a password against a PHC hash.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A secret: `configured` if given, else the one kept in `data_dir/<file>`, generated on
+/// first start.
+pub fn load_or_create_secret(
+    configured: Option<&str>,
+    data_dir: &Path,
+    file: &str,
+) -> std::io::Result<Vec<u8>> {
+    if let Some(s) = configured {
+        return Ok(s.as_bytes().to_vec());
+    }
+    let path = data_dir.join(file);
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().as_bytes().to_vec()),
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} holds a secret shorter than 32 bytes", path.display()),
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    let secret = hex::encode(bytes);
+    std::fs::create_dir_all(data_dir)?;
+    write_private(&path, &secret)?;
+    Ok(secret.into_bytes())
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(content.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    std::fs::write(path, content)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_check_signature_issuer_audience_expiry() {
+        let tokens = Tokens::new(b"0123456789abcdef0123456789abcdef", 3600);
+        let now = Timestamp::now();
+        let t = tokens.issue(Id(42), now);
+        assert_eq!(tokens.verify(&t), Ok(Id(42)));
+
+        let other = Tokens::new(b"another-secret-another-secret-xx", 3600);
+        assert!(matches!(other.verify(&t), Err(AuthError::Invalid(_))));
+
+        let expired = tokens.issue(Id(42), Timestamp(now.0 - 7_200_000));
+        assert_eq!(tokens.verify(&expired), Err(AuthError::Expired));
+
+        let key = EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef");
+        let iat = now.0 / 1000;
+        for (iss, aud) in [("evil", AUDIENCE), (ISSUER, "someone-else")] {
+            let claims = Claims {
+                sub: "42".into(),
+                iss: iss.into(),
+                aud: aud.into(),
+                iat,
+                exp: iat + 60,
+            };
+            let forged =
+                jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap();
+            assert!(
+                matches!(tokens.verify(&forged), Err(AuthError::Invalid(_))),
+                "{iss}/{aud}"
+            );
+        }
+        assert!(tokens.verify("garbage").is_err());
+    }
+
+    #[test]
+    fn passwords_hash_with_argon2id() {
+        let h = hash_password("correct horse");
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("wrong horse", &h));
+        assert!(!verify_password("x", "not a hash"));
+    }
+
+    #[test]
+    fn secret_is_generated_once_and_kept() {
+        let dir = std::env::temp_dir().join(format!(
+            "parley-secret-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let a = load_or_create_secret(None, &dir, "jwt-secret").unwrap();
+        let b = load_or_create_secret(None, &dir, "jwt-secret").unwrap();
+        assert_eq!(a, b);
+        assert!(a.len() >= 32);
+        assert_eq!(
+            load_or_create_secret(
+                Some("configured-secret-configured-secret"),
+                &dir,
+                "jwt-secret"
+            )
+            .unwrap(),
+            b"configured-secret-configured-secret"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

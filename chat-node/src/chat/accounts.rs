@@ -1,0 +1,158 @@
+//! Registration, login and user lookups.
+
+use parley_protocol::rest::AuthResponse;
+use parley_protocol::{ErrorCode, Id, User};
+
+use super::Chat;
+use crate::auth::{hash_password, verify_password};
+use crate::backend::UserRecord;
+use crate::error::ApiError;
+
+const USERNAME_CHARS: std::ops::RangeInclusive<usize> = 3..=32;
+const PASSWORD_BYTES: std::ops::RangeInclusive<usize> = 8..=1024;
+const DISPLAY_NAME_CHARS: std::ops::RangeInclusive<usize> = 1..=64;
+
+/// Checks a username: 3..=32 of ASCII letters, digits, `_`, `.`, `-`.
+pub(super) fn validate_username(username: &str) -> Result<(), ApiError> {
+    let ok = USERNAME_CHARS.contains(&username.len())
+        && username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "a username is 3 to 32 letters, digits, `_`, `.` or `-`",
+        ))
+    }
+}
+
+fn clean_display_name(name: Option<&str>, username: &str) -> Result<String, ApiError> {
+    let Some(name) = name.map(str::trim) else {
+        return Ok(username.to_owned());
+    };
+    if !DISPLAY_NAME_CHARS.contains(&name.chars().count()) || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "a display name is 1 to 64 characters, without control characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+impl Chat {
+    pub async fn register(
+        &self,
+        username: &str,
+        password: &str,
+        display_name: Option<&str>,
+    ) -> Result<AuthResponse, ApiError> {
+        validate_username(username)?;
+        if !PASSWORD_BYTES.contains(&password.len()) {
+            return Err(ApiError::bad_request("a password is 8 to 1024 bytes"));
+        }
+        let display_name = clean_display_name(display_name, username)?;
+        if self
+            .stores
+            .users
+            .user_by_username(username)
+            .await?
+            .is_some()
+        {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("the username `{username}` is taken"),
+            ));
+        }
+        let password = password.to_owned();
+        let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|_| ApiError::new(ErrorCode::Internal, "internal error"))?;
+        let now = self.now();
+        let record = UserRecord {
+            id: self.new_id().await?,
+            username: username.to_owned(),
+            display_name,
+            password_hash,
+            created_at: now,
+        };
+        self.stores.users.create_user(&record).await?;
+        Ok(AuthResponse {
+            token: self.tokens.issue(record.id, now),
+            user: User::from(&record),
+        })
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Result<AuthResponse, ApiError> {
+        let record = self.stores.users.user_by_username(username).await?;
+        let hash = record
+            .as_ref()
+            .map_or(self.dummy_hash.clone(), |r| r.password_hash.clone());
+        let password = password.to_owned();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+            .await
+            .map_err(|_| ApiError::new(ErrorCode::Internal, "internal error"))?;
+        match record {
+            Some(r) if ok => Ok(AuthResponse {
+                token: self.tokens.issue(r.id, self.now()),
+                user: User::from(&r),
+            }),
+            _ => Err(ApiError::unauthorized("wrong username or password")),
+        }
+    }
+
+    pub async fn user(&self, id: Id) -> Result<User, ApiError> {
+        self.stores
+            .users
+            .user(id)
+            .await?
+            .map(|r| User::from(&r))
+            .ok_or_else(|| ApiError::not_found("no such user"))
+    }
+
+    pub async fn user_by_username(&self, username: &str) -> Result<User, ApiError> {
+        self.stores
+            .users
+            .user_by_username(username)
+            .await?
+            .map(|r| User::from(&r))
+            .ok_or_else(|| ApiError::not_found("no such user"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames() {
+        for ok in [
+            "bob",
+            "alice_1",
+            "a.b-c",
+            "x23456789012345678901234567890yz",
+        ] {
+            assert!(validate_username(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "ab",
+            "with space",
+            "émile",
+            "x234567890123456789012345678901yz",
+            "semi;colon",
+        ] {
+            assert!(validate_username(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn display_names() {
+        assert_eq!(clean_display_name(None, "bob").unwrap(), "bob");
+        assert_eq!(
+            clean_display_name(Some("  Bob B.  "), "bob").unwrap(),
+            "Bob B."
+        );
+        assert!(clean_display_name(Some("   "), "bob").is_err());
+        assert!(clean_display_name(Some("a\u{7}b"), "bob").is_err());
+    }
+}

@@ -1,0 +1,428 @@
+//! Sending, history, sync, read markers and typing.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use parley_protocol::rest::{HistoryQuery, MessagePage};
+use parley_protocol::ws::{ChannelCursor, ReadEvent, TypingEvent};
+use parley_protocol::{Attachment, ErrorCode, Id, Message, Timestamp, limits};
+
+use super::sequencer::merge_page;
+use super::{Chat, DOWNLOAD_URL_TTL, ev};
+use crate::backend::{AttachmentRecord, LogRecord, Page, StoredMessage, Topic};
+use crate::error::ApiError;
+use crate::hub::Header;
+use crate::moderation::Verdict;
+
+/// Idempotency window of `client_msg_id`.
+const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+const CLIENT_MSG_ID_MAX: usize = 128;
+
+/// A send, from REST or WebSocket.
+#[derive(Debug, Clone, Default)]
+pub struct SendInput {
+    pub text: String,
+    pub client_msg_id: Option<String>,
+    pub attachments: Vec<Id>,
+    pub reply_to: Option<Id>,
+}
+
+/// Checks the text length: 1..=max Unicode scalar values after trimming.
+pub(super) fn clean_text(text: &str, max_chars: usize) -> Result<&str, ApiError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(ApiError::bad_request("the text is empty"));
+    }
+    let n = text.chars().count();
+    if n > max_chars {
+        return Err(ApiError::too_large(format!(
+            "the text has {n} characters; the limit is {max_chars}"
+        )));
+    }
+    Ok(text)
+}
+
+/// The page a history query asks for.
+pub(super) fn page_of(q: &HistoryQuery) -> Result<Page, ApiError> {
+    let limit = q.limit.unwrap_or(limits::DEFAULT_PAGE);
+    if !(1..=limits::MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be 1..={}",
+            limits::MAX_PAGE
+        )));
+    }
+    match (q.before, q.after) {
+        (Some(_), Some(_)) => Err(ApiError::bad_request("give `before` or `after`, not both")),
+        (Some(id), None) => Ok(Page::Before { id, limit }),
+        (None, Some(id)) => Ok(Page::After { id, limit }),
+        (None, None) => Ok(Page::Latest { limit }),
+    }
+}
+
+impl Chat {
+    /// The wire form of a stored message, with fresh download URLs.
+    pub async fn to_wire(&self, m: &StoredMessage) -> Result<Message, ApiError> {
+        let mut attachments = Vec::with_capacity(m.attachments.len());
+        for a in &m.attachments {
+            attachments.push(self.attachment_wire(a).await?);
+        }
+        Ok(Message {
+            id: m.id,
+            channel_id: m.channel_id,
+            seq: m.seq,
+            author_id: m.author_id,
+            text: m.text.clone(),
+            client_msg_id: m.client_msg_id.clone(),
+            attachments,
+            reply_to: m.reply_to,
+            created_at: m.created_at,
+            moderated: m.moderated,
+        })
+    }
+
+    pub async fn attachment_wire(&self, a: &AttachmentRecord) -> Result<Attachment, ApiError> {
+        Ok(Attachment {
+            id: a.id,
+            filename: a.filename.clone(),
+            content_type: a.content_type.clone(),
+            size: a.size,
+            url: self.blobs.presign_get(&a.key, DOWNLOAD_URL_TTL).await?,
+        })
+    }
+
+    async fn wire_all(&self, messages: &[StoredMessage]) -> Result<Vec<Message>, ApiError> {
+        let mut out = Vec::with_capacity(messages.len());
+        for m in messages {
+            out.push(self.to_wire(m).await?);
+        }
+        Ok(out)
+    }
+
+    fn check_send_rate(&self, author: Id) -> Result<(), ApiError> {
+        let allowed = self
+            .send_limiter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow(author, self.now().unix_millis());
+        if allowed {
+            Ok(())
+        } else {
+            let l = &self.config.limits;
+            Err(ApiError::new(
+                ErrorCode::RateLimited,
+                format!(
+                    "slow down: at most {} messages per second (bursts of {})",
+                    l.send_rate, l.send_burst
+                ),
+            ))
+        }
+    }
+
+    async fn resolve_attachments(
+        &self,
+        author: Id,
+        ids: &[Id],
+    ) -> Result<Vec<AttachmentRecord>, ApiError> {
+        let max = self.config.limits.max_attachments as usize;
+        if ids.len() > max {
+            return Err(ApiError::bad_request(format!(
+                "at most {max} attachments per message"
+            )));
+        }
+        if ids.iter().collect::<HashSet<_>>().len() != ids.len() {
+            return Err(ApiError::bad_request("an attachment is listed twice"));
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found = self.stores.media.attachments(ids).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(a) = found.iter().find(|a| a.id == *id && a.owner_id == author) else {
+                return Err(ApiError::bad_request(format!(
+                    "attachment {id} does not exist or is not yours"
+                )));
+            };
+            match self.blobs.stat(&a.key).await? {
+                None => {
+                    return Err(ApiError::bad_request(format!(
+                        "attachment {id} has not been uploaded yet"
+                    )));
+                }
+                Some(meta) if meta.size != a.size || meta.content_type != a.content_type => {
+                    return Err(ApiError::bad_request(format!(
+                        "attachment {id} was uploaded as {} bytes of {}, not the declared {} bytes of {}",
+                        meta.size, meta.content_type, a.size, a.content_type
+                    )));
+                }
+                Some(_) => out.push(a.clone()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sends a message: validated, moderated, deduplicated, sequenced, durable, published.
+    pub async fn send(
+        &self,
+        author: Id,
+        channel: Id,
+        input: SendInput,
+    ) -> Result<Message, ApiError> {
+        let started = Instant::now();
+        self.check_send_rate(author)?;
+        if let Some(c) = &input.client_msg_id
+            && (c.is_empty() || c.len() > CLIENT_MSG_ID_MAX)
+        {
+            return Err(ApiError::bad_request(format!(
+                "client_msg_id is 1 to {CLIENT_MSG_ID_MAX} bytes"
+            )));
+        }
+        let text = clean_text(&input.text, self.config.limits.max_text_chars as usize)?;
+        self.require_member(channel, author).await?;
+        let (text, moderated) = match self.moderator.check(text) {
+            Verdict::Clean => (text.to_owned(), false),
+            Verdict::Masked(masked) => (masked, true),
+            Verdict::Rejected => {
+                return Err(ApiError::new(
+                    ErrorCode::ContentRejected,
+                    "the message contains words this chat does not allow",
+                ));
+            }
+        };
+        let attachments = self.resolve_attachments(author, &input.attachments).await?;
+
+        let seq_state = self.sequencer.channel(channel);
+        let mut last_seq = seq_state.last_seq.lock().await;
+        let since = Timestamp(self.now().unix_millis() - IDEMPOTENCY_WINDOW_MS);
+        if let Some(cmid) = &input.client_msg_id {
+            if let Some(m) = self.sequencer.by_client_id(author, cmid, since) {
+                return self.to_wire(&m).await;
+            }
+            if let Some(m) = self
+                .stores
+                .messages
+                .by_client_msg_id(author, cmid, since)
+                .await?
+            {
+                return self.to_wire(&m).await;
+            }
+        }
+        let current = match *last_seq {
+            Some(s) => s,
+            None => self
+                .stores
+                .messages
+                .last_seqs(&[channel])
+                .await?
+                .first()
+                .map_or(0, |(_, s)| *s),
+        };
+        let stored = StoredMessage {
+            id: self.new_id().await?,
+            channel_id: channel,
+            seq: current + 1,
+            author_id: author,
+            text,
+            client_msg_id: input.client_msg_id.clone(),
+            attachments,
+            reply_to: input.reply_to,
+            created_at: self.now(),
+            moderated,
+        };
+        let payload = serde_json::to_vec(&stored)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        // Durable first: the sender's ok and every delivery come after this.
+        self.log
+            .append(&[LogRecord {
+                key: channel,
+                payload: Bytes::from(payload),
+            }])
+            .await?;
+        *last_seq = Some(stored.seq);
+        let stored = Arc::new(stored);
+        self.sequencer.remember(&seq_state, stored.clone());
+        let message = self.to_wire(&stored).await?;
+        let header = Header {
+            m: Some((channel, message.id)),
+            ..Default::default()
+        };
+        // Published under the channel's lock, so events leave in seq order. A failed publish
+        // loses no message: it is durable, and clients catch up with resume/history.
+        self.publish_best_effort(Topic::Channel(channel), &header, ev::MESSAGE, &message)
+            .await;
+        drop(last_seq);
+        self.metrics.messages_in.inc();
+        self.metrics
+            .send_latency
+            .observe(started.elapsed().as_secs_f64());
+        Ok(message)
+    }
+
+    pub async fn history(
+        &self,
+        user: Id,
+        channel: Id,
+        q: &HistoryQuery,
+    ) -> Result<MessagePage, ApiError> {
+        let page = page_of(q)?;
+        self.require_member(channel, user).await?;
+        let stored = self
+            .stores
+            .messages
+            .history(channel, page.with_limit(page.limit() + 1))
+            .await?;
+        let (messages, has_more) = merge_page(stored, &self.sequencer.recent(channel), page);
+        Ok(MessagePage {
+            messages: self.wire_all(&messages).await?,
+            has_more,
+        })
+    }
+
+    /// Messages of `channels` with id > `after`, oldest first: at most `limit`, and whether
+    /// there are more.
+    pub async fn messages_after(
+        &self,
+        channels: &[Id],
+        after: Id,
+        limit: u32,
+    ) -> Result<(Vec<Message>, bool), ApiError> {
+        let stored = self
+            .stores
+            .messages
+            .messages_after(channels, after, limit + 1)
+            .await?;
+        let mut recent = Vec::new();
+        for c in channels {
+            recent.extend(self.sequencer.recent(*c));
+        }
+        let (messages, has_more) = merge_page(stored, &recent, Page::After { id: after, limit });
+        Ok((self.wire_all(&messages).await?, has_more))
+    }
+
+    /// `GET /v1/sync`: every message in the caller's channels with id > `after`.
+    pub async fn sync(
+        &self,
+        user: Id,
+        after: Option<Id>,
+        limit: Option<u32>,
+    ) -> Result<MessagePage, ApiError> {
+        let limit = limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(ApiError::bad_request("limit must be 1..=1000"));
+        }
+        let channels: Vec<Id> = self.channels_of(user).await?.iter().map(|c| c.id).collect();
+        let (messages, has_more) = self
+            .messages_after(&channels, after.unwrap_or_default(), limit)
+            .await?;
+        Ok(MessagePage { messages, has_more })
+    }
+
+    /// The last seq of each channel.
+    pub async fn cursors(&self, channels: &[Id]) -> Result<Vec<ChannelCursor>, ApiError> {
+        let stored = self.stores.messages.last_seqs(channels).await?;
+        Ok(channels
+            .iter()
+            .map(|c| {
+                let from_store = stored.iter().find(|(id, _)| id == c).map_or(0, |(_, s)| *s);
+                let known = self.sequencer.known_last_seq(*c).unwrap_or(0);
+                ChannelCursor {
+                    id: *c,
+                    last_seq: from_store.max(known),
+                }
+            })
+            .collect())
+    }
+
+    pub async fn mark_read(&self, user: Id, channel: Id, message: Id) -> Result<(), ApiError> {
+        self.require_member(channel, user).await?;
+        if self
+            .stores
+            .read_markers
+            .mark_read(user, channel, message)
+            .await?
+        {
+            let header = Header {
+                x: Some(user),
+                ..Default::default()
+            };
+            let event = ReadEvent {
+                channel_id: channel,
+                user_id: user,
+                message_id: message,
+            };
+            self.publish_best_effort(Topic::Channel(channel), &header, ev::READ, &event)
+                .await;
+        }
+        Ok(())
+    }
+
+    pub async fn typing(&self, user: Id, channel: Id) -> Result<(), ApiError> {
+        self.require_member(channel, user).await?;
+        let header = Header {
+            x: Some(user),
+            ..Default::default()
+        };
+        self.publish_best_effort(
+            Topic::Channel(channel),
+            &header,
+            ev::TYPING,
+            &TypingEvent {
+                channel_id: channel,
+                user_id: user,
+            },
+        )
+        .await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_limits_count_scalar_values_after_trimming() {
+        assert_eq!(clean_text("  hi  ", 10).unwrap(), "hi");
+        assert_eq!(
+            clean_text("   ", 10).unwrap_err().code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(clean_text(&"é".repeat(10), 10).unwrap().chars().count(), 10);
+        assert_eq!(
+            clean_text(&"é".repeat(11), 10).unwrap_err().code,
+            ErrorCode::TooLarge
+        );
+    }
+
+    #[test]
+    fn history_queries() {
+        let q = |before: Option<u64>, after: Option<u64>, limit: Option<u32>| HistoryQuery {
+            before: before.map(Id),
+            after: after.map(Id),
+            limit,
+        };
+        assert_eq!(
+            page_of(&q(None, None, None)).unwrap(),
+            Page::Latest { limit: 50 }
+        );
+        assert_eq!(
+            page_of(&q(Some(5), None, Some(10))).unwrap(),
+            Page::Before {
+                id: Id(5),
+                limit: 10
+            }
+        );
+        assert_eq!(
+            page_of(&q(None, Some(5), Some(100))).unwrap(),
+            Page::After {
+                id: Id(5),
+                limit: 100
+            }
+        );
+        assert!(page_of(&q(Some(1), Some(2), None)).is_err());
+        assert!(page_of(&q(None, None, Some(0))).is_err());
+        assert!(page_of(&q(None, None, Some(101))).is_err());
+    }
+}

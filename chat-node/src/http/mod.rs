@@ -1,0 +1,113 @@
+//! HTTP: the REST API, the WebSocket endpoint, health and metrics, local blobs and the web
+//! page. Every error is `{"error": {"code", "message"}}` with the protocol's status.
+
+mod blobs;
+pub mod extract;
+mod rest;
+mod web;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use parley_protocol::ErrorCode;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Largest JSON body accepted.
+const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// The node's router, without a listener, so tests can drive it directly.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/auth/register", post(rest::register))
+        .route("/auth/login", post(rest::login))
+        .route("/users/me", get(rest::me))
+        .route("/users/{id}", get(rest::user))
+        .route("/users", get(rest::user_by_name))
+        .route(
+            "/channels",
+            post(rest::create_channel).get(rest::list_channels),
+        )
+        .route("/channels/lookup", get(rest::lookup_channel))
+        .route("/channels/{id}", get(rest::channel))
+        .route("/channels/{id}/join", post(rest::join))
+        .route("/channels/{id}/leave", post(rest::leave))
+        .route("/channels/{id}/members", get(rest::members))
+        .route(
+            "/channels/{id}/messages",
+            post(rest::send).get(rest::history),
+        )
+        .route("/channels/{id}/read", post(rest::read))
+        .route("/dms", post(rest::dm))
+        .route("/sync", get(rest::sync))
+        .route("/media", post(rest::create_media))
+        .route("/media/{id}", get(rest::media))
+        .route("/presence", get(rest::presence))
+        .route("/ws", get(crate::ws::upgrade))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY));
+    let blobs = Router::new()
+        .route("/v1/blobs/{*key}", put(blobs::put).get(blobs::get))
+        .layer(DefaultBodyLimit::disable());
+    Router::new()
+        .nest("/v1", api)
+        .merge(blobs)
+        .route("/", get(web::index))
+        .route("/app.js", get(web::script))
+        .route("/app.css", get(web::style))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            count_errors,
+        ))
+        .with_state(state)
+}
+
+async fn count_errors(State(chat): State<AppState>, res: Response) -> Response {
+    if let Some(code) = res.extensions().get::<ErrorCode>() {
+        chat.metrics.error(*code);
+    }
+    res
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Ready when the node is not shutting down and its backends answer.
+async fn readyz(State(chat): State<AppState>) -> Response {
+    if chat.shutdown.is_cancelled() {
+        return ApiError::unavailable("the node is shutting down").into_response();
+    }
+    match chat.check_backends().await {
+        Ok(()) => axum::Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Err(e) => ApiError::unavailable(format!("not ready: {e}")).into_response(),
+    }
+}
+
+async fn metrics(State(chat): State<AppState>) -> Response {
+    chat.metrics.connections.set(chat.hub.connections() as i64);
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        chat.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Response {
+    ApiError::not_found("no such route").into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    ApiError::not_found("this route does not take that method").into_response()
+}

@@ -1,0 +1,506 @@
+//! Local fan-out: which of this node's connections get what arrives on a pub/sub topic.
+//!
+//! ```text
+//!   PubSub sink ──► Hub::dispatch ──► channel topic ─► local members' connections
+//!                                └──► user topic ────► that user's connections
+//! ```
+//!
+//! The hub subscribes a topic when its first local interested connection appears and
+//! unsubscribes when the last goes (reference counts per node, never one broker
+//! subscription per socket). An event is serialized once by its publisher; every
+//! connection's queue gets a cheap clone of the same bytes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use parley_protocol::{Id, PresenceStatus};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::{BackendError, Delivery, PubSub, Topic};
+
+/// Identifies one WebSocket connection on this node.
+pub type ConnId = u64;
+
+/// What a connection's writer receives.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A serialized server frame; `message` is set for `message` events (channel, id), so a
+    /// resuming connection can skip what its backlog already carried.
+    Frame {
+        bytes: Bytes,
+        message: Option<(Id, Id)>,
+    },
+    /// Close the connection with this code and reason.
+    Close(u16, &'static str),
+}
+
+/// Routing information published with a frame.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Do not deliver to this user's connections (typing, read: "to the other members").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub x: Option<Id>,
+    /// (channel, user): the user joined the channel; their connections start receiving it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub j: Option<(Id, Id)>,
+    /// (channel, user): the user left the channel; their connections stop receiving it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l: Option<(Id, Id)>,
+    /// (user, status) of a presence event, so a connection gets each change once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p: Option<(Id, PresenceStatus)>,
+    /// (channel, message id) of a message event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub m: Option<(Id, Id)>,
+}
+
+/// `header JSON \n frame JSON`: the pub/sub payload.
+pub fn encode(header: &Header, frame: &[u8]) -> Bytes {
+    let mut out = serde_json::to_vec(header).expect("header serializes");
+    out.push(b'\n');
+    out.extend_from_slice(frame);
+    Bytes::from(out)
+}
+
+/// Splits a payload into header and frame (the frame shares the payload's memory).
+pub fn decode(payload: &Bytes) -> Option<(Header, Bytes)> {
+    let nl = payload.iter().position(|&b| b == b'\n')?;
+    let header = serde_json::from_slice(&payload[..nl]).ok()?;
+    Some((header, payload.slice(nl + 1..)))
+}
+
+struct Conn {
+    user: Id,
+    tx: mpsc::Sender<Outbound>,
+    /// Cancelled when the connection's queue overflows: the session closes it (slow reader).
+    overflow: CancellationToken,
+    /// Last presence status delivered per user, to drop repeats arriving via several channels.
+    presence_seen: HashMap<Id, PresenceStatus>,
+}
+
+#[derive(Default)]
+struct State {
+    conns: HashMap<ConnId, Conn>,
+    /// Local connections of each user.
+    users: HashMap<Id, HashSet<ConnId>>,
+    /// Channels of each user with a local connection.
+    user_channels: HashMap<Id, HashSet<Id>>,
+    /// Users with local connections in each channel.
+    channels: HashMap<Id, HashSet<Id>>,
+}
+
+/// This node's hub.
+pub struct Hub {
+    state: Mutex<State>,
+    /// Serializes subscription changes so subscribe/unsubscribe of a topic keep their order.
+    subscriptions: tokio::sync::Mutex<()>,
+    pubsub: Arc<dyn PubSub>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        f.debug_struct("Hub")
+            .field("connections", &s.conns.len())
+            .field("channels", &s.channels.len())
+            .finish()
+    }
+}
+
+impl Hub {
+    pub fn new(pubsub: Arc<dyn PubSub>) -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            subscriptions: tokio::sync::Mutex::new(()),
+            pubsub,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn pubsub(&self) -> &Arc<dyn PubSub> {
+        &self.pubsub
+    }
+
+    /// Number of live connections on this node.
+    pub fn connections(&self) -> usize {
+        self.state().conns.len()
+    }
+
+    /// Whether the user has a live connection on this node.
+    pub fn is_connected(&self, user: Id) -> bool {
+        self.state().users.get(&user).is_some_and(|c| !c.is_empty())
+    }
+
+    /// Registers a connection of `user`, a member of `channels`; returns once the node is
+    /// subscribed to every topic the connection needs. `overflow` is cancelled if the
+    /// connection's queue ever overflows.
+    pub async fn attach(
+        &self,
+        conn: ConnId,
+        user: Id,
+        channels: &[Id],
+        tx: mpsc::Sender<Outbound>,
+        overflow: CancellationToken,
+    ) -> Result<(), BackendError> {
+        let _order = self.subscriptions.lock().await;
+        let new_topics = {
+            let mut s = self.state();
+            let mut topics = Vec::new();
+            s.conns.insert(
+                conn,
+                Conn {
+                    user,
+                    tx,
+                    overflow,
+                    presence_seen: HashMap::new(),
+                },
+            );
+            let conns = s.users.entry(user).or_default();
+            if conns.is_empty() {
+                topics.push(Topic::User(user));
+            }
+            conns.insert(conn);
+            let mine = s.user_channels.entry(user).or_default();
+            let added: Vec<Id> = channels
+                .iter()
+                .copied()
+                .filter(|c| mine.insert(*c))
+                .collect();
+            for c in added {
+                let users = s.channels.entry(c).or_default();
+                if users.is_empty() {
+                    topics.push(Topic::Channel(c));
+                }
+                users.insert(user);
+            }
+            topics
+        };
+        for t in new_topics {
+            if let Err(e) = self.pubsub.subscribe(t).await {
+                drop(_order);
+                self.detach(conn).await;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a connection; unsubscribes what no local connection needs any more.
+    pub async fn detach(&self, conn: ConnId) {
+        let _order = self.subscriptions.lock().await;
+        let gone = {
+            let mut s = self.state();
+            let Some(c) = s.conns.remove(&conn) else {
+                return;
+            };
+            let mut topics = Vec::new();
+            let last = s.users.get_mut(&c.user).map(|set| {
+                set.remove(&conn);
+                set.is_empty()
+            });
+            if last == Some(true) {
+                s.users.remove(&c.user);
+                topics.push(Topic::User(c.user));
+                let channels = s.user_channels.remove(&c.user).unwrap_or_default();
+                for ch in channels {
+                    if let Some(users) = s.channels.get_mut(&ch) {
+                        users.remove(&c.user);
+                        if users.is_empty() {
+                            s.channels.remove(&ch);
+                            topics.push(Topic::Channel(ch));
+                        }
+                    }
+                }
+            }
+            topics
+        };
+        for t in gone {
+            if let Err(e) = self.pubsub.unsubscribe(t).await {
+                tracing::warn!(topic = %t, "unsubscribe failed: {e}");
+            }
+        }
+    }
+
+    /// The user's local connections start (or stop) receiving `channel`.
+    pub async fn set_member(
+        &self,
+        channel: Id,
+        user: Id,
+        member: bool,
+    ) -> Result<(), BackendError> {
+        let _order = self.subscriptions.lock().await;
+        let change = {
+            let mut s = self.state();
+            if !s.users.contains_key(&user) {
+                return Ok(());
+            }
+            if member {
+                s.user_channels.entry(user).or_default().insert(channel);
+                let users = s.channels.entry(channel).or_default();
+                let first = users.is_empty();
+                users.insert(user);
+                first.then_some((Topic::Channel(channel), true))
+            } else {
+                s.user_channels.entry(user).or_default().remove(&channel);
+                let empty = s.channels.get_mut(&channel).is_some_and(|u| {
+                    u.remove(&user);
+                    u.is_empty()
+                });
+                if empty {
+                    s.channels.remove(&channel);
+                }
+                empty.then_some((Topic::Channel(channel), false))
+            }
+        };
+        match change {
+            Some((t, true)) => self.pubsub.subscribe(t).await,
+            Some((t, false)) => self.pubsub.unsubscribe(t).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Hands what arrived on a topic to the local connections it concerns. Never blocks.
+    pub fn dispatch(self: &Arc<Self>, delivery: &Delivery) {
+        let Some((header, frame)) = decode(&delivery.payload) else {
+            tracing::warn!(topic = %delivery.topic, "undecodable pub/sub payload dropped");
+            return;
+        };
+        // A join (on the joiner's user topic) is applied first, so the frame reaches the new
+        // member's connections; a leave (on the channel topic) after the frame went out.
+        if let (Topic::User(_), Some((channel, user))) = (delivery.topic, header.j) {
+            self.spawn_set_member(channel, user, true);
+        }
+        {
+            let mut s = self.state();
+            let targets: Vec<ConnId> = match delivery.topic {
+                Topic::User(user) => s
+                    .users
+                    .get(&user)
+                    .map(|c| c.iter().copied().collect())
+                    .unwrap_or_default(),
+                Topic::Channel(channel) => {
+                    let Some(users) = s.channels.get(&channel) else {
+                        return;
+                    };
+                    users
+                        .iter()
+                        .filter(|u| Some(**u) != header.x)
+                        .flat_map(|u| s.users.get(u).into_iter().flatten().copied())
+                        .collect()
+                }
+            };
+            for id in targets {
+                let Some(conn) = s.conns.get_mut(&id) else {
+                    continue;
+                };
+                if header.x == Some(conn.user) {
+                    continue;
+                }
+                if let Some((user, status)) = header.p
+                    && (user == conn.user
+                        || conn.presence_seen.insert(user, status) == Some(status))
+                {
+                    continue;
+                }
+                let out = Outbound::Frame {
+                    bytes: frame.clone(),
+                    message: header.m,
+                };
+                if conn.tx.try_send(out).is_err() {
+                    conn.overflow.cancel();
+                }
+            }
+        }
+        if let (Topic::Channel(_), Some((channel, user))) = (delivery.topic, header.l) {
+            self.spawn_set_member(channel, user, false);
+        }
+    }
+
+    fn spawn_set_member(self: &Arc<Self>, channel: Id, user: Id, member: bool) {
+        let hub = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = hub.set_member(channel, user, member).await {
+                tracing::warn!(%channel, %user, "subscription change failed: {e}");
+            }
+        });
+    }
+
+    /// Sends `out` to every local connection (shutdown).
+    pub fn broadcast(&self, out: &Outbound) {
+        for conn in self.state().conns.values() {
+            let _ = conn.tx.try_send(out.clone());
+        }
+    }
+
+    /// Sends `out` to one connection.
+    pub fn send_to(&self, conn: ConnId, out: Outbound) -> bool {
+        self.state()
+            .conns
+            .get(&conn)
+            .is_some_and(|c| c.tx.try_send(out).is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::memory::MemoryBus;
+
+    fn frame(header: &Header, text: &str) -> Bytes {
+        encode(header, text.as_bytes())
+    }
+
+    async fn hub() -> (Arc<Hub>, Arc<dyn PubSub>) {
+        let bus = MemoryBus::new();
+        let cell: Arc<std::sync::OnceLock<Arc<Hub>>> = Arc::default();
+        let c = cell.clone();
+        let pubsub: Arc<dyn PubSub> = Arc::new(bus.endpoint(Arc::new(move |d| {
+            if let Some(h) = c.get() {
+                h.dispatch(&d);
+            }
+        })));
+        let hub = Arc::new(Hub::new(pubsub.clone()));
+        let _ = cell.set(hub.clone());
+        (hub, pubsub)
+    }
+
+    fn texts(rx: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
+        let mut v = Vec::new();
+        while let Ok(Outbound::Frame { bytes, .. }) = rx.try_recv() {
+            v.push(String::from_utf8(bytes.to_vec()).unwrap());
+        }
+        v
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let h = Header {
+            x: Some(Id(1)),
+            m: Some((Id(2), Id(3))),
+            ..Default::default()
+        };
+        let payload = frame(&h, "{\"t\":\"x\"}");
+        let (back, f) = decode(&payload).unwrap();
+        assert_eq!(back, h);
+        assert_eq!(&f[..], b"{\"t\":\"x\"}");
+    }
+
+    #[tokio::test]
+    async fn delivers_to_members_excluding_and_deduping() {
+        let (hub, pubsub) = hub().await;
+        let (alice, bob, ch) = (Id(1), Id(2), Id(10));
+        let (atx, mut arx) = mpsc::channel(16);
+        let (btx, mut brx) = mpsc::channel(16);
+        let (b2tx, mut b2rx) = mpsc::channel(16);
+        hub.attach(1, alice, &[ch], atx, CancellationToken::new())
+            .await
+            .unwrap();
+        hub.attach(2, bob, &[ch], btx, CancellationToken::new())
+            .await
+            .unwrap();
+        hub.attach(3, bob, &[ch], b2tx, CancellationToken::new())
+            .await
+            .unwrap();
+
+        pubsub
+            .publish(Topic::Channel(ch), frame(&Header::default(), "m1"))
+            .await
+            .unwrap();
+        pubsub
+            .publish(
+                Topic::Channel(ch),
+                frame(
+                    &Header {
+                        x: Some(alice),
+                        ..Default::default()
+                    },
+                    "typing",
+                ),
+            )
+            .await
+            .unwrap();
+        let presence = Header {
+            p: Some((Id(3), PresenceStatus::Online)),
+            ..Default::default()
+        };
+        pubsub
+            .publish(Topic::Channel(ch), frame(&presence, "p"))
+            .await
+            .unwrap();
+        pubsub
+            .publish(Topic::Channel(ch), frame(&presence, "p"))
+            .await
+            .unwrap();
+        pubsub
+            .publish(Topic::User(bob), frame(&Header::default(), "for bob"))
+            .await
+            .unwrap();
+
+        assert_eq!(texts(&mut arx), ["m1", "p"]);
+        assert_eq!(texts(&mut brx), ["m1", "typing", "p", "for bob"]);
+        assert_eq!(texts(&mut b2rx), ["m1", "typing", "p", "for bob"]);
+
+        // Bob's last connection goes: the channel stays subscribed for Alice only.
+        hub.detach(2).await;
+        hub.detach(3).await;
+        assert!(!hub.is_connected(bob));
+        pubsub
+            .publish(Topic::Channel(ch), frame(&Header::default(), "m2"))
+            .await
+            .unwrap();
+        assert_eq!(texts(&mut arx), ["m2"]);
+    }
+
+    #[tokio::test]
+    async fn join_and_leave_headers_change_what_a_user_receives() {
+        let (hub, pubsub) = hub().await;
+        let (carol, ch) = (Id(5), Id(20));
+        let (tx, mut rx) = mpsc::channel(16);
+        hub.attach(9, carol, &[], tx, CancellationToken::new())
+            .await
+            .unwrap();
+        pubsub
+            .publish(Topic::Channel(ch), frame(&Header::default(), "before"))
+            .await
+            .unwrap();
+        hub.set_member(ch, carol, true).await.unwrap();
+        pubsub
+            .publish(Topic::Channel(ch), frame(&Header::default(), "after"))
+            .await
+            .unwrap();
+        hub.set_member(ch, carol, false).await.unwrap();
+        pubsub
+            .publish(Topic::Channel(ch), frame(&Header::default(), "gone"))
+            .await
+            .unwrap();
+        assert_eq!(texts(&mut rx), ["after"]);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_flags_the_slow_connection() {
+        let (hub, pubsub) = hub().await;
+        let (tx, _rx) = mpsc::channel(2);
+        let overflow = CancellationToken::new();
+        hub.attach(7, Id(1), &[Id(2)], tx, overflow.clone())
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            pubsub
+                .publish(Topic::Channel(Id(2)), frame(&Header::default(), "x"))
+                .await
+                .unwrap();
+        }
+        assert!(!overflow.is_cancelled());
+        pubsub
+            .publish(Topic::Channel(Id(2)), frame(&Header::default(), "x"))
+            .await
+            .unwrap();
+        assert!(overflow.is_cancelled());
+    }
+}

@@ -1,0 +1,463 @@
+//! The WebSocket endpoint (`GET /v1/ws`): one session per connection.
+//!
+//! ```text
+//!   hello ─► attach to the hub ─► ready ─► missed messages (resume_after) ─► live:
+//!     client frames ──► ops (send, typing, read, history, ping) ──► replies
+//!     hub queue ──────► events (deduplicated against the replayed backlog)
+//! ```
+//! One task per session handles both directions, so replies and events leave in order.
+
+mod origin;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt as _, StreamExt as _};
+use parley_protocol::rest::HistoryQuery;
+use parley_protocol::ws::{
+    ClientFrame, ClientOp, Hello, Pong, Ready, ResyncRequired, SendOk, ServerFrame, close, event,
+    parse_client_frame,
+};
+use parley_protocol::{ErrorBody, ErrorCode, Id, Timestamp, limits};
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::AppState;
+use crate::chat::SendInput;
+use crate::error::ApiError;
+use crate::hub::{ConnId, Outbound};
+use crate::ratelimit::RateLimiter;
+
+/// How long a client has to say hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Events queued for one connection before it counts as too slow and is closed.
+const QUEUE: usize = 1024;
+/// Frames per second a connection may send (any op), with a burst.
+const FRAME_RATE: u32 = 50;
+const FRAME_BURST: u32 = 100;
+/// Frames over the rate before the connection is closed with 4008.
+const MAX_OVER_RATE: u32 = 100;
+
+pub async fn upgrade(
+    State(chat): State<AppState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Err(e) = origin::check(
+        &headers,
+        &chat.config.allowed_origins,
+        chat.config.public_url.as_deref(),
+    ) {
+        return e.into_response();
+    }
+    if chat.shutdown.is_cancelled() {
+        return ApiError::unavailable("the node is shutting down").into_response();
+    }
+    // tungstenite's own cap is above the protocol limit: a frame it refuses is left unread
+    // and the close turns into a reset, while one it reads can be refused with a clean 1009.
+    let cap = (chat.config.limits.max_frame_bytes as usize * 4).max(1 << 20);
+    ws.max_frame_size(cap)
+        .max_message_size(cap)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .on_upgrade(move |socket| {
+            let tracker = chat.sessions.clone();
+            tracker.track_future(run(socket, chat))
+        })
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocket, WsMessage>;
+
+fn frame<T: Serialize>(t: &str, r#ref: Option<&str>, d: &T) -> WsMessage {
+    let text =
+        serde_json::to_string(&ServerFrame { t, r#ref, d }).expect("server frames serialize");
+    WsMessage::Text(text.into())
+}
+
+type Stream = futures_util::stream::SplitStream<WebSocket>;
+
+/// Sends a close frame, then reads (up to a second) until the client answers it, so the
+/// connection ends with a clean close handshake.
+async fn close_with(sink: &mut Sink, stream: &mut Stream, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: Utf8Bytes::from(reason.to_owned()),
+    };
+    if sink.send(WsMessage::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(msg)) = stream.next().await {
+            if matches!(msg, WsMessage::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    let _ = sink.close().await;
+}
+
+/// Reads until a text frame (or the end); `Err` carries the close code to use.
+async fn next_text(stream: &mut Stream, max: usize) -> Result<Option<String>, (u16, &'static str)> {
+    loop {
+        match stream.next().await {
+            None | Some(Ok(WsMessage::Close(_))) => return Ok(None),
+            Some(Ok(WsMessage::Text(t))) if t.len() > max => {
+                return Err((close::TOO_LARGE, "frame too large"));
+            }
+            Some(Ok(WsMessage::Text(t))) => return Ok(Some(t.to_string())),
+            Some(Ok(WsMessage::Binary(_))) => return Ok(Some(String::new())),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(read_error(&e)),
+        }
+    }
+}
+
+/// A read error's close code: tungstenite refuses frames over the size limit with a
+/// capacity error ("Message too long" / "Space limit exceeded").
+fn read_error(e: &axum::Error) -> (u16, &'static str) {
+    let text = e.to_string();
+    tracing::debug!("websocket read error: {text}");
+    if text.contains("too long") || text.contains("Space limit") || text.contains("too big") {
+        (close::TOO_LARGE, "frame too large")
+    } else {
+        (1002, "protocol error")
+    }
+}
+
+async fn run(socket: WebSocket, chat: AppState) {
+    let (mut sink, mut stream) = socket.split();
+    let max = chat.config.limits.max_frame_bytes as usize;
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, next_text(&mut stream, max)).await {
+        Err(_) => {
+            return close_with(
+                &mut sink,
+                &mut stream,
+                close::BAD_HELLO,
+                "no hello within 10 s",
+            )
+            .await;
+        }
+        Ok(Err((code, reason))) => return close_with(&mut sink, &mut stream, code, reason).await,
+        Ok(Ok(None)) => return,
+        Ok(Ok(Some(text))) => text,
+    };
+    let (r#ref, hello) = match parse_client_frame(&hello) {
+        Ok(ClientFrame {
+            r#ref,
+            op: ClientOp::Hello(h),
+        }) => (r#ref, h),
+        _ => {
+            return close_with(
+                &mut sink,
+                &mut stream,
+                close::BAD_HELLO,
+                "the first frame must be a valid hello",
+            )
+            .await;
+        }
+    };
+    let user = match chat.authenticate(&hello.token) {
+        Ok(u) => u,
+        Err(_) => {
+            return close_with(
+                &mut sink,
+                &mut stream,
+                close::BAD_HELLO,
+                "invalid or expired token",
+            )
+            .await;
+        }
+    };
+    let conn = chat.next_conn_id();
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let overflow = CancellationToken::new();
+    let mut session = Session {
+        chat: chat.clone(),
+        user,
+        conn,
+        sink,
+        sent_upto: HashMap::new(),
+        limiter: RateLimiter::new(FRAME_RATE, FRAME_BURST),
+        over: 0,
+    };
+    match session
+        .start(r#ref.as_deref(), &hello, tx, overflow.clone())
+        .await
+    {
+        Ok(()) => {
+            chat.metrics.connections.inc();
+            session.live(&mut stream, rx, &overflow).await;
+            chat.metrics.connections.dec();
+        }
+        Err(e) => {
+            session.reply_error(r#ref.as_deref(), &e).await;
+            close_with(&mut session.sink, &mut stream, 1011, "backend unavailable").await;
+        }
+    }
+    chat.hub.detach(conn).await;
+    chat.presence_disconnected(user, conn).await;
+}
+
+struct Session {
+    chat: AppState,
+    user: Id,
+    conn: ConnId,
+    sink: Sink,
+    /// Highest message id replayed per channel, so live duplicates are skipped.
+    sent_upto: HashMap<Id, Id>,
+    limiter: RateLimiter<()>,
+    over: u32,
+}
+
+enum Flow {
+    Continue,
+    Close(u16, &'static str),
+}
+
+impl Session {
+    async fn send(&mut self, msg: WsMessage) -> bool {
+        self.sink.send(msg).await.is_ok()
+    }
+
+    async fn reply_error(&mut self, r#ref: Option<&str>, e: &ApiError) {
+        self.chat.metrics.error(e.code);
+        let body = ErrorBody {
+            code: e.code,
+            message: e.message.clone(),
+        };
+        self.send(frame(event::ERROR, r#ref, &body)).await;
+    }
+
+    async fn reply_ok<T: Serialize>(&mut self, r#ref: Option<&str>, d: &T) {
+        // Ops without a ref get no ok (errors are always answered).
+        if r#ref.is_some() {
+            self.send(frame(event::OK, r#ref, d)).await;
+        }
+    }
+
+    /// Attach, `ready`, then the missed messages.
+    async fn start(
+        &mut self,
+        r#ref: Option<&str>,
+        hello: &Hello,
+        tx: mpsc::Sender<Outbound>,
+        overflow: CancellationToken,
+    ) -> Result<(), ApiError> {
+        let chat = self.chat.clone();
+        let channels: Vec<Id> = chat
+            .channels_of(self.user)
+            .await?
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        // Subscribed before reading the backlog, so nothing falls between the two.
+        chat.hub
+            .attach(self.conn, self.user, &channels, tx, overflow)
+            .await?;
+        chat.presence_connected(self.user, self.conn).await;
+        let ready = Ready {
+            user_id: self.user,
+            session_id: format!("{}-{}", chat.config.node_name, self.conn),
+            node: chat.config.node_name.clone(),
+            heartbeat_interval_ms: chat.config.heartbeat_interval_ms,
+            channels: chat.cursors(&channels).await?,
+        };
+        let cursors = ready.channels.clone();
+        self.send(frame(event::READY, r#ref, &ready)).await;
+        let Some(after) = hello.resume_after else {
+            return Ok(());
+        };
+        let (missed, has_more) = chat
+            .messages_after(&channels, after, limits::MAX_RESUME as u32)
+            .await?;
+        for m in &missed {
+            self.sent_upto.insert(m.channel_id, m.id);
+            self.chat.metrics.messages_out.inc();
+            self.send(frame(event::MESSAGE, None, m)).await;
+        }
+        if has_more {
+            // Channels with messages that were not replayed: the client refetches their
+            // history.
+            let mut replayed: HashMap<Id, u64> = HashMap::new();
+            for m in &missed {
+                replayed.insert(m.channel_id, m.seq);
+            }
+            for c in cursors {
+                let behind = match replayed.get(&c.id) {
+                    Some(seq) => c.last_seq > *seq,
+                    None => !chat.messages_after(&[c.id], after, 1).await?.0.is_empty(),
+                };
+                if behind {
+                    self.send(frame(
+                        event::RESYNC_REQUIRED,
+                        None,
+                        &ResyncRequired { channel_id: c.id },
+                    ))
+                    .await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn live(
+        &mut self,
+        stream: &mut Stream,
+        mut rx: mpsc::Receiver<Outbound>,
+        overflow: &CancellationToken,
+    ) {
+        let shutdown = self.chat.shutdown.clone();
+        let max = self.chat.config.limits.max_frame_bytes as usize;
+        loop {
+            let flow = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => Flow::Close(close::GOING_AWAY, "node shutting down; reconnect with resume_after"),
+                () = overflow.cancelled() => Flow::Close(close::POLICY, "too slow to read events; reconnect with resume_after"),
+                out = rx.recv() => match out {
+                    Some(out) => self.event(out).await,
+                    None => Flow::Close(1011, "internal error"),
+                },
+                incoming = stream.next() => match incoming {
+                    None | Some(Ok(WsMessage::Close(_))) => return,
+                    Some(Ok(WsMessage::Text(t))) if t.len() > max => Flow::Close(close::TOO_LARGE, "frame too large"),
+                    Some(Ok(WsMessage::Text(t))) => self.frame(&t).await,
+                    Some(Ok(WsMessage::Binary(_))) => {
+                        self.reply_error(None, &ApiError::bad_request("frames are JSON text, not binary")).await;
+                        Flow::Continue
+                    }
+                    Some(Ok(_)) => Flow::Continue,
+                    Some(Err(e)) => {
+                        let (code, reason) = read_error(&e);
+                        Flow::Close(code, reason)
+                    }
+                },
+            };
+            if let Flow::Close(code, reason) = flow {
+                close_with(&mut self.sink, stream, code, reason).await;
+                return;
+            }
+        }
+    }
+
+    async fn event(&mut self, out: Outbound) -> Flow {
+        match out {
+            Outbound::Close(code, reason) => Flow::Close(code, reason),
+            Outbound::Frame { bytes, message } => {
+                if let Some((channel, id)) = message {
+                    if self.sent_upto.get(&channel).is_some_and(|upto| id <= *upto) {
+                        return Flow::Continue;
+                    }
+                    self.chat.metrics.messages_out.inc();
+                }
+                match Utf8Bytes::try_from(bytes) {
+                    Ok(text) => {
+                        if !self.send(WsMessage::Text(text)).await {
+                            return Flow::Close(1011, "write failed");
+                        }
+                    }
+                    Err(_) => tracing::error!("a non-UTF-8 event was dropped"),
+                }
+                Flow::Continue
+            }
+        }
+    }
+
+    async fn frame(&mut self, text: &str) -> Flow {
+        if !self.limiter.allow((), Timestamp::now().unix_millis()) {
+            self.over += 1;
+            if self.over > MAX_OVER_RATE {
+                return Flow::Close(close::POLICY, "too many frames");
+            }
+            let e = ApiError::new(
+                ErrorCode::RateLimited,
+                format!("at most {FRAME_RATE} frames per second"),
+            );
+            self.reply_error(None, &e).await;
+            return Flow::Continue;
+        }
+        self.over = 0;
+        let parsed = match parse_client_frame(text) {
+            Ok(f) => f,
+            Err(e) => {
+                self.reply_error(e.r#ref.as_deref(), &ApiError::bad_request(e.message))
+                    .await;
+                return Flow::Continue;
+            }
+        };
+        let r#ref = parsed.r#ref.as_deref();
+        let chat = self.chat.clone();
+        let user = self.user;
+        let result: Result<(), ApiError> = match parsed.op {
+            ClientOp::Hello(_) => Err(ApiError::bad_request(
+                "hello was already said on this connection",
+            )),
+            ClientOp::Ping => {
+                chat.presence_ping(user, self.conn).await;
+                self.send(frame(
+                    event::PONG,
+                    r#ref,
+                    &Pong {
+                        server_time: Timestamp::now(),
+                    },
+                ))
+                .await;
+                return Flow::Continue;
+            }
+            ClientOp::Send(s) => {
+                let input = SendInput {
+                    text: s.text,
+                    client_msg_id: Some(s.client_msg_id),
+                    attachments: s.attachments,
+                    reply_to: s.reply_to,
+                };
+                match chat.send(user, s.channel_id, input).await {
+                    Ok(message) => {
+                        // The event of this message may already be queued: the ok goes first
+                        // and the event still arrives, as for every other member.
+                        self.reply_ok(r#ref, &SendOk { message }).await;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            ClientOp::Typing(t) => match chat.typing(user, t.channel_id).await {
+                Ok(()) => {
+                    self.reply_ok(r#ref, &serde_json::json!({})).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            ClientOp::Read(r) => match chat.mark_read(user, r.channel_id, r.message_id).await {
+                Ok(()) => {
+                    self.reply_ok(r#ref, &serde_json::json!({})).await;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            ClientOp::History(h) => {
+                let q = HistoryQuery {
+                    before: h.before,
+                    after: h.after,
+                    limit: h.limit,
+                };
+                match chat.history(user, h.channel_id, &q).await {
+                    Ok(page) => {
+                        self.reply_ok(r#ref, &page).await;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        if let Err(e) = result {
+            self.reply_error(r#ref, &e).await;
+        }
+        Flow::Continue
+    }
+}
