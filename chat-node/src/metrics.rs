@@ -17,6 +17,7 @@ pub struct CodeLabel {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Set from the hub when metrics are rendered.
     pub connections: Gauge,
     pub messages_in: Counter,
     pub messages_out: Counter,

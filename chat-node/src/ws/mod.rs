@@ -190,11 +190,7 @@ async fn run(socket: WebSocket, chat: AppState) {
         .start(r#ref.as_deref(), &hello, tx, overflow.clone())
         .await
     {
-        Ok(()) => {
-            chat.metrics.connections.inc();
-            session.live(&mut stream, rx, &overflow).await;
-            chat.metrics.connections.dec();
-        }
+        Ok(()) => session.live(&mut stream, rx, &overflow).await,
         Err(e) => {
             session.reply_error(r#ref.as_deref(), &e).await;
             close_with(&mut session.sink, &mut stream, 1011, "backend unavailable").await;
