@@ -99,6 +99,11 @@ async fn hello_ping_send_and_events_reach_every_member() {
     assert_eq!(joined.d["channel"]["id"], group.to_string());
     let mj = a.expect("member_joined").await;
     assert_eq!(mj.d["user_id"], carol.id().to_string());
+    let p = a.expect("presence").await;
+    assert_eq!(
+        (p.d["user_id"].clone(), p.d["status"].clone()),
+        (json!(carol.id().to_string()), json!("online"))
+    );
     bob.send(group, "welcome carol").await;
     assert_eq!(c.expect("message").await.d["text"], "welcome carol");
 

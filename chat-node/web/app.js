@@ -503,6 +503,7 @@ function pageMergeResult(ch, r, epoch) {
 async function loadInitial(ch) {
   if (ch.loading) return;
   ch.loading = true;
+  ch.loadError = null;
   renderHistoryStatus();
   try {
     const epoch = liveEpoch();
@@ -819,6 +820,12 @@ function onReady(d) {
     for (const ch of state.channels.values()) checkCursor(ch);
   }, 2500);
   for (const p of state.outbox.values()) if (p.status === 'queued') deliver(p);
+  // Catch up on what may have changed while we were away.
+  const open = cur();
+  if (open && !open.loaded && !open.loading) loadInitial(open);
+  const watched = [...state.channels.values()].map((ch) => ch.dmUserId).filter(Boolean);
+  if (open && open.members) watched.push(...open.members.slice(0, 200));
+  if (watched.length) fetchPresence(watched);
   invalidate();
   maybeSendRead();
 }
@@ -912,7 +919,14 @@ function deliver(p) {
     .catch((e) => {
       if (!state.outbox.has(p.cmid)) return;
       if (e.code === 'disconnected') p.status = 'queued';
-      else {
+      else if (e.code === 'rate_limited' && (p.rateRetries || 0) < 5) {
+        // Over the send rate: try again shortly with the same client_msg_id.
+        p.rateRetries = (p.rateRetries || 0) + 1;
+        p.status = 'queued';
+        setTimeout(() => {
+          if (state.outbox.has(p.cmid) && p.status === 'queued' && conn.ready) deliver(p);
+        }, 1000 * p.rateRetries);
+      } else {
         p.status = 'failed';
         p.error = e.message || 'Could not send';
       }

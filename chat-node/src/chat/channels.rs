@@ -117,6 +117,7 @@ impl Chat {
             },
         )
         .await;
+        self.presence_to_channel(user, channel).await;
         Ok(joined)
     }
 

@@ -55,6 +55,20 @@ impl Chat {
         }
     }
 
+    /// Tells a channel the presence of a user who just joined it.
+    pub(super) async fn presence_to_channel(&self, user: Id, channel: Id) {
+        let presence = self.tracker().get(user);
+        if presence.status == parley_protocol::PresenceStatus::Offline {
+            return;
+        }
+        let header = Header {
+            p: Some((user, presence.status)),
+            ..Default::default()
+        };
+        self.publish_best_effort(Topic::Channel(channel), &header, ev::PRESENCE, &presence)
+            .await;
+    }
+
     /// `GET /v1/presence`.
     pub fn presence_of(&self, users: &[Id]) -> Result<Vec<Presence>, ApiError> {
         if users.len() > 1000 {
