@@ -2,8 +2,17 @@
 //! chat-node and the operator use: the consistent-hash ring, the slot map and worker-ID
 //! ranges.
 //!
-//! Nothing here depends on tokio or kube-runtime; the types arrive with the operator issue.
+//! Nothing here depends on tokio or kube-runtime; the resource types arrive with the
+//! operator.
 #![forbid(unsafe_code)]
+
+mod hash;
+mod ring;
+mod slots;
+
+pub use hash::{hash_bytes, hash_id};
+pub use ring::{Member, Ring};
+pub use slots::{ShardMap, ShardMapError, SlotRange, slot_of};
 
 /// Number of slots messages are spread over: `slot = hash(channel_id) mod SLOT_COUNT`.
 pub const SLOT_COUNT: u16 = 4096;
