@@ -13,6 +13,7 @@
 
 pub mod local;
 pub mod memory;
+pub mod postgres;
 pub mod sqlite;
 mod store;
 mod types;

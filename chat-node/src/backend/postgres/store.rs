@@ -1,0 +1,561 @@
+//! [`PgStore`]: every Store trait over the directory and the shards.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use parley_crd::ShardMap;
+use parley_protocol::{Channel, ChannelKind, Id, Timestamp};
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row as _};
+
+use super::{ShardSpec, err, pool};
+use crate::backend::{
+    AttachmentRecord, BackendError, ChannelStore, MediaStore, MemberStore, MessageStore, Page, ReadMarkerStore,
+    StoredMessage, UserRecord, UserStore,
+};
+
+type R<T> = Result<T, BackendError>;
+
+/// The distributed Store.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    directory: PgPool,
+    shards: std::sync::Arc<ShardMap<(String, PgPool)>>,
+}
+
+fn id(v: i64) -> Id {
+    Id(v as u64)
+}
+
+fn ids(v: &[Id]) -> Vec<i64> {
+    v.iter().map(|i| i.0 as i64).collect()
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn fold_key(s: &str) -> String {
+    s.to_lowercase()
+}
+
+impl PgStore {
+    /// Pools for the directory and every shard; nothing is connected yet.
+    pub fn new(directory_url: &str, shards: &[ShardSpec], pool_size: u32) -> R<Self> {
+        let directory = pool(directory_url, pool_size)?;
+        let mut parts = Vec::with_capacity(shards.len());
+        for s in shards {
+            parts.push(((s.name.clone(), pool(&s.url, pool_size)?), s.slots.clone()));
+        }
+        let map = ShardMap::build(parts, |(name, _)| name.clone())
+            .map_err(|e| BackendError::internal("postgres", format!("shard map: {e}")))?;
+        Ok(Self { directory, shards: std::sync::Arc::new(map) })
+    }
+
+    pub fn directory(&self) -> &PgPool {
+        &self.directory
+    }
+
+    /// Every shard's name and pool.
+    pub fn shard_pools(&self) -> impl Iterator<Item = &(String, PgPool)> {
+        self.shards.shards().iter()
+    }
+
+    fn shard(&self, channel: Id) -> &PgPool {
+        &self.shards.shard_of(channel.0).1
+    }
+
+    /// Channels grouped by the index of their shard.
+    fn by_shard(&self, channels: &[Id]) -> HashMap<usize, Vec<Id>> {
+        let mut groups: HashMap<usize, Vec<Id>> = HashMap::new();
+        for c in channels {
+            groups.entry(self.shards.index_of(c.0)).or_default().push(*c);
+        }
+        groups
+    }
+
+    fn shard_at(&self, index: usize) -> &PgPool {
+        &self.shards.shards()[index].1
+    }
+
+    /// Runs `SELECT 1` on the directory and every shard.
+    pub async fn ping(&self) -> R<()> {
+        sqlx::query("SELECT 1").execute(&self.directory).await.map_err(err)?;
+        for (name, pool) in self.shards.shards() {
+            sqlx::query("SELECT 1")
+                .execute(pool)
+                .await
+                .map_err(|e| BackendError::unavailable("postgres", format!("shard {name}: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn user_row(row: &PgRow) -> UserRecord {
+    UserRecord {
+        id: id(row.get("id")),
+        username: row.get("username"),
+        display_name: row.get("display_name"),
+        password_hash: row.get("password_hash"),
+        created_at: Timestamp(row.get("created_at")),
+    }
+}
+
+const CHANNEL_COLUMNS: &str = "c.id, c.kind, c.name, c.created_by, c.created_at, \
+     (SELECT COUNT(*) FROM members m WHERE m.channel_id = c.id) AS member_count";
+
+fn channel_row(row: &PgRow) -> Channel {
+    let kind: String = row.get("kind");
+    Channel {
+        id: id(row.get("id")),
+        kind: if kind == "dm" { ChannelKind::Dm } else { ChannelKind::Group },
+        name: row.get("name"),
+        created_by: id(row.get("created_by")),
+        created_at: Timestamp(row.get("created_at")),
+        member_count: row.get::<i64, _>("member_count") as u32,
+    }
+}
+
+const MESSAGE_COLUMNS: &str =
+    "channel_id, id, seq, author_id, text, client_msg_id, attachments::text AS attachments, reply_to, created_at, moderated";
+
+fn message_row(row: &PgRow) -> R<StoredMessage> {
+    let attachments: String = row.get("attachments");
+    Ok(StoredMessage {
+        id: id(row.get("id")),
+        channel_id: id(row.get("channel_id")),
+        seq: row.get::<i64, _>("seq") as u64,
+        author_id: id(row.get("author_id")),
+        text: row.get("text"),
+        client_msg_id: row.get("client_msg_id"),
+        attachments: serde_json::from_str(&attachments).map_err(|e| BackendError::internal("postgres", e))?,
+        reply_to: row.get::<Option<i64>, _>("reply_to").map(id),
+        created_at: Timestamp(row.get("created_at")),
+        moderated: row.get("moderated"),
+    })
+}
+
+#[async_trait]
+impl UserStore for PgStore {
+    async fn create_user(&self, u: &UserRecord) -> R<()> {
+        let res = sqlx::query(
+            "INSERT INTO users (id, username, username_key, display_name, password_hash, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(u.id.0 as i64)
+        .bind(&u.username)
+        .bind(fold_key(&u.username))
+        .bind(&u.display_name)
+        .bind(&u.password_hash)
+        .bind(u.created_at.0)
+        .execute(&self.directory)
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => {
+                Err(BackendError::Conflict(format!("the username `{}` is taken", u.username)))
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    async fn user(&self, uid: Id) -> R<Option<UserRecord>> {
+        let row = sqlx::query("SELECT * FROM users WHERE id = $1")
+            .bind(uid.0 as i64)
+            .fetch_optional(&self.directory)
+            .await
+            .map_err(err)?;
+        Ok(row.as_ref().map(user_row))
+    }
+
+    async fn user_by_username(&self, username: &str) -> R<Option<UserRecord>> {
+        let row = sqlx::query("SELECT * FROM users WHERE username_key = $1")
+            .bind(fold_key(username))
+            .fetch_optional(&self.directory)
+            .await
+            .map_err(err)?;
+        Ok(row.as_ref().map(user_row))
+    }
+
+    async fn users(&self, list: &[Id]) -> R<Vec<UserRecord>> {
+        let rows = sqlx::query("SELECT * FROM users WHERE id = ANY($1)")
+            .bind(ids(list))
+            .fetch_all(&self.directory)
+            .await
+            .map_err(err)?;
+        Ok(rows.iter().map(user_row).collect())
+    }
+}
+
+impl PgStore {
+    async fn channel_where(&self, clause: &'static str, bind: impl ToString) -> R<Option<Channel>> {
+        let sql = format!("SELECT {CHANNEL_COLUMNS} FROM channels c WHERE {clause}");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(bind.to_string())
+            .fetch_optional(&self.directory)
+            .await
+            .map_err(err)?;
+        Ok(row.as_ref().map(channel_row))
+    }
+}
+
+#[async_trait]
+impl ChannelStore for PgStore {
+    async fn create_group(&self, cid: Id, name: &str, creator: Id, at: Timestamp) -> R<Channel> {
+        let mut tx = self.directory.begin().await.map_err(err)?;
+        let res = sqlx::query(
+            "INSERT INTO channels (id, kind, name, name_key, created_by, created_at) VALUES ($1, 'group', $2, $3, $4, $5)",
+        )
+        .bind(cid.0 as i64)
+        .bind(name)
+        .bind(fold_key(name))
+        .bind(creator.0 as i64)
+        .bind(at.0)
+        .execute(&mut *tx)
+        .await;
+        match res {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(BackendError::Conflict(format!("a group named `{name}` exists")));
+            }
+            Err(e) => return Err(err(e)),
+        }
+        sqlx::query("INSERT INTO members (channel_id, user_id, joined_at) VALUES ($1, $2, $3)")
+            .bind(cid.0 as i64)
+            .bind(creator.0 as i64)
+            .bind(at.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(Channel {
+            id: cid,
+            kind: ChannelKind::Group,
+            name: Some(name.to_owned()),
+            created_by: creator,
+            created_at: at,
+            member_count: 1,
+        })
+    }
+
+    async fn channel(&self, cid: Id) -> R<Option<Channel>> {
+        self.channel_where("c.id = $1::text::bigint", cid).await
+    }
+
+    async fn group_by_name(&self, name: &str) -> R<Option<Channel>> {
+        self.channel_where("c.name_key = $1 AND c.kind = 'group'", fold_key(name)).await
+    }
+
+    async fn dm(&self, cid: Id, a: Id, b: Id, at: Timestamp) -> R<(Channel, bool)> {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let key = format!("{lo}:{hi}");
+        for _ in 0..3 {
+            if let Some(ch) = self.channel_where("c.dm_key = $1", &key).await? {
+                return Ok((ch, false));
+            }
+            let mut tx = self.directory.begin().await.map_err(err)?;
+            let res = sqlx::query(
+                "INSERT INTO channels (id, kind, name, dm_key, created_by, created_at) VALUES ($1, 'dm', NULL, $2, $3, $4)",
+            )
+            .bind(cid.0 as i64)
+            .bind(&key)
+            .bind(a.0 as i64)
+            .bind(at.0)
+            .execute(&mut *tx)
+            .await;
+            match res {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => continue,
+                Err(e) => return Err(err(e)),
+            }
+            let users: Vec<i64> = if lo == hi { vec![lo.0 as i64] } else { vec![lo.0 as i64, hi.0 as i64] };
+            sqlx::query("INSERT INTO members (channel_id, user_id, joined_at) SELECT $1, u, $3 FROM UNNEST($2::bigint[]) AS u")
+                .bind(cid.0 as i64)
+                .bind(&users)
+                .bind(at.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(err)?;
+            tx.commit().await.map_err(err)?;
+            let ch = Channel {
+                id: cid,
+                kind: ChannelKind::Dm,
+                name: None,
+                created_by: a,
+                created_at: at,
+                member_count: users.len() as u32,
+            };
+            return Ok((ch, true));
+        }
+        Err(BackendError::internal("postgres", "DM creation kept conflicting"))
+    }
+
+    async fn channels_of(&self, user: Id) -> R<Vec<Channel>> {
+        let sql = format!(
+            "SELECT {CHANNEL_COLUMNS} FROM channels c JOIN members mm ON mm.channel_id = c.id \
+             WHERE mm.user_id = $1 ORDER BY c.id"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user.0 as i64)
+            .fetch_all(&self.directory)
+            .await
+            .map_err(err)?;
+        Ok(rows.iter().map(channel_row).collect())
+    }
+}
+
+#[async_trait]
+impl MemberStore for PgStore {
+    async fn join(&self, channel: Id, user: Id, at: Timestamp) -> R<bool> {
+        let res = sqlx::query(
+            "INSERT INTO members (channel_id, user_id, joined_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(channel.0 as i64)
+        .bind(user.0 as i64)
+        .bind(at.0)
+        .execute(&self.directory)
+        .await
+        .map_err(err)?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    async fn leave(&self, channel: Id, user: Id) -> R<bool> {
+        let res = sqlx::query("DELETE FROM members WHERE channel_id = $1 AND user_id = $2")
+            .bind(channel.0 as i64)
+            .bind(user.0 as i64)
+            .execute(&self.directory)
+            .await
+            .map_err(err)?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    async fn member_ids(&self, channel: Id) -> R<Vec<Id>> {
+        let rows: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM members WHERE channel_id = $1 ORDER BY user_id")
+            .bind(channel.0 as i64)
+            .fetch_all(&self.directory)
+            .await
+            .map_err(err)?;
+        Ok(rows.into_iter().map(id).collect())
+    }
+
+    async fn is_member(&self, channel: Id, user: Id) -> R<bool> {
+        let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM members WHERE channel_id = $1 AND user_id = $2")
+            .bind(channel.0 as i64)
+            .bind(user.0 as i64)
+            .fetch_optional(&self.directory)
+            .await
+            .map_err(err)?;
+        Ok(found.is_some())
+    }
+}
+
+#[async_trait]
+impl MessageStore for PgStore {
+    async fn insert_messages(&self, batch: &[StoredMessage]) -> R<u64> {
+        let mut groups: HashMap<usize, Vec<&StoredMessage>> = HashMap::new();
+        for m in batch {
+            groups.entry(self.shards.index_of(m.channel_id.0)).or_default().push(m);
+        }
+        let mut inserted = 0;
+        for (index, messages) in groups {
+            let mut attachments = Vec::with_capacity(messages.len());
+            for m in &messages {
+                attachments
+                    .push(serde_json::to_string(&m.attachments).map_err(|e| BackendError::internal("postgres", e))?);
+            }
+            let res = sqlx::query(
+                "INSERT INTO messages (channel_id, id, seq, author_id, text, client_msg_id, attachments, reply_to, \
+                 created_at, moderated) \
+                 SELECT c, i, s, a, t, k, j::jsonb, r, ca, mo FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], \
+                 $4::bigint[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::bool[]) \
+                 AS x(c, i, s, a, t, k, j, r, ca, mo) \
+                 ON CONFLICT (channel_id, id) DO NOTHING",
+            )
+            .bind(messages.iter().map(|m| m.channel_id.0 as i64).collect::<Vec<_>>())
+            .bind(messages.iter().map(|m| m.id.0 as i64).collect::<Vec<_>>())
+            .bind(messages.iter().map(|m| m.seq as i64).collect::<Vec<_>>())
+            .bind(messages.iter().map(|m| m.author_id.0 as i64).collect::<Vec<_>>())
+            .bind(messages.iter().map(|m| m.text.as_str()).collect::<Vec<_>>())
+            .bind(messages.iter().map(|m| m.client_msg_id.as_deref()).collect::<Vec<_>>())
+            .bind(&attachments)
+            .bind(messages.iter().map(|m| m.reply_to.map(|r| r.0 as i64)).collect::<Vec<_>>())
+            .bind(messages.iter().map(|m| m.created_at.0).collect::<Vec<_>>())
+            .bind(messages.iter().map(|m| m.moderated).collect::<Vec<_>>())
+            .execute(self.shard_at(index))
+            .await
+            .map_err(|e| {
+                let name = &self.shards.shards()[index].0;
+                match err(e) {
+                    BackendError::Unavailable { detail, .. } => {
+                        BackendError::unavailable("postgres", format!("shard {name}: {detail}"))
+                    }
+                    other => other,
+                }
+            })?;
+            inserted += res.rows_affected();
+        }
+        let keyed: Vec<&StoredMessage> = batch.iter().filter(|m| m.client_msg_id.is_some()).collect();
+        if !keyed.is_empty() {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (author_id, client_msg_id, message_id, channel_id, created_at) \
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(keyed.iter().map(|m| m.author_id.0 as i64).collect::<Vec<_>>())
+            .bind(keyed.iter().map(|m| m.client_msg_id.clone().unwrap_or_default()).collect::<Vec<_>>())
+            .bind(keyed.iter().map(|m| m.id.0 as i64).collect::<Vec<_>>())
+            .bind(keyed.iter().map(|m| m.channel_id.0 as i64).collect::<Vec<_>>())
+            .bind(keyed.iter().map(|m| m.created_at.0).collect::<Vec<_>>())
+            .execute(&self.directory)
+            .await
+            .map_err(err)?;
+        }
+        Ok(inserted)
+    }
+
+    async fn history(&self, channel: Id, page: Page) -> R<Vec<StoredMessage>> {
+        let (clause, bound, order) = match page {
+            Page::Latest { .. } => ("", None, "DESC"),
+            Page::Before { id, .. } => ("AND id < $3", Some(id), "DESC"),
+            Page::After { id, .. } => ("AND id > $3", Some(id), "ASC"),
+        };
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_id = $1 {clause} ORDER BY id {order} LIMIT $2"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(channel.0 as i64).bind(i64::from(page.limit()));
+        if let Some(b) = bound {
+            q = q.bind(b.0 as i64);
+        }
+        let rows = q.fetch_all(self.shard(channel)).await.map_err(err)?;
+        rows.iter().map(message_row).collect()
+    }
+
+    async fn messages_after(&self, channels: &[Id], after: Id, limit: u32) -> R<Vec<StoredMessage>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_id = ANY($1) AND id > $2 ORDER BY id ASC LIMIT $3"
+        );
+        let mut all = Vec::new();
+        for (index, group) in self.by_shard(channels) {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(ids(&group))
+                .bind(after.0 as i64)
+                .bind(i64::from(limit))
+                .fetch_all(self.shard_at(index))
+                .await
+                .map_err(err)?;
+            for row in &rows {
+                all.push(message_row(row)?);
+            }
+        }
+        all.sort_by_key(|m| m.id);
+        all.truncate(limit as usize);
+        Ok(all)
+    }
+
+    async fn by_client_msg_id(&self, author: Id, client_msg_id: &str, since: Timestamp) -> R<Option<StoredMessage>> {
+        let key: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT channel_id, message_id FROM idempotency_keys \
+             WHERE author_id = $1 AND client_msg_id = $2 AND created_at >= $3 ORDER BY message_id LIMIT 1",
+        )
+        .bind(author.0 as i64)
+        .bind(client_msg_id)
+        .bind(since.0)
+        .fetch_optional(&self.directory)
+        .await
+        .map_err(err)?;
+        let Some((channel, message)) = key else { return Ok(None) };
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_id = $1 AND id = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(channel)
+            .bind(message)
+            .fetch_optional(self.shard(id(channel)))
+            .await
+            .map_err(err)?;
+        row.as_ref().map(message_row).transpose()
+    }
+
+    async fn last_seqs(&self, channels: &[Id]) -> R<Vec<(Id, u64)>> {
+        let mut out = Vec::new();
+        for (index, group) in self.by_shard(channels) {
+            let rows: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT channel_id, MAX(seq) FROM messages WHERE channel_id = ANY($1) GROUP BY channel_id",
+            )
+            .bind(ids(&group))
+            .fetch_all(self.shard_at(index))
+            .await
+            .map_err(err)?;
+            out.extend(rows.into_iter().map(|(c, s)| (id(c), s as u64)));
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl ReadMarkerStore for PgStore {
+    async fn mark_read(&self, user: Id, channel: Id, message: Id) -> R<bool> {
+        let res = sqlx::query(
+            "INSERT INTO read_markers (user_id, channel_id, message_id) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, channel_id) DO UPDATE SET message_id = EXCLUDED.message_id \
+             WHERE EXCLUDED.message_id > read_markers.message_id",
+        )
+        .bind(user.0 as i64)
+        .bind(channel.0 as i64)
+        .bind(message.0 as i64)
+        .execute(&self.directory)
+        .await
+        .map_err(err)?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    async fn read_markers(&self, user: Id) -> R<Vec<(Id, Id)>> {
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT channel_id, message_id FROM read_markers WHERE user_id = $1 ORDER BY channel_id")
+                .bind(user.0 as i64)
+                .fetch_all(&self.directory)
+                .await
+                .map_err(err)?;
+        Ok(rows.into_iter().map(|(c, m)| (id(c), id(m))).collect())
+    }
+}
+
+fn attachment_row(row: &PgRow) -> AttachmentRecord {
+    AttachmentRecord {
+        id: id(row.get("id")),
+        owner_id: id(row.get("owner_id")),
+        key: row.get("key"),
+        filename: row.get("filename"),
+        content_type: row.get("content_type"),
+        size: row.get::<i64, _>("size") as u64,
+        created_at: Timestamp(row.get("created_at")),
+    }
+}
+
+#[async_trait]
+impl MediaStore for PgStore {
+    async fn create_attachment(&self, a: &AttachmentRecord) -> R<()> {
+        sqlx::query(
+            "INSERT INTO attachments (id, owner_id, key, filename, content_type, size, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(a.id.0 as i64)
+        .bind(a.owner_id.0 as i64)
+        .bind(&a.key)
+        .bind(&a.filename)
+        .bind(&a.content_type)
+        .bind(a.size as i64)
+        .bind(a.created_at.0)
+        .execute(&self.directory)
+        .await
+        .map_err(err)?;
+        Ok(())
+    }
+
+    async fn attachments(&self, list: &[Id]) -> R<Vec<AttachmentRecord>> {
+        let rows = sqlx::query("SELECT * FROM attachments WHERE id = ANY($1)")
+            .bind(ids(list))
+            .fetch_all(&self.directory)
+            .await
+            .map_err(err)?;
+        Ok(rows.iter().map(attachment_row).collect())
+    }
+}
