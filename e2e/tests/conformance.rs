@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
+use chat_node::backend::Stores;
 use chat_node::backend::conformance;
 use chat_node::backend::postgres::{PgStore, Schema, ShardSpec, migrate};
-use chat_node::backend::Stores;
 use parley_e2e::Services;
 
 fn services() -> Services {
@@ -16,8 +16,16 @@ fn services() -> Services {
 /// shard-b (slots 2048-4095), migrated.
 pub async fn pg_store(services: &Services) -> PgStore {
     let shards = vec![
-        ShardSpec { name: "shard-a".into(), slots: vec!["0-2047".parse().unwrap()], url: services.postgres("shard-a").url.clone() },
-        ShardSpec { name: "shard-b".into(), slots: vec!["2048-4095".parse().unwrap()], url: services.postgres("shard-b").url.clone() },
+        ShardSpec {
+            name: "shard-a".into(),
+            slots: vec!["0-2047".parse().unwrap()],
+            url: services.postgres("shard-a").url.clone(),
+        },
+        ShardSpec {
+            name: "shard-b".into(),
+            slots: vec!["2048-4095".parse().unwrap()],
+            url: services.postgres("shard-b").url.clone(),
+        },
     ];
     let store = PgStore::new(&services.postgres("directory").url, &shards, 5).unwrap();
     migrate(store.directory(), Schema::Directory).await.unwrap();
@@ -32,6 +40,86 @@ async fn postgres_store_passes_the_store_suite() {
     let services = services();
     let store = pg_store(&services).await;
     // Migrating again is a no-op.
-    assert_eq!(migrate(store.directory(), Schema::Directory).await.unwrap(), 0);
+    assert_eq!(
+        migrate(store.directory(), Schema::Directory).await.unwrap(),
+        0
+    );
     conformance::store_suite(&Stores::from_backend(Arc::new(store))).await;
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+#[tokio::test]
+async fn kafka_log_passes_the_log_suite() {
+    use chat_node::backend::kafka::{KafkaLog, KafkaSettings, ensure_topic};
+    let services = services();
+    let settings = KafkaSettings {
+        bootstrap_servers: services.kafka.bootstrap_servers.clone(),
+        delivery_timeout: std::time::Duration::from_secs(10),
+    };
+    let topic = unique("conformance.messages");
+    ensure_topic(&settings, &topic, 3).await.unwrap();
+    ensure_topic(&settings, &topic, 3).await.unwrap();
+    let log = KafkaLog::new(settings, &topic).unwrap();
+    conformance::log_suite(&log).await;
+}
+
+#[tokio::test]
+async fn redis_pubsub_passes_the_pubsub_suite() {
+    use chat_node::backend::redis::RedisPubSub;
+    let services = services();
+    let (sink_a, seen_a) = conformance::recording_sink();
+    let (sink_b, seen_b) = conformance::recording_sink();
+    let a = RedisPubSub::connect(&services.redis.url, sink_a)
+        .await
+        .unwrap();
+    let b = RedisPubSub::connect(&services.redis.url, sink_b)
+        .await
+        .unwrap();
+    conformance::pubsub_suite(&a, &seen_a, &b, &seen_b).await;
+}
+
+#[tokio::test]
+async fn s3_blobs_pass_the_blobs_suite() {
+    use chat_node::backend::s3::{S3Blobs, S3Settings};
+    let services = services();
+    let s3 = &services.s3;
+    let blobs = S3Blobs::new(&S3Settings {
+        endpoint: Some(s3.endpoint.clone()),
+        region: s3.region.clone(),
+        bucket: s3.bucket.clone(),
+        access_key_id: s3.access_key_id.clone(),
+        secret_access_key: s3.secret_access_key.clone(),
+        path_style: true,
+    });
+    blobs.ping().await.unwrap();
+    let http = reqwest::Client::new();
+    conformance::blobs_suite(
+        &blobs,
+        |req, body| {
+            let http = http.clone();
+            async move {
+                let mut r = http.put(&req.url).body(body);
+                for (k, v) in &req.headers {
+                    r = r.header(k, v);
+                }
+                r.send().await.unwrap().status().as_u16()
+            }
+        },
+        |url| {
+            let http = http.clone();
+            async move {
+                let res = http.get(&url).send().await.unwrap();
+                let status = res.status().as_u16();
+                (status, res.bytes().await.unwrap().to_vec())
+            }
+        },
+    )
+    .await;
 }

@@ -184,8 +184,10 @@ async fn channels_and_members(s: &Stores) {
 async fn messages(s: &Stores) {
     let b = base();
     let (ch, other, author) = (Id(b), Id(b + 1), Id(b + 2));
+    // Channel `ch` gets ids b+102, b+104, ..., b+110 (seq 1..=5); `other` gets b+105.
+    let mid = |seq: u64| b + 100 + 2 * seq;
     let batch: Vec<StoredMessage> = (1..=5)
-        .map(|i| message(ch, b + 100 + i, i, author, Some(&format!("c{i}"))))
+        .map(|i| message(ch, mid(i), i, author, Some(&format!("c{i}"))))
         .collect();
     assert_eq!(s.messages.insert_messages(&batch).await.unwrap(), 5);
     assert_eq!(
@@ -194,60 +196,60 @@ async fn messages(s: &Stores) {
         "re-inserting is a no-op"
     );
     s.messages
-        .insert_messages(&[message(other, b + 103, 1, author, None)])
+        .insert_messages(&[message(other, b + 105, 1, author, None)])
         .await
         .unwrap();
 
-    let ids = |v: Vec<StoredMessage>| v.iter().map(|m| m.id.0 - b - 100).collect::<Vec<_>>();
+    let seqs = |v: Vec<StoredMessage>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
     assert_eq!(
-        ids(s
-            .messages
-            .history(ch, Page::Latest { limit: 3 })
-            .await
-            .unwrap()),
+        seqs(
+            s.messages
+                .history(ch, Page::Latest { limit: 3 })
+                .await
+                .unwrap()
+        ),
         [5, 4, 3]
     );
     assert_eq!(
-        ids(s
-            .messages
-            .history(
-                ch,
-                Page::Before {
-                    id: Id(b + 104),
-                    limit: 10
-                }
-            )
-            .await
-            .unwrap()),
+        seqs(
+            s.messages
+                .history(
+                    ch,
+                    Page::Before {
+                        id: Id(mid(4)),
+                        limit: 10
+                    }
+                )
+                .await
+                .unwrap()
+        ),
         [3, 2, 1]
     );
     assert_eq!(
-        ids(s
-            .messages
-            .history(
-                ch,
-                Page::After {
-                    id: Id(b + 102),
-                    limit: 2
-                }
-            )
-            .await
-            .unwrap()),
+        seqs(
+            s.messages
+                .history(
+                    ch,
+                    Page::After {
+                        id: Id(mid(2)),
+                        limit: 2
+                    }
+                )
+                .await
+                .unwrap()
+        ),
         [3, 4]
     );
 
     let after = s
         .messages
-        .messages_after(&[ch, other], Id(b + 102), 10)
+        .messages_after(&[ch, other], Id(mid(2)), 10)
         .await
         .unwrap();
-    let pairs: Vec<(Id, u64)> = after
-        .iter()
-        .map(|m| (m.channel_id, m.id.0 - b - 100))
-        .collect();
+    let pairs: Vec<(Id, u64)> = after.iter().map(|m| (m.channel_id, m.seq)).collect();
     assert_eq!(
         pairs,
-        [(ch, 3), (other, 3), (ch, 4), (ch, 5)],
+        [(other, 1), (ch, 3), (ch, 4), (ch, 5)],
         "ascending ids across channels"
     );
     assert_eq!(
@@ -305,7 +307,7 @@ async fn messages(s: &Stores) {
         created_at: Timestamp(1),
     });
     with.moderated = true;
-    with.reply_to = Some(Id(b + 101));
+    with.reply_to = Some(Id(mid(1)));
     s.messages
         .insert_messages(std::slice::from_ref(&with))
         .await

@@ -11,9 +11,12 @@
 //!
 //! `conformance` holds the one behavioural test suite every implementation runs.
 
+pub mod kafka;
 pub mod local;
 pub mod memory;
 pub mod postgres;
+pub mod redis;
+pub mod s3;
 pub mod sqlite;
 mod store;
 mod types;

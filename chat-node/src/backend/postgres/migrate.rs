@@ -48,7 +48,11 @@ pub async fn migrate(pool: &PgPool, schema: Schema) -> Result<usize, BackendErro
         Schema::Shard => SHARD,
     };
     let mut conn = pool.acquire().await.map_err(err)?;
-    sqlx::query("SELECT pg_advisory_lock($1)").bind(LOCK_KEY).execute(&mut *conn).await.map_err(err)?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(LOCK_KEY)
+        .execute(&mut *conn)
+        .await
+        .map_err(err)?;
     let result = async {
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS parley_schema_migrations (
@@ -92,6 +96,9 @@ pub async fn migrate(pool: &PgPool, schema: Schema) -> Result<usize, BackendErro
         Ok(ran)
     }
     .await;
-    let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(LOCK_KEY).execute(&mut *conn).await;
+    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(LOCK_KEY)
+        .execute(&mut *conn)
+        .await;
     result
 }

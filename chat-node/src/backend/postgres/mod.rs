@@ -40,7 +40,9 @@ pub(crate) fn err(e: sqlx::Error) -> BackendError {
         // Class 08 (connection exception), 53 (insufficient resources), 57 (operator
         // intervention, e.g. shutting down).
         sqlx::Error::Database(db)
-            if db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("53") || c.starts_with("57")) =>
+            if db.code().is_some_and(|c| {
+                c.starts_with("08") || c.starts_with("53") || c.starts_with("57")
+            }) =>
         {
             BackendError::unavailable(BACKEND, e)
         }

@@ -10,8 +10,8 @@ use sqlx::{PgPool, Row as _};
 
 use super::{ShardSpec, err, pool};
 use crate::backend::{
-    AttachmentRecord, BackendError, ChannelStore, MediaStore, MemberStore, MessageStore, Page, ReadMarkerStore,
-    StoredMessage, UserRecord, UserStore,
+    AttachmentRecord, BackendError, ChannelStore, MediaStore, MemberStore, MessageStore, Page,
+    ReadMarkerStore, StoredMessage, UserRecord, UserStore,
 };
 
 type R<T> = Result<T, BackendError>;
@@ -49,7 +49,10 @@ impl PgStore {
         }
         let map = ShardMap::build(parts, |(name, _)| name.clone())
             .map_err(|e| BackendError::internal("postgres", format!("shard map: {e}")))?;
-        Ok(Self { directory, shards: std::sync::Arc::new(map) })
+        Ok(Self {
+            directory,
+            shards: std::sync::Arc::new(map),
+        })
     }
 
     pub fn directory(&self) -> &PgPool {
@@ -69,7 +72,10 @@ impl PgStore {
     fn by_shard(&self, channels: &[Id]) -> HashMap<usize, Vec<Id>> {
         let mut groups: HashMap<usize, Vec<Id>> = HashMap::new();
         for c in channels {
-            groups.entry(self.shards.index_of(c.0)).or_default().push(*c);
+            groups
+                .entry(self.shards.index_of(c.0))
+                .or_default()
+                .push(*c);
         }
         groups
     }
@@ -80,7 +86,10 @@ impl PgStore {
 
     /// Runs `SELECT 1` on the directory and every shard.
     pub async fn ping(&self) -> R<()> {
-        sqlx::query("SELECT 1").execute(&self.directory).await.map_err(err)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.directory)
+            .await
+            .map_err(err)?;
         for (name, pool) in self.shards.shards() {
             sqlx::query("SELECT 1")
                 .execute(pool)
@@ -108,7 +117,11 @@ fn channel_row(row: &PgRow) -> Channel {
     let kind: String = row.get("kind");
     Channel {
         id: id(row.get("id")),
-        kind: if kind == "dm" { ChannelKind::Dm } else { ChannelKind::Group },
+        kind: if kind == "dm" {
+            ChannelKind::Dm
+        } else {
+            ChannelKind::Group
+        },
         name: row.get("name"),
         created_by: id(row.get("created_by")),
         created_at: Timestamp(row.get("created_at")),
@@ -116,8 +129,7 @@ fn channel_row(row: &PgRow) -> Channel {
     }
 }
 
-const MESSAGE_COLUMNS: &str =
-    "channel_id, id, seq, author_id, text, client_msg_id, attachments::text AS attachments, reply_to, created_at, moderated";
+const MESSAGE_COLUMNS: &str = "channel_id, id, seq, author_id, text, client_msg_id, attachments::text AS attachments, reply_to, created_at, moderated";
 
 fn message_row(row: &PgRow) -> R<StoredMessage> {
     let attachments: String = row.get("attachments");
@@ -128,7 +140,8 @@ fn message_row(row: &PgRow) -> R<StoredMessage> {
         author_id: id(row.get("author_id")),
         text: row.get("text"),
         client_msg_id: row.get("client_msg_id"),
-        attachments: serde_json::from_str(&attachments).map_err(|e| BackendError::internal("postgres", e))?,
+        attachments: serde_json::from_str(&attachments)
+            .map_err(|e| BackendError::internal("postgres", e))?,
         reply_to: row.get::<Option<i64>, _>("reply_to").map(id),
         created_at: Timestamp(row.get("created_at")),
         moderated: row.get("moderated"),
@@ -152,9 +165,10 @@ impl UserStore for PgStore {
         .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => {
-                Err(BackendError::Conflict(format!("the username `{}` is taken", u.username)))
-            }
+            Err(e) if is_unique_violation(&e) => Err(BackendError::Conflict(format!(
+                "the username `{}` is taken",
+                u.username
+            ))),
             Err(e) => Err(err(e)),
         }
     }
@@ -216,7 +230,9 @@ impl ChannelStore for PgStore {
         match res {
             Ok(_) => {}
             Err(e) if is_unique_violation(&e) => {
-                return Err(BackendError::Conflict(format!("a group named `{name}` exists")));
+                return Err(BackendError::Conflict(format!(
+                    "a group named `{name}` exists"
+                )));
             }
             Err(e) => return Err(err(e)),
         }
@@ -243,7 +259,8 @@ impl ChannelStore for PgStore {
     }
 
     async fn group_by_name(&self, name: &str) -> R<Option<Channel>> {
-        self.channel_where("c.name_key = $1 AND c.kind = 'group'", fold_key(name)).await
+        self.channel_where("c.name_key = $1 AND c.kind = 'group'", fold_key(name))
+            .await
     }
 
     async fn dm(&self, cid: Id, a: Id, b: Id, at: Timestamp) -> R<(Channel, bool)> {
@@ -268,7 +285,11 @@ impl ChannelStore for PgStore {
                 Err(e) if is_unique_violation(&e) => continue,
                 Err(e) => return Err(err(e)),
             }
-            let users: Vec<i64> = if lo == hi { vec![lo.0 as i64] } else { vec![lo.0 as i64, hi.0 as i64] };
+            let users: Vec<i64> = if lo == hi {
+                vec![lo.0 as i64]
+            } else {
+                vec![lo.0 as i64, hi.0 as i64]
+            };
             sqlx::query("INSERT INTO members (channel_id, user_id, joined_at) SELECT $1, u, $3 FROM UNNEST($2::bigint[]) AS u")
                 .bind(cid.0 as i64)
                 .bind(&users)
@@ -287,7 +308,10 @@ impl ChannelStore for PgStore {
             };
             return Ok((ch, true));
         }
-        Err(BackendError::internal("postgres", "DM creation kept conflicting"))
+        Err(BackendError::internal(
+            "postgres",
+            "DM creation kept conflicting",
+        ))
     }
 
     async fn channels_of(&self, user: Id) -> R<Vec<Channel>> {
@@ -330,21 +354,24 @@ impl MemberStore for PgStore {
     }
 
     async fn member_ids(&self, channel: Id) -> R<Vec<Id>> {
-        let rows: Vec<i64> = sqlx::query_scalar("SELECT user_id FROM members WHERE channel_id = $1 ORDER BY user_id")
-            .bind(channel.0 as i64)
-            .fetch_all(&self.directory)
-            .await
-            .map_err(err)?;
+        let rows: Vec<i64> = sqlx::query_scalar(
+            "SELECT user_id FROM members WHERE channel_id = $1 ORDER BY user_id",
+        )
+        .bind(channel.0 as i64)
+        .fetch_all(&self.directory)
+        .await
+        .map_err(err)?;
         Ok(rows.into_iter().map(id).collect())
     }
 
     async fn is_member(&self, channel: Id, user: Id) -> R<bool> {
-        let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM members WHERE channel_id = $1 AND user_id = $2")
-            .bind(channel.0 as i64)
-            .bind(user.0 as i64)
-            .fetch_optional(&self.directory)
-            .await
-            .map_err(err)?;
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM members WHERE channel_id = $1 AND user_id = $2")
+                .bind(channel.0 as i64)
+                .bind(user.0 as i64)
+                .fetch_optional(&self.directory)
+                .await
+                .map_err(err)?;
         Ok(found.is_some())
     }
 }
@@ -354,14 +381,19 @@ impl MessageStore for PgStore {
     async fn insert_messages(&self, batch: &[StoredMessage]) -> R<u64> {
         let mut groups: HashMap<usize, Vec<&StoredMessage>> = HashMap::new();
         for m in batch {
-            groups.entry(self.shards.index_of(m.channel_id.0)).or_default().push(m);
+            groups
+                .entry(self.shards.index_of(m.channel_id.0))
+                .or_default()
+                .push(m);
         }
         let mut inserted = 0;
         for (index, messages) in groups {
             let mut attachments = Vec::with_capacity(messages.len());
             for m in &messages {
-                attachments
-                    .push(serde_json::to_string(&m.attachments).map_err(|e| BackendError::internal("postgres", e))?);
+                attachments.push(
+                    serde_json::to_string(&m.attachments)
+                        .map_err(|e| BackendError::internal("postgres", e))?,
+                );
             }
             let res = sqlx::query(
                 "INSERT INTO messages (channel_id, id, seq, author_id, text, client_msg_id, attachments, reply_to, \
@@ -394,7 +426,8 @@ impl MessageStore for PgStore {
             })?;
             inserted += res.rows_affected();
         }
-        let keyed: Vec<&StoredMessage> = batch.iter().filter(|m| m.client_msg_id.is_some()).collect();
+        let keyed: Vec<&StoredMessage> =
+            batch.iter().filter(|m| m.client_msg_id.is_some()).collect();
         if !keyed.is_empty() {
             sqlx::query(
                 "INSERT INTO idempotency_keys (author_id, client_msg_id, message_id, channel_id, created_at) \
@@ -422,7 +455,9 @@ impl MessageStore for PgStore {
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_id = $1 {clause} ORDER BY id {order} LIMIT $2"
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(channel.0 as i64).bind(i64::from(page.limit()));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(channel.0 as i64)
+            .bind(i64::from(page.limit()));
         if let Some(b) = bound {
             q = q.bind(b.0 as i64);
         }
@@ -430,7 +465,12 @@ impl MessageStore for PgStore {
         rows.iter().map(message_row).collect()
     }
 
-    async fn messages_after(&self, channels: &[Id], after: Id, limit: u32) -> R<Vec<StoredMessage>> {
+    async fn messages_after(
+        &self,
+        channels: &[Id],
+        after: Id,
+        limit: u32,
+    ) -> R<Vec<StoredMessage>> {
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_id = ANY($1) AND id > $2 ORDER BY id ASC LIMIT $3"
         );
@@ -452,7 +492,12 @@ impl MessageStore for PgStore {
         Ok(all)
     }
 
-    async fn by_client_msg_id(&self, author: Id, client_msg_id: &str, since: Timestamp) -> R<Option<StoredMessage>> {
+    async fn by_client_msg_id(
+        &self,
+        author: Id,
+        client_msg_id: &str,
+        since: Timestamp,
+    ) -> R<Option<StoredMessage>> {
         let key: Option<(i64, i64)> = sqlx::query_as(
             "SELECT channel_id, message_id FROM idempotency_keys \
              WHERE author_id = $1 AND client_msg_id = $2 AND created_at >= $3 ORDER BY message_id LIMIT 1",
@@ -463,8 +508,11 @@ impl MessageStore for PgStore {
         .fetch_optional(&self.directory)
         .await
         .map_err(err)?;
-        let Some((channel, message)) = key else { return Ok(None) };
-        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_id = $1 AND id = $2");
+        let Some((channel, message)) = key else {
+            return Ok(None);
+        };
+        let sql =
+            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_id = $1 AND id = $2");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(channel)
             .bind(message)
