@@ -7,10 +7,45 @@ use std::time::Duration;
 
 use crate::moderation::Policy;
 
+/// What the process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Command {
+    /// Serve clients (the default).
+    #[default]
+    Serve,
+    /// Apply the database migrations and create the Kafka topics (distributed mode), then exit.
+    Migrate,
+    /// Move messages from the Kafka log into the PostgreSQL shards (distributed mode).
+    Persist,
+}
+
+/// Which backends the node runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    /// One process: SQLite, in-process pub/sub and log, local media files.
+    #[default]
+    Embedded,
+    /// Redis, Kafka, sharded PostgreSQL and S3, several nodes.
+    Distributed,
+}
+
 /// chat-node configuration.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(name = "chat-node", version, about = "Parley chat node")]
 pub struct Config {
+    /// What to do: serve (default), migrate or persist.
+    #[arg(value_enum, default_value = "serve")]
+    pub command: Command,
+
+    /// embedded (default) or distributed.
+    #[arg(
+        long,
+        env = "PARLEY_MODE",
+        value_name = "PARLEY_MODE",
+        value_enum,
+        default_value = "embedded"
+    )]
+    pub mode: Mode,
     /// Address the HTTP/WebSocket server listens on.
     #[arg(
         long,
@@ -106,6 +141,160 @@ pub struct Config {
 
     #[command(flatten)]
     pub limits: Limits,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Distributed mode: where the services are and who the other nodes are. Checked by
+/// [`Config::distributed`], which names the first missing key.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClusterArgs {
+    /// PostgreSQL URL of the directory database.
+    #[arg(
+        long,
+        env = "PARLEY_DIRECTORY_URL",
+        value_name = "PARLEY_DIRECTORY_URL",
+        hide_env_values = true
+    )]
+    pub directory_url: Option<String>,
+
+    /// Message shards, `;`-separated, each `name:slot-ranges:postgres-url`, where slot ranges
+    /// are `+`-joined (`a:0-2047:postgres://...;b:2048-4095:postgres://...`). Together they
+    /// must cover slots 0-4095 exactly once.
+    #[arg(long, env = "PARLEY_SHARDS", value_name = "PARLEY_SHARDS", value_delimiter = ';', value_parser = parse_shard, hide_env_values = true)]
+    pub shards: Vec<crate::backend::postgres::ShardSpec>,
+
+    /// Connections per database pool.
+    #[arg(long, env = "PARLEY_DB_POOL_SIZE", value_name = "PARLEY_DB_POOL_SIZE", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub db_pool_size: u32,
+
+    /// Redis URL (pub/sub, presence, node liveness).
+    #[arg(
+        long,
+        env = "PARLEY_REDIS_URL",
+        value_name = "PARLEY_REDIS_URL",
+        hide_env_values = true
+    )]
+    pub redis_url: Option<String>,
+
+    /// Kafka bootstrap servers.
+    #[arg(
+        long,
+        env = "PARLEY_KAFKA_BOOTSTRAP",
+        value_name = "PARLEY_KAFKA_BOOTSTRAP"
+    )]
+    pub kafka_bootstrap: Option<String>,
+
+    /// Prefix of the topics `<prefix>.messages` and `<prefix>.notifications`.
+    #[arg(
+        long,
+        env = "PARLEY_KAFKA_TOPIC_PREFIX",
+        value_name = "PARLEY_KAFKA_TOPIC_PREFIX",
+        default_value = "parley"
+    )]
+    pub kafka_topic_prefix: String,
+
+    /// Partitions of the topics `migrate` creates.
+    #[arg(long, env = "PARLEY_KAFKA_PARTITIONS", value_name = "PARLEY_KAFKA_PARTITIONS", default_value_t = 12,
+          value_parser = clap::value_parser!(i32).range(1..=10_000))]
+    pub kafka_partitions: i32,
+
+    /// How long a send waits for Kafka's acknowledgement before it answers `unavailable`, ms.
+    #[arg(long, env = "PARLEY_KAFKA_DELIVERY_TIMEOUT_MS", value_name = "PARLEY_KAFKA_DELIVERY_TIMEOUT_MS", default_value_t = 5_000,
+          value_parser = clap::value_parser!(u64).range(1000..=300_000))]
+    pub kafka_delivery_timeout_ms: u64,
+
+    /// S3 endpoint (MinIO and other S3 servers); AWS when absent.
+    #[arg(long, env = "PARLEY_S3_ENDPOINT", value_name = "PARLEY_S3_ENDPOINT", value_parser = parse_url)]
+    pub s3_endpoint: Option<String>,
+
+    #[arg(
+        long,
+        env = "PARLEY_S3_REGION",
+        value_name = "PARLEY_S3_REGION",
+        default_value = "us-east-1"
+    )]
+    pub s3_region: String,
+
+    /// The media bucket.
+    #[arg(long, env = "PARLEY_S3_BUCKET", value_name = "PARLEY_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    #[arg(
+        long,
+        env = "PARLEY_S3_ACCESS_KEY_ID",
+        value_name = "PARLEY_S3_ACCESS_KEY_ID",
+        hide_env_values = true
+    )]
+    pub s3_access_key_id: Option<String>,
+
+    #[arg(
+        long,
+        env = "PARLEY_S3_SECRET_ACCESS_KEY",
+        value_name = "PARLEY_S3_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    pub s3_secret_access_key: Option<String>,
+
+    /// Ring members, `,`-separated `name=internal-url` (`n1=http://10.0.0.1:9180,...`).
+    #[arg(long, env = "PARLEY_NODES", value_name = "PARLEY_NODES", value_delimiter = ',', value_parser = parse_member)]
+    pub nodes: Vec<parley_crd::Member>,
+
+    /// Address of the node-to-node API (forwarded sends, channel state).
+    #[arg(
+        long,
+        env = "PARLEY_INTERNAL_LISTEN",
+        value_name = "PARLEY_INTERNAL_LISTEN"
+    )]
+    pub internal_listen: Option<SocketAddr>,
+
+    /// Secret the nodes share for the node-to-node API, at least 32 bytes.
+    #[arg(long, env = "PARLEY_CLUSTER_SECRET", value_name = "PARLEY_CLUSTER_SECRET", value_parser = parse_secret, hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+
+    /// Most messages a persister writes in one batch.
+    #[arg(long, env = "PARLEY_PERSISTER_BATCH", value_name = "PARLEY_PERSISTER_BATCH", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub persister_batch: u32,
+
+    /// How long a persister waits for a batch to fill, ms.
+    #[arg(
+        long,
+        env = "PARLEY_PERSISTER_LINGER_MS",
+        value_name = "PARLEY_PERSISTER_LINGER_MS",
+        default_value_t = 20
+    )]
+    pub persister_linger_ms: u64,
+}
+
+/// The distributed settings, all present.
+#[derive(Debug, Clone)]
+pub struct Distributed {
+    pub directory_url: String,
+    pub shards: Vec<crate::backend::postgres::ShardSpec>,
+    pub redis_url: String,
+    pub kafka: crate::backend::kafka::KafkaSettings,
+    pub s3: crate::backend::s3::S3Settings,
+    pub nodes: Vec<parley_crd::Member>,
+    pub internal_listen: SocketAddr,
+    pub cluster_secret: String,
+}
+
+/// A configuration that cannot run, naming the key to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub problem: String,
+}
+
+fn required<T: Clone>(v: &Option<T>, key: &'static str) -> Result<T, ConfigError> {
+    v.clone().ok_or(ConfigError {
+        key,
+        problem: "required in distributed mode".into(),
+    })
 }
 
 /// Protocol limits (PROTOCOL.md's defaults).
@@ -150,6 +339,79 @@ pub struct Limits {
 }
 
 impl Config {
+    /// The distributed settings; the error names the first missing or invalid key.
+    pub fn distributed(&self) -> Result<Distributed, ConfigError> {
+        let c = &self.cluster;
+        let directory_url = required(&c.directory_url, "PARLEY_DIRECTORY_URL")?;
+        if c.shards.is_empty() {
+            return Err(ConfigError {
+                key: "PARLEY_SHARDS",
+                problem: "required in distributed mode".into(),
+            });
+        }
+        let map = parley_crd::ShardMap::build(
+            c.shards
+                .iter()
+                .map(|s| (s.name.clone(), s.slots.clone()))
+                .collect(),
+            Clone::clone,
+        );
+        if let Err(e) = map {
+            return Err(ConfigError {
+                key: "PARLEY_SHARDS",
+                problem: e.to_string(),
+            });
+        }
+        let redis_url = required(&c.redis_url, "PARLEY_REDIS_URL")?;
+        let bootstrap = required(&c.kafka_bootstrap, "PARLEY_KAFKA_BOOTSTRAP")?;
+        let bucket = required(&c.s3_bucket, "PARLEY_S3_BUCKET")?;
+        let access_key_id = required(&c.s3_access_key_id, "PARLEY_S3_ACCESS_KEY_ID")?;
+        let secret_access_key = required(&c.s3_secret_access_key, "PARLEY_S3_SECRET_ACCESS_KEY")?;
+        if self.command == Command::Serve {
+            required(&self.jwt_secret, "PARLEY_JWT_SECRET")?;
+        }
+        let internal_listen = c
+            .internal_listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+        let cluster_secret = if self.command == Command::Serve {
+            required(&c.cluster_secret, "PARLEY_CLUSTER_SECRET")?
+        } else {
+            c.cluster_secret.clone().unwrap_or_default()
+        };
+        if self.command == Command::Serve {
+            required(&c.internal_listen, "PARLEY_INTERNAL_LISTEN")?;
+            if !c.nodes.iter().any(|m| m.name == self.node_name) {
+                return Err(ConfigError {
+                    key: "PARLEY_NODES",
+                    problem: format!(
+                        "does not list this node, PARLEY_NODE_NAME={}",
+                        self.node_name
+                    ),
+                });
+            }
+        }
+        Ok(Distributed {
+            directory_url,
+            shards: c.shards.clone(),
+            redis_url,
+            kafka: crate::backend::kafka::KafkaSettings {
+                bootstrap_servers: bootstrap,
+                delivery_timeout: Duration::from_millis(c.kafka_delivery_timeout_ms),
+            },
+            s3: crate::backend::s3::S3Settings {
+                path_style: c.s3_endpoint.is_some(),
+                endpoint: c.s3_endpoint.clone(),
+                region: c.s3_region.clone(),
+                bucket,
+                access_key_id,
+                secret_access_key,
+            },
+            nodes: c.nodes.clone(),
+            internal_listen,
+            cluster_secret,
+        })
+    }
+
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms)
     }
@@ -178,6 +440,43 @@ fn parse_url(s: &str) -> Result<String, String> {
     } else {
         Err("expected an http:// or https:// URL".into())
     }
+}
+
+fn parse_shard(s: &str) -> Result<crate::backend::postgres::ShardSpec, String> {
+    let mut parts = s.trim().splitn(3, ':');
+    let (Some(name), Some(ranges), Some(url)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("expected name:slot-ranges:postgres-url".into());
+    };
+    if name.is_empty() || !url.starts_with("postgres") {
+        return Err("expected name:slot-ranges:postgres-url".into());
+    }
+    let slots = ranges
+        .split('+')
+        .map(|r| {
+            r.parse::<parley_crd::SlotRange>()
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(crate::backend::postgres::ShardSpec {
+        name: name.to_owned(),
+        slots,
+        url: url.to_owned(),
+    })
+}
+
+fn parse_member(s: &str) -> Result<parley_crd::Member, String> {
+    let (name, endpoint) = s
+        .trim()
+        .split_once('=')
+        .ok_or("expected name=http://host:port")?;
+    let endpoint = parse_url(endpoint)?;
+    if name.is_empty() {
+        return Err("expected name=http://host:port".into());
+    }
+    Ok(parley_crd::Member {
+        name: name.to_owned(),
+        endpoint,
+    })
 }
 
 fn parse_secret(s: &str) -> Result<String, String> {
@@ -228,6 +527,63 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "{flag}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn distributed_mode_names_the_first_missing_key() {
+        let base = ["chat-node", "--mode", "distributed"];
+        let c = Config::from_args(base).unwrap();
+        assert_eq!(c.distributed().unwrap_err().key, "PARLEY_DIRECTORY_URL");
+        let c = Config::from_args(base.iter().copied().chain([
+            "--directory-url",
+            "postgres://d",
+            "--shards",
+            "a:0-2047:postgres://a",
+        ]))
+        .unwrap();
+        let err = c.distributed().unwrap_err();
+        assert_eq!(err.key, "PARLEY_SHARDS");
+        assert!(err.problem.contains("2048-4095"), "{err}");
+        let full = [
+            "--directory-url",
+            "postgres://d",
+            "--shards",
+            "a:0-2047:postgres://a;b:2048-4095:postgres://b?x=1",
+            "--redis-url",
+            "redis://r",
+            "--kafka-bootstrap",
+            "k:9092",
+            "--s3-bucket",
+            "m",
+            "--s3-access-key-id",
+            "k",
+            "--s3-secret-access-key",
+            "s",
+            "--jwt-secret",
+            "0123456789abcdef0123456789abcdef",
+            "--cluster-secret",
+            "0123456789abcdef0123456789abcdef",
+            "--internal-listen",
+            "127.0.0.1:9180",
+            "--node-name",
+            "n1",
+            "--nodes",
+            "n1=http://127.0.0.1:9180,n2=http://127.0.0.1:9181",
+        ];
+        let c = Config::from_args(base.iter().copied().chain(full)).unwrap();
+        let d = c.distributed().unwrap();
+        assert_eq!(d.shards[1].url, "postgres://b?x=1");
+        assert_eq!(d.nodes.len(), 2);
+        let mut other = full.to_vec();
+        let at = other.iter().position(|a| *a == "n1").unwrap();
+        other[at] = "n9";
+        let c = Config::from_args(base.iter().copied().chain(other)).unwrap();
+        assert_eq!(c.distributed().unwrap_err().key, "PARLEY_NODES");
+        let err =
+            Config::from_args(["chat-node", "--shards", "a:0-99999:postgres://x"]).unwrap_err();
+        assert!(err.to_string().contains("PARLEY_SHARDS"), "{err}");
+        let c = Config::from_args(["chat-node", "migrate"]).unwrap();
+        assert_eq!(c.command, Command::Migrate);
     }
 
     #[test]

@@ -443,6 +443,39 @@ pub async fn log_suite(log: &dyn Log) {
     }
     assert_eq!(again.len(), 1, "an uncommitted record is delivered again");
     c.commit().await.unwrap();
+    log.wait_consumed(&group, Duration::from_secs(10))
+        .await
+        .expect("everything is committed");
+
+    // Appended and not consumed: waiting for the group times out.
+    log.append(&[LogRecord {
+        key: Id(b),
+        payload: Bytes::from_static(b"pending"),
+    }])
+    .await
+    .unwrap();
+    let err = log
+        .wait_consumed(&group, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
+    drop(c);
+    let mut c = log.consumer(&group).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut last = Vec::new();
+    while last.is_empty() && tokio::time::Instant::now() < deadline {
+        last.extend(
+            c.poll(100, Duration::from_millis(500))
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(mine),
+        );
+    }
+    c.commit().await.unwrap();
+    log.wait_consumed(&group, Duration::from_secs(10))
+        .await
+        .expect("caught up after the commit");
 }
 
 /// A recording sink for pub/sub tests.

@@ -183,6 +183,34 @@ impl Log for KafkaLog {
         Ok(())
     }
 
+    async fn wait_consumed(&self, group: &str, timeout: Duration) -> Result<(), BackendError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let marks = self.high_watermarks().await?;
+        loop {
+            let committed = self.committed(group).await?;
+            let behind: Vec<String> = marks
+                .iter()
+                .filter(|(p, high)| **high > 0 && committed.get(p).is_none_or(|c| c < *high))
+                .map(|(p, high)| {
+                    format!(
+                        "partition {p} at {} of {high}",
+                        committed.get(p).copied().unwrap_or(0)
+                    )
+                })
+                .collect();
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(unavailable(format!(
+                    "{group} has not caught up: {}",
+                    behind.join(", ")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn consumer(&self, group: &str) -> Result<Box<dyn LogConsumer>, BackendError> {
         let consumer: StreamConsumer = self
             .settings

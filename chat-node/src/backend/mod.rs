@@ -86,6 +86,15 @@ pub trait Log: Send + Sync + std::fmt::Debug {
 
     /// Opens a consumer in `group`: it starts after the group's committed position.
     async fn consumer(&self, group: &str) -> Result<Box<dyn LogConsumer>, BackendError>;
+
+    /// Returns once `group` has committed everything appended before the call; `unavailable`
+    /// when that takes longer than `timeout`. (A new channel owner waits for this, so the
+    /// store holds every message the previous owner acknowledged.)
+    async fn wait_consumed(
+        &self,
+        group: &str,
+        timeout: std::time::Duration,
+    ) -> Result<(), BackendError>;
 }
 
 /// Reads a log for one consumer group.

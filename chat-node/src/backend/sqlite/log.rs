@@ -98,6 +98,37 @@ impl Log for SqliteLog {
             .map_err(|_| BackendError::unavailable("sqlite log", "the writer has stopped"))?
     }
 
+    async fn wait_consumed(&self, group: &str, timeout: Duration) -> Result<(), BackendError> {
+        let end: Option<i64> =
+            sqlx::query_scalar(r#"SELECT MAX("offset") FROM log WHERE topic = ?"#)
+                .bind(&*self.topic)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(err)?;
+        let Some(end) = end else { return Ok(()) };
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let committed: Option<i64> = sqlx::query_scalar(
+                r#"SELECT "offset" FROM log_offsets WHERE topic = ? AND grp = ?"#,
+            )
+            .bind(&*self.topic)
+            .bind(group)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+            if committed.is_some_and(|c| c >= end) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BackendError::unavailable(
+                    "sqlite log",
+                    format!("{group} has not caught up"),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn consumer(&self, group: &str) -> Result<Box<dyn LogConsumer>, BackendError> {
         let committed: Option<i64> =
             sqlx::query_scalar(r#"SELECT "offset" FROM log_offsets WHERE topic = ? AND grp = ?"#)
