@@ -10,10 +10,12 @@
 pub mod auth;
 pub mod backend;
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod internal;
 pub mod metrics;
 pub mod moderation;
 pub mod node;

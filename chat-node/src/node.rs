@@ -81,11 +81,14 @@ pub async fn embedded(config: Config, addr: SocketAddr) -> anyhow::Result<Arc<Ch
             log,
             blobs: Arc::new(local.clone()),
             local_blobs: Some(local),
+            notifications: None,
         },
         hub,
         ids,
         tokens,
         moderator: Arc::new(moderator),
+        cluster: None,
+        presence: crate::chat::PresenceStore::Local,
     })))
 }
 

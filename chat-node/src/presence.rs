@@ -132,6 +132,14 @@ impl Tracker {
         tick
     }
 
+    /// Every live connection: (user, connection).
+    pub fn connections(&self) -> Vec<(Id, ConnId)> {
+        self.users
+            .iter()
+            .flat_map(|(u, s)| s.conns.keys().map(move |c| (*u, *c)))
+            .collect()
+    }
+
     /// The presence of `user` as this node knows it.
     pub fn get(&self, user: Id) -> Presence {
         match self.users.get(&user) {

@@ -50,10 +50,11 @@ pub async fn commands(url: &str) -> Result<ConnectionManager, BackendError> {
 }
 
 /// A RESP3 connection whose pushes go to `on_push`; it re-subscribes after reconnecting,
-/// and reconnects by itself when Redis goes away.
+/// and reconnects by itself when Redis goes away. `restored` is notified each time it has.
 pub async fn subscriber(
     url: &str,
     on_push: impl Fn(PushInfo) + Send + Sync + 'static,
+    restored: Option<Arc<Notify>>,
 ) -> Result<ConnectionManager, BackendError> {
     let client = redis::Client::open(resp3_url(url))
         .map_err(|e| BackendError::internal(BACKEND, format!("bad URL: {e}")))?;
@@ -85,6 +86,9 @@ pub async fn subscriber(
                 let pong: Result<String, _> = redis::cmd("PING").query_async(&mut pinger).await;
                 if pong.is_ok() {
                     tracing::info!("redis subscription connection restored");
+                    if let Some(r) = &restored {
+                        r.notify_one();
+                    }
                     break;
                 }
                 tokio::time::sleep(delay).await;
@@ -117,7 +121,7 @@ fn bulk(v: &Value) -> Option<&[u8]> {
 
 impl RedisPubSub {
     pub async fn connect(url: &str, sink: Sink) -> Result<Self, BackendError> {
-        let subscriber = subscriber(url, move |push| {
+        let on_push = move |push: PushInfo| {
             if push.kind != PushKind::Message {
                 return;
             }
@@ -137,8 +141,8 @@ impl RedisPubSub {
                 topic,
                 payload: Bytes::copy_from_slice(payload),
             });
-        })
-        .await?;
+        };
+        let subscriber = subscriber(url, on_push, None).await?;
         Ok(Self {
             publisher: commands(url).await?,
             subscriber,

@@ -9,16 +9,26 @@ use parley_protocol::rest::{HistoryQuery, MessagePage};
 use parley_protocol::ws::{ChannelCursor, ReadEvent, TypingEvent};
 use parley_protocol::{Attachment, ErrorCode, Id, Message, Timestamp, limits};
 
-use super::sequencer::merge_page;
+use super::sequencer::{ChannelSeq, merge_page};
 use super::{Chat, DOWNLOAD_URL_TTL, ev};
 use crate::backend::{AttachmentRecord, LogRecord, Page, StoredMessage, Topic};
 use crate::error::ApiError;
 use crate::hub::Header;
+use crate::internal::{self, ChannelState, Prepared, StateRequest, StateResponse};
 use crate::moderation::Verdict;
 
 /// Idempotency window of `client_msg_id`.
 const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 const CLIENT_MSG_ID_MAX: usize = 128;
+/// How long a new owner waits for the persisters to store what earlier owners wrote.
+const HANDOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Who sequences a channel.
+#[derive(Debug, Clone)]
+pub(crate) enum Owner {
+    Me,
+    Other(parley_crd::Member),
+}
 
 /// A send, from REST or WebSocket.
 #[derive(Debug, Clone, Default)]
@@ -163,7 +173,8 @@ impl Chat {
         Ok(out)
     }
 
-    /// Sends a message: validated, moderated, deduplicated, sequenced, durable, published.
+    /// Sends a message: validated and moderated here, then sequenced (deduplicated, given
+    /// its ID and seq, made durable and published) by the channel's owner.
     pub async fn send(
         &self,
         author: Id,
@@ -192,44 +203,133 @@ impl Chat {
             }
         };
         let attachments = self.resolve_attachments(author, &input.attachments).await?;
-
-        let seq_state = self.sequencer.channel(channel);
-        let mut last_seq = seq_state.last_seq.lock().await;
-        let since = Timestamp(self.now().unix_millis() - IDEMPOTENCY_WINDOW_MS);
-        if let Some(cmid) = &input.client_msg_id {
-            if let Some(m) = self.sequencer.by_client_id(author, cmid, since) {
-                return self.to_wire(&m).await;
+        let prepared = Prepared {
+            author,
+            channel,
+            text,
+            moderated,
+            client_msg_id: input.client_msg_id,
+            attachments,
+            reply_to: input.reply_to,
+        };
+        let message = match self.owner_of(channel) {
+            Owner::Me => self.sequence(prepared).await?,
+            Owner::Other(member) => {
+                internal::call(self, &member, "/internal/v1/sequence", &prepared).await?
             }
-            if let Some(m) = self
-                .stores
-                .messages
-                .by_client_msg_id(author, cmid, since)
-                .await?
+        };
+        self.metrics
+            .send_latency
+            .observe(started.elapsed().as_secs_f64());
+        Ok(message)
+    }
+
+    /// Who sequences `channel`.
+    pub(crate) fn owner_of(&self, channel: Id) -> Owner {
+        match &self.cluster {
+            None => Owner::Me,
+            Some(cluster) => match cluster.owner(channel) {
+                Some(m) if !cluster.is_me(&m) => Owner::Other(m),
+                _ => Owner::Me,
+            },
+        }
+    }
+
+    /// Makes sure this node may sequence `channels` in the current epoch: the persisters
+    /// have stored what earlier owners wrote, and each state is loaded from the store.
+    async fn acquire(&self, channels: &[Id]) -> Result<u64, ApiError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(0);
+        };
+        if !cluster.may_own() {
+            return Err(ApiError::unavailable(
+                "this node cannot renew its cluster lease; try again shortly",
+            ));
+        }
+        let epoch = cluster.epoch();
+        for c in channels {
+            if let Some(owner) = cluster.owner(*c)
+                && !cluster.is_me(&owner)
             {
-                return self.to_wire(&m).await;
+                return Err(ApiError::unavailable(format!(
+                    "channel {c} moved to node {}; try again",
+                    owner.name
+                )));
             }
         }
-        let current = match *last_seq {
-            Some(s) => s,
-            None => self
+        if channels
+            .iter()
+            .all(|c| self.sequencer.channel(*c).loaded_in() == epoch)
+        {
+            return Ok(epoch);
+        }
+        let mut caught_up = self.caught_up.lock().await;
+        if *caught_up < epoch {
+            self.log
+                .wait_consumed(crate::persister::GROUP, HANDOVER_TIMEOUT)
+                .await?;
+            *caught_up = epoch;
+        }
+        Ok(epoch)
+    }
+
+    /// The last seq of `channel`, loading it when the state is from another epoch. Called
+    /// with the channel's `last_seq` locked.
+    async fn current_seq(
+        &self,
+        state: &ChannelSeq,
+        last_seq: &mut Option<u64>,
+        channel: Id,
+        epoch: u64,
+    ) -> Result<u64, ApiError> {
+        if state.loaded_in() != epoch || last_seq.is_none() {
+            let stored = self
                 .stores
                 .messages
                 .last_seqs(&[channel])
                 .await?
                 .first()
-                .map_or(0, |(_, s)| *s),
-        };
+                .map_or(0, |(_, s)| *s);
+            state.reset(epoch);
+            *last_seq = Some(stored);
+        }
+        Ok(last_seq.unwrap_or(0))
+    }
+
+    /// Sequences a prepared send on the channel's owner.
+    pub async fn sequence(&self, p: Prepared) -> Result<Message, ApiError> {
+        let channel = p.channel;
+        let epoch = self.acquire(&[channel]).await?;
+        let seq_state = self.sequencer.channel(channel);
+        let mut last_seq = seq_state.last_seq.lock().await;
+        let current = self
+            .current_seq(&seq_state, &mut last_seq, channel, epoch)
+            .await?;
+        let since = Timestamp(self.now().unix_millis() - IDEMPOTENCY_WINDOW_MS);
+        if let Some(cmid) = &p.client_msg_id {
+            if let Some(m) = self.sequencer.by_client_id(p.author, cmid, since) {
+                return self.to_wire(&m).await;
+            }
+            if let Some(m) = self
+                .stores
+                .messages
+                .by_client_msg_id(p.author, cmid, since)
+                .await?
+            {
+                return self.to_wire(&m).await;
+            }
+        }
         let stored = StoredMessage {
             id: self.new_id().await?,
             channel_id: channel,
             seq: current + 1,
-            author_id: author,
-            text,
-            client_msg_id: input.client_msg_id.clone(),
-            attachments,
-            reply_to: input.reply_to,
+            author_id: p.author,
+            text: p.text,
+            client_msg_id: p.client_msg_id,
+            attachments: p.attachments,
+            reply_to: p.reply_to,
             created_at: self.now(),
-            moderated,
+            moderated: p.moderated,
         };
         let payload = serde_json::to_vec(&stored)
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
@@ -254,10 +354,97 @@ impl Chat {
             .await;
         drop(last_seq);
         self.metrics.messages_in.inc();
-        self.metrics
-            .send_latency
-            .observe(started.elapsed().as_secs_f64());
+        self.notify_offline_members(&stored).await;
         Ok(message)
+    }
+
+    /// This owner's state of `channels`: last seq and recent messages (id > `after`).
+    pub async fn local_state(
+        &self,
+        channels: &[Id],
+        after: Option<Id>,
+    ) -> Result<Vec<ChannelState>, ApiError> {
+        let epoch = self.acquire(channels).await?;
+        let mut out = Vec::with_capacity(channels.len());
+        let mut unloaded = Vec::new();
+        for c in channels {
+            let state = self.sequencer.channel(*c);
+            let last = state.last_seq.lock().await;
+            if state.loaded_in() != epoch || last.is_none() {
+                unloaded.push(*c);
+            }
+        }
+        let stored: std::collections::HashMap<Id, u64> = if unloaded.is_empty() {
+            Default::default()
+        } else {
+            self.stores
+                .messages
+                .last_seqs(&unloaded)
+                .await?
+                .into_iter()
+                .collect()
+        };
+        for c in channels {
+            let state = self.sequencer.channel(*c);
+            let mut last = state.last_seq.lock().await;
+            if state.loaded_in() != epoch || last.is_none() {
+                state.reset(epoch);
+                *last = Some(stored.get(c).copied().unwrap_or(0));
+            }
+            let recent = self
+                .sequencer
+                .recent(*c)
+                .into_iter()
+                .filter(|m| after.is_none_or(|a| m.id > a))
+                .map(|m| (*m).clone())
+                .collect();
+            out.push(ChannelState {
+                id: *c,
+                last_seq: last.unwrap_or(0),
+                recent,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The owners' state of `channels`, asking every owner once.
+    async fn state_of(
+        &self,
+        channels: &[Id],
+        after: Option<Id>,
+    ) -> Result<Vec<ChannelState>, ApiError> {
+        let mut mine = Vec::new();
+        let mut theirs: std::collections::HashMap<String, (parley_crd::Member, Vec<Id>)> =
+            Default::default();
+        for c in channels {
+            match self.owner_of(*c) {
+                Owner::Me => mine.push(*c),
+                Owner::Other(m) => theirs
+                    .entry(m.name.clone())
+                    .or_insert_with(|| (m, Vec::new()))
+                    .1
+                    .push(*c),
+            }
+        }
+        let mut out = if mine.is_empty() {
+            Vec::new()
+        } else {
+            self.local_state(&mine, after).await?
+        };
+        let calls = theirs.into_values().map(|(member, channels)| async move {
+            let r: Result<StateResponse, ApiError> = internal::call(
+                self,
+                &member,
+                "/internal/v1/state",
+                &StateRequest { channels, after },
+            )
+            .await;
+            r
+        });
+        for r in futures_util::future::join_all(calls).await {
+            out.extend(r?.channels);
+        }
+        Ok(out)
     }
 
     pub async fn history(
@@ -273,7 +460,14 @@ impl Chat {
             .messages
             .history(channel, page.with_limit(page.limit() + 1))
             .await?;
-        let (messages, has_more) = merge_page(stored, &self.sequencer.recent(channel), page);
+        let recent: Vec<Arc<StoredMessage>> = self
+            .state_of(&[channel], None)
+            .await?
+            .into_iter()
+            .flat_map(|s| s.recent)
+            .map(Arc::new)
+            .collect();
+        let (messages, has_more) = merge_page(stored, &recent, page);
         Ok(MessagePage {
             messages: self.wire_all(&messages).await?,
             has_more,
@@ -288,15 +482,21 @@ impl Chat {
         after: Id,
         limit: u32,
     ) -> Result<(Vec<Message>, bool), ApiError> {
+        if channels.is_empty() {
+            return Ok((Vec::new(), false));
+        }
         let stored = self
             .stores
             .messages
             .messages_after(channels, after, limit + 1)
             .await?;
-        let mut recent = Vec::new();
-        for c in channels {
-            recent.extend(self.sequencer.recent(*c));
-        }
+        let recent: Vec<Arc<StoredMessage>> = self
+            .state_of(channels, Some(after))
+            .await?
+            .into_iter()
+            .flat_map(|s| s.recent)
+            .map(Arc::new)
+            .collect();
         let (messages, has_more) = merge_page(stored, &recent, Page::After { id: after, limit });
         Ok((self.wire_all(&messages).await?, has_more))
     }
@@ -321,16 +521,12 @@ impl Chat {
 
     /// The last seq of each channel.
     pub async fn cursors(&self, channels: &[Id]) -> Result<Vec<ChannelCursor>, ApiError> {
-        let stored = self.stores.messages.last_seqs(channels).await?;
+        let states = self.state_of(channels, Some(Id(u64::MAX))).await?;
         Ok(channels
             .iter()
-            .map(|c| {
-                let from_store = stored.iter().find(|(id, _)| id == c).map_or(0, |(_, s)| *s);
-                let known = self.sequencer.known_last_seq(*c).unwrap_or(0);
-                ChannelCursor {
-                    id: *c,
-                    last_seq: from_store.max(known),
-                }
+            .map(|c| ChannelCursor {
+                id: *c,
+                last_seq: states.iter().find(|s| s.id == *c).map_or(0, |s| s.last_seq),
             })
             .collect())
     }

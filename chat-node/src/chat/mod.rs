@@ -16,6 +16,7 @@ mod presence;
 mod sequencer;
 
 pub use messages::SendInput;
+pub use presence::PresenceStore;
 pub use sequencer::Sequencer;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +31,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Tokens;
 use crate::backend::{Blobs, Log, Stores, Topic, local::LocalBlobs};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::hub::{Header, Hub};
@@ -52,6 +54,9 @@ pub struct Backends {
     pub blobs: Arc<dyn Blobs>,
     /// Set when blobs are local files this node serves itself.
     pub local_blobs: Option<LocalBlobs>,
+    /// `<prefix>.notifications` (distributed mode): one record per message for each member
+    /// with no live connection.
+    pub notifications: Option<Arc<dyn Log>>,
 }
 
 /// One node's chat service.
@@ -62,12 +67,18 @@ pub struct Chat {
     pub log: Arc<dyn Log>,
     pub blobs: Arc<dyn Blobs>,
     pub local_blobs: Option<LocalBlobs>,
+    pub notifications: Option<Arc<dyn Log>>,
+    /// Ring membership (distributed mode); `None`: this node owns every channel.
+    pub cluster: Option<Arc<Cluster>>,
+    /// The last ring epoch for which the persisters were seen caught up.
+    caught_up: tokio::sync::Mutex<u64>,
     pub hub: Arc<Hub>,
     pub ids: Snowflake,
     pub tokens: Tokens,
     pub moderator: Arc<Moderator>,
     pub sequencer: Sequencer,
     pub presence: Mutex<Tracker>,
+    pub presence_store: PresenceStore,
     pub send_limiter: Mutex<RateLimiter<Id>>,
     pub metrics: Metrics,
     /// Cancelled when the node shuts down.
@@ -88,6 +99,8 @@ pub struct Parts {
     pub ids: Snowflake,
     pub tokens: Tokens,
     pub moderator: Arc<Moderator>,
+    pub cluster: Option<Arc<Cluster>>,
+    pub presence: PresenceStore,
 }
 
 impl Chat {
@@ -96,11 +109,15 @@ impl Chat {
         Self {
             send_limiter: Mutex::new(RateLimiter::new(limits.send_rate, limits.send_burst)),
             presence: Mutex::new(Tracker::new(p.config.heartbeat_interval())),
+            presence_store: p.presence,
             config: p.config,
             stores: p.backends.stores,
             log: p.backends.log,
             blobs: p.backends.blobs,
             local_blobs: p.backends.local_blobs,
+            notifications: p.backends.notifications,
+            cluster: p.cluster,
+            caught_up: tokio::sync::Mutex::new(0),
             hub: p.hub,
             ids: p.ids,
             tokens: p.tokens,

@@ -1,41 +1,115 @@
-//! Presence on a node: heartbeats feed the [`Tracker`](crate::presence::Tracker); changes go
-//! to the users who share a DM, or a group of at most 1000 members, with that user.
+//! Presence on a node. Heartbeats feed the local [`Tracker`](crate::presence::Tracker),
+//! which closes this node's connections that stop pinging (4002). The user's status is the
+//! tracker's in embedded mode, and Redis's (aggregated over every node) in distributed mode.
+//! Changes go to the users who share a DM, or a group of at most 1000 members, with that
+//! user; offline members of a channel get a notification record per message.
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use parley_protocol::ws::close;
-use parley_protocol::{ChannelKind, Id, Presence, limits};
+use parley_protocol::{ChannelKind, Id, Presence, PresenceStatus, limits};
 
 use super::{Chat, ev};
-use crate::backend::Topic;
+use crate::backend::presence::RedisPresence;
+use crate::backend::{LogRecord, StoredMessage, Topic};
 use crate::error::ApiError;
 use crate::hub::{ConnId, Header, Outbound};
 use crate::presence::Change;
+
+/// Where users' statuses live.
+#[derive(Debug)]
+pub enum PresenceStore {
+    /// This node's tracker (one node is the whole cluster).
+    Local,
+    /// Redis, shared by the nodes.
+    Redis(RedisPresence),
+}
 
 impl Chat {
     fn tracker(&self) -> std::sync::MutexGuard<'_, crate::presence::Tracker> {
         self.presence.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Announces a tracker change (embedded) or a Redis one (distributed).
+    async fn settle(
+        &self,
+        local: Option<Change>,
+        shared: Option<Result<Option<Presence>, crate::backend::BackendError>>,
+    ) {
+        match (&self.presence_store, shared) {
+            (PresenceStore::Local, _) => {
+                if let Some(Change { presence }) = local {
+                    self.announce(presence).await;
+                }
+            }
+            (PresenceStore::Redis(_), Some(Ok(Some(presence)))) => self.announce(presence).await,
+            (PresenceStore::Redis(_), Some(Err(e))) => {
+                tracing::warn!("presence update failed: {e}")
+            }
+            _ => {}
+        }
+    }
+
     pub async fn presence_connected(&self, user: Id, conn: ConnId) {
-        let change = self.tracker().connected(user, conn, self.now());
-        self.announce(change).await;
+        let now = self.now();
+        let local = self.tracker().connected(user, conn, now);
+        let shared = match &self.presence_store {
+            PresenceStore::Redis(r) => Some(r.heartbeat(user, conn, now).await),
+            PresenceStore::Local => None,
+        };
+        self.settle(local, shared).await;
     }
 
     pub async fn presence_ping(&self, user: Id, conn: ConnId) {
-        let change = self.tracker().ping(user, conn, self.now());
-        self.announce(change).await;
+        let now = self.now();
+        let local = self.tracker().ping(user, conn, now);
+        let shared = match &self.presence_store {
+            PresenceStore::Redis(r) => Some(r.heartbeat(user, conn, now).await),
+            PresenceStore::Local => None,
+        };
+        self.settle(local, shared).await;
     }
 
     pub async fn presence_disconnected(&self, user: Id, conn: ConnId) {
-        let change = self.tracker().disconnected(user, conn, self.now());
-        self.announce(change).await;
+        let local = self.tracker().disconnected(user, conn, self.now());
+        let shared = match &self.presence_store {
+            PresenceStore::Redis(r) => Some(r.remove(user, conn).await),
+            PresenceStore::Local => None,
+        };
+        self.settle(local, shared).await;
     }
 
-    async fn announce(&self, change: Option<Change>) {
-        let Some(Change { presence }) = change else {
+    /// A presence key of `user` expired in Redis: re-evaluate, and close the connection
+    /// if it is this node's and its live key went.
+    pub async fn presence_expired(&self, expired: crate::backend::presence::Expired) {
+        let PresenceStore::Redis(r) = &self.presence_store else {
             return;
         };
+        if expired.live && expired.node == r.node() {
+            self.hub.send_to(
+                expired.conn,
+                Outbound::Close(close::HEARTBEAT_EXPIRED, "heartbeat expired"),
+            );
+        }
+        let change = r.changed(expired.user).await;
+        self.settle(None, Some(change)).await;
+    }
+
+    /// After Redis lost its data: writes this node's connections back.
+    pub async fn presence_restore(&self) {
+        let PresenceStore::Redis(r) = &self.presence_store else {
+            return;
+        };
+        let conns = self.tracker().connections();
+        let now = self.now();
+        for (user, conn) in conns {
+            let change = r.heartbeat(user, conn, now).await;
+            self.settle(None, Some(change)).await;
+        }
+    }
+
+    async fn announce(&self, presence: Presence) {
         let channels = match self.stores.channels.channels_of(presence.user_id).await {
             Ok(c) => c,
             Err(e) => {
@@ -57,8 +131,13 @@ impl Chat {
 
     /// Tells a channel the presence of a user who just joined it.
     pub(super) async fn presence_to_channel(&self, user: Id, channel: Id) {
-        let presence = self.tracker().get(user);
-        if presence.status == parley_protocol::PresenceStatus::Offline {
+        let Ok(mut presence) = self.presence_of(&[user]).await else {
+            return;
+        };
+        let Some(presence) = presence.pop() else {
+            return;
+        };
+        if presence.status == PresenceStatus::Offline {
             return;
         }
         let header = Header {
@@ -70,16 +149,69 @@ impl Chat {
     }
 
     /// `GET /v1/presence`.
-    pub fn presence_of(&self, users: &[Id]) -> Result<Vec<Presence>, ApiError> {
+    pub async fn presence_of(&self, users: &[Id]) -> Result<Vec<Presence>, ApiError> {
         if users.len() > 1000 {
             return Err(ApiError::bad_request("at most 1000 user_ids"));
         }
-        let tracker = self.tracker();
-        Ok(users.iter().map(|u| tracker.get(*u)).collect())
+        match &self.presence_store {
+            PresenceStore::Local => {
+                let tracker = self.tracker();
+                Ok(users.iter().map(|u| tracker.get(*u)).collect())
+            }
+            PresenceStore::Redis(r) => Ok(r.get(users).await?),
+        }
     }
 
-    /// Re-evaluates presence every quarter interval: announces idle/offline users and
-    /// closes connections whose heartbeat expired (4002). Ends on shutdown.
+    /// One `<prefix>.notifications` record per member of the message's channel who has no
+    /// live connection anywhere (for a push gateway). Best effort: it never delays or fails
+    /// the send.
+    pub(super) async fn notify_offline_members(&self, m: &StoredMessage) {
+        let Some(log) = self.notifications.clone() else {
+            return;
+        };
+        let members = match self.stores.members.member_ids(m.channel_id).await {
+            Ok(ids) => ids
+                .into_iter()
+                .filter(|u| *u != m.author_id)
+                .collect::<Vec<_>>(),
+            Err(e) => return tracing::warn!("notifications skipped: {e}"),
+        };
+        let presence = match self.presence_of(&members).await {
+            Ok(p) => p,
+            Err(e) => return tracing::warn!("notifications skipped: {e}"),
+        };
+        let preview: String = m.text.chars().take(200).collect();
+        let records: Vec<LogRecord> = presence
+            .iter()
+            .filter(|p| p.status == PresenceStatus::Offline)
+            .map(|p| {
+                let body = serde_json::json!({
+                    "user_id": p.user_id,
+                    "channel_id": m.channel_id,
+                    "message_id": m.id,
+                    "seq": m.seq,
+                    "author_id": m.author_id,
+                    "text": preview,
+                    "created_at": m.created_at,
+                });
+                LogRecord {
+                    key: p.user_id,
+                    payload: Bytes::from(body.to_string()),
+                }
+            })
+            .collect();
+        if records.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            if let Err(e) = log.append(&records).await {
+                tracing::warn!(records = records.len(), "notifications not written: {e}");
+            }
+        });
+    }
+
+    /// Re-evaluates presence every quarter interval: closes connections whose heartbeat
+    /// expired (4002) and, in embedded mode, announces idle/offline users. Ends on shutdown.
     pub async fn run_presence(&self) {
         let every = (self.config.heartbeat_interval() / 4).max(Duration::from_millis(100));
         let mut tick = tokio::time::interval(every);
@@ -96,8 +228,10 @@ impl Chat {
                     Outbound::Close(close::HEARTBEAT_EXPIRED, "heartbeat expired"),
                 );
             }
-            for change in result.changes {
-                self.announce(Some(change)).await;
+            if matches!(self.presence_store, PresenceStore::Local) {
+                for change in result.changes {
+                    self.announce(change.presence).await;
+                }
             }
         }
     }

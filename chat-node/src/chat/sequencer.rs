@@ -15,15 +15,45 @@ const RECENT_MAX: usize = 256;
 /// Idempotency keys kept in memory (older ones are found in the store).
 const CLIENT_IDS_MAX: usize = 100_000;
 
+/// The epoch of a channel state that was never loaded.
+pub(crate) const UNLOADED: u64 = u64::MAX;
+
 /// One channel's sequencing state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ChannelSeq {
     /// The last assigned seq (`None` until read from the store). Held across the durable
     /// append, so seq order is log order.
     pub last_seq: tokio::sync::Mutex<Option<u64>>,
+    /// The ring epoch the state was loaded in; a state from an older epoch is reloaded
+    /// (another node may have owned the channel meanwhile).
+    pub epoch: AtomicU64,
     /// Mirror of `last_seq` for readers that must not wait (0 = unknown).
     hint: AtomicU64,
     recent: Mutex<VecDeque<Arc<StoredMessage>>>,
+}
+
+impl Default for ChannelSeq {
+    fn default() -> Self {
+        Self {
+            last_seq: tokio::sync::Mutex::new(None),
+            epoch: AtomicU64::new(UNLOADED),
+            hint: AtomicU64::new(0),
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+}
+
+impl ChannelSeq {
+    /// Forgets what a previous epoch knew (called with `last_seq` locked).
+    pub fn reset(&self, epoch: u64) {
+        lock(&self.recent).clear();
+        self.hint.store(0, Ordering::Relaxed);
+        self.epoch.store(epoch, Ordering::Relaxed);
+    }
+
+    pub fn loaded_in(&self) -> u64 {
+        self.epoch.load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Debug, Default)]

@@ -236,6 +236,6 @@ pub(super) async fn presence(
         })
         .collect::<Result<Vec<Id>>>()?;
     Ok(Json(PresenceList {
-        presence: chat.presence_of(&ids)?,
+        presence: chat.presence_of(&ids).await?,
     }))
 }
