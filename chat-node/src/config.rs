@@ -254,6 +254,12 @@ pub struct ClusterArgs {
     #[arg(long, env = "PARLEY_CLUSTER_SECRET", value_name = "PARLEY_CLUSTER_SECRET", value_parser = parse_secret, hide_env_values = true)]
     pub cluster_secret: Option<String>,
 
+    /// How long a node's lease in Redis lives without renewal, ms. A dead node's channels
+    /// move to the others after this; it must exceed 5/3 of the Kafka delivery timeout.
+    #[arg(long, env = "PARLEY_NODE_LEASE_MS", value_name = "PARLEY_NODE_LEASE_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1000..=600_000))]
+    pub node_lease_ms: u64,
+
     /// Most messages a persister writes in one batch.
     #[arg(long, env = "PARLEY_PERSISTER_BATCH", value_name = "PARLEY_PERSISTER_BATCH", default_value_t = 500,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -280,6 +286,10 @@ pub struct Distributed {
     pub nodes: Vec<parley_crd::Member>,
     pub internal_listen: SocketAddr,
     pub cluster_secret: String,
+    pub leases: crate::cluster::Leases,
+    pub topic_prefix: String,
+    pub pool_size: u32,
+    pub batching: crate::persister::Batching,
 }
 
 /// A configuration that cannot run, naming the key to fix.
@@ -390,7 +400,29 @@ impl Config {
                 });
             }
         }
+        let leases = crate::cluster::Leases {
+            lease: Duration::from_millis(c.node_lease_ms),
+            delivery_timeout: Duration::from_millis(c.kafka_delivery_timeout_ms),
+        };
+        if leases.owner_window() <= leases.renew_every() {
+            return Err(ConfigError {
+                key: "PARLEY_NODE_LEASE_MS",
+                problem: format!(
+                    "{} ms leaves no time to own channels with PARLEY_KAFKA_DELIVERY_TIMEOUT_MS={}; use more than {} ms",
+                    c.node_lease_ms,
+                    c.kafka_delivery_timeout_ms,
+                    c.kafka_delivery_timeout_ms * 5 / 3
+                ),
+            });
+        }
         Ok(Distributed {
+            leases,
+            topic_prefix: c.kafka_topic_prefix.clone(),
+            pool_size: c.db_pool_size,
+            batching: crate::persister::Batching {
+                max_messages: c.persister_batch as usize,
+                max_wait: Duration::from_millis(c.persister_linger_ms),
+            },
             directory_url,
             shards: c.shards.clone(),
             redis_url,

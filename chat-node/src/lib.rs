@@ -13,6 +13,7 @@ pub mod chat;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod http;
 pub mod hub;
 pub mod internal;

@@ -1,5 +1,6 @@
 use anyhow::Context as _;
-use chat_node::{config::Config, node, shutdown_signal};
+use chat_node::config::{Command, Config};
+use chat_node::{node, shutdown_signal};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -9,14 +10,21 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = Config::from_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    if config.command == Command::Migrate {
+        return node::migrate_all(&config).await;
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding PARLEY_LISTEN={}", config.listen))?;
     let addr = listener.local_addr()?;
-    let chat = node::embedded(config, addr).await?;
+    if config.command == Command::Persist {
+        println!("parley persister listening on http://{addr}");
+        return node::persist(config, listener, shutdown_signal()).await;
+    }
+    let node = node::build(config, addr).await?;
     // One line on stdout that tools (and people) can read the address from.
     println!("parley chat-node listening on http://{addr}");
-    tracing::info!(%addr, data_dir = %chat.config.data_dir.display(), "embedded chat-node ready: open http://{addr}");
-    node::serve(listener, chat, shutdown_signal()).await?;
+    tracing::info!(%addr, mode = ?node.chat.config.mode, "chat-node ready: open http://{addr}");
+    node::serve(listener, node, shutdown_signal()).await?;
     Ok(())
 }

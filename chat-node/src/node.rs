@@ -1,22 +1,52 @@
-//! Building a node from its configuration, and running it.
+//! Building a node from its configuration, and running it: `serve` (embedded or
+//! distributed), `migrate` and `persist`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures_util::future::BoxFuture;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Tokens, load_or_create_secret};
+use crate::backend::kafka::{KafkaLog, ensure_topic};
 use crate::backend::local::LocalBlobs;
 use crate::backend::memory::MemoryBus;
+use crate::backend::postgres::{PgStore, Schema, migrate};
+use crate::backend::presence::RedisPresence;
+use crate::backend::redis::{self as redis_backend, RedisPubSub};
+use crate::backend::s3::S3Blobs;
 use crate::backend::sqlite::{self, SqliteLog, SqliteStore};
-use crate::backend::{BackendError, Log, PubSub, Sink, Stores};
-use crate::chat::{Backends, Chat, Parts};
-use crate::config::Config;
+use crate::backend::{Log, PubSub, Sink, Stores};
+use crate::chat::{Backends, Chat, Parts, PresenceStore};
+use crate::cluster::Cluster;
+use crate::config::{Config, Distributed, Mode};
+use crate::health::check;
 use crate::hub::Hub;
 use crate::moderation::Moderator;
 use crate::persister::{self, Batching};
 use crate::snowflake::{Snowflake, SystemClock};
+
+/// A background task a node runs while it serves.
+pub type Task = Box<dyn FnOnce(Arc<Chat>) -> BoxFuture<'static, ()> + Send>;
+
+/// A node ready to serve: its chat service, the background tasks of its backends, and (in
+/// distributed mode) the node-to-node listener.
+pub struct Node {
+    pub chat: Arc<Chat>,
+    pub tasks: Vec<Task>,
+    pub internal: Option<tokio::net::TcpListener>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("chat", &self.chat)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A pub/sub whose deliveries go to the hub created after it.
 fn hub_sink() -> (Sink, Arc<OnceLock<Arc<Hub>>>) {
@@ -30,6 +60,37 @@ fn hub_sink() -> (Sink, Arc<OnceLock<Arc<Hub>>>) {
     (sink, cell)
 }
 
+fn snowflake(config: &Config) -> Snowflake {
+    Snowflake::new(
+        config.snowflake_epoch_ms,
+        config.worker_id,
+        Duration::from_millis(config.max_clock_wait_ms),
+        Arc::new(SystemClock),
+    )
+}
+
+fn moderator(config: &Config) -> anyhow::Result<Arc<Moderator>> {
+    Ok(Arc::new(
+        Moderator::load(
+            config.moderation_policy,
+            config.moderation_words_file.as_deref(),
+        )
+        .context("PARLEY_MODERATION_WORDS_FILE")?,
+    ))
+}
+
+/// Builds the node `config.mode` asks for; `addr` is where it listens.
+pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<Node> {
+    match config.mode {
+        Mode::Embedded => Ok(Node {
+            chat: embedded(config, addr).await?,
+            tasks: Vec::new(),
+            internal: None,
+        }),
+        Mode::Distributed => distributed(config).await,
+    }
+}
+
 /// An embedded node: SQLite store and log, in-process pub/sub, local blobs, all under
 /// `config.data_dir`. `addr` is where it listens (for its own blob URLs).
 pub async fn embedded(config: Config, addr: SocketAddr) -> anyhow::Result<Arc<Chat>> {
@@ -40,11 +101,7 @@ pub async fn embedded(config: Config, addr: SocketAddr) -> anyhow::Result<Arc<Ch
         .context("reading PARLEY_JWT_SECRET / the data directory's jwt-secret")?;
     let blob_key = load_or_create_secret(None, &data, "blob-key")
         .context("reading the data directory's blob-key")?;
-    let moderator = Moderator::load(
-        config.moderation_policy,
-        config.moderation_words_file.as_deref(),
-    )
-    .context("PARLEY_MODERATION_WORDS_FILE")?;
+    let moderator = moderator(&config)?;
 
     let pool = sqlite::open(&data.join("parley.db"))
         .await
@@ -66,49 +123,228 @@ pub async fn embedded(config: Config, addr: SocketAddr) -> anyhow::Result<Arc<Ch
     let pubsub: Arc<dyn PubSub> = Arc::new(MemoryBus::new().endpoint(sink));
     let hub = Arc::new(Hub::new(pubsub));
     let _ = cell.set(hub.clone());
-
-    let ids = Snowflake::new(
-        config.snowflake_epoch_ms,
-        config.worker_id,
-        Duration::from_millis(config.max_clock_wait_ms),
-        Arc::new(SystemClock),
-    );
-    let tokens = Tokens::new(&jwt, config.jwt_ttl_secs);
+    let stores = Stores::from_backend(store);
+    let users = stores.users.clone();
+    let checks = vec![check("store", true, move || {
+        let users = users.clone();
+        async move { users.user(parley_protocol::Id(0)).await.map(|_| ()) }
+    })];
     Ok(Arc::new(Chat::new(Parts {
+        ids: snowflake(&config),
+        tokens: Tokens::new(&jwt, config.jwt_ttl_secs),
         config,
         backends: Backends {
-            stores: Stores::from_backend(store),
+            stores,
             log,
             blobs: Arc::new(local.clone()),
             local_blobs: Some(local),
             notifications: None,
         },
         hub,
-        ids,
-        tokens,
-        moderator: Arc::new(moderator),
+        moderator,
         cluster: None,
-        presence: crate::chat::PresenceStore::Local,
+        presence: PresenceStore::Local,
+        checks,
     })))
 }
 
-impl Chat {
-    /// Whether the backends answer (for `/readyz`).
-    pub async fn check_backends(&self) -> Result<(), BackendError> {
-        self.stores.users.user(parley_protocol::Id(0)).await?;
-        Ok(())
-    }
+fn topics(d: &Distributed) -> (String, String) {
+    (
+        format!("{}.messages", d.topic_prefix),
+        format!("{}.notifications", d.topic_prefix),
+    )
 }
 
-/// Serves the node on `listener` until `shutdown` resolves, then closes every WebSocket with
-/// 1001, lets in-flight sends finish and stops the background tasks.
+/// A distributed node: PostgreSQL, Kafka, Redis, S3, and the ring of `PARLEY_NODES`.
+pub async fn distributed(config: Config) -> anyhow::Result<Node> {
+    let d = config.distributed()?;
+    let moderator = moderator(&config)?;
+    let jwt = config.jwt_secret.clone().context("PARLEY_JWT_SECRET")?;
+    let store = Arc::new(PgStore::new(&d.directory_url, &d.shards, d.pool_size)?);
+    let (messages, notifications) = topics(&d);
+    let log = Arc::new(KafkaLog::new(d.kafka.clone(), &messages)?);
+    let notifications = Arc::new(KafkaLog::new(d.kafka.clone(), &notifications)?);
+
+    let (sink, cell) = hub_sink();
+    let pubsub: Arc<dyn PubSub> = Arc::new(
+        RedisPubSub::connect(&d.redis_url, sink)
+            .await
+            .context("connecting to PARLEY_REDIS_URL")?,
+    );
+    let hub = Arc::new(Hub::new(pubsub));
+    let _ = cell.set(hub.clone());
+    let redis = redis_backend::commands(&d.redis_url)
+        .await
+        .context("connecting to PARLEY_REDIS_URL")?;
+    let cluster = Arc::new(Cluster::new(
+        &config.node_name,
+        d.nodes.clone(),
+        d.leases,
+        &d.topic_prefix,
+        redis.clone(),
+        d.cluster_secret.clone(),
+    ));
+    cluster.tick().await;
+    let presence = RedisPresence::new(
+        redis.clone(),
+        &d.topic_prefix,
+        &config.node_name,
+        config.heartbeat_interval(),
+    );
+    let blobs = Arc::new(S3Blobs::new(&d.s3));
+
+    // Expired presence keys, and Redis coming back empty after a restart.
+    let (expired_tx, mut expired_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let restored = Arc::new(Notify::new());
+    let mut expiry = redis_backend::subscriber(
+        &d.redis_url,
+        move |push| {
+            if push.kind == redis::PushKind::Message
+                && let Some(redis::Value::BulkString(key)) = push.data.get(1)
+            {
+                let _ = expired_tx.send(String::from_utf8_lossy(key).into_owned());
+            }
+        },
+        Some(restored.clone()),
+    )
+    .await
+    .context("connecting to PARLEY_REDIS_URL")?;
+    expiry
+        .subscribe("__keyevent@0__:expired")
+        .await
+        .map_err(|e| anyhow::anyhow!("subscribing to key expiry: {e}"))?;
+    let parse = presence.clone();
+
+    let mut checks = vec![];
+    {
+        let s = store.clone();
+        checks.push(check("postgres directory", true, move || {
+            let s = s.clone();
+            async move {
+                sqlx::query("SELECT 1")
+                    .execute(s.directory())
+                    .await
+                    .map(|_| ())
+                    .map_err(crate::backend::postgres::err_of)
+            }
+        }));
+        for (name, pool) in store.shard_pools() {
+            let pool = pool.clone();
+            checks.push(check(format!("postgres shard {name}"), false, move || {
+                let pool = pool.clone();
+                async move {
+                    sqlx::query("SELECT 1")
+                        .execute(&pool)
+                        .await
+                        .map(|_| ())
+                        .map_err(crate::backend::postgres::err_of)
+                }
+            }));
+        }
+        let r = redis.clone();
+        checks.push(check("redis", true, move || {
+            let mut r = r.clone();
+            async move {
+                redis::cmd("PING")
+                    .query_async::<String>(&mut r)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| crate::backend::redis::err(&e))
+            }
+        }));
+        let l = log.clone();
+        checks.push(check("kafka", true, move || {
+            let l = l.clone();
+            async move { l.high_watermarks().await.map(|_| ()) }
+        }));
+        let b = blobs.clone();
+        checks.push(check("s3", false, move || {
+            let b = b.clone();
+            async move { b.ping().await }
+        }));
+    }
+
+    let internal = tokio::net::TcpListener::bind(d.internal_listen)
+        .await
+        .with_context(|| format!("binding PARLEY_INTERNAL_LISTEN={}", d.internal_listen))?;
+    let chat = Arc::new(Chat::new(Parts {
+        ids: snowflake(&config),
+        tokens: Tokens::new(jwt.as_bytes(), config.jwt_ttl_secs),
+        config,
+        backends: Backends {
+            stores: Stores::from_backend(store),
+            log,
+            blobs,
+            local_blobs: None,
+            notifications: Some(notifications),
+        },
+        hub,
+        moderator,
+        cluster: Some(cluster.clone()),
+        presence: PresenceStore::Redis(presence),
+        checks,
+    }));
+    let tasks: Vec<Task> = vec![
+        Box::new(move |chat: Arc<Chat>| {
+            Box::pin(async move {
+                let stop = chat.shutdown.clone();
+                cluster.run(stop).await;
+            })
+        }),
+        Box::new(move |chat: Arc<Chat>| {
+            Box::pin(async move {
+                let _keep = expiry;
+                loop {
+                    tokio::select! {
+                        key = expired_rx.recv() => match key {
+                            Some(key) => {
+                                if let Some(e) = parse.parse_expired(&key) {
+                                    chat.presence_expired(e).await;
+                                }
+                            }
+                            None => return,
+                        },
+                        () = chat.shutdown.cancelled() => return,
+                    }
+                }
+            })
+        }),
+        Box::new(move |chat: Arc<Chat>| {
+            Box::pin(async move {
+                loop {
+                    tokio::select! {
+                        () = restored.notified() => chat.presence_restore().await,
+                        () = chat.shutdown.cancelled() => return,
+                    }
+                }
+            })
+        }),
+    ];
+    Ok(Node {
+        chat,
+        tasks,
+        internal: Some(internal),
+    })
+}
+
+/// Serves the node on `listener` (and its internal listener) until `shutdown` resolves,
+/// then closes every WebSocket with 1001, lets in-flight sends finish, gives up the ring
+/// lease and stops the background tasks.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    chat: Arc<Chat>,
+    node: Node,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let Node {
+        chat,
+        tasks,
+        internal,
+    } = node;
     let token = chat.shutdown.clone();
     let background = tokio_util::task::TaskTracker::new();
+    for task in tasks {
+        background.spawn(task(chat.clone()));
+    }
     {
         let chat = chat.clone();
         background.spawn(async move { chat.run_presence().await });
@@ -118,28 +354,24 @@ pub async fn serve(
             .clone()
             .watch(Duration::from_secs(2), token.clone()),
     );
-    {
+    if chat.cluster.is_none() {
+        // Embedded: the node persists its own log.
         let (log, store, stop) = (
             chat.log.clone(),
             chat.stores.messages.clone(),
             token.clone(),
         );
-        background.spawn(async move {
-            while !stop.is_cancelled() {
-                if let Err(e) = persister::run(
-                    log.clone(),
-                    store.clone(),
-                    Batching::default(),
-                    stop.clone(),
-                )
-                .await
-                {
-                    tracing::warn!("persister stopped: {e}; restarting");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        });
+        background.spawn(run_persister(log, store, Batching::default(), stop));
     }
+    let internal_server = internal.map(|l| {
+        let stop = token.clone();
+        let app = crate::internal::router(chat.clone());
+        tokio::spawn(async move {
+            axum::serve(l, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        })
+    });
     let stop = token.clone();
     let result = axum::serve(listener, crate::http::app(chat.clone()))
         .with_graceful_shutdown(async move {
@@ -158,6 +390,12 @@ pub async fn serve(
     {
         tracing::warn!("some WebSocket sessions did not end within 10 s");
     }
+    if let Some(server) = internal_server {
+        let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
+    }
+    if let Some(cluster) = &chat.cluster {
+        cluster.release().await;
+    }
     background.close();
     if tokio::time::timeout(Duration::from_secs(10), background.wait())
         .await
@@ -167,4 +405,100 @@ pub async fn serve(
     }
     // What the persister had not reached stays in the durable log for the next start.
     result
+}
+
+/// Runs the persister until `stop`, restarting it after failures.
+async fn run_persister(
+    log: Arc<dyn Log>,
+    store: Arc<dyn crate::backend::MessageStore>,
+    batching: Batching,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        if let Err(e) = persister::run(log.clone(), store.clone(), batching, stop.clone()).await {
+            tracing::warn!("persister stopped: {e}; restarting");
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = stop.cancelled() => {}
+            }
+        }
+    }
+}
+
+/// `chat-node migrate`: the directory and every shard to the newest schema, and the Kafka
+/// topics.
+pub async fn migrate_all(config: &Config) -> anyhow::Result<()> {
+    let d = config.distributed()?;
+    let store = PgStore::new(&d.directory_url, &d.shards, 2)?;
+    let n = migrate(store.directory(), Schema::Directory)
+        .await
+        .context("migrating PARLEY_DIRECTORY_URL")?;
+    println!("directory: {n} migration(s) applied");
+    for (name, pool) in store.shard_pools() {
+        let n = migrate(pool, Schema::Shard)
+            .await
+            .with_context(|| format!("migrating shard {name} (PARLEY_SHARDS)"))?;
+        println!("shard {name}: {n} migration(s) applied");
+    }
+    let (messages, notifications) = topics(&d);
+    for topic in [&messages, &notifications] {
+        ensure_topic(&d.kafka, topic, config.cluster.kafka_partitions)
+            .await
+            .with_context(|| format!("creating topic {topic} on PARLEY_KAFKA_BOOTSTRAP"))?;
+        println!("topic {topic}: present");
+    }
+    Ok(())
+}
+
+/// `chat-node persist`: moves `<prefix>.messages` into the shards until `shutdown`, and
+/// serves `/healthz`, `/readyz` and `/metrics` on `listener`.
+pub async fn persist(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let d = config.distributed()?;
+    let store = Arc::new(PgStore::new(&d.directory_url, &d.shards, d.pool_size)?);
+    let (messages, _) = topics(&d);
+    let log = Arc::new(KafkaLog::new(d.kafka.clone(), &messages)?);
+    let stop = CancellationToken::new();
+    let mut checks = vec![];
+    {
+        let s = store.clone();
+        checks.push(check("postgres", true, move || {
+            let s = s.clone();
+            async move { s.ping().await }
+        }));
+        let l = log.clone();
+        checks.push(check("kafka", true, move || {
+            let l = l.clone();
+            async move { l.high_watermarks().await.map(|_| ()) }
+        }));
+    }
+    let checks = Arc::new(checks);
+    let app = axum::Router::new()
+        .route(
+            "/healthz",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let checks = checks.clone();
+                async move { crate::http::health_answer(crate::health::run(&checks).await) }
+            }),
+        );
+    let worker = tokio::spawn(run_persister(log, store, d.batching, stop.clone()));
+    let s = stop.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = s.cancelled() => {}
+            }
+        })
+        .await?;
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
+    Ok(())
 }

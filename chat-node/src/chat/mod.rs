@@ -85,6 +85,8 @@ pub struct Chat {
     pub shutdown: CancellationToken,
     /// WebSocket sessions, awaited on shutdown.
     pub sessions: TaskTracker,
+    /// Readiness checks of the backends.
+    pub checks: Vec<Arc<dyn crate::health::Check>>,
     /// A hash of no password, so logins for unknown users cost as much as wrong passwords.
     dummy_hash: String,
     next_conn: AtomicU64,
@@ -101,6 +103,7 @@ pub struct Parts {
     pub moderator: Arc<Moderator>,
     pub cluster: Option<Arc<Cluster>>,
     pub presence: PresenceStore,
+    pub checks: Vec<Arc<dyn crate::health::Check>>,
 }
 
 impl Chat {
@@ -110,6 +113,7 @@ impl Chat {
             send_limiter: Mutex::new(RateLimiter::new(limits.send_rate, limits.send_burst)),
             presence: Mutex::new(Tracker::new(p.config.heartbeat_interval())),
             presence_store: p.presence,
+            checks: p.checks,
             config: p.config,
             stores: p.backends.stores,
             log: p.backends.log,

@@ -80,15 +80,34 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Ready when the node is not shutting down and its backends answer.
+/// Ready when the node is not shutting down and its critical backends answer; the body
+/// names every backend's state.
 async fn readyz(State(chat): State<AppState>) -> Response {
     if chat.shutdown.is_cancelled() {
         return ApiError::unavailable("the node is shutting down").into_response();
     }
-    match chat.check_backends().await {
-        Ok(()) => axum::Json(serde_json::json!({ "status": "ready" })).into_response(),
-        Err(e) => ApiError::unavailable(format!("not ready: {e}")).into_response(),
+    health_answer(crate::health::run(&chat.checks).await)
+}
+
+/// 200 with the report when ready, 503 `unavailable` (with the report) when not.
+pub fn health_answer(report: crate::health::Report) -> Response {
+    if report.ready {
+        return axum::Json(report).into_response();
     }
+    let failing: Vec<String> = report
+        .backends
+        .iter()
+        .filter(|(_, s)| *s != "ok")
+        .map(|(n, s)| format!("{n} {s}"))
+        .collect();
+    let mut res =
+        ApiError::unavailable(format!("not ready: {}", failing.join("; "))).into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(
+        &serde_json::to_string(&report.backends).unwrap_or_default(),
+    ) {
+        res.headers_mut().insert("x-parley-backends", v);
+    }
+    res
 }
 
 async fn metrics(State(chat): State<AppState>) -> Response {

@@ -61,7 +61,12 @@ impl TestNode {
         let (tx, rx) = oneshot::channel::<()>();
         let c = chat.clone();
         let handle = tokio::spawn(async move {
-            node::serve(listener, c, async {
+            let node = node::Node {
+                chat: c,
+                tasks: Vec::new(),
+                internal: None,
+            };
+            node::serve(listener, node, async {
                 let _ = rx.await;
             })
             .await

@@ -29,6 +29,11 @@ pub struct ShardSpec {
     pub url: String,
 }
 
+/// The backend error of a PostgreSQL error.
+pub fn err_of(e: sqlx::Error) -> BackendError {
+    err(e)
+}
+
 pub(crate) fn err(e: sqlx::Error) -> BackendError {
     match &e {
         sqlx::Error::Io(_)
