@@ -66,6 +66,15 @@ pub struct Report {
     pub ready: bool,
     pub status: &'static str,
     pub backends: std::collections::BTreeMap<String, String>,
+    /// The ring this node sees (distributed mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ring: Option<RingReport>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RingReport {
+    pub epoch: u64,
+    pub members: Vec<String>,
 }
 
 pub async fn run(checks: &[Arc<dyn Check>]) -> Report {
@@ -100,9 +109,5 @@ pub async fn run(checks: &[Arc<dyn Check>]) -> Report {
         (true, true) => "degraded",
         (true, false) => "ready",
     };
-    Report {
-        ready,
-        status,
-        backends,
-    }
+    Report { ready, status, backends, ring: None }
 }

@@ -86,7 +86,15 @@ async fn readyz(State(chat): State<AppState>) -> Response {
     if chat.shutdown.is_cancelled() {
         return ApiError::unavailable("the node is shutting down").into_response();
     }
-    health_answer(crate::health::run(&chat.checks).await)
+    let mut report = crate::health::run(&chat.checks).await;
+    if let Some(cluster) = &chat.cluster {
+        let view = cluster.view();
+        report.ring = Some(crate::health::RingReport {
+            epoch: view.epoch,
+            members: view.ring.members().iter().map(|m| m.name.clone()).collect(),
+        });
+    }
+    health_answer(report)
 }
 
 /// 200 with the report when ready, 503 `unavailable` (with the report) when not.
