@@ -109,5 +109,10 @@ pub async fn run(checks: &[Arc<dyn Check>]) -> Report {
         (true, true) => "degraded",
         (true, false) => "ready",
     };
-    Report { ready, status, backends, ring: None }
+    Report {
+        ready,
+        status,
+        backends,
+        ring: None,
+    }
 }

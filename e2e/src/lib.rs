@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
+pub mod cluster;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

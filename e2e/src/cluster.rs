@@ -1,0 +1,345 @@
+//! A cluster of real chat-node processes (distributed mode) and persisters on loopback,
+//! over the services of `dev/services`, for multi-node and fault tests. Each cluster gets
+//! its own Kafka topics and Redis namespace, so clusters do not see each other.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::Services;
+
+/// One process of the cluster.
+#[derive(Debug)]
+pub struct Proc {
+    pub name: String,
+    /// Public base URL (`http://127.0.0.1:port`).
+    pub url: String,
+    internal_port: u16,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// A running cluster.
+#[derive(Debug)]
+pub struct Cluster {
+    pub prefix: String,
+    pub nodes: Vec<Proc>,
+    pub persisters: Vec<Proc>,
+    pub dir: PathBuf,
+    env: Vec<(String, String)>,
+    bin: PathBuf,
+    members: String,
+}
+
+/// Knobs of a test cluster.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub nodes: usize,
+    pub persisters: usize,
+    pub heartbeat_interval_ms: u64,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            nodes: 3,
+            persisters: 1,
+            heartbeat_interval_ms: 15_000,
+            extra_env: Vec::new(),
+        }
+    }
+}
+
+/// The chat-node binary: `$PARLEY_CHAT_NODE_BIN`, or the workspace's debug build.
+pub fn chat_node_bin() -> PathBuf {
+    let bin = std::env::var_os("PARLEY_CHAT_NODE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+                .join("debug")
+                .join("chat-node")
+        });
+    assert!(
+        bin.exists(),
+        "no chat-node binary at {}: run `cargo build -p chat-node` first",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn unique() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("t{}x{}", std::process::id(), nanos % 1_000_000_000_000)
+}
+
+impl Cluster {
+    /// Migrates, starts the nodes and persisters, and waits until every node is ready and
+    /// sees the whole ring.
+    pub async fn start(services: &Services, options: Options) -> Cluster {
+        let prefix = unique();
+        let dir = std::env::temp_dir().join(format!("parley-cluster-{prefix}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pg = |role: &str| services.postgres(role).url.clone();
+        let mut env: Vec<(String, String)> = vec![
+            ("PARLEY_MODE".into(), "distributed".into()),
+            ("PARLEY_DIRECTORY_URL".into(), pg("directory")),
+            (
+                "PARLEY_SHARDS".into(),
+                format!(
+                    "shard-a:0-2047:{};shard-b:2048-4095:{}",
+                    pg("shard-a"),
+                    pg("shard-b")
+                ),
+            ),
+            ("PARLEY_REDIS_URL".into(), services.redis.url.clone()),
+            (
+                "PARLEY_KAFKA_BOOTSTRAP".into(),
+                services.kafka.bootstrap_servers.clone(),
+            ),
+            ("PARLEY_KAFKA_TOPIC_PREFIX".into(), prefix.clone()),
+            ("PARLEY_KAFKA_PARTITIONS".into(), "6".into()),
+            ("PARLEY_KAFKA_DELIVERY_TIMEOUT_MS".into(), "2000".into()),
+            ("PARLEY_NODE_LEASE_MS".into(), "4000".into()),
+            ("PARLEY_S3_ENDPOINT".into(), services.s3.endpoint.clone()),
+            ("PARLEY_S3_REGION".into(), services.s3.region.clone()),
+            ("PARLEY_S3_BUCKET".into(), services.s3.bucket.clone()),
+            (
+                "PARLEY_S3_ACCESS_KEY_ID".into(),
+                services.s3.access_key_id.clone(),
+            ),
+            (
+                "PARLEY_S3_SECRET_ACCESS_KEY".into(),
+                services.s3.secret_access_key.clone(),
+            ),
+            (
+                "PARLEY_JWT_SECRET".into(),
+                format!("jwt-secret-of-{prefix}-0123456789abcdef"),
+            ),
+            (
+                "PARLEY_CLUSTER_SECRET".into(),
+                format!("cluster-secret-of-{prefix}-0123456789ab"),
+            ),
+            (
+                "PARLEY_HEARTBEAT_INTERVAL_MS".into(),
+                options.heartbeat_interval_ms.to_string(),
+            ),
+            ("PARLEY_SEND_RATE".into(), "1000".into()),
+            ("PARLEY_SEND_BURST".into(), "1000".into()),
+            ("RUST_LOG".into(), "warn,chat_node=info".into()),
+        ];
+        env.extend(options.extra_env.iter().cloned());
+        let bin = chat_node_bin();
+        let nodes: Vec<Proc> = (1..=options.nodes)
+            .map(|i| Proc {
+                name: format!("n{i}"),
+                url: format!("http://127.0.0.1:{}", free_port()),
+                internal_port: free_port(),
+                log: dir.join(format!("n{i}.log")),
+                child: None,
+            })
+            .collect();
+        let members = nodes
+            .iter()
+            .map(|n| format!("{}=http://127.0.0.1:{}", n.name, n.internal_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let persisters = (1..=options.persisters)
+            .map(|i| Proc {
+                name: format!("p{i}"),
+                url: format!("http://127.0.0.1:{}", free_port()),
+                internal_port: 0,
+                log: dir.join(format!("p{i}.log")),
+                child: None,
+            })
+            .collect();
+        let mut cluster = Cluster {
+            prefix,
+            nodes,
+            persisters,
+            dir,
+            env,
+            bin,
+            members,
+        };
+        let out = Command::new(&cluster.bin)
+            .arg("migrate")
+            .envs(cluster.env.clone())
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "migrate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for i in 0..cluster.persisters.len() {
+            cluster.spawn_persister(i);
+        }
+        for i in 0..cluster.nodes.len() {
+            cluster.spawn_node(i);
+        }
+        cluster.wait_ring(cluster.nodes.len()).await;
+        cluster
+    }
+
+    fn command(&self, proc: &Proc) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&proc.log)
+            .unwrap();
+        cmd.envs(self.env.clone())
+            .env("PARLEY_LISTEN", proc.url.trim_start_matches("http://"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        cmd
+    }
+
+    fn spawn_node(&mut self, i: usize) {
+        let proc = &self.nodes[i];
+        let mut cmd = self.command(proc);
+        cmd.env("PARLEY_NODE_NAME", &proc.name)
+            .env("PARLEY_WORKER_ID", (i + 1).to_string())
+            .env("PARLEY_NODES", &self.members)
+            .env(
+                "PARLEY_INTERNAL_LISTEN",
+                format!("127.0.0.1:{}", proc.internal_port),
+            )
+            .env("PARLEY_PUBLIC_URL", &proc.url);
+        self.nodes[i].child = Some(cmd.spawn().unwrap());
+    }
+
+    fn spawn_persister(&mut self, i: usize) {
+        let mut cmd = self.command(&self.persisters[i]);
+        cmd.arg("persist");
+        self.persisters[i].child = Some(cmd.spawn().unwrap());
+    }
+
+    pub fn url(&self, i: usize) -> &str {
+        &self.nodes[i].url
+    }
+
+    /// The `/readyz` body of node `i`, if it answers.
+    pub async fn readyz(&self, i: usize) -> Option<(u16, serde_json::Value)> {
+        let res = reqwest::Client::new()
+            .get(format!("{}/readyz", self.nodes[i].url))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        let status = res.status().as_u16();
+        let header = res
+            .headers()
+            .get("x-parley-backends")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut body: serde_json::Value = res.json().await.ok()?;
+        if let Some(h) = header {
+            body["backends"] = serde_json::from_str(&h).unwrap_or_default();
+        }
+        Some((status, body))
+    }
+
+    /// Waits until every running node is ready and sees a ring of `members` nodes.
+    pub async fn wait_ring(&self, members: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut all = true;
+            for (i, n) in self.nodes.iter().enumerate() {
+                if n.child.is_none() {
+                    continue;
+                }
+                match self.readyz(i).await {
+                    Some((200, body))
+                        if body["ring"]["members"]
+                            .as_array()
+                            .is_some_and(|m| m.len() == members) => {}
+                    _ => all = false,
+                }
+            }
+            if all {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the ring did not settle on {members} members; logs in {}",
+                self.dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// `kill -9` of node `i`.
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            child.start_kill().unwrap();
+            child.wait().await.unwrap();
+        }
+    }
+
+    /// SIGTERM to node `i`, waiting for it to exit.
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            if let Some(pid) = child.id() {
+                let _ = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status();
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+        }
+    }
+
+    /// Starts node `i` again.
+    pub fn restart(&mut self, i: usize) {
+        self.spawn_node(i);
+    }
+
+    /// The last lines of every log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for p in self.nodes.iter().chain(&self.persisters) {
+            let text = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            out.push_str(&format!(
+                "--- {}\n{}\n",
+                p.name,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+        out
+    }
+}
+
+/// Runs one of the repo's `dev/services` commands (fault tests restart services with it).
+pub fn dev_services(args: &[&str]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("dev")
+        .join("services");
+    let status = std::process::Command::new("bash")
+        .arg(script)
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "dev/services {args:?} failed");
+}

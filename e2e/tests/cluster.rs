@@ -1,0 +1,200 @@
+//! Three chat-nodes and a persister over the real services behave as one server.
+
+use std::time::Duration;
+
+use parley_e2e::Services;
+use parley_e2e::client::Api;
+use parley_e2e::cluster::{Cluster, Options};
+use parley_protocol::Id;
+use serde_json::json;
+
+fn services() -> Services {
+    Services::load().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn id_of(v: &serde_json::Value) -> Id {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+fn name(cluster: &Cluster, base: &str) -> String {
+    format!("{base}{}", &cluster.prefix[cluster.prefix.len() - 8..])
+}
+
+/// Rows of `channel` in the shards, by seq, waiting up to 20 s for `expected` rows.
+async fn stored_seqs(services: &Services, channel: Id, expected: usize) -> Vec<i64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut seqs = Vec::new();
+        for shard in ["shard-a", "shard-b"] {
+            let pool = sqlx::PgPool::connect(&services.postgres(shard).url)
+                .await
+                .unwrap();
+            let rows: Vec<i64> =
+                sqlx::query_scalar("SELECT seq FROM messages WHERE channel_id = $1")
+                    .bind(channel.0 as i64)
+                    .fetch_all(&pool)
+                    .await
+                    .unwrap();
+            seqs.extend(rows);
+            pool.close().await;
+        }
+        seqs.sort_unstable();
+        if seqs.len() >= expected || tokio::time::Instant::now() >= deadline {
+            return seqs;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn three_nodes_behave_as_one_server() {
+    let services = services();
+    let cluster = Cluster::start(
+        &services,
+        Options {
+            heartbeat_interval_ms: 1000,
+            ..Options::default()
+        },
+    )
+    .await;
+    let alice = Api::register(cluster.url(0), &name(&cluster, "alice")).await;
+    let bob = Api::register(cluster.url(1), &name(&cluster, "bob")).await;
+    let carol = Api::register(cluster.url(2), &name(&cluster, "carol")).await;
+    let dave = Api::register(cluster.url(2), &name(&cluster, "dave")).await;
+
+    let group = alice.create_group(&name(&cluster, "general")).await;
+    for u in [&bob, &carol, &dave] {
+        u.join(group).await;
+    }
+    let (mut a, _) = alice.connect(None).await;
+    let (mut b, _) = bob.connect(None).await;
+    let (mut c, _) = carol.connect(None).await;
+
+    // Sends from every node; every member gets every message, in order, wherever connected.
+    let mut sent = Vec::new();
+    for round in 0..4 {
+        for (i, api) in [&alice, &bob, &carol].iter().enumerate() {
+            let m = api.send(group, &format!("r{round} from {i}")).await;
+            sent.push(id_of(&m["id"]));
+            // Read-your-writes on every node right after the ok.
+            for node in 0..3 {
+                let h = api
+                    .on(cluster.url(node))
+                    .get(&format!("/v1/channels/{group}/messages?limit=1"))
+                    .await;
+                assert_eq!(
+                    h.body["messages"][0]["id"], m["id"],
+                    "history on node {node} right after ok"
+                );
+            }
+        }
+    }
+    for ws in [&mut a, &mut b, &mut c] {
+        let mut seqs = Vec::new();
+        while seqs.len() < sent.len() {
+            let f = ws.expect("message").await;
+            seqs.push(f.d["seq"].as_u64().unwrap());
+        }
+        assert_eq!(
+            seqs,
+            (1..=sent.len() as u64).collect::<Vec<_>>(),
+            "per-channel order on every node"
+        );
+    }
+
+    // Typing and read cross nodes.
+    b.op("typing", "t", json!({"channel_id": group.to_string()}))
+        .await;
+    assert_eq!(a.expect("typing").await.d["user_id"], bob.id().to_string());
+    c.op(
+        "read",
+        "r",
+        json!({"channel_id": group.to_string(), "message_id": sent[0].to_string()}),
+    )
+    .await;
+    assert_eq!(a.expect("read").await.d["user_id"], carol.id().to_string());
+
+    // A DM across nodes, with presence seen across nodes.
+    let dm = id_of(
+        &carol
+            .post("/v1/dms", &json!({"user_id": alice.id().to_string()}))
+            .await
+            .body["id"],
+    );
+    assert_eq!(
+        a.expect("channel_joined").await.d["channel"]["id"],
+        dm.to_string()
+    );
+    carol.send(dm, "psst").await;
+    assert_eq!(a.expect("message").await.d["text"], "psst");
+    let p = alice
+        .get(&format!(
+            "/v1/presence?user_ids={},{}",
+            carol.id(),
+            dave.id()
+        ))
+        .await;
+    assert_eq!(p.body["presence"][0]["status"], "online");
+    assert_eq!(p.body["presence"][1]["status"], "offline");
+
+    // Resume on another node: Bob leaves node 2, misses three messages, comes back on node 3.
+    b.close().await;
+    let mut missed = Vec::new();
+    for i in 0..3 {
+        missed.push(alice.send(group, &format!("missed {i}")).await["id"].clone());
+    }
+    let bob3 = bob.on(cluster.url(2));
+    let (mut b3, _) = bob3.connect(Some(*sent.last().unwrap())).await;
+    let mut replayed = Vec::new();
+    while replayed.len() < 3 {
+        let f = b3.expect("message").await;
+        replayed.push(f.d["id"].clone());
+    }
+    assert_eq!(replayed, missed, "exactly the missed messages, in order");
+    alice.send(group, "live again").await;
+    assert_eq!(b3.expect("message").await.d["text"], "live again");
+
+    // Everything acknowledged is in Postgres exactly once.
+    let total = sent.len() + missed.len() + 1;
+    let seqs = stored_seqs(&services, group, total).await;
+    assert_eq!(
+        seqs,
+        (1..=total as i64).collect::<Vec<_>>(),
+        "{}",
+        cluster.logs()
+    );
+
+    // Dave never connected: he got a notification record per message.
+    let notified = parley_e2e_notifications(&services, &cluster.prefix, dave.id()).await;
+    assert!(
+        notified >= sent.len(),
+        "dave got {notified} notifications for {} messages",
+        sent.len()
+    );
+}
+
+/// Counts the records for `user` on `<prefix>.notifications`.
+async fn parley_e2e_notifications(services: &Services, prefix: &str, user: Id) -> usize {
+    use rdkafka::Message as _;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{Consumer as _, StreamConsumer};
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &services.kafka.bootstrap_servers)
+        .set("group.id", format!("{prefix}-check"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer
+        .subscribe(&[&format!("{prefix}.notifications")])
+        .unwrap();
+    let mut count = 0;
+    while let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await {
+        let body: serde_json::Value =
+            serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
+        if body["user_id"] == user.to_string() {
+            count += 1;
+        }
+    }
+    count
+}
