@@ -279,6 +279,7 @@ impl Hub {
         {
             let mut s = self.state();
             let targets: Vec<ConnId> = match delivery.topic {
+                Topic::Cluster => return,
                 Topic::User(user) => s
                     .users
                     .get(&user)

@@ -19,8 +19,8 @@ use crate::backend::presence::RedisPresence;
 use crate::backend::redis::{self as redis_backend, RedisPubSub};
 use crate::backend::s3::S3Blobs;
 use crate::backend::sqlite::{self, SqliteLog, SqliteStore};
-use crate::backend::{Log, PubSub, Sink, Stores};
-use crate::chat::{Backends, Chat, Parts, PresenceStore};
+use crate::backend::{Log, PubSub, Sink, Stores, Topic};
+use crate::chat::{Backends, Chat, MembershipCache, Parts, PresenceStore};
 use crate::cluster::Cluster;
 use crate::config::{Config, Distributed, Mode};
 use crate::health::check;
@@ -48,12 +48,15 @@ impl std::fmt::Debug for Node {
     }
 }
 
-/// A pub/sub whose deliveries go to the hub created after it.
-fn hub_sink() -> (Sink, Arc<OnceLock<Arc<Hub>>>) {
+/// A pub/sub sink: channel and user topics go to the hub created after it, the `cluster`
+/// topic to the membership cache.
+fn hub_sink(cache: Arc<MembershipCache>) -> (Sink, Arc<OnceLock<Arc<Hub>>>) {
     let cell: Arc<OnceLock<Arc<Hub>>> = Arc::default();
     let target = cell.clone();
-    let sink: Sink = Arc::new(move |delivery| {
-        if let Some(hub) = target.get() {
+    let sink: Sink = Arc::new(move |delivery: crate::backend::Delivery| {
+        if delivery.topic == Topic::Cluster {
+            cache.apply(&delivery.payload);
+        } else if let Some(hub) = target.get() {
             hub.dispatch(&delivery);
         }
     });
@@ -119,8 +122,10 @@ pub async fn embedded(config: Config, addr: SocketAddr) -> anyhow::Result<Arc<Ch
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
     let local = LocalBlobs::new(data.join("media"), blob_key, &base_url);
-    let (sink, cell) = hub_sink();
+    let members_cache = Arc::new(MembershipCache::default());
+    let (sink, cell) = hub_sink(members_cache.clone());
     let pubsub: Arc<dyn PubSub> = Arc::new(MemoryBus::new().endpoint(sink));
+    pubsub.subscribe(Topic::Cluster).await?;
     let hub = Arc::new(Hub::new(pubsub));
     let _ = cell.set(hub.clone());
     let stores = Stores::from_backend(store);
@@ -145,6 +150,7 @@ pub async fn embedded(config: Config, addr: SocketAddr) -> anyhow::Result<Arc<Ch
         cluster: None,
         presence: PresenceStore::Local,
         checks,
+        members_cache,
     })))
 }
 
@@ -165,12 +171,17 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
     let log = Arc::new(KafkaLog::new(d.kafka.clone(), &messages)?);
     let notifications = Arc::new(KafkaLog::new(d.kafka.clone(), &notifications)?);
 
-    let (sink, cell) = hub_sink();
+    let members_cache = Arc::new(MembershipCache::default());
+    let (sink, cell) = hub_sink(members_cache.clone());
     let pubsub: Arc<dyn PubSub> = Arc::new(
         RedisPubSub::connect(&d.redis_url, sink)
             .await
             .context("connecting to PARLEY_REDIS_URL")?,
     );
+    pubsub
+        .subscribe(Topic::Cluster)
+        .await
+        .context("subscribing to the cluster topic")?;
     let hub = Arc::new(Hub::new(pubsub));
     let _ = cell.set(hub.clone());
     let redis = redis_backend::commands(&d.redis_url)
@@ -283,6 +294,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
         cluster: Some(cluster.clone()),
         presence: PresenceStore::Redis(presence),
         checks,
+        members_cache,
     }));
     let tasks: Vec<Task> = vec![
         Box::new(move |chat: Arc<Chat>| {

@@ -146,6 +146,31 @@ impl Api {
         format!("{}/v1/ws", self.base.replacen("http", "ws", 1))
     }
 
+    /// Connects and says hello; the first frame the server answers with is `Err` when it is
+    /// not `ready` (for instance `unavailable` while a failed node's channels move).
+    pub async fn try_connect(
+        &self,
+        resume_after: Option<Id>,
+    ) -> Result<(Ws, AnyServerFrame), String> {
+        let (stream, _) = tokio_tungstenite::connect_async(self.ws_url())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut ws = Ws { stream };
+        let mut d = json!({"token": self.token.clone().expect("logged in")});
+        if let Some(after) = resume_after {
+            d["resume_after"] = json!(after.to_string());
+        }
+        ws.send_json(&json!({"op": "hello", "ref": "hello", "d": d}))
+            .await;
+        match ws.next_within(WAIT).await {
+            Some(Next::Frame(t)) => {
+                let f: AnyServerFrame = serde_json::from_str(&t).map_err(|e| e.to_string())?;
+                if f.t == "ready" { Ok((ws, f)) } else { Err(t) }
+            }
+            other => Err(format!("{other:?}")),
+        }
+    }
+
     /// Connects a WebSocket and says hello; returns the socket and the `ready` frame.
     pub async fn connect(&self, resume_after: Option<Id>) -> (Ws, AnyServerFrame) {
         let mut ws = Ws::open(&self.ws_url()).await;

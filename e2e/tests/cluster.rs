@@ -154,8 +154,80 @@ async fn three_nodes_behave_as_one_server() {
     alice.send(group, "live again").await;
     assert_eq!(b3.expect("message").await.d["text"], "live again");
 
+    // Media through S3: uploaded by Alice (node 1) with the presigned PUT, sent, downloaded
+    // by Bob from the history of node 2.
+    let bytes = b"\x89PNG\r\n\x1a\n cluster picture".to_vec();
+    let r = alice
+        .post(
+            "/v1/media",
+            &json!({"filename": "pic.png", "content_type": "image/png", "size": bytes.len()}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let upload = &r.body["upload"];
+    assert!(
+        upload["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&services.s3.endpoint),
+        "an S3 URL: {upload}"
+    );
+    let mut put = reqwest::Client::new()
+        .put(upload["url"].as_str().unwrap())
+        .body(bytes.clone());
+    for (k, v) in upload["headers"].as_object().unwrap() {
+        put = put.header(k, v.as_str().unwrap());
+    }
+    assert!(put.send().await.unwrap().status().is_success());
+    let attachment = r.body["attachment"]["id"].clone();
+    let m = alice
+        .post(
+            &format!("/v1/channels/{group}/messages"),
+            &json!({"text": "a picture", "attachments": [attachment]}),
+        )
+        .await;
+    assert_eq!(m.status, 201, "{:?}", m.body);
+    let h = bob
+        .on(cluster.url(1))
+        .get(&format!("/v1/channels/{group}/messages?limit=1"))
+        .await;
+    let url = h.body["messages"][0]["attachments"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let got = reqwest::get(&url).await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.unwrap().to_vec(), bytes);
+
+    // Membership is cached per node and invalidated everywhere: Carol sends through node 3
+    // (caching the member set there), leaves through node 1, and node 3 refuses her next send.
+    carol.send(group, "bye all").await;
+    let r = carol
+        .on(cluster.url(0))
+        .post(&format!("/v1/channels/{group}/leave"), &json!({}))
+        .await;
+    assert_eq!(r.status, 204);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let r = carol
+            .post(
+                &format!("/v1/channels/{group}/messages"),
+                &json!({"text": "still here?"}),
+            )
+            .await;
+        if r.status == 403 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 3 still lets a former member send: {:?}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // Everything acknowledged is in Postgres exactly once.
-    let total = sent.len() + missed.len() + 1;
+    let total = sent.len() + missed.len() + 3;
     let seqs = stored_seqs(&services, group, total).await;
     assert_eq!(
         seqs,

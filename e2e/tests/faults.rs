@@ -152,11 +152,50 @@ async fn sender(
     acked
 }
 
+/// Reads message events until the node goes away, then reconnects through `elsewhere` with
+/// `resume_after` and reads until the stream is quiet. Returns every message id seen.
+async fn roam_until_killed(mut ws: Ws, elsewhere: Api) -> BTreeSet<Id> {
+    let mut seen = BTreeSet::new();
+    let mut last = None;
+    loop {
+        match ws.next_within(Duration::from_secs(60)).await {
+            Some(Next::Frame(t)) => {
+                let f: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if f["t"] == "message" {
+                    let id = id_of(&f["d"]["id"]);
+                    seen.insert(id);
+                    last = Some(last.map_or(id, |l: Id| l.max(id)));
+                }
+            }
+            Some(Next::Closed(_)) => break,
+            None => panic!("the roaming client's node was never killed"),
+        }
+    }
+    // Like a real client: retry while the dead node's channels are moving.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut ws = loop {
+        match elsewhere.try_connect(last).await {
+            Ok((ws, _)) => break ws,
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "could not resume: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    while let Some(Next::Frame(t)) = ws.next_within(Duration::from_secs(5)).await {
+        let f: serde_json::Value = serde_json::from_str(&t).unwrap();
+        if f["t"] == "message" {
+            seen.insert(id_of(&f["d"]["id"]));
+        }
+    }
+    seen
+}
+
 async fn try_connect(api: &Api) -> Option<Ws> {
-    let (stream, _) = tokio_tungstenite::connect_async(api.ws_url()).await.ok()?;
-    let _ = stream;
-    let (ws, _) = api.connect(None).await;
-    Some(ws)
+    api.try_connect(None).await.ok().map(|(ws, _)| ws)
 }
 
 #[tokio::test]
@@ -170,6 +209,11 @@ async fn kill_9_of_a_node_loses_no_acknowledged_message() {
     let watcher = Api::register(cluster.url(0), &name(&cluster, "watch")).await;
     watcher.join(group).await;
     let (mut w, _) = watcher.connect(None).await;
+    // Another on node 2, the one that will be killed: it must reconnect elsewhere and resume.
+    let roamer = Api::register(cluster.url(1), &name(&cluster, "roam")).await;
+    roamer.join(group).await;
+    let (roaming, _) = roamer.connect(None).await;
+    let roam = tokio::spawn(roam_until_killed(roaming, roamer.on(cluster.url(2))));
     let mut tasks = Vec::new();
     let mut watchers = Vec::new();
     let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -204,6 +248,15 @@ async fn kill_9_of_a_node_loses_no_acknowledged_message() {
     }
     assert_eq!(acked.len(), 3 * EACH);
     assert_stored_exactly_once(&services, group, &acked, &cluster).await;
+
+    // The client of the killed node reconnected to another with resume_after and got every
+    // acknowledged message.
+    let roamed = roam.await.unwrap();
+    let missing: Vec<&Id> = acked.iter().filter(|id| !roamed.contains(id)).collect();
+    assert!(
+        missing.is_empty(),
+        "not delivered to the resuming client: {missing:?}"
+    );
 
     // Delivered: what the watcher saw live, plus what it fetches for the seq gaps it can see.
     let mut seen: HashMap<u64, Id> = HashMap::new();
@@ -299,10 +352,11 @@ async fn kafka_restart_answers_unavailable_then_recovers() {
 async fn redis_restart_resubscribes_and_rebuilds_presence() {
     let _serial = SERIAL.lock().await;
     let services = services();
+    // Heartbeats at 5 s: Bob's connection outlives the restart without pinging during it.
     let cluster = Cluster::start(
         &services,
         Options {
-            heartbeat_interval_ms: 1000,
+            heartbeat_interval_ms: 5000,
             ..Options::default()
         },
     )

@@ -126,6 +126,8 @@ pub enum Topic {
     Channel(Id),
     /// Events for one user's connections (`user:<id>`).
     User(Id),
+    /// Node-to-node housekeeping (`cluster`): every node subscribes.
+    Cluster,
 }
 
 impl std::fmt::Display for Topic {
@@ -133,6 +135,7 @@ impl std::fmt::Display for Topic {
         match self {
             Topic::Channel(id) => write!(f, "ch:{id}"),
             Topic::User(id) => write!(f, "user:{id}"),
+            Topic::Cluster => f.write_str("cluster"),
         }
     }
 }
@@ -141,6 +144,9 @@ impl std::str::FromStr for Topic {
     type Err = ();
 
     fn from_str(s: &str) -> Result<Self, ()> {
+        if s == "cluster" {
+            return Ok(Topic::Cluster);
+        }
         let (kind, id) = s.split_once(':').ok_or(())?;
         let id = id.parse().map_err(|_| ())?;
         match kind {

@@ -55,6 +55,7 @@ impl Chat {
             .channels
             .create_group(self.new_id().await?, &name, user, self.now())
             .await?;
+        self.members_changed(channel.id).await;
         self.announce_joined(&channel, user).await?;
         Ok(channel)
     }
@@ -96,6 +97,7 @@ impl Chat {
         if !self.stores.members.join(channel, user, self.now()).await? {
             return Ok(found);
         }
+        self.members_changed(channel).await;
         let joined = self
             .stores
             .channels
@@ -134,6 +136,7 @@ impl Chat {
         if !self.stores.members.leave(channel, user).await? {
             return Err(ApiError::forbidden("you are not a member of this channel"));
         }
+        self.members_changed(channel).await;
         // Every node with a connection of the leaver is subscribed to the channel: the `l`
         // header makes them stop delivering it to the leaver once this event is out.
         let header = Header {
@@ -183,6 +186,7 @@ impl Chat {
             .dm(self.new_id().await?, user, other, self.now())
             .await?;
         if created {
+            self.members_changed(channel.id).await;
             self.announce_joined(&channel, user).await?;
             self.announce_joined(&channel, other).await?;
         }

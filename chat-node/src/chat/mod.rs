@@ -11,10 +11,12 @@
 mod accounts;
 mod channels;
 mod media;
+mod members;
 mod messages;
 mod presence;
 mod sequencer;
 
+pub use members::{ClusterEvent, MembershipCache};
 pub use messages::SendInput;
 pub use presence::PresenceStore;
 pub use sequencer::Sequencer;
@@ -79,6 +81,7 @@ pub struct Chat {
     pub sequencer: Sequencer,
     pub presence: Mutex<Tracker>,
     pub presence_store: PresenceStore,
+    pub members_cache: Arc<MembershipCache>,
     pub send_limiter: Mutex<RateLimiter<Id>>,
     pub metrics: Metrics,
     /// Cancelled when the node shuts down.
@@ -104,6 +107,8 @@ pub struct Parts {
     pub cluster: Option<Arc<Cluster>>,
     pub presence: PresenceStore,
     pub checks: Vec<Arc<dyn crate::health::Check>>,
+    /// Shared with the pub/sub sink, which applies other nodes' invalidations.
+    pub members_cache: Arc<MembershipCache>,
 }
 
 impl Chat {
@@ -113,6 +118,7 @@ impl Chat {
             send_limiter: Mutex::new(RateLimiter::new(limits.send_rate, limits.send_burst)),
             presence: Mutex::new(Tracker::new(p.config.heartbeat_interval())),
             presence_store: p.presence,
+            members_cache: p.members_cache,
             checks: p.checks,
             config: p.config,
             stores: p.backends.stores,
@@ -185,17 +191,6 @@ impl Chat {
         if let Err(e) = self.publish(topic, header, t, d).await {
             tracing::warn!(%topic, event = t, "publish failed: {e}");
         }
-    }
-
-    /// Fails with 403 unless `user` is a member of `channel` (404 if it does not exist).
-    pub async fn require_member(&self, channel: Id, user: Id) -> Result<(), ApiError> {
-        if self.stores.members.is_member(channel, user).await? {
-            return Ok(());
-        }
-        if self.stores.channels.channel(channel).await?.is_none() {
-            return Err(ApiError::not_found("no such channel"));
-        }
-        Err(ApiError::forbidden("you are not a member of this channel"))
     }
 
     pub fn now(&self) -> Timestamp {

@@ -1,0 +1,135 @@
+//! Membership, cached on each node: a channel's member set is read from the directory once
+//! and kept for a minute. Only positive answers are trusted from the cache (a user who just
+//! joined elsewhere is checked against the directory), and every membership change
+//! invalidates the entry on every node through the `cluster` pub/sub topic.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use parley_protocol::Id;
+use serde::{Deserialize, Serialize};
+
+use super::Chat;
+use crate::backend::Topic;
+use crate::error::ApiError;
+
+const TTL: Duration = Duration::from_secs(60);
+const MAX_CHANNELS: usize = 50_000;
+
+/// A channel's members and when they were read.
+type Entry = (Arc<HashSet<Id>>, Instant);
+
+/// Member sets by channel.
+#[derive(Debug, Default)]
+pub struct MembershipCache {
+    map: Mutex<HashMap<Id, Entry>>,
+}
+
+/// What goes on the `cluster` topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClusterEvent {
+    /// The members of this channel changed.
+    MembersChanged(Id),
+}
+
+impl MembershipCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Entry>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, channel: Id) -> Option<Arc<HashSet<Id>>> {
+        self.lock()
+            .get(&channel)
+            .filter(|(_, at)| at.elapsed() < TTL)
+            .map(|(set, _)| set.clone())
+    }
+
+    pub fn put(&self, channel: Id, members: Vec<Id>) -> Arc<HashSet<Id>> {
+        let set: Arc<HashSet<Id>> = Arc::new(members.into_iter().collect());
+        let mut map = self.lock();
+        if map.len() >= MAX_CHANNELS {
+            map.retain(|_, (_, at)| at.elapsed() < TTL);
+            if map.len() >= MAX_CHANNELS {
+                map.clear();
+            }
+        }
+        map.insert(channel, (set.clone(), Instant::now()));
+        set
+    }
+
+    pub fn invalidate(&self, channel: Id) {
+        self.lock().remove(&channel);
+    }
+
+    /// Applies an event of the `cluster` topic.
+    pub fn apply(&self, payload: &[u8]) {
+        match serde_json::from_slice::<ClusterEvent>(payload) {
+            Ok(ClusterEvent::MembersChanged(channel)) => self.invalidate(channel),
+            Err(e) => tracing::warn!("undecodable cluster event dropped: {e}"),
+        }
+    }
+}
+
+impl Chat {
+    /// The member IDs of `channel` (cached).
+    pub async fn member_set(&self, channel: Id) -> Result<Arc<HashSet<Id>>, ApiError> {
+        if let Some(set) = self.members_cache.get(channel) {
+            return Ok(set);
+        }
+        let ids = self.stores.members.member_ids(channel).await?;
+        Ok(self.members_cache.put(channel, ids))
+    }
+
+    /// Fails with 403 unless `user` is a member of `channel` (404 if it does not exist).
+    pub async fn require_member(&self, channel: Id, user: Id) -> Result<(), ApiError> {
+        if self
+            .members_cache
+            .get(channel)
+            .is_some_and(|set| set.contains(&user))
+        {
+            return Ok(());
+        }
+        // Not in the cache: the directory decides (the user may have joined a moment ago).
+        let ids = self.stores.members.member_ids(channel).await?;
+        let set = self.members_cache.put(channel, ids);
+        if set.contains(&user) {
+            return Ok(());
+        }
+        if self.stores.channels.channel(channel).await?.is_none() {
+            return Err(ApiError::not_found("no such channel"));
+        }
+        Err(ApiError::forbidden("you are not a member of this channel"))
+    }
+
+    /// Drops `channel`'s member set here and on every other node.
+    pub(super) async fn members_changed(&self, channel: Id) {
+        self.members_cache.invalidate(channel);
+        let payload =
+            serde_json::to_vec(&ClusterEvent::MembersChanged(channel)).unwrap_or_default();
+        if let Err(e) = self
+            .hub
+            .pubsub()
+            .publish(Topic::Cluster, payload.into())
+            .await
+        {
+            tracing::warn!(%channel, "membership invalidation not published: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_invalidated_by_cluster_events() {
+        let cache = MembershipCache::default();
+        cache.put(Id(1), vec![Id(10), Id(11)]);
+        assert!(cache.get(Id(1)).unwrap().contains(&Id(11)));
+        let event = serde_json::to_vec(&ClusterEvent::MembersChanged(Id(1))).unwrap();
+        cache.apply(&event);
+        assert!(cache.get(Id(1)).is_none());
+        cache.apply(b"garbage");
+    }
+}
