@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use chat_node::backend::conformance;
 use common::TestNode;
 use serde_json::json;
@@ -188,33 +186,5 @@ async fn upload_limits_and_validation() {
 #[tokio::test]
 async fn local_blobs_pass_the_blobs_conformance_suite() {
     let node = TestNode::start().await;
-    let blobs = node.chat.blobs.clone();
-    let http = reqwest::Client::new();
-    conformance::blobs_suite(
-        blobs.as_ref(),
-        |req, body| {
-            let http = http.clone();
-            async move {
-                let mut r = http.put(&req.url).body(body);
-                for (k, v) in &req.headers {
-                    r = r.header(k, v);
-                }
-                r.timeout(Duration::from_secs(10))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            }
-        },
-        |url| {
-            let http = http.clone();
-            async move {
-                let res = http.get(&url).send().await.unwrap();
-                let status = res.status().as_u16();
-                (status, res.bytes().await.unwrap().to_vec())
-            }
-        },
-    )
-    .await;
+    conformance::blobs_suite_over_http(node.chat.blobs.as_ref()).await;
 }

@@ -10,6 +10,14 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
+/// The ID in a JSON string field.
+pub fn id_of(v: &Value) -> Id {
+    v.as_str()
+        .unwrap_or_else(|| panic!("not an ID: {v}"))
+        .parse()
+        .unwrap_or_else(|_| panic!("not an ID: {v}"))
+}
+
 /// How long a test waits for an expected frame.
 pub const WAIT: Duration = Duration::from_secs(10);
 

@@ -234,6 +234,11 @@ impl Cluster {
         self.persisters[i].child = Some(cmd.spawn().unwrap());
     }
 
+    /// `base` made unique to this cluster (usernames and group names are global).
+    pub fn name(&self, base: &str) -> String {
+        format!("{base}{}", &self.prefix[self.prefix.len() - 8..])
+    }
+
     pub fn url(&self, i: usize) -> &str {
         &self.nodes[i].url
     }
@@ -342,4 +347,35 @@ pub fn dev_services(args: &[&str]) {
         .status()
         .unwrap();
     assert!(status.success(), "dev/services {args:?} failed");
+}
+
+/// (id, seq) of every message of `channel` in the shards, by seq, waiting up to `wait` for
+/// `expected` of them.
+pub async fn stored_messages(
+    services: &Services,
+    channel: parley_protocol::Id,
+    expected: usize,
+    wait: Duration,
+) -> Vec<(i64, i64)> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let mut rows = Vec::new();
+        for shard in ["shard-a", "shard-b"] {
+            if let Ok(pool) = sqlx::PgPool::connect(&services.postgres(shard).url).await {
+                let r: Vec<(i64, i64)> =
+                    sqlx::query_as("SELECT id, seq FROM messages WHERE channel_id = $1")
+                        .bind(channel.0 as i64)
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap_or_default();
+                rows.extend(r);
+                pool.close().await;
+            }
+        }
+        rows.sort_unstable_by_key(|r| r.1);
+        if rows.len() >= expected || tokio::time::Instant::now() >= deadline {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }

@@ -114,6 +114,11 @@ impl Services {
     }
 }
 
+/// The services description, or a panic that says how to start them (for tests).
+pub fn services() -> Services {
+    Services::load().unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// `<workspace>/.state/services/services.json`.
 pub fn default_services_file() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

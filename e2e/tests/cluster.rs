@@ -2,49 +2,11 @@
 
 use std::time::Duration;
 
-use parley_e2e::Services;
-use parley_e2e::client::Api;
-use parley_e2e::cluster::{Cluster, Options};
+use parley_e2e::client::{Api, id_of};
+use parley_e2e::cluster::{Cluster, Options, stored_messages};
+use parley_e2e::{Services, services};
 use parley_protocol::Id;
 use serde_json::json;
-
-fn services() -> Services {
-    Services::load().unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn id_of(v: &serde_json::Value) -> Id {
-    v.as_str().unwrap().parse().unwrap()
-}
-
-fn name(cluster: &Cluster, base: &str) -> String {
-    format!("{base}{}", &cluster.prefix[cluster.prefix.len() - 8..])
-}
-
-/// Rows of `channel` in the shards, by seq, waiting up to 20 s for `expected` rows.
-async fn stored_seqs(services: &Services, channel: Id, expected: usize) -> Vec<i64> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let mut seqs = Vec::new();
-        for shard in ["shard-a", "shard-b"] {
-            let pool = sqlx::PgPool::connect(&services.postgres(shard).url)
-                .await
-                .unwrap();
-            let rows: Vec<i64> =
-                sqlx::query_scalar("SELECT seq FROM messages WHERE channel_id = $1")
-                    .bind(channel.0 as i64)
-                    .fetch_all(&pool)
-                    .await
-                    .unwrap();
-            seqs.extend(rows);
-            pool.close().await;
-        }
-        seqs.sort_unstable();
-        if seqs.len() >= expected || tokio::time::Instant::now() >= deadline {
-            return seqs;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test]
 async fn three_nodes_behave_as_one_server() {
@@ -57,12 +19,12 @@ async fn three_nodes_behave_as_one_server() {
         },
     )
     .await;
-    let alice = Api::register(cluster.url(0), &name(&cluster, "alice")).await;
-    let bob = Api::register(cluster.url(1), &name(&cluster, "bob")).await;
-    let carol = Api::register(cluster.url(2), &name(&cluster, "carol")).await;
-    let dave = Api::register(cluster.url(2), &name(&cluster, "dave")).await;
+    let alice = Api::register(cluster.url(0), &cluster.name("alice")).await;
+    let bob = Api::register(cluster.url(1), &cluster.name("bob")).await;
+    let carol = Api::register(cluster.url(2), &cluster.name("carol")).await;
+    let dave = Api::register(cluster.url(2), &cluster.name("dave")).await;
 
-    let group = alice.create_group(&name(&cluster, "general")).await;
+    let group = alice.create_group(&cluster.name("general")).await;
     for u in [&bob, &carol, &dave] {
         u.join(group).await;
     }
@@ -228,7 +190,11 @@ async fn three_nodes_behave_as_one_server() {
 
     // Everything acknowledged is in Postgres exactly once.
     let total = sent.len() + missed.len() + 3;
-    let seqs = stored_seqs(&services, group, total).await;
+    let seqs: Vec<i64> = stored_messages(&services, group, total, Duration::from_secs(20))
+        .await
+        .into_iter()
+        .map(|r| r.1)
+        .collect();
     assert_eq!(
         seqs,
         (1..=total as i64).collect::<Vec<_>>(),

@@ -6,11 +6,7 @@ use std::sync::Arc;
 use chat_node::backend::Stores;
 use chat_node::backend::conformance;
 use chat_node::backend::postgres::{PgStore, Schema, ShardSpec, migrate};
-use parley_e2e::Services;
-
-fn services() -> Services {
-    Services::load().unwrap_or_else(|e| panic!("{e}"))
-}
+use parley_e2e::{Services, services};
 
 /// The store over the three real servers: the directory, shard-a (slots 0-2047) and
 /// shard-b (slots 2048-4095), migrated.
@@ -99,27 +95,5 @@ async fn s3_blobs_pass_the_blobs_suite() {
         path_style: true,
     });
     blobs.ping().await.unwrap();
-    let http = reqwest::Client::new();
-    conformance::blobs_suite(
-        &blobs,
-        |req, body| {
-            let http = http.clone();
-            async move {
-                let mut r = http.put(&req.url).body(body);
-                for (k, v) in &req.headers {
-                    r = r.header(k, v);
-                }
-                r.send().await.unwrap().status().as_u16()
-            }
-        },
-        |url| {
-            let http = http.clone();
-            async move {
-                let res = http.get(&url).send().await.unwrap();
-                let status = res.status().as_u16();
-                (status, res.bytes().await.unwrap().to_vec())
-            }
-        },
-    )
-    .await;
+    conformance::blobs_suite_over_http(&blobs).await;
 }

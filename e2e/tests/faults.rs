@@ -7,50 +7,13 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use parley_e2e::Services;
-use parley_e2e::client::{Api, Next, Ws};
-use parley_e2e::cluster::{Cluster, Options, dev_services};
+use parley_e2e::client::{Api, Next, Ws, id_of};
+use parley_e2e::cluster::{Cluster, Options, dev_services, stored_messages};
+use parley_e2e::{Services, services};
 use parley_protocol::Id;
 use serde_json::json;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn services() -> Services {
-    Services::load().unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn id_of(v: &serde_json::Value) -> Id {
-    v.as_str().unwrap().parse().unwrap()
-}
-
-fn name(cluster: &Cluster, base: &str) -> String {
-    format!("{base}{}", &cluster.prefix[cluster.prefix.len() - 8..])
-}
-
-/// (id, seq) of every stored message of `channel`, waiting up to 60 s for `expected`.
-async fn stored(services: &Services, channel: Id, expected: usize) -> Vec<(i64, i64)> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut rows = Vec::new();
-        for shard in ["shard-a", "shard-b"] {
-            if let Ok(pool) = sqlx::PgPool::connect(&services.postgres(shard).url).await {
-                let r: Vec<(i64, i64)> =
-                    sqlx::query_as("SELECT id, seq FROM messages WHERE channel_id = $1")
-                        .bind(channel.0 as i64)
-                        .fetch_all(&pool)
-                        .await
-                        .unwrap_or_default();
-                rows.extend(r);
-                pool.close().await;
-            }
-        }
-        rows.sort_unstable_by_key(|r| r.1);
-        if rows.len() >= expected || tokio::time::Instant::now() >= deadline {
-            return rows;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 /// Asserts that `acked` are stored exactly once and that seqs are 1..=n without gaps or
 /// repeats.
@@ -60,7 +23,7 @@ async fn assert_stored_exactly_once(
     acked: &BTreeSet<Id>,
     cluster: &Cluster,
 ) {
-    let rows = stored(services, channel, acked.len()).await;
+    let rows = stored_messages(services, channel, acked.len(), Duration::from_secs(60)).await;
     let ids: Vec<Id> = rows.iter().map(|r| Id(r.0 as u64)).collect();
     let unique: BTreeSet<Id> = ids.iter().copied().collect();
     assert_eq!(
@@ -203,14 +166,14 @@ async fn kill_9_of_a_node_loses_no_acknowledged_message() {
     let _serial = SERIAL.lock().await;
     let services = services();
     let mut cluster = Cluster::start(&services, Options::default()).await;
-    let owner = Api::register(cluster.url(0), &name(&cluster, "owner")).await;
-    let group = owner.create_group(&name(&cluster, "stream")).await;
+    let owner = Api::register(cluster.url(0), &cluster.name("owner")).await;
+    let group = owner.create_group(&cluster.name("stream")).await;
     // A watcher on node 1, which stays up, connected before the first send.
-    let watcher = Api::register(cluster.url(0), &name(&cluster, "watch")).await;
+    let watcher = Api::register(cluster.url(0), &cluster.name("watch")).await;
     watcher.join(group).await;
     let (mut w, _) = watcher.connect(None).await;
     // Another on node 2, the one that will be killed: it must reconnect elsewhere and resume.
-    let roamer = Api::register(cluster.url(1), &name(&cluster, "roam")).await;
+    let roamer = Api::register(cluster.url(1), &cluster.name("roam")).await;
     roamer.join(group).await;
     let (roaming, _) = roamer.connect(None).await;
     let roam = tokio::spawn(roam_until_killed(roaming, roamer.on(cluster.url(2))));
@@ -219,7 +182,7 @@ async fn kill_9_of_a_node_loses_no_acknowledged_message() {
     let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     const EACH: usize = 150;
     for k in 0..3 {
-        let user = Api::register(cluster.url(k), &name(&cluster, &format!("s{k}x"))).await;
+        let user = Api::register(cluster.url(k), &cluster.name(&format!("s{k}x"))).await;
         user.join(group).await;
         let on_each: Vec<Api> = (0..3).map(|n| user.on(cluster.url(n))).collect();
         tasks.push(tokio::spawn(sender(
@@ -289,8 +252,8 @@ async fn kafka_restart_answers_unavailable_then_recovers() {
     let _serial = SERIAL.lock().await;
     let services = services();
     let cluster = Cluster::start(&services, Options::default()).await;
-    let alice = Api::register(cluster.url(0), &name(&cluster, "alice")).await;
-    let group = alice.create_group(&name(&cluster, "k")).await;
+    let alice = Api::register(cluster.url(0), &cluster.name("alice")).await;
+    let group = alice.create_group(&cluster.name("k")).await;
     let mut acked = BTreeSet::new();
     for i in 0..5 {
         acked.insert(id_of(
@@ -361,9 +324,9 @@ async fn redis_restart_resubscribes_and_rebuilds_presence() {
         },
     )
     .await;
-    let alice = Api::register(cluster.url(0), &name(&cluster, "alice")).await;
-    let bob = Api::register(cluster.url(1), &name(&cluster, "bob")).await;
-    let group = alice.create_group(&name(&cluster, "r")).await;
+    let alice = Api::register(cluster.url(0), &cluster.name("alice")).await;
+    let bob = Api::register(cluster.url(1), &cluster.name("bob")).await;
+    let group = alice.create_group(&cluster.name("r")).await;
     bob.join(group).await;
     let (mut b, _) = bob.connect(None).await;
     alice.send(group, "before").await;
@@ -425,11 +388,11 @@ async fn a_stopped_shard_delays_persisting_but_loses_nothing() {
     let _serial = SERIAL.lock().await;
     let services = services();
     let cluster = Cluster::start(&services, Options::default()).await;
-    let alice = Api::register(cluster.url(0), &name(&cluster, "alice")).await;
+    let alice = Api::register(cluster.url(0), &cluster.name("alice")).await;
     // A group whose messages live on shard-b.
     let mut group = None;
     for i in 0..64 {
-        let g = alice.create_group(&name(&cluster, &format!("b{i}x"))).await;
+        let g = alice.create_group(&cluster.name(&format!("b{i}x"))).await;
         if parley_crd::slot_of(g.0) >= 2048 {
             group = Some(g);
             break;

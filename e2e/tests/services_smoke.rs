@@ -6,11 +6,7 @@ use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt as _;
-use parley_e2e::Services;
-
-fn services() -> Services {
-    Services::load().unwrap_or_else(|e| panic!("{e}"))
-}
+use parley_e2e::{Services, services};
 
 /// A name no other test run uses.
 fn unique(prefix: &str) -> String {

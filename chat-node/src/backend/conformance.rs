@@ -619,3 +619,33 @@ where
         "tampered GET answered {status}"
     );
 }
+
+/// [`blobs_suite`] with a plain HTTP client doing the presigned requests, as a browser would.
+pub async fn blobs_suite_over_http(blobs: &dyn Blobs) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    blobs_suite(
+        blobs,
+        |req, body| {
+            let http = http.clone();
+            async move {
+                let mut r = http.put(&req.url).body(body);
+                for (k, v) in &req.headers {
+                    r = r.header(k, v);
+                }
+                r.send().await.unwrap().status().as_u16()
+            }
+        },
+        |url| {
+            let http = http.clone();
+            async move {
+                let res = http.get(&url).send().await.unwrap();
+                let status = res.status().as_u16();
+                (status, res.bytes().await.unwrap().to_vec())
+            }
+        },
+    )
+    .await;
+}
