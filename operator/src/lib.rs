@@ -5,5 +5,7 @@
 //! stack (kube, kube-runtime, k8s-openapi, schemars) the workspace builds against.
 #![forbid(unsafe_code)]
 
+pub mod crds;
+
 /// Kubernetes API version the typed client is generated for.
 pub const KUBERNETES_API: &str = "1.35";

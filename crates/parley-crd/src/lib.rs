@@ -2,11 +2,11 @@
 //! chat-node and the operator use: the consistent-hash ring, the slot map and worker-ID
 //! ranges.
 //!
-//! Nothing here depends on tokio or kube-runtime; the resource types arrive with the
-//! operator.
+//! Nothing here depends on tokio, a Kubernetes client or kube-runtime.
 #![forbid(unsafe_code)]
 
 mod hash;
+pub mod resources;
 mod ring;
 mod slots;
 

@@ -1,0 +1,466 @@
+//! The `ChatCluster` and `ChatShard` custom resources (`parley.dev/v1alpha1`).
+//!
+//! Secrets are always referenced, never inlined: database URLs, the Redis URL (when it
+//! carries a password), S3 credentials and the JWT secret live in Secrets the pods mount.
+
+// KubeSchema expands each type a second time inside a private scope, which `unreachable_pub`
+// reports as unreachable.
+#![allow(unreachable_pub)]
+// Several `printcolumn(...)` each carry a `type_ = "string"`, which clippy takes for a repeated
+// attribute.
+#![allow(clippy::duplicated_attributes)]
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// API group of Parley's resources.
+pub const GROUP: &str = "parley.dev";
+/// Their version.
+pub const VERSION: &str = "v1alpha1";
+
+fn default_url_key() -> String {
+    "url".into()
+}
+
+/// A key of a Secret in the resource's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key in the Secret (default `url`).
+    #[serde(default = "default_url_key")]
+    pub key: String,
+}
+
+/// A Secret in the resource's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+/// A key of a ConfigMap in the resource's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeyRef {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// A resource in the same namespace, by name.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalRef {
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
+/// A status condition (`Ready`, `Progressing`, `Degraded`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    /// CamelCase reason a program can branch on.
+    pub reason: String,
+    /// What a person should know or do.
+    pub message: String,
+    /// RFC 3339 time of the last change of `status`.
+    pub last_transition_time: String,
+    /// The generation of the spec this condition speaks of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+fn default_replicas() -> i32 {
+    3
+}
+fn default_partitions() -> i32 {
+    12
+}
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_persisters() -> i32 {
+    2
+}
+fn default_batch() -> i32 {
+    500
+}
+fn default_linger() -> i32 {
+    20
+}
+fn default_heartbeat() -> i32 {
+    15_000
+}
+fn default_pool() -> i32 {
+    10
+}
+
+/// Redis: pub/sub, presence and ring leases.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.url) != has(self.secretRef)").message("give redis.url or redis.secretRef, exactly one"))]
+pub struct RedisSpec {
+    /// The Redis URL, when it carries no password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// A Secret key holding the Redis URL (with its password).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+}
+
+/// Kafka: the durable log.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSpec {
+    #[schemars(length(min = 1))]
+    pub bootstrap_servers: String,
+    /// Prefix of `<prefix>.messages` and `<prefix>.notifications` (default: the cluster's
+    /// name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_prefix: Option<String>,
+    /// Partitions of the topics.
+    #[serde(default = "default_partitions")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub partitions: i32,
+    /// Replication factor of the topics (default 3 is typical; 1 for a single broker).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10))]
+    pub replication_factor: Option<i32>,
+}
+
+/// The directory database.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DirectorySpec {
+    /// Secret key with the PostgreSQL URL.
+    pub secret_ref: SecretKeyRef,
+    /// Connections per pool.
+    #[serde(default = "default_pool")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub pool_size: i32,
+}
+
+/// Media on S3.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaSpec {
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    /// S3 endpoint (MinIO and others); AWS when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Secret with `accessKeyId` and `secretAccessKey`.
+    pub credentials_secret_ref: SecretRef,
+}
+
+/// What happens to a message containing a listed word.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, schemars::JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum ModerationPolicy {
+    #[default]
+    Mask,
+    Reject,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModerationSpec {
+    /// ConfigMap key with the word list; reloaded by the nodes when it changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub word_list_config_map_ref: Option<ConfigMapKeyRef>,
+    #[serde(default)]
+    pub policy: ModerationPolicy,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    #[schemars(length(min = 1))]
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// Secret with the TLS certificate for `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_secret_name: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewaySpec {
+    /// The Gateway the HTTPRoute attaches to.
+    pub parent_ref: GatewayParentRef,
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayParentRef {
+    #[schemars(length(min = 1))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+}
+
+/// How clients reach the nodes: an Ingress hashing on the `channel` query parameter, or a
+/// Gateway API HTTPRoute.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.ingress) && has(self.gateway))").message("choose exposure.ingress or exposure.gateway, not both"))]
+pub struct ExposureSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewaySpec>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PersisterSpec {
+    #[serde(default = "default_persisters")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: i32,
+    /// Most messages per batch.
+    #[serde(default = "default_batch")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub batch_size: i32,
+    /// How long a batch may wait to fill, ms.
+    #[serde(default = "default_linger")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub linger_ms: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for PersisterSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_persisters(),
+            batch_size: default_batch(),
+            linger_ms: default_linger(),
+            resources: None,
+        }
+    }
+}
+
+/// A Parley cluster: chat-nodes, persisters and the edge, over Redis, Kafka, a directory
+/// database, S3 and the `ChatShard`s that name this cluster.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "parley.dev",
+    version = "v1alpha1",
+    kind = "ChatCluster",
+    namespaced,
+    status = "ChatClusterStatus",
+    shortname = "chatc",
+    category = "parley",
+    doc = "A Parley chat cluster",
+    derive = "PartialEq",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "string",
+        json_path = ".status.replicasSummary"
+    ),
+    printcolumn(name = "Shards", type_ = "string", json_path = ".status.shardsSummary"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatClusterSpec {
+    /// chat-node replicas.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 1024))]
+    pub replicas: i32,
+    /// The chat-node image.
+    #[schemars(length(min = 1))]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    pub redis: RedisSpec,
+    pub kafka: KafkaSpec,
+    pub directory: DirectorySpec,
+    pub media: MediaSpec,
+    /// Secret key holding the session-token secret (at least 32 bytes). When absent the
+    /// operator creates `<cluster>-jwt` once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_secret_ref: Option<SecretKeyRef>,
+    #[serde(default)]
+    pub moderation: ModerationSpec,
+    #[serde(default)]
+    pub exposure: ExposureSpec,
+    #[serde(default)]
+    pub persister: PersisterSpec,
+    /// Snowflake epoch, ms since the Unix epoch (default 2024-01-01). Never change it on a
+    /// cluster with messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snowflake_epoch_ms: Option<i64>,
+    /// Heartbeat interval clients must keep, ms.
+    #[serde(default = "default_heartbeat")]
+    #[schemars(range(min = 500, max = 600000))]
+    pub heartbeat_interval_ms: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// The Snowflake worker IDs allocated to a cluster: `base .. base + size`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerIdRange {
+    pub base: i32,
+    pub size: i32,
+}
+
+/// A ready chat-node in the ring.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RingMember {
+    pub name: String,
+    pub ordinal: i32,
+    pub worker_id: i32,
+    /// Its node-to-node endpoint.
+    pub endpoint: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RingStatus {
+    /// Increases at every change of the members.
+    pub epoch: i64,
+    pub members: Vec<RingMember>,
+}
+
+/// A shard in force.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardStatus {
+    pub name: String,
+    pub slots: Vec<String>,
+    pub ready: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatClusterStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// chat-node pods (scale subresource).
+    #[serde(default)]
+    pub replicas: i32,
+    #[serde(default)]
+    pub ready_replicas: i32,
+    /// `ready/desired`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_summary: Option<String>,
+    /// Label selector of the chat-node pods (scale subresource).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_id_range: Option<WorkerIdRange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring: Option<RingStatus>,
+    /// The shard map in force (the last valid one).
+    #[serde(default)]
+    pub shards: Vec<ShardStatus>,
+    /// `ready/total` shards, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards_summary: Option<String>,
+}
+
+/// A message shard of a `ChatCluster`: a PostgreSQL database holding the messages of the
+/// channels whose slots it owns.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "parley.dev",
+    version = "v1alpha1",
+    kind = "ChatShard",
+    namespaced,
+    status = "ChatShardStatus",
+    shortname = "chats",
+    category = "parley",
+    doc = "A PostgreSQL message shard of a Parley chat cluster",
+    derive = "PartialEq",
+    printcolumn(
+        name = "Cluster",
+        type_ = "string",
+        json_path = ".spec.clusterRef.name"
+    ),
+    printcolumn(name = "Slots", type_ = "string", json_path = ".spec.slots"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatShardSpec {
+    /// The ChatCluster this shard belongs to (immutable).
+    #[x_kube(validation = Rule::new("self == oldSelf").message("clusterRef cannot change"))]
+    pub cluster_ref: LocalRef,
+    /// Slot ranges, `start-end` or a single slot, within 0-4095.
+    #[schemars(length(min = 1))]
+    pub slots: Vec<SlotString>,
+    pub postgres: ShardPostgresSpec,
+}
+
+/// A slot range as written in a ChatShard.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct SlotString(#[schemars(regex(pattern = r"^[0-9]{1,4}(-[0-9]{1,4})?$"))] pub String);
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardPostgresSpec {
+    /// Secret key with the PostgreSQL URL.
+    pub secret_ref: SecretKeyRef,
+    #[serde(default = "default_pool")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub pool_size: i32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatShardStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// The newest shard schema migration applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<i32>,
+}

@@ -1,0 +1,18 @@
+//! Writes the CRDs generated from the Rust types into `crds/` (or prints them with `--stdout`).
+
+fn main() -> std::io::Result<()> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("crds");
+    let stdout = std::env::args().any(|a| a == "--stdout");
+    for (file, crd) in operator::crds::all() {
+        let yaml = operator::crds::to_yaml(&crd);
+        if stdout {
+            println!("---\n{yaml}");
+        } else {
+            std::fs::write(dir.join(file), yaml)?;
+            println!("wrote crds/{file}");
+        }
+    }
+    Ok(())
+}
