@@ -9,6 +9,7 @@ mod hash;
 pub mod resources;
 mod ring;
 mod slots;
+pub mod workers;
 
 pub use hash::{hash_bytes, hash_id};
 pub use ring::{Member, Ring};
