@@ -1,11 +1,13 @@
 //! Parley operator: reconciles `ChatCluster` and `ChatShard` resources into chat-node
 //! StatefulSets, Services, the edge, migrations and Kafka topics.
 //!
-//! The controllers arrive with the operator issue; this crate pins the Kubernetes client
-//! stack (kube, kube-runtime, k8s-openapi, schemars) the workspace builds against.
+//! Done so far: the CRDs generated from `parley-crd` (`crds`, the `crdgen` binary) and the
+//! pure builders from a ChatCluster to the objects it implies (`resources`). The controllers,
+//! leader election and the chat-nodes' live view of their ChatCluster are still to come.
 #![forbid(unsafe_code)]
 
 pub mod crds;
+pub mod resources;
 
 /// Kubernetes API version the typed client is generated for.
 pub const KUBERNETES_API: &str = "1.35";

@@ -1,0 +1,160 @@
+//! The persisters (a Deployment in the Kafka consumer group) and the migration Job.
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, PodSpec, PodTemplateSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use parley_crd::resources::ChatCluster;
+
+use super::nodes::{http_probe, restricted_container, restricted_pod, secret_files};
+use super::support::*;
+
+const PERSISTER: &str = "persister";
+const MIGRATE: &str = "migrate";
+
+fn container(
+    cluster: &ChatCluster,
+    decided: &Decided,
+    component: &str,
+    arg: &str,
+) -> (Container, Vec<k8s_openapi::api::core::v1::Volume>) {
+    let (volumes, mounts) = secret_files(cluster, decided, false);
+    let c = Container {
+        name: component.to_owned(),
+        image: Some(cluster.spec.image.clone()),
+        image_pull_policy: cluster.spec.image_pull_policy.clone(),
+        args: Some(vec![arg.to_owned()]),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: format!("{}-config", name(cluster)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        env: Some(vec![EnvVar {
+            name: "PARLEY_LISTEN".into(),
+            value: Some(format!("0.0.0.0:{PERSISTER_PORT}")),
+            ..Default::default()
+        }]),
+        volume_mounts: Some(mounts),
+        security_context: Some(restricted_container()),
+        ..Default::default()
+    };
+    (c, volumes)
+}
+
+/// The persisters: `chat-node persist`, health on port 8090.
+pub fn persister(cluster: &ChatCluster, decided: &Decided, config_hash: &str) -> Deployment {
+    let (mut c, volumes) = container(cluster, decided, PERSISTER, "persist");
+    c.ports = Some(vec![ContainerPort {
+        name: Some("http".into()),
+        container_port: PERSISTER_PORT,
+        ..Default::default()
+    }]);
+    c.liveness_probe = Some(http_probe("/healthz", "http", 10, 3));
+    c.readiness_probe = Some(http_probe("/readyz", "http", 5, 2));
+    c.resources = cluster.spec.persister.resources.clone();
+    let mut pod_labels = labels(cluster, PERSISTER);
+    pod_labels.extend(selector(cluster, PERSISTER));
+    Deployment {
+        metadata: meta(cluster, format!("{}-persister", name(cluster)), PERSISTER),
+        spec: Some(DeploymentSpec {
+            replicas: Some(cluster.spec.persister.replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector(cluster, PERSISTER)),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(
+                        [("parley.dev/config-hash".to_owned(), config_hash.to_owned())].into(),
+                    ),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    automount_service_account_token: Some(false),
+                    termination_grace_period_seconds: Some(30),
+                    security_context: Some(restricted_pod()),
+                    containers: vec![c],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// `chat-node migrate`: the directory and every shard to the newest schema, and the topics.
+/// The name carries a hash of what it migrates, so a new image or shard map runs it again.
+pub fn migration(cluster: &ChatCluster, decided: &Decided, hash: &str) -> Job {
+    let (mut c, volumes) = container(cluster, decided, MIGRATE, "migrate");
+    c.env = None;
+    Job {
+        metadata: meta(
+            cluster,
+            format!("{}-migrate-{hash}", name(cluster)),
+            MIGRATE,
+        ),
+        spec: Some(JobSpec {
+            backoff_limit: Some(10),
+            ttl_seconds_after_finished: Some(24 * 3600),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(cluster, MIGRATE)),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("OnFailure".into()),
+                    automount_service_account_token: Some(false),
+                    security_context: Some(restricted_pod()),
+                    containers: vec![c],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{cluster, decided};
+    use super::*;
+
+    #[test]
+    fn persisters_run_persist_without_node_secrets() {
+        let d = persister(&cluster(), &decided(), "h");
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(2));
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.containers[0].args.as_ref().unwrap(), &["persist"]);
+        let vols: Vec<&str> = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert!(vols.contains(&"directory") && vols.contains(&"shards"));
+        assert!(
+            !vols.contains(&"jwt"),
+            "persisters never see the session secret"
+        );
+    }
+
+    #[test]
+    fn migration_job_is_named_by_what_it_migrates() {
+        let j = migration(&cluster(), &decided(), "1a2b");
+        assert_eq!(j.metadata.name.as_deref(), Some("alpha-migrate-1a2b"));
+        let pod = j.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("OnFailure"));
+        assert_eq!(pod.containers[0].args.as_ref().unwrap(), &["migrate"]);
+    }
+}

@@ -1,0 +1,132 @@
+//! Names, labels, owner references and the settings every builder shares.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource as _;
+use parley_crd::resources::{ChatCluster, ShardStatus, WorkerIdRange};
+
+/// The field manager of every server-side apply.
+pub const MANAGER: &str = "parley-operator";
+
+/// Ports of a chat-node.
+pub const HTTP_PORT: i32 = 8080;
+pub const INTERNAL_PORT: i32 = 9180;
+pub const PERSISTER_PORT: i32 = 8090;
+
+/// Where pods find the Secrets they mount.
+pub const SECRETS_DIR: &str = "/var/run/parley/secrets";
+pub const SHARDS_DIR: &str = "/var/run/parley/shards";
+
+/// What the controller decided that the builders need besides the spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decided {
+    pub workers: WorkerIdRange,
+    /// The shard map in force (names and slots; URLs are in the `<name>-shards` Secret).
+    pub shards: Vec<ShardStatus>,
+    /// Name of the Secret holding the JWT secret (`key`), given or generated.
+    pub jwt_secret: (String, String),
+}
+
+pub fn name(cluster: &ChatCluster) -> String {
+    cluster.metadata.name.clone().unwrap_or_default()
+}
+
+pub fn namespace(cluster: &ChatCluster) -> String {
+    cluster
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into())
+}
+
+/// `app.kubernetes.io/*` labels of a component.
+pub fn labels(cluster: &ChatCluster, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".into(), "parley".into()),
+        ("app.kubernetes.io/instance".into(), name(cluster)),
+        ("app.kubernetes.io/component".into(), component.into()),
+        ("app.kubernetes.io/managed-by".into(), MANAGER.into()),
+    ])
+}
+
+/// Labels that select a component's pods (stable across operator versions).
+pub fn selector(cluster: &ChatCluster, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/instance".into(), name(cluster)),
+        ("app.kubernetes.io/component".into(), component.into()),
+    ])
+}
+
+/// The owner reference that makes the cluster's children go away with it.
+pub fn owner(cluster: &ChatCluster) -> OwnerReference {
+    cluster
+        .controller_owner_ref(&())
+        .expect("a ChatCluster read from the API has a name and uid")
+}
+
+/// Metadata of a child object.
+pub fn meta(cluster: &ChatCluster, name: String, component: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(namespace(cluster)),
+        labels: Some(labels(cluster, component)),
+        owner_references: Some(vec![owner(cluster)]),
+        ..Default::default()
+    }
+}
+
+/// `<prefix>` of the cluster's Kafka topics and Redis keys.
+pub fn topic_prefix(cluster: &ChatCluster) -> String {
+    cluster
+        .spec
+        .kafka
+        .topic_prefix
+        .clone()
+        .unwrap_or_else(|| name(cluster))
+}
+
+#[cfg(test)]
+pub mod fixtures {
+    //! A ChatCluster as the API server would hand it over, with chainable changes.
+    use super::*;
+
+    pub fn cluster() -> ChatCluster {
+        let spec: parley_crd::resources::ChatClusterSpec = serde_json::from_value(serde_json::json!({
+            "replicas": 3,
+            "image": "parley/chat-node:0.1.0",
+            "redis": {"url": "redis://redis:6379"},
+            "kafka": {"bootstrapServers": "kafka:9092", "topicPrefix": "alpha", "partitions": 12},
+            "directory": {"secretRef": {"name": "alpha-directory", "key": "url"}},
+            "media": {"bucket": "alpha-media", "endpoint": "http://minio:9000", "credentialsSecretRef": {"name": "alpha-s3"}},
+            "moderation": {"wordListConfigMapRef": {"name": "words", "key": "words.txt"}, "policy": "mask"},
+            "exposure": {"ingress": {"host": "chat.example.com", "className": "nginx"}},
+            "persister": {"replicas": 2}
+        }))
+        .unwrap();
+        let mut c = ChatCluster::new("alpha", spec);
+        c.metadata.namespace = Some("chat".into());
+        c.metadata.uid = Some("uid-alpha".into());
+        c.metadata.generation = Some(1);
+        c
+    }
+
+    pub fn decided() -> Decided {
+        Decided {
+            workers: WorkerIdRange { base: 8, size: 8 },
+            shards: vec![
+                ShardStatus {
+                    name: "alpha-a".into(),
+                    slots: vec!["0-2047".into()],
+                    ready: true,
+                },
+                ShardStatus {
+                    name: "alpha-b".into(),
+                    slots: vec!["2048-4095".into()],
+                    ready: true,
+                },
+            ],
+            jwt_secret: ("alpha-jwt".into(), "secret".into()),
+        }
+    }
+}
