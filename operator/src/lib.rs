@@ -8,6 +8,7 @@
 
 pub mod crds;
 pub mod resources;
+pub mod status;
 
 /// Kubernetes API version the typed client is generated for.
 pub const KUBERNETES_API: &str = "1.35";

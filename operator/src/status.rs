@@ -1,0 +1,251 @@
+//! Status logic, pure: the shard map from the ChatShards, and the `Ready` / `Progressing` /
+//! `Degraded` conditions from what the controller observed.
+
+use parley_crd::resources::{ChatShard, Condition, ShardStatus};
+use parley_crd::{ShardMap, SlotRange};
+
+/// The shard map the ChatShards of a cluster describe, or what is wrong with it (a gap, an
+/// overlap, a malformed range), naming the shards.
+pub fn shard_map(shards: &[ChatShard]) -> Result<Vec<ShardStatus>, String> {
+    if shards.is_empty() {
+        return Err("no ChatShard names this cluster; slots 0-4095 belong to no shard".into());
+    }
+    let mut parts = Vec::with_capacity(shards.len());
+    for s in shards {
+        let name = s.metadata.name.clone().unwrap_or_default();
+        let ranges = s
+            .spec
+            .slots
+            .iter()
+            .map(|r| {
+                r.0.parse::<SlotRange>()
+                    .map_err(|e| format!("ChatShard {name}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        parts.push((name, ranges));
+    }
+    ShardMap::build(parts.clone(), Clone::clone).map_err(|e| e.to_string())?;
+    let mut out: Vec<ShardStatus> = shards
+        .iter()
+        .map(|s| ShardStatus {
+            name: s.metadata.name.clone().unwrap_or_default(),
+            slots: s.spec.slots.iter().map(|r| r.0.clone()).collect(),
+            ready: s.status.as_ref().is_some_and(|st| {
+                st.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            }),
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Sets a condition, keeping its transition time when its status did not change.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    now: &str,
+    generation: Option<i64>,
+) {
+    let status = if status { "True" } else { "False" };
+    let since = conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or_else(|| now.to_owned(), |c| c.last_transition_time.clone());
+    conditions.retain(|c| c.type_ != type_);
+    conditions.push(Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        last_transition_time: since,
+        observed_generation: generation,
+    });
+    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+}
+
+/// What went wrong with a cluster's spec, to show as `Degraded`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What the controller saw of the cluster's workloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rollout {
+    pub desired: i32,
+    pub ready: i32,
+    pub updated: i32,
+    pub persisters_desired: i32,
+    pub persisters_ready: i32,
+    pub migrated: bool,
+}
+
+/// The three conditions of a ChatCluster.
+pub fn cluster_conditions(
+    previous: &[Condition],
+    problems: &[Problem],
+    rollout: Rollout,
+    now: &str,
+    generation: Option<i64>,
+) -> Vec<Condition> {
+    let mut c = previous.to_vec();
+    match problems.first() {
+        Some(p) => {
+            let message = problems
+                .iter()
+                .map(|p| p.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            set_condition(
+                &mut c, "Degraded", true, p.reason, &message, now, generation,
+            );
+        }
+        None => set_condition(
+            &mut c,
+            "Degraded",
+            false,
+            "SpecValid",
+            "the spec is valid",
+            now,
+            generation,
+        ),
+    }
+    let settled = rollout.migrated
+        && rollout.ready == rollout.desired
+        && rollout.updated == rollout.desired
+        && rollout.persisters_ready == rollout.persisters_desired;
+    let (reason, message) = if !rollout.migrated {
+        ("Migrating", "the databases are being migrated".to_owned())
+    } else if rollout.updated < rollout.desired {
+        (
+            "RollingOut",
+            format!(
+                "{} of {} chat-nodes run the current spec",
+                rollout.updated, rollout.desired
+            ),
+        )
+    } else if rollout.ready < rollout.desired {
+        (
+            "WaitingForNodes",
+            format!(
+                "{} of {} chat-nodes are ready",
+                rollout.ready, rollout.desired
+            ),
+        )
+    } else if rollout.persisters_ready < rollout.persisters_desired {
+        (
+            "WaitingForPersisters",
+            format!(
+                "{} of {} persisters are ready",
+                rollout.persisters_ready, rollout.persisters_desired
+            ),
+        )
+    } else {
+        (
+            "Settled",
+            "every chat-node and persister is ready".to_owned(),
+        )
+    };
+    set_condition(
+        &mut c,
+        "Progressing",
+        !settled,
+        reason,
+        &message,
+        now,
+        generation,
+    );
+    let ready = settled && problems.is_empty();
+    let (reason, message) = match (problems.first(), settled) {
+        (Some(p), _) => (p.reason, format!("degraded: {}", p.message)),
+        (None, false) => (reason, message),
+        (None, true) => ("AllReady", format!("{} chat-nodes ready", rollout.ready)),
+    };
+    set_condition(&mut c, "Ready", ready, reason, &message, now, generation);
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parley_crd::resources::{ChatShardSpec, SlotString};
+
+    fn shard(name: &str, slots: &[&str]) -> ChatShard {
+        let spec: ChatShardSpec = serde_json::from_value(serde_json::json!({
+            "clusterRef": {"name": "alpha"},
+            "slots": slots,
+            "postgres": {"secretRef": {"name": format!("{name}-db")}}
+        }))
+        .unwrap();
+        ChatShard::new(name, spec)
+    }
+
+    #[test]
+    fn the_shard_map_must_cover_every_slot_once() {
+        let map = shard_map(&[shard("b", &["2048-4095"]), shard("a", &["0-2047"])]).unwrap();
+        assert_eq!(
+            map.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert!(!map[0].ready, "no Ready condition yet");
+        let err = shard_map(&[shard("a", &["0-2000"]), shard("b", &["2048-4095"])]).unwrap_err();
+        assert_eq!(err, "slots 2001-2047 belong to no shard");
+        let err = shard_map(&[shard("a", &["0-2100"]), shard("b", &["2048-4095"])]).unwrap_err();
+        assert_eq!(err, "slots 2048-2100 are claimed by both a and b");
+        let mut bad = shard("a", &["0-4095"]);
+        bad.spec.slots = vec![SlotString("9000".into())];
+        assert!(shard_map(&[bad]).unwrap_err().starts_with("ChatShard a:"));
+        assert!(shard_map(&[]).unwrap_err().contains("no ChatShard"));
+    }
+
+    #[test]
+    fn conditions_tell_what_is_going_on() {
+        let settled = Rollout {
+            desired: 3,
+            ready: 3,
+            updated: 3,
+            persisters_desired: 2,
+            persisters_ready: 2,
+            migrated: true,
+        };
+        let c = cluster_conditions(&[], &[], settled, "t1", Some(4));
+        let get = |c: &[Condition], t: &str| c.iter().find(|x| x.type_ == t).unwrap().clone();
+        assert_eq!(get(&c, "Ready").status, "True");
+        assert_eq!(get(&c, "Progressing").status, "False");
+        assert_eq!(get(&c, "Degraded").status, "False");
+        assert_eq!(get(&c, "Ready").observed_generation, Some(4));
+
+        let scaling = Rollout {
+            ready: 2,
+            ..settled
+        };
+        let c2 = cluster_conditions(&c, &[], scaling, "t2", Some(5));
+        assert_eq!(get(&c2, "Ready").status, "False");
+        assert_eq!(get(&c2, "Progressing").reason, "WaitingForNodes");
+        assert_eq!(
+            get(&c2, "Progressing").message,
+            "2 of 3 chat-nodes are ready"
+        );
+        assert_eq!(
+            get(&c2, "Degraded").last_transition_time,
+            "t1",
+            "unchanged status keeps its time"
+        );
+
+        let problem = Problem {
+            reason: "InvalidShardMap",
+            message: "slots 2048-4095 belong to no shard".into(),
+        };
+        let c3 = cluster_conditions(&c2, &[problem], settled, "t3", Some(6));
+        assert_eq!(get(&c3, "Degraded").status, "True");
+        assert_eq!(get(&c3, "Degraded").reason, "InvalidShardMap");
+        assert_eq!(get(&c3, "Ready").status, "False");
+        assert!(get(&c3, "Ready").message.contains("2048-4095"));
+    }
+}
