@@ -31,7 +31,12 @@ pub enum Mode {
 
 /// chat-node configuration.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "chat-node", version, about = "Parley chat node")]
+#[command(
+    name = "chat-node",
+    version,
+    about = "Parley chat node",
+    args_override_self = true
+)]
 pub struct Config {
     /// What to do: serve (default), migrate or persist.
     #[arg(value_enum, default_value = "serve")]
@@ -296,13 +301,13 @@ pub struct Distributed {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {problem}")]
 pub struct ConfigError {
-    pub key: &'static str,
+    pub key: String,
     pub problem: String,
 }
 
 fn required<T: Clone>(v: &Option<T>, key: &'static str) -> Result<T, ConfigError> {
     v.clone().ok_or(ConfigError {
-        key,
+        key: key.to_owned(),
         problem: "required in distributed mode".into(),
     })
 }
@@ -355,7 +360,7 @@ impl Config {
         let directory_url = required(&c.directory_url, "PARLEY_DIRECTORY_URL")?;
         if c.shards.is_empty() {
             return Err(ConfigError {
-                key: "PARLEY_SHARDS",
+                key: "PARLEY_SHARDS".into(),
                 problem: "required in distributed mode".into(),
             });
         }
@@ -368,7 +373,7 @@ impl Config {
         );
         if let Err(e) = map {
             return Err(ConfigError {
-                key: "PARLEY_SHARDS",
+                key: "PARLEY_SHARDS".into(),
                 problem: e.to_string(),
             });
         }
@@ -392,7 +397,7 @@ impl Config {
             required(&c.internal_listen, "PARLEY_INTERNAL_LISTEN")?;
             if !c.nodes.iter().any(|m| m.name == self.node_name) {
                 return Err(ConfigError {
-                    key: "PARLEY_NODES",
+                    key: "PARLEY_NODES".into(),
                     problem: format!(
                         "does not list this node, PARLEY_NODE_NAME={}",
                         self.node_name
@@ -406,7 +411,7 @@ impl Config {
         };
         if leases.owner_window() <= leases.renew_every() {
             return Err(ConfigError {
-                key: "PARLEY_NODE_LEASE_MS",
+                key: "PARLEY_NODE_LEASE_MS".into(),
                 problem: format!(
                     "{} ms leaves no time to own channels with PARLEY_KAFKA_DELIVERY_TIMEOUT_MS={}; use more than {} ms",
                     c.node_lease_ms,
@@ -455,6 +460,49 @@ impl Config {
         T: Into<std::ffi::OsString> + Clone,
     {
         <Self as clap::Parser>::try_parse_from(args)
+    }
+
+    /// Like [`Config::from_args`], and every `PARLEY_X` may instead be given as the path of
+    /// a file holding it, in `PARLEY_X_FILE` (how Kubernetes mounts Secrets).
+    pub fn from_args_and_files<I, T>(
+        args: I,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut argv: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+        let command = <Self as clap::CommandFactory>::command();
+        let mut from_files = Vec::new();
+        for arg in command.get_arguments() {
+            let (Some(key), Some(long)) = (arg.get_env(), arg.get_long()) else {
+                continue;
+            };
+            let key = key.to_string_lossy().into_owned();
+            let Some(path) = env(&format!("{key}_FILE")) else {
+                continue;
+            };
+            if env(&key).is_some() {
+                let problem = format!("set {key} or {key}_FILE, not both");
+                return Err(ConfigError { key, problem });
+            }
+            let value = match std::fs::read_to_string(&path) {
+                Ok(v) => v,
+                Err(e) => {
+                    let problem = format!("cannot read {key}_FILE={path}: {e}");
+                    return Err(ConfigError { key, problem });
+                }
+            };
+            from_files.push(format!("--{long}={}", value.trim_end_matches(['\n', '\r'])));
+        }
+        // Right after the program name, so flags given explicitly still win.
+        let at = argv.len().min(1);
+        argv.splice(at..at, from_files.into_iter().map(Into::into));
+        Self::from_args(argv).map_err(|e| ConfigError {
+            key: "arguments".into(),
+            problem: e.to_string(),
+        })
     }
 
     /// The defaults, with the data directory at `data_dir` (tests).
@@ -616,6 +664,40 @@ mod tests {
         assert!(err.to_string().contains("PARLEY_SHARDS"), "{err}");
         let c = Config::from_args(["chat-node", "migrate"]).unwrap();
         assert_eq!(c.command, Command::Migrate);
+    }
+
+    #[test]
+    fn values_can_come_from_files() {
+        let dir = std::env::temp_dir().join(format!("parley-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("jwt");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let path = secret.display().to_string();
+        let env = |k: &str| (k == "PARLEY_JWT_SECRET_FILE").then(|| path.clone());
+        let c = Config::from_args_and_files(["chat-node"], env).unwrap();
+        assert_eq!(
+            c.jwt_secret.as_deref(),
+            Some("0123456789abcdef0123456789abcdef"),
+            "trailing newline dropped"
+        );
+
+        let both = |k: &str| match k {
+            "PARLEY_JWT_SECRET_FILE" => Some(path.clone()),
+            "PARLEY_JWT_SECRET" => Some("x".repeat(40)),
+            _ => None,
+        };
+        assert_eq!(
+            Config::from_args_and_files(["chat-node"], both)
+                .unwrap_err()
+                .key,
+            "PARLEY_JWT_SECRET"
+        );
+        let missing =
+            |k: &str| (k == "PARLEY_DIRECTORY_URL_FILE").then(|| "/nonexistent/url".to_owned());
+        let err = Config::from_args_and_files(["chat-node"], missing).unwrap_err();
+        assert_eq!(err.key, "PARLEY_DIRECTORY_URL");
+        assert!(err.problem.contains("/nonexistent/url"));
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

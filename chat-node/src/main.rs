@@ -10,7 +10,12 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .init();
-    let config = Config::from_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    let config = Config::from_args_and_files(std::env::args_os(), |k| std::env::var(k).ok())
+        .unwrap_or_else(|e| {
+            // Malformed values end here too, with clap's message naming the key.
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        });
     if config.command == Command::Migrate {
         return node::migrate_all(&config).await;
     }
