@@ -305,6 +305,16 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// clap's own answer (a malformed value naming its key, or `--help`).
+    #[error(transparent)]
+    Arguments(clap::Error),
+    #[error(transparent)]
+    Config(ConfigError),
+}
+
 fn required<T: Clone>(v: &Option<T>, key: &'static str) -> Result<T, ConfigError> {
     v.clone().ok_or(ConfigError {
         key: key.to_owned(),
@@ -467,7 +477,7 @@ impl Config {
     pub fn from_args_and_files<I, T>(
         args: I,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError>
+    ) -> Result<Self, StartError>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
@@ -485,13 +495,13 @@ impl Config {
             };
             if env(&key).is_some() {
                 let problem = format!("set {key} or {key}_FILE, not both");
-                return Err(ConfigError { key, problem });
+                return Err(StartError::Config(ConfigError { key, problem }));
             }
             let value = match std::fs::read_to_string(&path) {
                 Ok(v) => v,
                 Err(e) => {
                     let problem = format!("cannot read {key}_FILE={path}: {e}");
-                    return Err(ConfigError { key, problem });
+                    return Err(StartError::Config(ConfigError { key, problem }));
                 }
             };
             from_files.push(format!("--{long}={}", value.trim_end_matches(['\n', '\r'])));
@@ -499,10 +509,7 @@ impl Config {
         // Right after the program name, so flags given explicitly still win.
         let at = argv.len().min(1);
         argv.splice(at..at, from_files.into_iter().map(Into::into));
-        Self::from_args(argv).map_err(|e| ConfigError {
-            key: "arguments".into(),
-            problem: e.to_string(),
-        })
+        Self::from_args(argv).map_err(StartError::Arguments)
     }
 
     /// The defaults, with the data directory at `data_dir` (tests).
@@ -686,15 +693,16 @@ mod tests {
             "PARLEY_JWT_SECRET" => Some("x".repeat(40)),
             _ => None,
         };
-        assert_eq!(
-            Config::from_args_and_files(["chat-node"], both)
-                .unwrap_err()
-                .key,
-            "PARLEY_JWT_SECRET"
-        );
+        let Err(StartError::Config(err)) = Config::from_args_and_files(["chat-node"], both) else {
+            panic!("both a value and a file were accepted")
+        };
+        assert_eq!(err.key, "PARLEY_JWT_SECRET");
         let missing =
             |k: &str| (k == "PARLEY_DIRECTORY_URL_FILE").then(|| "/nonexistent/url".to_owned());
-        let err = Config::from_args_and_files(["chat-node"], missing).unwrap_err();
+        let Err(StartError::Config(err)) = Config::from_args_and_files(["chat-node"], missing)
+        else {
+            panic!("a missing file was accepted")
+        };
         assert_eq!(err.key, "PARLEY_DIRECTORY_URL");
         assert!(err.problem.contains("/nonexistent/url"));
         std::fs::remove_dir_all(&dir).ok();

@@ -1,5 +1,5 @@
 use anyhow::Context as _;
-use chat_node::config::{Command, Config};
+use chat_node::config::{Command, Config, StartError};
 use chat_node::{node, shutdown_signal};
 
 #[tokio::main]
@@ -10,12 +10,15 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
         .init();
-    let config = Config::from_args_and_files(std::env::args_os(), |k| std::env::var(k).ok())
-        .unwrap_or_else(|e| {
-            // Malformed values end here too, with clap's message naming the key.
+    let config = match Config::from_args_and_files(std::env::args_os(), |k| std::env::var(k).ok()) {
+        Ok(c) => c,
+        // clap names the key of a malformed value (and prints --help and --version).
+        Err(StartError::Arguments(e)) => e.exit(),
+        Err(StartError::Config(e)) => {
             eprintln!("error: {e}");
             std::process::exit(2);
-        });
+        }
+    };
     if config.command == Command::Migrate {
         return node::migrate_all(&config).await;
     }
