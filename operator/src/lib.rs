@@ -6,8 +6,13 @@
 //! leader election and the chat-nodes' live view of their ChatCluster are still to come.
 #![forbid(unsafe_code)]
 
+pub mod controller;
 pub mod crds;
+pub mod error;
+pub mod leader;
+pub mod metrics;
 pub mod resources;
+pub mod run;
 pub mod status;
 
 /// Kubernetes API version the typed client is generated for.

@@ -1,0 +1,112 @@
+//! Reconciles a `ChatShard`: its Secret must exist and its slots parse; Ready once its
+//! cluster's migration has run. The cluster controller watches shards too (the map).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use parley_crd::SlotRange;
+use parley_crd::resources::{ChatShard, ChatShardStatus};
+
+use super::{Context, now};
+use crate::error::{Error, Result};
+use crate::status::set_condition;
+
+const KIND: &str = "ChatShard";
+
+pub async fn reconcile(shard: Arc<ChatShard>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics.reconciled(KIND);
+    let ns = shard.namespace().ok_or(Error::Missing("namespace"))?;
+    let generation = shard.metadata.generation;
+    let mut status: ChatShardStatus = shard.status.clone().unwrap_or_default();
+    let bad_slots: Vec<String> = shard
+        .spec
+        .slots
+        .iter()
+        .filter(|s| s.0.parse::<SlotRange>().is_err())
+        .map(|s| s.0.clone())
+        .collect();
+    let secret = &shard.spec.postgres.secret_ref;
+    let has_secret = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&secret.name)
+        .await?
+        .and_then(|s| s.data)
+        .is_some_and(|d| d.contains_key(&secret.key));
+    let cluster = &shard.spec.cluster_ref.name;
+    let migrated = Api::<Job>::namespaced(ctx.client.clone(), &ns)
+        .list(&ListParams::default().labels(&format!(
+            "app.kubernetes.io/instance={cluster},app.kubernetes.io/component=migrate"
+        )))
+        .await?
+        .items
+        .iter()
+        .any(|j| j.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0);
+    let t = now();
+    let (ready, reason, message) = if !bad_slots.is_empty() {
+        (
+            false,
+            "InvalidSlots",
+            format!("not slot ranges within 0-4095: {}", bad_slots.join(", ")),
+        )
+    } else if !has_secret {
+        (
+            false,
+            "MissingSecret",
+            format!("Secret {}/{} not found", secret.name, secret.key),
+        )
+    } else if !migrated {
+        (
+            false,
+            "Migrating",
+            format!("waiting for ChatCluster {cluster}'s migration"),
+        )
+    } else {
+        (true, "Migrated", "the shard schema is applied".into())
+    };
+    set_condition(
+        &mut status.conditions,
+        "Degraded",
+        !bad_slots.is_empty() || !has_secret,
+        reason,
+        &message,
+        &t,
+        generation,
+    );
+    set_condition(
+        &mut status.conditions,
+        "Ready",
+        ready,
+        reason,
+        &message,
+        &t,
+        generation,
+    );
+    if ready {
+        status.schema_version = Some(1);
+    }
+    status.observed_generation = generation;
+    Api::<ChatShard>::namespaced(ctx.client.clone(), &ns)
+        .patch_status(
+            &shard.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": status })),
+        )
+        .await?;
+    Ok(Action::requeue(if ready {
+        Duration::from_secs(120)
+    } else {
+        Duration::from_secs(10)
+    }))
+}
+
+// The signature kube-runtime's Controller calls.
+#[allow(clippy::needless_pass_by_value)]
+pub fn error_policy(_shard: Arc<ChatShard>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!("reconciling a ChatShard failed: {error}");
+    ctx.metrics.failed(KIND, error.metric_label());
+    Action::requeue(Duration::from_secs(5))
+}

@@ -1,0 +1,127 @@
+//! Leader election with a `coordination.k8s.io` Lease, so two operator replicas are safe:
+//! only the holder reconciles. The holder renews every `renew`; another replica takes over
+//! when the lease has not been renewed for `duration`. Updates use the Lease's
+//! resourceVersion, so two replicas cannot both win.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PostParams};
+
+/// One replica's candidacy.
+#[derive(Clone)]
+pub struct Elector {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    duration: Duration,
+}
+
+impl std::fmt::Debug for Elector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Elector")
+            .field("name", &self.name)
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
+impl Elector {
+    pub fn new(api: Api<Lease>, name: &str, identity: &str, duration: Duration) -> Self {
+        Self {
+            api,
+            name: name.into(),
+            identity: identity.into(),
+            duration,
+        }
+    }
+
+    /// Tries once to hold (or keep) the lease; `true` when this replica is the leader.
+    pub async fn try_acquire(&self) -> Result<bool, kube::Error> {
+        let now = MicroTime(Timestamp::now());
+        let secs = self.duration.as_secs() as i32;
+        let current = self.api.get_opt(&self.name).await?;
+        let Some(mut lease) = current else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.name.clone()),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(self.identity.clone()),
+                    lease_duration_seconds: Some(secs),
+                    acquire_time: Some(now.clone()),
+                    renew_time: Some(now),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            };
+            return match self.api.create(&PostParams::default(), &lease).await {
+                Ok(_) => Ok(true),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+                Err(e) => Err(e),
+            };
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
+        let expired = spec.renew_time.as_ref().is_none_or(|t| {
+            let age = Timestamp::now().duration_since(t.0);
+            age.as_secs() >= i64::from(spec.lease_duration_seconds.unwrap_or(secs))
+        });
+        if !mine && !expired {
+            return Ok(false);
+        }
+        let mut next = spec.clone();
+        if !mine {
+            next.holder_identity = Some(self.identity.clone());
+            next.acquire_time = Some(now.clone());
+            next.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        }
+        next.renew_time = Some(now);
+        next.lease_duration_seconds = Some(secs);
+        lease.spec = Some(next);
+        // `replace` carries the resourceVersion we read: a concurrent writer makes it fail.
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until this replica leads.
+    pub async fn acquire(&self) {
+        loop {
+            match self.try_acquire().await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => tracing::warn!("leader election: {e}"),
+            }
+            tokio::time::sleep(self.duration / 4).await;
+        }
+    }
+
+    /// Renews until the lease is lost (returns then); the caller stops reconciling.
+    pub async fn hold(&self) {
+        let mut failures = 0;
+        loop {
+            tokio::time::sleep(self.duration / 3).await;
+            match self.try_acquire().await {
+                Ok(true) => failures = 0,
+                Ok(false) => return,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!("renewing the leader lease: {e}");
+                    if failures >= 2 {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

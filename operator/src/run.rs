@@ -1,0 +1,104 @@
+//! Running the operator: metrics, leader election, both controllers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher::Config;
+use kube::{Api, Client, ResourceExt};
+use parley_crd::resources::{ChatCluster, ChatShard};
+
+use crate::controller::{Context, cluster, shard};
+use crate::leader::Elector;
+use crate::metrics::Metrics;
+
+/// Operator settings.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "parley-operator", version, about = "Parley operator")]
+pub struct Args {
+    /// Address of `/metrics` and `/healthz`.
+    #[arg(long, env = "PARLEY_OPERATOR_METRICS", default_value = "0.0.0.0:8080")]
+    pub metrics: SocketAddr,
+    /// Namespace of the leader Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "parley-system")]
+    pub lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, env = "PARLEY_OPERATOR_LEASE", default_value = "parley-operator")]
+    pub lease_name: String,
+    /// This replica's identity (the pod name).
+    #[arg(long, env = "POD_NAME", default_value = "parley-operator")]
+    pub identity: String,
+}
+
+/// Serves metrics, waits to lead, then reconciles until the lease is lost or a signal comes.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let client = Client::try_default().await?;
+    let metrics = Arc::new(Metrics::default());
+    let listener = tokio::net::TcpListener::bind(args.metrics).await?;
+    let m = metrics.clone();
+    tokio::spawn(async move {
+        let app = axum::Router::new()
+            .route("/healthz", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let m = m.clone();
+                    async move { m.render() }
+                }),
+            );
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let elector = Elector::new(
+        Api::<Lease>::namespaced(client.clone(), &args.lease_namespace),
+        &args.lease_name,
+        &args.identity,
+        Duration::from_secs(15),
+    );
+    tracing::info!(identity = %args.identity, "waiting for the leader lease");
+    elector.acquire().await;
+    metrics.leader.set(1);
+    tracing::info!("leading: reconciling ChatClusters and ChatShards");
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        &args.identity,
+    ));
+    let clusters = Controller::new(Api::<ChatCluster>::all(client.clone()), Config::default())
+        .owns(Api::<StatefulSet>::all(client.clone()), Config::default())
+        .owns(Api::<Deployment>::all(client.clone()), Config::default())
+        .owns(Api::<Job>::all(client.clone()), Config::default())
+        .watches(Api::<ChatShard>::all(client.clone()), Config::default(), |s: ChatShard| {
+            Some(ObjectRef::new(&s.spec.cluster_ref.name).within(&s.namespace()?))
+        })
+        .watches(
+            Api::<Pod>::all(client.clone()),
+            Config::default().labels("app.kubernetes.io/managed-by=parley-operator,app.kubernetes.io/component=chat-node"),
+            |p: Pod| {
+                let cluster = p.labels().get("app.kubernetes.io/instance")?.clone();
+                Some(ObjectRef::new(&cluster).within(&p.namespace()?))
+            },
+        )
+        .shutdown_on_signal()
+        .run(cluster::reconcile, cluster::error_policy, ctx.clone())
+        .for_each(|_| async {});
+    let shards = Controller::new(Api::<ChatShard>::all(client.clone()), Config::default())
+        .shutdown_on_signal()
+        .run(shard::reconcile, shard::error_policy, ctx)
+        .for_each(|_| async {});
+    tokio::select! {
+        _ = futures_util::future::join(clusters, shards) => Ok(()),
+        () = elector.hold() => {
+            metrics.leader.set(0);
+            anyhow::bail!("lost the leader lease; exiting so another replica leads")
+        }
+    }
+}
