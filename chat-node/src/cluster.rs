@@ -52,7 +52,8 @@ impl Leases {
 /// This node's membership.
 pub struct Cluster {
     me: String,
-    members: Vec<Member>,
+    /// The configured members (`PARLEY_NODES`, or the ChatCluster's ring in Kubernetes).
+    members: ArcSwap<Vec<Member>>,
     leases: Leases,
     namespace: String,
     redis: ConnectionManager,
@@ -84,7 +85,7 @@ impl Cluster {
         let (changes, _) = watch::channel(0);
         Self {
             me: me.to_owned(),
-            members,
+            members: ArcSwap::from_pointee(members),
             leases,
             namespace: namespace.to_owned(),
             redis,
@@ -97,6 +98,15 @@ impl Cluster {
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build()
                 .expect("a plain HTTP client builds"),
+        }
+    }
+
+    /// Replaces the configured members (the ChatCluster's ring changed); the next tick
+    /// rebuilds the ring from those whose lease exists.
+    pub fn set_members(&self, members: Vec<Member>) {
+        if *self.members.load_full() != members {
+            tracing::info!(members = ?members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), "ring members from the ChatCluster");
+            self.members.store(std::sync::Arc::new(members));
         }
     }
 
@@ -139,8 +149,8 @@ impl Cluster {
     /// Renews the lease and refreshes the view once.
     pub async fn tick(&self) {
         let mut conn = self.redis.clone();
-        let me = self
-            .members
+        let members = self.members.load_full();
+        let me = members
             .iter()
             .find(|m| m.name == self.me)
             .map(|m| m.endpoint.clone())
@@ -162,12 +172,11 @@ impl Cluster {
                 return;
             }
         }
-        let keys: Vec<String> = self.members.iter().map(|m| self.key(&m.name)).collect();
+        let keys: Vec<String> = members.iter().map(|m| self.key(&m.name)).collect();
         let alive: Result<Vec<Option<String>>, _> =
             redis::cmd("MGET").arg(&keys).query_async(&mut conn).await;
         let Ok(alive) = alive else { return };
-        let live: Vec<Member> = self
-            .members
+        let live: Vec<Member> = members
             .iter()
             .zip(alive)
             .filter(|(_, v)| v.is_some())

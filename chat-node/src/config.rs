@@ -247,6 +247,20 @@ pub struct ClusterArgs {
     #[arg(long, env = "PARLEY_NODES", value_name = "PARLEY_NODES", value_delimiter = ',', value_parser = parse_member)]
     pub nodes: Vec<parley_crd::Member>,
 
+    /// In Kubernetes: the ChatCluster whose status lists the ring members (watched live,
+    /// instead of `PARLEY_NODES`).
+    #[arg(long, env = "PARLEY_CLUSTER_NAME", value_name = "PARLEY_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+
+    /// Namespace of that ChatCluster.
+    #[arg(
+        long,
+        env = "PARLEY_NAMESPACE",
+        value_name = "PARLEY_NAMESPACE",
+        default_value = "default"
+    )]
+    pub namespace: String,
+
     /// Address of the node-to-node API (forwarded sends, channel state).
     #[arg(
         long,
@@ -405,7 +419,7 @@ impl Config {
         };
         if self.command == Command::Serve {
             required(&c.internal_listen, "PARLEY_INTERNAL_LISTEN")?;
-            if !c.nodes.iter().any(|m| m.name == self.node_name) {
+            if c.cluster_name.is_none() && !c.nodes.iter().any(|m| m.name == self.node_name) {
                 return Err(ConfigError {
                     key: "PARLEY_NODES".into(),
                     problem: format!(

@@ -17,6 +17,7 @@ pub mod health;
 pub mod http;
 pub mod hub;
 pub mod internal;
+pub mod k8s;
 pub mod metrics;
 pub mod moderation;
 pub mod node;

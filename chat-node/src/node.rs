@@ -166,6 +166,8 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
     let d = config.distributed()?;
     let moderator = moderator(&config)?;
     let jwt = config.jwt_secret.clone().context("PARLEY_JWT_SECRET")?;
+    let config_cluster_name = config.cluster.cluster_name.clone();
+    let config_namespace = config.cluster.namespace.clone();
     let store = Arc::new(PgStore::new(&d.directory_url, &d.shards, d.pool_size)?);
     let (messages, notifications) = topics(&d);
     let log = Arc::new(KafkaLog::new(d.kafka.clone(), &messages)?);
@@ -296,7 +298,17 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
         checks,
         members_cache,
     }));
-    let tasks: Vec<Task> = vec![
+    let watch = match &config_cluster_name {
+        Some(name) => {
+            let client = kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API (PARLEY_CLUSTER_NAME is set)")?;
+            Some((client, config_namespace.clone(), name.clone()))
+        }
+        None => None,
+    };
+    let ring_cluster = cluster.clone();
+    let mut tasks: Vec<Task> = vec![
         Box::new(move |chat: Arc<Chat>| {
             Box::pin(async move {
                 let stop = chat.shutdown.clone();
@@ -332,6 +344,17 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
             })
         }),
     ];
+    if let Some((client, namespace, name)) = watch {
+        tasks.push(Box::new(move |chat: Arc<Chat>| {
+            Box::pin(crate::k8s::watch_ring(
+                client,
+                namespace,
+                name,
+                ring_cluster,
+                chat.shutdown.clone(),
+            ))
+        }));
+    }
     Ok(Node {
         chat,
         tasks,
