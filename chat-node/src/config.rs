@@ -1,6 +1,7 @@
 //! Typed configuration: flags and `PARLEY_*` environment variables, parsed once at start-up.
 //! A malformed or unknown value stops start-up with a message that names the key.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -149,6 +150,11 @@ pub struct Config {
 
     #[command(flatten)]
     pub cluster: ClusterArgs,
+
+    /// Which keys were read from `PARLEY_X_FILE` files, and from where (the shard map's file
+    /// is watched for changes).
+    #[arg(skip)]
+    pub files: BTreeMap<String, PathBuf>,
 }
 
 /// Distributed mode: where the services are and who the other nodes are. Checked by
@@ -499,6 +505,7 @@ impl Config {
         let mut argv: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
         let command = <Self as clap::CommandFactory>::command();
         let mut from_files = Vec::new();
+        let mut files = BTreeMap::new();
         for arg in command.get_arguments() {
             let (Some(key), Some(long)) = (arg.get_env(), arg.get_long()) else {
                 continue;
@@ -519,11 +526,14 @@ impl Config {
                 }
             };
             from_files.push(format!("--{long}={}", value.trim_end_matches(['\n', '\r'])));
+            files.insert(key, PathBuf::from(path));
         }
         // Right after the program name, so flags given explicitly still win.
         let at = argv.len().min(1);
         argv.splice(at..at, from_files.into_iter().map(Into::into));
-        Self::from_args(argv).map_err(StartError::Arguments)
+        let mut config = Self::from_args(argv).map_err(StartError::Arguments)?;
+        config.files = files;
+        Ok(config)
     }
 
     /// The defaults, with the data directory at `data_dir` (tests).
@@ -541,6 +551,15 @@ fn parse_url(s: &str) -> Result<String, String> {
     } else {
         Err("expected an http:// or https:// URL".into())
     }
+}
+
+/// Parses a `PARLEY_SHARDS` value (`name:slots:url;...`).
+pub fn parse_shards(value: &str) -> Result<Vec<crate::backend::postgres::ShardSpec>, String> {
+    value
+        .split(';')
+        .filter(|s| !s.trim().is_empty())
+        .map(parse_shard)
+        .collect()
 }
 
 fn parse_shard(s: &str) -> Result<crate::backend::postgres::ShardSpec, String> {
@@ -720,6 +739,18 @@ mod tests {
         assert_eq!(err.key, "PARLEY_DIRECTORY_URL");
         assert!(err.problem.contains("/nonexistent/url"));
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn shard_maps_parse_from_one_value() {
+        let specs = parse_shards(
+            "a:0-1023+2048-3071:postgres://a/db;b:1024-2047+3072-4095:postgres://b/db?x=1;",
+        )
+        .unwrap();
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[0].slots.len(), 2);
+        assert_eq!(specs[1].url, "postgres://b/db?x=1");
+        assert!(parse_shards("a:0-99999:postgres://a").is_err());
     }
 
     #[test]

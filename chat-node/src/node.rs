@@ -167,8 +167,10 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
     let moderator = moderator(&config)?;
     let jwt = config.jwt_secret.clone().context("PARLEY_JWT_SECRET")?;
     let config_cluster_name = config.cluster.cluster_name.clone();
+    let shards_file = config.files.get("PARLEY_SHARDS").cloned();
     let config_namespace = config.cluster.namespace.clone();
     let store = Arc::new(PgStore::new(&d.directory_url, &d.shards, d.pool_size)?);
+    let shard_store = store.clone();
     let (messages, notifications) = topics(&d);
     let log = Arc::new(KafkaLog::new(d.kafka.clone(), &messages)?);
     let notifications = Arc::new(KafkaLog::new(d.kafka.clone(), &notifications)?);
@@ -355,6 +357,11 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
             ))
         }));
     }
+    if let Some(path) = shards_file {
+        tasks.push(Box::new(move |chat: Arc<Chat>| {
+            Box::pin(watch_shards(shard_store, path, chat.shutdown.clone()))
+        }));
+    }
     Ok(Node {
         chat,
         tasks,
@@ -442,6 +449,32 @@ pub async fn serve(
     result
 }
 
+/// Re-reads the shard map from `path` (a mounted Secret, `PARLEY_SHARDS_FILE`) every two
+/// seconds and puts a changed, valid map in force without a restart.
+async fn watch_shards(store: Arc<PgStore>, path: std::path::PathBuf, stop: CancellationToken) {
+    let mut last = std::fs::read_to_string(&path).unwrap_or_default();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            () = stop.cancelled() => return,
+        }
+        let Ok(now) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        if now == last {
+            continue;
+        }
+        match crate::config::parse_shards(now.trim()) {
+            Ok(specs) => match store.set_shards(&specs) {
+                Ok(()) => tracing::info!(shards = specs.len(), "new shard map in force"),
+                Err(e) => tracing::warn!("refused the new shard map: {e}"),
+            },
+            Err(e) => tracing::warn!("refused the new shard map: {e}"),
+        }
+        last = now;
+    }
+}
+
 /// Runs the persister until `stop`, restarting it after failures.
 async fn run_persister(
     log: Arc<dyn Log>,
@@ -470,7 +503,7 @@ pub async fn migrate_all(config: &Config) -> anyhow::Result<()> {
         .context("migrating PARLEY_DIRECTORY_URL")?;
     println!("directory: {n} migration(s) applied");
     for (name, pool) in store.shard_pools() {
-        let n = migrate(pool, Schema::Shard)
+        let n = migrate(&pool, Schema::Shard)
             .await
             .with_context(|| format!("migrating shard {name} (PARLEY_SHARDS)"))?;
         println!("shard {name}: {n} migration(s) applied");
@@ -523,6 +556,9 @@ pub async fn persist(
                 async move { crate::http::health_answer(crate::health::run(&checks).await) }
             }),
         );
+    if let Some(path) = config.files.get("PARLEY_SHARDS").cloned() {
+        tokio::spawn(watch_shards(store.clone(), path, stop.clone()));
+    }
     let worker = tokio::spawn(run_persister(log, store, d.batching, stop.clone()));
     let s = stop.clone();
     axum::serve(listener, app)

@@ -26,7 +26,7 @@ pub async fn pg_store(services: &Services) -> PgStore {
     let store = PgStore::new(&services.postgres("directory").url, &shards, 5).unwrap();
     migrate(store.directory(), Schema::Directory).await.unwrap();
     for (_, pool) in store.shard_pools() {
-        migrate(pool, Schema::Shard).await.unwrap();
+        migrate(&pool, Schema::Shard).await.unwrap();
     }
     store
 }
@@ -96,4 +96,88 @@ async fn s3_blobs_pass_the_blobs_suite() {
     });
     blobs.ping().await.unwrap();
     conformance::blobs_suite_over_http(&blobs).await;
+}
+
+#[tokio::test]
+async fn postgres_store_swaps_its_shard_map_live() {
+    use chat_node::backend::MessageStore as _;
+    use chat_node::backend::{Page, StoredMessage};
+    use parley_protocol::{Id, Timestamp};
+    let services = services();
+    let store = pg_store(&services).await;
+    // A channel on shard-b.
+    let channel = (1u64 << 40..)
+        .step_by(7919)
+        .map(Id)
+        .find(|c| parley_crd::slot_of(c.0) >= 2048)
+        .unwrap();
+    let m = StoredMessage {
+        id: Id(channel.0 + 1),
+        channel_id: channel,
+        seq: 1,
+        author_id: Id(1),
+        text: "on shard-b".into(),
+        client_msg_id: None,
+        attachments: vec![],
+        reply_to: None,
+        created_at: Timestamp::now(),
+        moderated: false,
+    };
+    store
+        .insert_messages(std::slice::from_ref(&m))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .history(channel, Page::Latest { limit: 5 })
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let spec = |name: &str, slots: &str, role: &str| ShardSpec {
+        name: name.into(),
+        slots: slots.split('+').map(|r| r.parse().unwrap()).collect(),
+        url: services.postgres(role).url.clone(),
+    };
+    // An invalid map is refused; the one in force stays.
+    assert!(
+        store
+            .set_shards(&[spec("shard-a", "0-2047", "shard-a")])
+            .is_err()
+    );
+    assert_eq!(
+        store
+            .history(channel, Page::Latest { limit: 5 })
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // shard-a takes every slot: the channel now reads from shard-a, where it has nothing.
+    store
+        .set_shards(&[spec("shard-a", "0-4095", "shard-a")])
+        .unwrap();
+    assert!(
+        store
+            .history(channel, Page::Latest { limit: 5 })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store
+        .set_shards(&[
+            spec("shard-a", "0-2047", "shard-a"),
+            spec("shard-b", "2048-4095", "shard-b"),
+        ])
+        .unwrap();
+    assert_eq!(
+        store
+            .history(channel, Page::Latest { limit: 5 })
+            .await
+            .unwrap()[0]
+            .text,
+        "on shard-b"
+    );
 }

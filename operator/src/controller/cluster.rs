@@ -203,9 +203,21 @@ pub async fn reconcile(cluster: Arc<ChatCluster>, ctx: Arc<Context>) -> Result<A
             (format!("{name}-jwt"), "secret".into())
         }
     };
+    // `name:slots:url;...` of the map in force, for PARLEY_SHARDS_FILE.
+    let mut map_value = Vec::new();
+    for s in &shard_statuses {
+        if let Some(url) = shard_urls.get(&s.name) {
+            map_value.push(format!(
+                "{}:{}:{}",
+                s.name,
+                s.slots.join("+"),
+                String::from_utf8_lossy(&url.0)
+            ));
+        }
+    }
     let shards_secret = Secret {
         metadata: r::meta(&cluster, format!("{name}-shards"), "secret"),
-        data: Some(shard_urls),
+        string_data: Some(BTreeMap::from([("shards".to_owned(), map_value.join(";"))])),
         ..Default::default()
     };
     apply(client, &ns, &shards_secret).await?;

@@ -62,7 +62,9 @@ pub fn config(cluster: &ChatCluster, decided: &Decided) -> ConfigMap {
             s("PARLEY_DB_POOL_SIZE"),
             spec.directory.pool_size.to_string(),
         ),
-        (s("PARLEY_SHARDS_DIR"), s(SHARDS_DIR)),
+        // The shard map with URLs (`name:slots:url;...`), kept by the operator in the
+        // `<name>-shards` Secret; nodes and persisters re-read it when it changes.
+        (s("PARLEY_SHARDS_FILE"), format!("{SHARDS_DIR}/shards")),
         (
             s("PARLEY_JWT_SECRET_FILE"),
             format!("{SECRETS_DIR}/jwt/{}", decided.jwt_secret.1),

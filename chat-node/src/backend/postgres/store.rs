@@ -20,8 +20,20 @@ type R<T> = Result<T, BackendError>;
 #[derive(Debug, Clone)]
 pub struct PgStore {
     directory: PgPool,
-    shards: std::sync::Arc<ShardMap<(String, PgPool)>>,
+    /// Swapped whole when the shard map changes; each operation uses one snapshot.
+    shards: std::sync::Arc<arc_swap::ArcSwap<ShardMap<Shard>>>,
+    pool_size: u32,
 }
+
+/// A shard in the map: its name, URL and pool.
+#[derive(Debug, Clone)]
+struct Shard {
+    name: String,
+    url: String,
+    pool: PgPool,
+}
+
+type Map = std::sync::Arc<ShardMap<Shard>>;
 
 fn id(v: i64) -> Id {
     Id(v as u64)
@@ -39,20 +51,63 @@ fn fold_key(s: &str) -> String {
     s.to_lowercase()
 }
 
+/// Channels grouped by the index of their shard.
+fn by_shard(map: &ShardMap<Shard>, channels: &[Id]) -> HashMap<usize, Vec<Id>> {
+    let mut groups: HashMap<usize, Vec<Id>> = HashMap::new();
+    for c in channels {
+        groups.entry(map.index_of(c.0)).or_default().push(*c);
+    }
+    groups
+}
+
 impl PgStore {
     /// Pools for the directory and every shard; nothing is connected yet.
     pub fn new(directory_url: &str, shards: &[ShardSpec], pool_size: u32) -> R<Self> {
         let directory = pool(directory_url, pool_size)?;
-        let mut parts = Vec::with_capacity(shards.len());
-        for s in shards {
-            parts.push(((s.name.clone(), pool(&s.url, pool_size)?), s.slots.clone()));
-        }
-        let map = ShardMap::build(parts, |(name, _)| name.clone())
-            .map_err(|e| BackendError::internal("postgres", format!("shard map: {e}")))?;
+        let map = Self::build_map(shards, pool_size, &[])?;
         Ok(Self {
             directory,
-            shards: std::sync::Arc::new(map),
+            shards: std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(map)),
+            pool_size,
         })
+    }
+
+    fn build_map(shards: &[ShardSpec], pool_size: u32, reuse: &[Shard]) -> R<ShardMap<Shard>> {
+        let mut parts = Vec::with_capacity(shards.len());
+        for s in shards {
+            let existing = reuse
+                .iter()
+                .find(|o| o.name == s.name && o.url == s.url)
+                .map(|o| o.pool.clone());
+            let pool = match existing {
+                Some(p) => p,
+                None => pool(&s.url, pool_size)?,
+            };
+            parts.push((
+                Shard {
+                    name: s.name.clone(),
+                    url: s.url.clone(),
+                    pool,
+                },
+                s.slots.clone(),
+            ));
+        }
+        ShardMap::build(parts, |s| s.name.clone())
+            .map_err(|e| BackendError::internal("postgres", format!("shard map: {e}")))
+    }
+
+    /// Puts a new shard map in force (pools of unchanged shards are kept). An invalid map
+    /// is refused and the current one stays.
+    pub fn set_shards(&self, shards: &[ShardSpec]) -> R<()> {
+        let current = self.shards.load_full();
+        let map = Self::build_map(shards, self.pool_size, current.shards())?;
+        self.shards.store(std::sync::Arc::new(map));
+        Ok(())
+    }
+
+    /// The shard map in force (one snapshot per operation).
+    fn map(&self) -> Map {
+        self.shards.load_full()
     }
 
     pub fn directory(&self) -> &PgPool {
@@ -60,28 +115,12 @@ impl PgStore {
     }
 
     /// Every shard's name and pool.
-    pub fn shard_pools(&self) -> impl Iterator<Item = &(String, PgPool)> {
-        self.shards.shards().iter()
-    }
-
-    fn shard(&self, channel: Id) -> &PgPool {
-        &self.shards.shard_of(channel.0).1
-    }
-
-    /// Channels grouped by the index of their shard.
-    fn by_shard(&self, channels: &[Id]) -> HashMap<usize, Vec<Id>> {
-        let mut groups: HashMap<usize, Vec<Id>> = HashMap::new();
-        for c in channels {
-            groups
-                .entry(self.shards.index_of(c.0))
-                .or_default()
-                .push(*c);
-        }
-        groups
-    }
-
-    fn shard_at(&self, index: usize) -> &PgPool {
-        &self.shards.shards()[index].1
+    pub fn shard_pools(&self) -> Vec<(String, PgPool)> {
+        self.map()
+            .shards()
+            .iter()
+            .map(|s| (s.name.clone(), s.pool.clone()))
+            .collect()
     }
 
     /// Runs `SELECT 1` on the directory and every shard.
@@ -90,7 +129,8 @@ impl PgStore {
             .execute(&self.directory)
             .await
             .map_err(err)?;
-        for (name, pool) in self.shards.shards() {
+        for shard in self.map().shards() {
+            let (name, pool) = (&shard.name, &shard.pool);
             sqlx::query("SELECT 1")
                 .execute(pool)
                 .await
@@ -379,10 +419,11 @@ impl MemberStore for PgStore {
 #[async_trait]
 impl MessageStore for PgStore {
     async fn insert_messages(&self, batch: &[StoredMessage]) -> R<u64> {
+        let map = self.map();
         let mut groups: HashMap<usize, Vec<&StoredMessage>> = HashMap::new();
         for m in batch {
             groups
-                .entry(self.shards.index_of(m.channel_id.0))
+                .entry(map.index_of(m.channel_id.0))
                 .or_default()
                 .push(m);
         }
@@ -413,10 +454,10 @@ impl MessageStore for PgStore {
             .bind(messages.iter().map(|m| m.reply_to.map(|r| r.0 as i64)).collect::<Vec<_>>())
             .bind(messages.iter().map(|m| m.created_at.0).collect::<Vec<_>>())
             .bind(messages.iter().map(|m| m.moderated).collect::<Vec<_>>())
-            .execute(self.shard_at(index))
+            .execute(&map.shards()[index].pool)
             .await
             .map_err(|e| {
-                let name = &self.shards.shards()[index].0;
+                let name = &map.shards()[index].name;
                 match err(e) {
                     BackendError::Unavailable { detail, .. } => {
                         BackendError::unavailable("postgres", format!("shard {name}: {detail}"))
@@ -447,6 +488,7 @@ impl MessageStore for PgStore {
     }
 
     async fn history(&self, channel: Id, page: Page) -> R<Vec<StoredMessage>> {
+        let map = self.map();
         let (clause, bound, order) = match page {
             Page::Latest { .. } => ("", None, "DESC"),
             Page::Before { id, .. } => ("AND id < $3", Some(id), "DESC"),
@@ -461,7 +503,10 @@ impl MessageStore for PgStore {
         if let Some(b) = bound {
             q = q.bind(b.0 as i64);
         }
-        let rows = q.fetch_all(self.shard(channel)).await.map_err(err)?;
+        let rows = q
+            .fetch_all(&map.shard_of(channel.0).pool)
+            .await
+            .map_err(err)?;
         rows.iter().map(message_row).collect()
     }
 
@@ -471,16 +516,17 @@ impl MessageStore for PgStore {
         after: Id,
         limit: u32,
     ) -> R<Vec<StoredMessage>> {
+        let map = self.map();
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_id = ANY($1) AND id > $2 ORDER BY id ASC LIMIT $3"
         );
         let mut all = Vec::new();
-        for (index, group) in self.by_shard(channels) {
+        for (index, group) in by_shard(&map, channels) {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
                 .bind(ids(&group))
                 .bind(after.0 as i64)
                 .bind(i64::from(limit))
-                .fetch_all(self.shard_at(index))
+                .fetch_all(&map.shards()[index].pool)
                 .await
                 .map_err(err)?;
             for row in &rows {
@@ -498,6 +544,7 @@ impl MessageStore for PgStore {
         client_msg_id: &str,
         since: Timestamp,
     ) -> R<Option<StoredMessage>> {
+        let map = self.map();
         let key: Option<(i64, i64)> = sqlx::query_as(
             "SELECT channel_id, message_id FROM idempotency_keys \
              WHERE author_id = $1 AND client_msg_id = $2 AND created_at >= $3 ORDER BY message_id LIMIT 1",
@@ -516,20 +563,21 @@ impl MessageStore for PgStore {
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(channel)
             .bind(message)
-            .fetch_optional(self.shard(id(channel)))
+            .fetch_optional(&map.shard_of(channel as u64).pool)
             .await
             .map_err(err)?;
         row.as_ref().map(message_row).transpose()
     }
 
     async fn last_seqs(&self, channels: &[Id]) -> R<Vec<(Id, u64)>> {
+        let map = self.map();
         let mut out = Vec::new();
-        for (index, group) in self.by_shard(channels) {
+        for (index, group) in by_shard(&map, channels) {
             let rows: Vec<(i64, i64)> = sqlx::query_as(
                 "SELECT channel_id, MAX(seq) FROM messages WHERE channel_id = ANY($1) GROUP BY channel_id",
             )
             .bind(ids(&group))
-            .fetch_all(self.shard_at(index))
+            .fetch_all(&map.shards()[index].pool)
             .await
             .map_err(err)?;
             out.extend(rows.into_iter().map(|(c, s)| (id(c), s as u64)));
