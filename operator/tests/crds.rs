@@ -16,6 +16,20 @@ fn checked_in_crds_match_the_types() {
 }
 
 #[test]
+fn the_chart_ships_the_same_crds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (file, _) in operator::crds::all() {
+        let generated = std::fs::read_to_string(root.join("crds").join(file)).unwrap();
+        let chart = std::fs::read_to_string(root.join("charts/parley-operator/crds").join(file))
+            .unwrap_or_default();
+        assert!(
+            chart == generated,
+            "charts/parley-operator/crds/{file} differs from crds/{file}; copy it over"
+        );
+    }
+}
+
+#[test]
 fn crds_carry_what_kubectl_users_rely_on() {
     let crds = operator::crds::all();
     let cluster = serde_json::to_value(&crds[0].1).unwrap();

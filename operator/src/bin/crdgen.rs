@@ -10,8 +10,14 @@ fn main() -> std::io::Result<()> {
         if stdout {
             println!("---\n{yaml}");
         } else {
-            std::fs::write(dir.join(file), yaml)?;
-            println!("wrote crds/{file}");
+            std::fs::write(dir.join(file), &yaml)?;
+            let chart = dir
+                .join("..")
+                .join("charts")
+                .join("parley-operator")
+                .join("crds");
+            std::fs::write(chart.join(file), &yaml)?;
+            println!("wrote crds/{file} and charts/parley-operator/crds/{file}");
         }
     }
     Ok(())
