@@ -1,7 +1,7 @@
 //! Status logic, pure: the shard map from the ChatShards, and the `Ready` / `Progressing` /
 //! `Degraded` conditions from what the controller observed.
 
-use parley_crd::resources::{ChatShard, Condition, ShardStatus};
+use parley_crd::resources::{ChatShard, Condition, RingStatus, ShardStatus};
 use parley_crd::{ShardMap, SlotRange};
 
 /// The shard map the ChatShards of a cluster describe, or what is wrong with it (a gap, an
@@ -39,6 +39,26 @@ pub fn shard_map(shards: &[ChatShard]) -> Result<Vec<ShardStatus>, String> {
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// How many chat-node pods the StatefulSet may have now. Scaling down waits until the ring
+/// in the status no longer lists the pods that will go (`ordinal >= base + desired`), so
+/// every node stops routing to them before they stop; `true` asks for a quick requeue.
+pub fn statefulset_replicas(
+    current: i32,
+    desired: i32,
+    ring_limit: i32,
+    ring: Option<&RingStatus>,
+) -> (i32, bool) {
+    if current <= desired {
+        return (desired, false);
+    }
+    let shrunk = ring.is_some_and(|r| r.members.iter().all(|m| m.ordinal < ring_limit));
+    if shrunk {
+        (desired, false)
+    } else {
+        (current, true)
+    }
 }
 
 /// Sets a condition, keeping its transition time when its status did not change.
@@ -202,6 +222,37 @@ mod tests {
         bad.spec.slots = vec![SlotString("9000".into())];
         assert!(shard_map(&[bad]).unwrap_err().starts_with("ChatShard a:"));
         assert!(shard_map(&[]).unwrap_err().contains("no ChatShard"));
+    }
+
+    #[test]
+    fn scaling_down_takes_members_out_of_the_ring_first() {
+        use parley_crd::resources::RingMember;
+        let member = |o: i32| RingMember {
+            name: format!("alpha-node-{o}"),
+            ordinal: o,
+            worker_id: o,
+            endpoint: String::new(),
+        };
+        let ring = |ords: &[i32]| RingStatus {
+            epoch: 1,
+            members: ords.iter().map(|o| member(*o)).collect(),
+        };
+        // Base 8: desired 2 keeps ordinals 8 and 9.
+        assert_eq!(
+            statefulset_replicas(2, 3, 11, None),
+            (3, false),
+            "scaling up is immediate"
+        );
+        assert_eq!(
+            statefulset_replicas(3, 2, 10, Some(&ring(&[8, 9, 10]))),
+            (3, true),
+            "10 is still in the ring"
+        );
+        assert_eq!(
+            statefulset_replicas(3, 2, 10, Some(&ring(&[8, 9]))),
+            (2, false),
+            "out of the ring: shrink"
+        );
     }
 
     #[test]

@@ -34,7 +34,7 @@ use serde::de::DeserializeOwned;
 use super::{Context, now};
 use crate::error::{Error, Result};
 use crate::resources::{self as r, Decided, Edge, MANAGER};
-use crate::status::{Problem, Rollout, cluster_conditions, shard_map};
+use crate::status::{Problem, Rollout, cluster_conditions, shard_map, statefulset_replicas};
 
 const KIND: &str = "ChatCluster";
 
@@ -278,19 +278,20 @@ pub async fn reconcile(cluster: Arc<ChatCluster>, ctx: Arc<Context>) -> Result<A
     let mut sts = r::statefulset(&cluster, &decided, &config_hash);
     let desired = cluster.spec.replicas;
     let ring_limit = workers.base + desired;
-    let mut requeue = Duration::from_secs(60);
-    if current_replicas > desired {
-        let ring_shrunk = previous
-            .ring
-            .as_ref()
-            .is_some_and(|ring| ring.members.iter().all(|m| m.ordinal < ring_limit));
-        if !ring_shrunk {
-            if let Some(spec) = sts.spec.as_mut() {
-                spec.replicas = Some(current_replicas);
-            }
-            requeue = Duration::from_secs(5);
-        }
+    let (replicas, shrinking) = statefulset_replicas(
+        current_replicas,
+        desired,
+        ring_limit,
+        previous.ring.as_ref(),
+    );
+    if let Some(spec) = sts.spec.as_mut() {
+        spec.replicas = Some(replicas);
     }
+    let requeue = if shrinking {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(60)
+    };
     let sts = apply(client, &ns, &sts).await?;
     let persister =
         apply::<Deployment>(client, &ns, &r::persister(&cluster, &decided, &config_hash)).await?;
