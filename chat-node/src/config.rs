@@ -372,6 +372,16 @@ pub struct Limits {
     #[arg(long, env = "PARLEY_MAX_DOCUMENT_BYTES", value_name = "PARLEY_MAX_DOCUMENT_BYTES", default_value_t = 100 * 1024 * 1024)]
     pub max_document_bytes: u64,
 
+    /// Frames per second one WebSocket may send (any op).
+    #[arg(long, env = "PARLEY_WS_FRAME_RATE", value_name = "PARLEY_WS_FRAME_RATE", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_frame_rate: u32,
+
+    /// Burst of frames one WebSocket may send.
+    #[arg(long, env = "PARLEY_WS_FRAME_BURST", value_name = "PARLEY_WS_FRAME_BURST", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_frame_burst: u32,
+
     /// Sustained sends per user per second.
     #[arg(long, env = "PARLEY_SEND_RATE", value_name = "PARLEY_SEND_RATE", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..))]

@@ -455,3 +455,29 @@ async fn shutdown_closes_sockets_with_1001() {
     assert_eq!(ws.closed(Duration::from_secs(5)).await, Some(1001));
     stopping.await.unwrap();
 }
+
+#[tokio::test]
+async fn frames_over_the_rate_get_errors_that_echo_their_ref() {
+    let node = TestNode::with(|c| {
+        c.limits.ws_frame_rate = 5;
+        c.limits.ws_frame_burst = 5;
+    })
+    .await;
+    let alice = node.user("alice").await;
+    let (mut ws, _) = alice.connect(None).await;
+    for i in 0..8 {
+        ws.op("ping", &format!("p{i}"), json!({})).await;
+    }
+    let mut limited = 0;
+    for i in 0..8 {
+        let f = ws.reply(&format!("p{i}")).await;
+        if f.t == "error" {
+            assert_eq!(f.d["code"], "rate_limited");
+            limited += 1;
+        }
+    }
+    assert!(
+        limited >= 2,
+        "frames over the burst are refused ({limited})"
+    );
+}

@@ -37,9 +37,6 @@ use crate::ratelimit::RateLimiter;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events queued for one connection before it counts as too slow and is closed.
 const QUEUE: usize = 1024;
-/// Frames per second a connection may send (any op), with a burst.
-const FRAME_RATE: u32 = 50;
-const FRAME_BURST: u32 = 100;
 /// Frames over the rate before the connection is closed with 4008.
 const MAX_OVER_RATE: u32 = 100;
 
@@ -183,7 +180,10 @@ async fn run(socket: WebSocket, chat: AppState) {
         conn,
         sink,
         sent_upto: HashMap::new(),
-        limiter: RateLimiter::new(FRAME_RATE, FRAME_BURST),
+        limiter: RateLimiter::new(
+            chat.config.limits.ws_frame_rate,
+            chat.config.limits.ws_frame_burst,
+        ),
         over: 0,
     };
     match session
@@ -316,7 +316,7 @@ impl Session {
                 () = shutdown.cancelled() => Flow::Close(close::GOING_AWAY, "node shutting down; reconnect with resume_after"),
                 () = overflow.cancelled() => Flow::Close(close::POLICY, "too slow to read events; reconnect with resume_after"),
                 out = rx.recv() => match out {
-                    Some(out) => self.event(out).await,
+                    Some(out) => self.events(out, &mut rx).await,
                     None => Flow::Close(1011, "internal error"),
                 },
                 incoming = stream.next() => match incoming {
@@ -341,44 +341,73 @@ impl Session {
         }
     }
 
-    async fn event(&mut self, out: Outbound) -> Flow {
-        match out {
-            Outbound::Close(code, reason) => Flow::Close(code, reason),
-            Outbound::Frame { bytes, message } => {
-                if let Some((channel, id)) = message {
-                    if self.sent_upto.get(&channel).is_some_and(|upto| id <= *upto) {
-                        return Flow::Continue;
-                    }
-                    self.chat.metrics.messages_out.inc();
+    /// Writes `first` and whatever else is queued (up to a batch), with one flush: one
+    /// write per batch instead of one per event.
+    async fn events(&mut self, first: Outbound, rx: &mut mpsc::Receiver<Outbound>) -> Flow {
+        const BATCH: usize = 256;
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(out) = next.take() {
+            match out {
+                Outbound::Close(code, reason) => {
+                    let _ = self.sink.flush().await;
+                    return Flow::Close(code, reason);
                 }
-                match Utf8Bytes::try_from(bytes) {
-                    Ok(text) => {
-                        if !self.send(WsMessage::Text(text)).await {
-                            return Flow::Close(1011, "write failed");
+                Outbound::Frame { bytes, message } => {
+                    let duplicate = message.is_some_and(|(channel, id)| {
+                        self.sent_upto.get(&channel).is_some_and(|upto| id <= *upto)
+                    });
+                    if !duplicate {
+                        if message.is_some() {
+                            self.chat.metrics.messages_out.inc();
+                        }
+                        match Utf8Bytes::try_from(bytes) {
+                            Ok(text) => {
+                                if self.sink.feed(WsMessage::Text(text)).await.is_err() {
+                                    return Flow::Close(1011, "write failed");
+                                }
+                            }
+                            Err(_) => tracing::error!("a non-UTF-8 event was dropped"),
                         }
                     }
-                    Err(_) => tracing::error!("a non-UTF-8 event was dropped"),
                 }
-                Flow::Continue
+            }
+            n += 1;
+            if n < BATCH {
+                next = rx.try_recv().ok();
             }
         }
+        if self.sink.flush().await.is_err() {
+            return Flow::Close(1011, "write failed");
+        }
+        Flow::Continue
     }
 
     async fn frame(&mut self, text: &str) -> Flow {
+        let parsed = parse_client_frame(text);
         if !self.limiter.allow((), Timestamp::now().unix_millis()) {
             self.over += 1;
             if self.over > MAX_OVER_RATE {
                 return Flow::Close(close::POLICY, "too many frames");
             }
+            let limits = &self.chat.config.limits;
             let e = ApiError::new(
                 ErrorCode::RateLimited,
-                format!("at most {FRAME_RATE} frames per second"),
+                format!(
+                    "at most {} frames per second (bursts of {})",
+                    limits.ws_frame_rate, limits.ws_frame_burst
+                ),
             );
-            self.reply_error(None, &e).await;
+            // The reply still echoes the ref, so the client can match it to its op.
+            let r#ref = match &parsed {
+                Ok(f) => f.r#ref.clone(),
+                Err(e) => e.r#ref.clone(),
+            };
+            self.reply_error(r#ref.as_deref(), &e).await;
             return Flow::Continue;
         }
         self.over = 0;
-        let parsed = match parse_client_frame(text) {
+        let parsed = match parsed {
             Ok(f) => f,
             Err(e) => {
                 self.reply_error(e.r#ref.as_deref(), &ApiError::bad_request(e.message))
