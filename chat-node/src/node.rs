@@ -302,6 +302,8 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
     }));
     let watch = match &config_cluster_name {
         Some(name) => {
+            // The S3 SDK links aws-lc-rs and kube links ring: name the TLS provider.
+            let _ = rustls::crypto::ring::default_provider().install_default();
             let client = kube::Client::try_default()
                 .await
                 .context("connecting to the Kubernetes API (PARLEY_CLUSTER_NAME is set)")?;
