@@ -353,3 +353,54 @@ async fn a_cluster_and_two_shards_are_reconciled() {
         .delete(&ns, &DeleteParams::default())
         .await;
 }
+
+/// Everything the builders render is accepted by the API server (a server-side dry run, as
+/// `kubectl apply --dry-run=server` does).
+#[tokio::test]
+async fn everything_the_operator_renders_passes_a_server_side_dry_run() {
+    use operator::resources as r;
+    let client = client().await;
+    apply_crds(&client).await;
+    let ns = format!("dry-{}", std::process::id());
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &Namespace { metadata: kube::api::ObjectMeta { name: Some(ns.clone()), ..Default::default() }, ..Default::default() })
+        .await
+        .unwrap();
+    // A cluster as the API server holds it (it needs a uid for owner references).
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    let mut c = cluster("gamma", 3);
+    c.spec.exposure.gateway = None;
+    let c = clusters.create(&PostParams::default(), &c).await.unwrap();
+    let decided = r::Decided {
+        workers: parley_crd::resources::WorkerIdRange { base: 16, size: 8 },
+        shards: vec![],
+        jwt_secret: ("gamma-jwt".into(), "secret".into()),
+    };
+    let dry = PatchParams::apply("parley-tests").dry_run().force();
+    macro_rules! dry_run {
+        ($t:ty, $obj:expr) => {{
+            let obj: $t = $obj;
+            let api: Api<$t> = Api::namespaced(client.clone(), &ns);
+            api.patch(&obj.name_any(), &dry, &Patch::Apply(&obj))
+                .await
+                .unwrap_or_else(|e| panic!("{} {} refused: {e}", stringify!($t), obj.name_any()));
+        }};
+    }
+    dry_run!(ConfigMap, r::config(&c, &decided));
+    for svc in r::services(&c) {
+        dry_run!(Service, svc);
+    }
+    dry_run!(StatefulSet, r::statefulset(&c, &decided, "hash"));
+    dry_run!(Deployment, r::persister(&c, &decided, "hash"));
+    dry_run!(Job, r::migration(&c, &decided, "hash"));
+    dry_run!(PodDisruptionBudget, r::pdb(&c));
+    let (sa, role, binding) = r::rbac(&c);
+    dry_run!(ServiceAccount, sa);
+    dry_run!(Role, role);
+    dry_run!(RoleBinding, binding);
+    match r::edge(&c) {
+        Some(r::Edge::Ingress(ing)) => dry_run!(Ingress, ing),
+        other => panic!("expected an Ingress, got {other:?}"),
+    }
+    let _ = Api::<Namespace>::all(client.clone()).delete(&ns, &DeleteParams::default()).await;
+}
