@@ -363,7 +363,16 @@ async fn everything_the_operator_renders_passes_a_server_side_dry_run() {
     apply_crds(&client).await;
     let ns = format!("dry-{}", std::process::id());
     Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &Namespace { metadata: kube::api::ObjectMeta { name: Some(ns.clone()), ..Default::default() }, ..Default::default() })
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(ns.clone()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     // A cluster as the API server holds it (it needs a uid for owner references).
@@ -402,5 +411,7 @@ async fn everything_the_operator_renders_passes_a_server_side_dry_run() {
         Some(r::Edge::Ingress(ing)) => dry_run!(Ingress, ing),
         other => panic!("expected an Ingress, got {other:?}"),
     }
-    let _ = Api::<Namespace>::all(client.clone()).delete(&ns, &DeleteParams::default()).await;
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::default())
+        .await;
 }
