@@ -39,6 +39,8 @@ pub struct Args {
 
 /// Serves metrics, waits to lead, then reconciles until the lease is lost or a signal comes.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    // Built together with chat-node, rustls gets both aws-lc-rs and ring: name the provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
     let listener = tokio::net::TcpListener::bind(args.metrics).await?;
