@@ -87,6 +87,20 @@ async fn apply_crds(client: &Client) {
     }
 }
 
+async fn create_namespace(client: &Client, name: &str) {
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
 fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
     Secret {
         metadata: kube::api::ObjectMeta {
@@ -170,19 +184,7 @@ async fn a_cluster_and_two_shards_are_reconciled() {
     let client = client().await;
     apply_crds(&client).await;
     let ns = format!("op-{}", std::process::id());
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: kube::api::ObjectMeta {
-                    name: Some(ns.clone()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    create_namespace(&client, &ns).await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
     for s in [
         secret("directory", &[("url", "postgres://dir")]),
@@ -362,19 +364,7 @@ async fn everything_the_operator_renders_passes_a_server_side_dry_run() {
     let client = client().await;
     apply_crds(&client).await;
     let ns = format!("dry-{}", std::process::id());
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: kube::api::ObjectMeta {
-                    name: Some(ns.clone()),
-                    ..Default::default()
-                },
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    create_namespace(&client, &ns).await;
     // A cluster as the API server holds it (it needs a uid for owner references).
     let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
     let mut c = cluster("gamma", 3);
