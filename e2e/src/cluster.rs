@@ -141,6 +141,8 @@ impl Cluster {
             ),
             ("PARLEY_SEND_RATE".into(), "1000".into()),
             ("PARLEY_SEND_BURST".into(), "1000".into()),
+            ("PARLEY_WS_FRAME_RATE".into(), "10000".into()),
+            ("PARLEY_WS_FRAME_BURST".into(), "10000".into()),
             ("RUST_LOG".into(), "warn,chat_node=info".into()),
         ];
         env.extend(options.extra_env.iter().cloned());

@@ -176,7 +176,7 @@ impl Chat {
     /// Sends a message: validated and moderated here, then sequenced (deduplicated, given
     /// its ID and seq, made durable and published) by the channel's owner.
     pub async fn send(
-        &self,
+        self: &Arc<Self>,
         author: Id,
         channel: Id,
         input: SendInput,
@@ -290,14 +290,29 @@ impl Chat {
                 .await?
                 .first()
                 .map_or(0, |(_, s)| *s);
+            let was = state.loaded_in();
             state.reset(epoch);
-            *last_seq = Some(stored);
+            // The store holds what earlier owners wrote (the hand-over waited for the
+            // persisters); this node's own last seq may be newer than the store (a send
+            // that finished after the wait). Never go back: take the larger.
+            let known = last_seq.unwrap_or(0);
+            *last_seq = Some(stored.max(known));
+            tracing::debug!(%channel, epoch, was, stored, known, "channel sequencing state loaded");
         }
         Ok(last_seq.unwrap_or(0))
     }
 
-    /// Sequences a prepared send on the channel's owner.
-    pub async fn sequence(&self, p: Prepared) -> Result<Message, ApiError> {
+    /// Sequences a prepared send on the channel's owner. It runs as a task of its own: a
+    /// caller that goes away (a client or a forwarding node disconnecting) must not cancel it
+    /// between the durable append and recording the seq, or the next send would reuse it.
+    pub async fn sequence(self: &Arc<Self>, p: Prepared) -> Result<Message, ApiError> {
+        let this = self.clone();
+        tokio::spawn(async move { this.sequence_now(p).await })
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("sequencing failed: {e}")))?
+    }
+
+    async fn sequence_now(&self, p: Prepared) -> Result<Message, ApiError> {
         let channel = p.channel;
         let epoch = self.acquire(&[channel]).await?;
         let seq_state = self.sequencer.channel(channel);
@@ -389,7 +404,7 @@ impl Chat {
             let mut last = state.last_seq.lock().await;
             if state.loaded_in() != epoch || last.is_none() {
                 state.reset(epoch);
-                *last = Some(stored.get(c).copied().unwrap_or(0));
+                *last = Some(stored.get(c).copied().unwrap_or(0).max(last.unwrap_or(0)));
             }
             let recent = self
                 .sequencer

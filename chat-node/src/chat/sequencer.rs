@@ -44,10 +44,10 @@ impl Default for ChannelSeq {
 }
 
 impl ChannelSeq {
-    /// Forgets what a previous epoch knew (called with `last_seq` locked).
+    /// Marks the state as loaded in `epoch` (called with `last_seq` locked). The recent
+    /// messages stay: they are real messages of the channel, and reads merge them with the
+    /// store.
     pub fn reset(&self, epoch: u64) {
-        lock(&self.recent).clear();
-        self.hint.store(0, Ordering::Relaxed);
         self.epoch.store(epoch, Ordering::Relaxed);
     }
 
