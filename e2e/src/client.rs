@@ -1,6 +1,7 @@
 //! A protocol client for tests: REST through reqwest, WebSocket through tokio-tungstenite.
 //! It speaks only PROTOCOL.md, so the same tests drive one node or a cluster.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -163,7 +164,7 @@ impl Api {
         let (stream, _) = tokio_tungstenite::connect_async(self.ws_url())
             .await
             .map_err(|e| e.to_string())?;
-        let mut ws = Ws { stream };
+        let mut ws = Ws::from_stream(stream);
         let mut d = json!({"token": self.token.clone().expect("logged in")});
         if let Some(after) = resume_after {
             d["resume_after"] = json!(after.to_string());
@@ -205,22 +206,62 @@ pub enum Next {
     Closed(Option<u16>),
 }
 
+type Sink = Arc<tokio::sync::Mutex<futures_util::stream::SplitSink<Stream, WsMessage>>>;
+
 /// A WebSocket connection.
 #[derive(Debug)]
 pub struct Ws {
-    stream: Stream,
+    sink: Sink,
+    stream: futures_util::stream::SplitStream<Stream>,
+    /// The task pinging in the background, after [`Ws::keep_alive`].
+    pinger: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Ws {
+    fn drop(&mut self) {
+        if let Some(p) = self.pinger.take() {
+            p.abort();
+        }
+    }
 }
 
 impl Ws {
+    fn from_stream(stream: Stream) -> Self {
+        let (sink, stream) = stream.split();
+        Self {
+            sink: Arc::new(tokio::sync::Mutex::new(sink)),
+            stream,
+            pinger: None,
+        }
+    }
+
     pub async fn open(url: &str) -> Self {
         let (stream, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("websocket connect");
-        Self { stream }
+        Self::from_stream(stream)
+    }
+
+    /// Pings every `every` from a background task, as a real client does while it waits, so
+    /// a test that leaves the socket unread for a while does not lose it to the heartbeat
+    /// timeout (4002). The `pong`s carry no `ref`; [`Ws::expect`] and [`Ws::reply`] skip them.
+    pub fn keep_alive(&mut self, every: Duration) {
+        let sink = self.sink.clone();
+        self.pinger = Some(tokio::spawn(async move {
+            let ping = WsMessage::Text(json!({"op": "ping"}).to_string().into());
+            loop {
+                tokio::time::sleep(every).await;
+                if sink.lock().await.send(ping.clone()).await.is_err() {
+                    return;
+                }
+            }
+        }));
     }
 
     pub async fn send_text(&mut self, text: &str) {
-        self.stream
+        self.sink
+            .lock()
+            .await
             .send(WsMessage::Text(text.into()))
             .await
             .expect("websocket send");
@@ -231,7 +272,7 @@ impl Ws {
     }
 
     pub async fn send_raw(&mut self, msg: WsMessage) -> bool {
-        self.stream.send(msg).await.is_ok()
+        self.sink.lock().await.send(msg).await.is_ok()
     }
 
     /// `{"op", "ref", "d"}`.
@@ -315,7 +356,10 @@ impl Ws {
     }
 
     pub async fn close(mut self) {
-        let _ = self.stream.close(None).await;
+        if let Some(p) = self.pinger.take() {
+            p.abort();
+        }
+        let _ = self.sink.lock().await.close().await;
         // Read until the server's close so the close handshake completes.
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             while self.stream.next().await.is_some() {}

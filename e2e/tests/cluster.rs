@@ -31,6 +31,11 @@ async fn three_nodes_behave_as_one_server() {
     let (mut a, _) = alice.connect(None).await;
     let (mut b, _) = bob.connect(None).await;
     let (mut c, _) = carol.connect(None).await;
+    // Heartbeats are short here (presence is under test), so the sockets ping as real
+    // clients do while the test is busy elsewhere.
+    for ws in [&mut a, &mut b, &mut c] {
+        ws.keep_alive(Duration::from_millis(300));
+    }
 
     // Sends from every node; every member gets every message, in order, wherever connected.
     let mut sent = Vec::new();
@@ -107,6 +112,7 @@ async fn three_nodes_behave_as_one_server() {
     }
     let bob3 = bob.on(cluster.url(2));
     let (mut b3, _) = bob3.connect(Some(*sent.last().unwrap())).await;
+    b3.keep_alive(Duration::from_millis(300));
     let mut replayed = Vec::new();
     while replayed.len() < 3 {
         let f = b3.expect("message").await;
