@@ -40,6 +40,19 @@ pub struct Options {
     pub persisters: usize,
     pub heartbeat_interval_ms: u64,
     pub extra_env: Vec<(String, String)>,
+    /// Take the ring members from a ChatCluster's status (as in Kubernetes) instead of
+    /// `PARLEY_NODES`; [`Cluster::start`] then waits until the nodes see `expect_members`.
+    pub kube: Option<KubeRing>,
+}
+
+/// Where nodes find their ChatCluster.
+#[derive(Debug, Clone)]
+pub struct KubeRing {
+    pub kubeconfig: PathBuf,
+    pub namespace: String,
+    pub cluster_name: String,
+    /// How many members the status lists when the nodes start.
+    pub expect_members: usize,
 }
 
 impl Default for Options {
@@ -49,6 +62,7 @@ impl Default for Options {
             persisters: 1,
             heartbeat_interval_ms: 15_000,
             extra_env: Vec::new(),
+            kube: None,
         }
     }
 }
@@ -146,6 +160,13 @@ impl Cluster {
             ("RUST_LOG".into(), "warn,chat_node=info".into()),
         ];
         env.extend(options.extra_env.iter().cloned());
+        if let Some(k) = &options.kube {
+            env.extend([
+                ("KUBECONFIG".into(), k.kubeconfig.display().to_string()),
+                ("PARLEY_NAMESPACE".into(), k.namespace.clone()),
+                ("PARLEY_CLUSTER_NAME".into(), k.cluster_name.clone()),
+            ]);
+        }
         let bin = chat_node_bin();
         let nodes: Vec<Proc> = (1..=options.nodes)
             .map(|i| Proc {
@@ -177,7 +198,11 @@ impl Cluster {
             dir,
             env,
             bin,
-            members,
+            members: if options.kube.is_some() {
+                String::new()
+            } else {
+                members
+            },
         };
         let out = Command::new(&cluster.bin)
             .arg("migrate")
@@ -196,8 +221,21 @@ impl Cluster {
         for i in 0..cluster.nodes.len() {
             cluster.spawn_node(i);
         }
-        cluster.wait_ring(cluster.nodes.len()).await;
+        let members = options
+            .kube
+            .as_ref()
+            .map_or(cluster.nodes.len(), |k| k.expect_members);
+        cluster.wait_ring(members).await;
         cluster
+    }
+
+    /// Node `i` as a ring member: its name and internal endpoint.
+    pub fn member(&self, i: usize) -> (String, String) {
+        let n = &self.nodes[i];
+        (
+            n.name.clone(),
+            format!("http://127.0.0.1:{}", n.internal_port),
+        )
     }
 
     fn command(&self, proc: &Proc) -> Command {
@@ -221,12 +259,14 @@ impl Cluster {
         let mut cmd = self.command(proc);
         cmd.env("PARLEY_NODE_NAME", &proc.name)
             .env("PARLEY_WORKER_ID", (i + 1).to_string())
-            .env("PARLEY_NODES", &self.members)
             .env(
                 "PARLEY_INTERNAL_LISTEN",
                 format!("127.0.0.1:{}", proc.internal_port),
             )
             .env("PARLEY_PUBLIC_URL", &proc.url);
+        if !self.members.is_empty() {
+            cmd.env("PARLEY_NODES", &self.members);
+        }
         self.nodes[i].child = Some(cmd.spawn().unwrap());
     }
 

@@ -248,13 +248,21 @@ impl Chat {
         }
         let epoch = cluster.epoch();
         for c in channels {
-            if let Some(owner) = cluster.owner(*c)
-                && !cluster.is_me(&owner)
-            {
-                return Err(ApiError::unavailable(format!(
-                    "channel {c} moved to node {}; try again",
-                    owner.name
-                )));
+            match cluster.owner(*c) {
+                Some(owner) if cluster.is_me(&owner) => {}
+                Some(owner) => {
+                    return Err(ApiError::unavailable(format!(
+                        "channel {c} moved to node {}; try again",
+                        owner.name
+                    )));
+                }
+                // An empty ring (no live member yet): nobody may sequence, or two nodes
+                // would both hand out the same seqs.
+                None => {
+                    return Err(ApiError::unavailable(
+                        "no chat-node is in the ring yet; try again shortly",
+                    ));
+                }
             }
         }
         if channels
