@@ -142,10 +142,60 @@ fn shard(name: &str, cluster: &str, slots: &str) -> ChatShard {
     .unwrap()
 }
 
-/// The operator process; killed when dropped.
-struct Operator(#[allow(dead_code)] tokio::process::Child);
+/// An operator process; killed when dropped.
+struct Operator {
+    child: tokio::process::Child,
+    /// Base URL of its `/metrics`.
+    metrics: String,
+}
+
+impl Operator {
+    /// Its `parley_operator_leader` gauge, once it answers.
+    async fn leader(&self) -> Option<bool> {
+        let text = reqwest::get(format!("{}/metrics", self.metrics))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("parley_operator_leader "))?;
+        Some(line.ends_with(" 1"))
+    }
+
+    /// Its reconciles of ChatClusters so far.
+    async fn cluster_reconciles(&self) -> u64 {
+        let text = reqwest::get(format!("{}/metrics", self.metrics))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with("parley_operator_reconciles_total{kind=\"ChatCluster\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// SIGTERM, and the exit.
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
+    }
+}
 
 async fn start_operator(ns: &str) -> Operator {
+    start_replica(ns, "operator-under-test").await
+}
+
+/// An operator replica named `identity`, leading from a Lease in `ns` and reconciling `ns`.
+async fn start_replica(ns: &str, identity: &str) -> Operator {
     let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/parley-operator");
     assert!(
         bin.exists(),
@@ -159,7 +209,9 @@ async fn start_operator(ns: &str) -> Operator {
     let child = tokio::process::Command::new(bin)
         .env("KUBECONFIG", kubeconfig())
         .env("POD_NAMESPACE", ns)
-        .env("POD_NAME", "operator-under-test")
+        .env("POD_NAME", identity)
+        // Tests run side by side: each operator keeps to its own namespace.
+        .env("PARLEY_OPERATOR_WATCH_NAMESPACE", ns)
         .env("PARLEY_OPERATOR_METRICS", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "info,kube=warn")
         .stdout(Stdio::null())
@@ -167,7 +219,10 @@ async fn start_operator(ns: &str) -> Operator {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    Operator(child)
+    Operator {
+        child,
+        metrics: format!("http://127.0.0.1:{port}"),
+    }
 }
 
 fn condition(c: &ChatCluster, type_: &str) -> Option<(String, String, String)> {
@@ -320,20 +375,32 @@ async fn a_cluster_and_two_shards_are_reconciled() {
         "nothing else disturbed"
     );
 
-    // A second cluster gets a disjoint worker-ID range.
-    clusters
-        .create(&PostParams::default(), &cluster("beta", 2))
-        .await
-        .unwrap();
-    let beta = eventually(60, "beta's worker IDs", || {
-        let clusters = clusters.clone();
-        async move { clusters.get("beta").await.ok()?.status?.worker_id_range }
-    })
-    .await;
-    assert!(
-        beta.base >= range.base + range.size || beta.base + beta.size <= range.base,
-        "{range:?} vs {beta:?}"
-    );
+    // Two more clusters, created together, get worker-ID ranges disjoint from alpha's and
+    // from each other's (allocation is serialized, not first come first served twice).
+    let pp = PostParams::default();
+    let (beta, delta) = (cluster("beta", 2), cluster("delta", 9));
+    let (b, d) = tokio::join!(clusters.create(&pp, &beta), clusters.create(&pp, &delta));
+    b.unwrap();
+    d.unwrap();
+    let mut ranges = vec![range];
+    for name in ["beta", "delta"] {
+        ranges.push(
+            eventually(60, "worker IDs", || {
+                let clusters = clusters.clone();
+                async move { clusters.get(name).await.ok()?.status?.worker_id_range }
+            })
+            .await,
+        );
+    }
+    for (i, x) in ranges.iter().enumerate() {
+        for y in &ranges[i + 1..] {
+            assert!(
+                x.base >= y.base + y.size || x.base + x.size <= y.base,
+                "overlapping worker IDs: {ranges:?}"
+            );
+        }
+    }
+    assert_eq!(ranges[2].size, 16, "9 replicas get a range of 16");
 
     // Deleting the cluster takes its children away.
     clusters
@@ -401,6 +468,215 @@ async fn everything_the_operator_renders_passes_a_server_side_dry_run() {
         Some(r::Edge::Ingress(ing)) => dry_run!(Ingress, ing),
         other => panic!("expected an Ingress, got {other:?}"),
     }
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::default())
+        .await;
+}
+
+/// Writes a ChatCluster's ring into its status, as the operator does.
+async fn set_ring(api: &Api<ChatCluster>, name: &str, epoch: i64, members: &[(String, String)]) {
+    let members: Vec<serde_json::Value> = members
+        .iter()
+        .enumerate()
+        .map(|(i, (name, endpoint))| {
+            serde_json::json!({"name": name, "ordinal": i, "workerId": i + 1, "endpoint": endpoint})
+        })
+        .collect();
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(
+            serde_json::json!({"status": {"ring": {"epoch": epoch, "members": members}}}),
+        ),
+    )
+    .await
+    .unwrap();
+}
+
+/// The member names node `i` reports in `/readyz`.
+async fn ring_of(nodes: &parley_e2e::cluster::Cluster, i: usize) -> Vec<String> {
+    let (_, body) = nodes.readyz(i).await.expect("readyz answers");
+    body["ring"]["members"]
+        .as_array()
+        .map(|m| m.iter().map(|v| v.as_str().unwrap().to_owned()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn chat_nodes_follow_their_chat_cluster_ring_live() {
+    use parley_e2e::client::Api as Chat;
+    use parley_e2e::cluster::{Cluster, KubeRing, Options};
+
+    let services = parley_e2e::services();
+    let client = client().await;
+    apply_crds(&client).await;
+    let ns = format!("ring-{}", std::process::id());
+    create_namespace(&client, &ns).await;
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    clusters
+        .create(&PostParams::default(), &cluster("live", 2))
+        .await
+        .unwrap();
+    // No operator runs here: the test writes the status the way it would. Two chat-node
+    // processes (real services behind them) start with an empty ring.
+    set_ring(&clusters, "live", 1, &[]).await;
+    let nodes = Cluster::start(
+        &services,
+        Options {
+            nodes: 2,
+            kube: Some(KubeRing {
+                kubeconfig: kubeconfig(),
+                namespace: ns.clone(),
+                cluster_name: "live".into(),
+                expect_members: 0,
+            }),
+            ..Options::default()
+        },
+    )
+    .await;
+    let alice = Chat::register(nodes.url(0), &nodes.name("alice")).await;
+    let bob = Chat::register(nodes.url(1), &nodes.name("bob")).await;
+    let group = alice.create_group(&nodes.name("g")).await;
+    bob.join(group).await;
+    // Nobody owns a channel yet: a send is refused as unavailable, not acknowledged.
+    let r = alice
+        .post(
+            &format!("/v1/channels/{group}/messages"),
+            &serde_json::json!({"text": "too early"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (503, Some("unavailable"))
+    );
+
+    // Scale up in two steps: both processes follow each status change, without a restart.
+    let (n1, n2) = (nodes.member(0), nodes.member(1));
+    set_ring(&clusters, "live", 2, std::slice::from_ref(&n1)).await;
+    nodes.wait_ring(1).await;
+    assert_eq!(ring_of(&nodes, 1).await, vec![n1.0.as_str()]);
+    alice.send(group, "one").await;
+    set_ring(&clusters, "live", 3, &[n1.clone(), n2.clone()]).await;
+    nodes.wait_ring(2).await;
+    alice.send(group, "two").await;
+    bob.send(group, "three").await;
+
+    // Scale down: n1 leaves the ring while its process still runs; it forwards to n2, which
+    // now owns every channel and continues the seq.
+    set_ring(&clusters, "live", 4, std::slice::from_ref(&n2)).await;
+    nodes.wait_ring(1).await;
+    assert_eq!(ring_of(&nodes, 0).await, vec![n2.0.as_str()]);
+    alice.send(group, "four").await;
+    bob.send(group, "five").await;
+
+    let h = alice
+        .get(&format!("/v1/channels/{group}/messages?limit=10"))
+        .await;
+    assert_eq!(h.status, 200, "{:?}", h.body);
+    let mut got: Vec<(i64, String)> = h.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["seq"].as_i64().unwrap(),
+                m["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        ["one", "two", "three", "four", "five"]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (i as i64 + 1, (*t).to_owned()))
+            .collect::<Vec<_>>(),
+        "{}",
+        nodes.logs()
+    );
+    clusters
+        .delete("live", &DeleteParams::default())
+        .await
+        .unwrap();
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::default())
+        .await;
+}
+
+#[tokio::test]
+async fn two_operator_replicas_take_turns_through_the_lease() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let client = client().await;
+    apply_crds(&client).await;
+    let ns = format!("le-{}", std::process::id());
+    create_namespace(&client, &ns).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for s in [
+        secret("directory", &[("url", "postgres://dir")]),
+        secret("s3", &[("accessKeyId", "k"), ("secretAccessKey", "s")]),
+    ] {
+        secrets.create(&PostParams::default(), &s).await.unwrap();
+    }
+    let first = start_replica(&ns, "replica-a").await;
+    eventually(30, "replica-a to lead", || async {
+        (first.leader().await == Some(true)).then_some(())
+    })
+    .await;
+    let second = start_replica(&ns, "replica-b").await;
+    eventually(30, "replica-b to serve metrics", || async {
+        second.leader().await.map(|_| ())
+    })
+    .await;
+
+    // Only the leader reconciles.
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    clusters
+        .create(&PostParams::default(), &cluster("gamma", 1))
+        .await
+        .unwrap();
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    eventually(60, "the StatefulSet", || async {
+        sts.get_opt("gamma-node").await.ok()?.map(|_| ())
+    })
+    .await;
+    assert_eq!(second.leader().await, Some(false), "two leaders");
+    assert_eq!(
+        second.cluster_reconciles().await,
+        0,
+        "the follower reconciled"
+    );
+    assert!(first.cluster_reconciles().await > 0);
+
+    // The leader stops cleanly and hands the lease over; the other replica goes on at once
+    // (well within the 15 s lease).
+    first.stop().await;
+    let handed = std::time::Instant::now();
+    eventually(10, "replica-b to lead", || async {
+        (second.leader().await == Some(true)).then_some(())
+    })
+    .await;
+    let lease = Api::<Lease>::namespaced(client.clone(), &ns)
+        .get("parley-operator")
+        .await
+        .unwrap();
+    let spec = lease.spec.unwrap();
+    assert_eq!(spec.holder_identity.as_deref(), Some("replica-b"));
+    assert!(spec.lease_transitions.unwrap_or(0) >= 1);
+    clusters
+        .patch(
+            "gamma",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .unwrap();
+    eventually(60, "the new leader to scale the StatefulSet", || async {
+        (sts.get("gamma-node").await.ok()?.spec?.replicas == Some(2)).then_some(())
+    })
+    .await;
+    eprintln!("lease handed over and reconciled in {:?}", handed.elapsed());
+    drop(second);
     let _ = Api::<Namespace>::all(client.clone())
         .delete(&ns, &DeleteParams::default())
         .await;

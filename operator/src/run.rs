@@ -35,6 +35,22 @@ pub struct Args {
     /// This replica's identity (the pod name).
     #[arg(long, env = "POD_NAME", default_value = "parley-operator")]
     pub identity: String,
+    /// Reconcile only the ChatClusters and ChatShards of this namespace (all namespaces when
+    /// unset). Worker-ID ranges stay disjoint across every namespace either way.
+    #[arg(long, env = "PARLEY_OPERATOR_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+}
+
+/// `K` in the watched namespace, or in all of them.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// Serves metrics, waits to lead, then reconciles until the lease is lost or a signal comes.
@@ -74,15 +90,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         metrics.clone(),
         &args.identity,
     ));
-    let clusters = Controller::new(Api::<ChatCluster>::all(client.clone()), Config::default())
-        .owns(Api::<StatefulSet>::all(client.clone()), Config::default())
-        .owns(Api::<Deployment>::all(client.clone()), Config::default())
-        .owns(Api::<Job>::all(client.clone()), Config::default())
-        .watches(Api::<ChatShard>::all(client.clone()), Config::default(), |s: ChatShard| {
+    let watch = args.watch_namespace.as_deref();
+    let clusters = Controller::new(scoped::<ChatCluster>(&client, watch), Config::default())
+        .owns(scoped::<StatefulSet>(&client, watch), Config::default())
+        .owns(scoped::<Deployment>(&client, watch), Config::default())
+        .owns(scoped::<Job>(&client, watch), Config::default())
+        .watches(scoped::<ChatShard>(&client, watch), Config::default(), |s: ChatShard| {
             Some(ObjectRef::new(&s.spec.cluster_ref.name).within(&s.namespace()?))
         })
         .watches(
-            Api::<Pod>::all(client.clone()),
+            scoped::<Pod>(&client, watch),
             Config::default().labels("app.kubernetes.io/managed-by=parley-operator,app.kubernetes.io/component=chat-node"),
             |p: Pod| {
                 let cluster = p.labels().get("app.kubernetes.io/instance")?.clone();
@@ -92,12 +109,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .shutdown_on_signal()
         .run(cluster::reconcile, cluster::error_policy, ctx.clone())
         .for_each(|_| async {});
-    let shards = Controller::new(Api::<ChatShard>::all(client.clone()), Config::default())
+    let shards = Controller::new(scoped::<ChatShard>(&client, watch), Config::default())
         .shutdown_on_signal()
         .run(shard::reconcile, shard::error_policy, ctx)
         .for_each(|_| async {});
     tokio::select! {
-        _ = futures_util::future::join(clusters, shards) => Ok(()),
+        _ = futures_util::future::join(clusters, shards) => {
+            // A signal stopped both controllers: hand the lease over now.
+            metrics.leader.set(0);
+            if let Err(e) = elector.release().await {
+                tracing::warn!("releasing the leader lease: {e}");
+            }
+            tracing::info!("stopped; the leader lease is released");
+            Ok(())
+        }
         () = elector.hold() => {
             metrics.leader.set(0);
             anyhow::bail!("lost the leader lease; exiting so another replica leads")

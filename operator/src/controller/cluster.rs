@@ -142,25 +142,46 @@ pub async fn reconcile(cluster: Arc<ChatCluster>, ctx: Arc<Context>) -> Result<A
         }
     };
 
-    // Worker IDs: disjoint from every other ChatCluster's.
-    let others: Vec<_> = Api::<ChatCluster>::all(client.clone())
+    // Worker IDs: disjoint from every other ChatCluster's. Read fresh (not from the cache)
+    // and recorded at once, under the lock.
+    let allocation = ctx.worker_ids.lock().await;
+    let all = Api::<ChatCluster>::all(client.clone())
         .list(&ListParams::default())
         .await?
-        .items
+        .items;
+    let own = all
+        .iter()
+        .find(|c| c.uid() == cluster.uid())
+        .and_then(|c| c.status.as_ref())
+        .and_then(|s| s.worker_id_range)
+        .or(previous.worker_id_range);
+    let others: Vec<_> = all
         .into_iter()
         .filter(|c| c.uid() != cluster.uid())
         .filter_map(|c| c.status.and_then(|s| s.worker_id_range))
         .collect();
-    let workers = match allocate(cluster.spec.replicas, previous.worker_id_range, &others) {
-        Ok(w) => Some(w),
+    let workers = match allocate(cluster.spec.replicas, own, &others) {
+        Ok(w) => {
+            if own != Some(w) {
+                Api::<ChatCluster>::namespaced(client.clone(), &ns)
+                    .patch_status(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(serde_json::json!({"status": {"workerIdRange": w}})),
+                    )
+                    .await?;
+            }
+            Some(w)
+        }
         Err(e) => {
             problems.push(Problem {
                 reason: "WorkerIdsExhausted",
                 message: e.to_string(),
             });
-            previous.worker_id_range
+            own
         }
     };
+    drop(allocation);
 
     // Referenced Secrets.
     let mut missing = Vec::new();

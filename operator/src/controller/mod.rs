@@ -16,6 +16,9 @@ pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// Held from reading every cluster's worker-ID range to recording a new one, so two
+    /// clusters reconciled at once cannot both take the same free range.
+    pub worker_ids: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -34,6 +37,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            worker_ids: Arc::default(),
         }
     }
 }
