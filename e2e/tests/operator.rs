@@ -196,6 +196,16 @@ async fn start_operator(ns: &str) -> Operator {
 
 /// An operator replica named `identity`, leading from a Lease in `ns` and reconciling `ns`.
 async fn start_replica(ns: &str, identity: &str) -> Operator {
+    start_operator_as(ns, identity, &kubeconfig(), "parley-operator").await
+}
+
+/// The same, with its own kubeconfig and Lease name.
+async fn start_operator_as(
+    ns: &str,
+    identity: &str,
+    kubeconfig: &std::path::Path,
+    lease: &str,
+) -> Operator {
     let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/parley-operator");
     assert!(
         bin.exists(),
@@ -207,9 +217,10 @@ async fn start_replica(ns: &str, identity: &str) -> Operator {
         .unwrap()
         .port();
     let child = tokio::process::Command::new(bin)
-        .env("KUBECONFIG", kubeconfig())
+        .env("KUBECONFIG", kubeconfig)
         .env("POD_NAMESPACE", ns)
         .env("POD_NAME", identity)
+        .env("PARLEY_OPERATOR_LEASE", lease)
         // Tests run side by side: each operator keeps to its own namespace.
         .env("PARLEY_OPERATOR_WATCH_NAMESPACE", ns)
         .env("PARLEY_OPERATOR_METRICS", format!("127.0.0.1:{port}"))
@@ -677,6 +688,200 @@ async fn two_operator_replicas_take_turns_through_the_lease() {
     .await;
     eprintln!("lease handed over and reconciled in {:?}", handed.elapsed());
     drop(second);
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::default())
+        .await;
+}
+
+/// `kubectl` or `helm` as `dev/k8s up` built them.
+fn k8s_tool(name: &str) -> std::process::Command {
+    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../.state/k8s/bin")
+        .join(name);
+    assert!(bin.exists(), "no {}: run dev/k8s up", bin.display());
+    let mut cmd = std::process::Command::new(bin);
+    cmd.env("KUBECONFIG", kubeconfig())
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("parley-helm/cache"),
+        )
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("parley-helm/config"),
+        )
+        .env(
+            "HELM_DATA_HOME",
+            std::env::temp_dir().join("parley-helm/data"),
+        );
+    cmd
+}
+
+/// Runs a tool to success and returns its standard output.
+fn run_tool(name: &str, args: &[&str], stdin: Option<&[u8]>) -> String {
+    use std::io::Write as _;
+    let mut child = k8s_tool(name)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{name} {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The Helm chart lints, renders objects the API server accepts, installs, and its RBAC is
+/// all an operator needs: an operator acting as the chart's ServiceAccount brings a
+/// ChatCluster to Ready. Uninstalling removes the operator and keeps the CRDs.
+#[tokio::test]
+async fn the_helm_chart_installs_an_operator_whose_rbac_suffices() {
+    let client = client().await;
+    apply_crds(&client).await;
+    let ns = format!("chart-{}", std::process::id());
+    let release = format!("po-{}", std::process::id());
+    let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/parley-operator");
+    let chart = chart.to_str().unwrap();
+    create_namespace(&client, &ns).await;
+
+    let lint = run_tool("helm", &["lint", "--strict", chart], None);
+    assert!(lint.contains("0 chart(s) failed"), "{lint}");
+    let set_watch = format!("watchNamespace={ns}");
+    let rendered = run_tool(
+        "helm",
+        &["template", &release, chart, "-n", &ns, "--set", &set_watch],
+        None,
+    );
+    let dry = run_tool(
+        "kubectl",
+        &["apply", "--dry-run=server", "-n", &ns, "-f", "-"],
+        Some(rendered.as_bytes()),
+    );
+    assert_eq!(
+        dry.lines()
+            .filter(|l| l.ends_with("(server dry run)"))
+            .count(),
+        4,
+        "{dry}"
+    );
+    run_tool(
+        "helm",
+        &[
+            "install",
+            &release,
+            chart,
+            "-n",
+            &ns,
+            "--set",
+            &set_watch,
+            "--wait",
+            "--timeout",
+            "90s",
+        ],
+        None,
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let d = deployments.get(&release).await.unwrap();
+    assert_eq!(d.spec.unwrap().replicas, Some(2));
+    assert_eq!(
+        d.status.unwrap().ready_replicas,
+        Some(2),
+        "kwok runs both pods"
+    );
+
+    // An operator with exactly the chart's permissions (impersonating its ServiceAccount).
+    let admin = std::fs::read_to_string(kubeconfig()).unwrap();
+    let as_sa = admin.replacen(
+        "  user:\n",
+        &format!("  user:\n    as: system:serviceaccount:{ns}:{release}\n"),
+        1,
+    );
+    assert_ne!(
+        admin, as_sa,
+        "the admin kubeconfig has a user to impersonate with"
+    );
+    let path = std::env::temp_dir().join(format!("parley-{release}.kubeconfig"));
+    std::fs::write(&path, as_sa).unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for s in [
+        secret("directory", &[("url", "postgres://dir")]),
+        secret("s3", &[("accessKeyId", "k"), ("secretAccessKey", "s")]),
+        secret("omega-a-db", &[("url", "postgres://a")]),
+    ] {
+        secrets.create(&PostParams::default(), &s).await.unwrap();
+    }
+    let _operator = start_operator_as(&ns, "chart-operator", &path, &release).await;
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    clusters
+        .create(&PostParams::default(), &cluster("omega", 1))
+        .await
+        .unwrap();
+    Api::<ChatShard>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &shard("omega-a", "omega", "0-4095"))
+        .await
+        .unwrap();
+    eventually(120, "omega to be Ready under the chart's RBAC", || {
+        let clusters = clusters.clone();
+        async move {
+            let c = clusters.get("omega").await.ok()?;
+            (condition(&c, "Ready")?.0 == "True").then_some(())
+        }
+    })
+    .await;
+
+    // The chat-nodes' own identity may watch their ChatCluster the way they do (a field
+    // selector on the name), and nothing else.
+    let node_config = admin.replacen(
+        "  user:\n",
+        &format!("  user:\n    as: system:serviceaccount:{ns}:omega-node\n"),
+        1,
+    );
+    let node_path = std::env::temp_dir().join(format!("parley-{release}-node.kubeconfig"));
+    std::fs::write(&node_path, node_config).unwrap();
+    let kc = Kubeconfig::read_from(&node_path).unwrap();
+    let node_client = Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(&node_path);
+    let as_node: Api<ChatCluster> = Api::namespaced(node_client, &ns);
+    let own = as_node
+        .list(&kube::api::ListParams::default().fields("metadata.name=omega"))
+        .await
+        .unwrap();
+    assert_eq!(own.items.len(), 1);
+    assert!(own.items[0].status.as_ref().unwrap().ring.is_some());
+    let all = as_node.list(&kube::api::ListParams::default()).await;
+    assert!(
+        matches!(&all, Err(kube::Error::Api(e)) if e.code == 403),
+        "a chat-node may list every ChatCluster: {all:?}"
+    );
+
+    run_tool("helm", &["uninstall", &release, "-n", &ns, "--wait"], None);
+    assert!(deployments.get_opt(&release).await.unwrap().is_none());
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    assert!(
+        crds.get_opt("chatclusters.parley.dev")
+            .await
+            .unwrap()
+            .is_some(),
+        "the CRDs stay"
+    );
+    let _ = std::fs::remove_file(&path);
     let _ = Api::<Namespace>::all(client.clone())
         .delete(&ns, &DeleteParams::default())
         .await;

@@ -412,22 +412,16 @@ pub fn rbac(cluster: &ChatCluster) -> (ServiceAccount, Role, RoleBinding) {
     };
     let role = Role {
         metadata: meta(cluster, n.clone(), NODE),
-        rules: Some(vec![
-            PolicyRule {
-                api_groups: Some(vec![s(parley_crd::resources::GROUP)]),
-                resources: Some(vec![s("chatclusters"), s("chatclusters/status")]),
-                resource_names: Some(vec![name(cluster)]),
-                verbs: vec![s("get"), s("watch")],
-                ..Default::default()
-            },
-            // Watches cannot be limited by name except through a field selector on list.
-            PolicyRule {
-                api_groups: Some(vec![s(parley_crd::resources::GROUP)]),
-                resources: Some(vec![s("chatclusters")]),
-                verbs: vec![s("list")],
-                ..Default::default()
-            },
-        ]),
+        // Only their own ChatCluster (its status comes with it): the API server authorizes
+        // a list or watch with the field selector `metadata.name=<name>` by that name.
+        // Nothing more, or the operator could not grant it (RBAC refuses escalation).
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![s(parley_crd::resources::GROUP)]),
+            resources: Some(vec![s("chatclusters")]),
+            resource_names: Some(vec![name(cluster)]),
+            verbs: vec![s("get"), s("list"), s("watch")],
+            ..Default::default()
+        }]),
     };
     let binding = RoleBinding {
         metadata: meta(cluster, n.clone(), NODE),
@@ -549,7 +543,10 @@ mod tests {
         let (sa, role, binding) = rbac(&cluster());
         assert_eq!(sa.metadata.name.as_deref(), Some("alpha-node"));
         let rules = role.rules.unwrap();
+        assert_eq!(rules.len(), 1);
         assert_eq!(rules[0].resource_names.as_ref().unwrap(), &["alpha"]);
+        assert_eq!(rules[0].resources.as_ref().unwrap(), &["chatclusters"]);
+        assert_eq!(rules[0].verbs, ["get", "list", "watch"]);
         assert!(
             !rules
                 .iter()
