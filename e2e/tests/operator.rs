@@ -386,6 +386,63 @@ async fn a_cluster_and_two_shards_are_reconciled() {
         "nothing else disturbed"
     );
 
+    // Mended by a third shard: the map of three is in force, and the new shard is Ready
+    // only through a migration that covered it.
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret("alpha-c-db", &[("url", "postgres://c")]),
+        )
+        .await
+        .unwrap();
+    shards
+        .create(
+            &PostParams::default(),
+            &shard("alpha-c", "alpha", "2048-2099"),
+        )
+        .await
+        .unwrap();
+    let mended = eventually(60, "the map of three in force", || {
+        let clusters = clusters.clone();
+        async move {
+            let c = clusters.get("alpha").await.ok()?;
+            let d = condition(&c, "Degraded")?;
+            (d.0 == "False" && c.status.as_ref()?.shards.len() == 3).then_some(c)
+        }
+    })
+    .await;
+    assert_eq!(
+        mended.status.unwrap().shards[2].slots,
+        ["2048-2099"],
+        "sorted by name: alpha-a, alpha-b, alpha-c"
+    );
+    eventually(60, "alpha-c Ready", || {
+        let shards = shards.clone();
+        async move {
+            let s = shards.get("alpha-c").await.ok()?;
+            s.status?
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                .then_some(())
+        }
+    })
+    .await;
+    let covering = jobs.list(&Default::default()).await.unwrap().items;
+    assert!(
+        covering.iter().any(|j| {
+            j.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0
+                && j.annotations()
+                    .get("parley.dev/shards")
+                    .is_some_and(|l| l.split(',').any(|s| s == "alpha-c"))
+        }),
+        "a succeeded migration names alpha-c"
+    );
+    let map = secrets.get("alpha-shards").await.unwrap().data.unwrap();
+    let map = String::from_utf8(map["shards"].0.clone()).unwrap();
+    assert_eq!(map.split(';').count(), 3, "{map}");
+    assert!(map.contains("alpha-c:2048-2099:postgres://c"), "{map}");
+
     // Two more clusters, created together, get worker-ID ranges disjoint from alpha's and
     // from each other's (allocation is serialized, not first come first served twice).
     let pp = PostParams::default();

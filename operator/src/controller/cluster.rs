@@ -186,10 +186,8 @@ pub async fn reconcile(cluster: Arc<ChatCluster>, ctx: Arc<Context>) -> Result<A
     // Referenced Secrets.
     let mut missing = Vec::new();
     let directory = &cluster.spec.directory.secret_ref;
-    if secret_value(client, &ns, &directory.name, &directory.key)
-        .await?
-        .is_none()
-    {
+    let directory_url = secret_value(client, &ns, &directory.name, &directory.key).await?;
+    if directory_url.is_none() {
         missing.push(format!("{}/{}", directory.name, directory.key));
     }
     let s3 = &cluster.spec.media.credentials_secret_ref.name;
@@ -276,10 +274,14 @@ pub async fn reconcile(cluster: Arc<ChatCluster>, ctx: Arc<Context>) -> Result<A
         .iter()
         .map(|s| format!("{}={}", s.name, s.slots.join("+")))
         .collect();
+    // The URLs count too: a shard or directory moved to a new database is migrated again.
+    let directory_url = directory_url.map(|u| String::from_utf8_lossy(&u.0).into_owned());
     let migration_hash = hash(&[
         &cluster.spec.image,
         &shard_list.join(","),
         &r::topic_prefix(&cluster),
+        &map_value.join(";"),
+        directory_url.as_deref().unwrap_or_default(),
     ]);
     let job = apply::<Job>(
         client,

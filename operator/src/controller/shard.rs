@@ -44,7 +44,7 @@ pub async fn reconcile(shard: Arc<ChatShard>, ctx: Arc<Context>) -> Result<Actio
         .await?
         .items
         .iter()
-        .any(|j| j.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0);
+        .any(|j| migrated_shard(j, &shard.name_any()));
     let t = now();
     let (ready, reason, message) = if !bad_slots.is_empty() {
         (
@@ -103,10 +103,57 @@ pub async fn reconcile(shard: Arc<ChatShard>, ctx: Arc<Context>) -> Result<Actio
     }))
 }
 
+/// Whether `job` is a migration that succeeded and covered the shard `name` (an older
+/// migration of the cluster, from before the shard joined, does not count).
+fn migrated_shard(job: &Job, name: &str) -> bool {
+    let succeeded = job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0;
+    let covers = job
+        .annotations()
+        .get(crate::resources::SHARDS_ANNOTATION)
+        .is_some_and(|list| list.split(',').any(|s| s == name));
+    succeeded && covers
+}
+
 // The signature kube-runtime's Controller calls.
 #[allow(clippy::needless_pass_by_value)]
 pub fn error_policy(_shard: Arc<ChatShard>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!("reconciling a ChatShard failed: {error}");
     ctx.metrics.failed(KIND, error.metric_label());
     Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::batch::v1::JobStatus;
+
+    fn job(shards: Option<&str>, succeeded: i32) -> Job {
+        let mut j = Job::default();
+        if let Some(list) = shards {
+            j.metadata.annotations = Some(
+                [(
+                    crate::resources::SHARDS_ANNOTATION.to_owned(),
+                    list.to_owned(),
+                )]
+                .into(),
+            );
+        }
+        j.status = Some(JobStatus {
+            succeeded: Some(succeeded),
+            ..Default::default()
+        });
+        j
+    }
+
+    #[test]
+    fn a_shard_is_migrated_by_a_succeeded_job_that_names_it() {
+        assert!(migrated_shard(&job(Some("a,b"), 1), "b"));
+        assert!(!migrated_shard(&job(Some("a,b"), 0), "b"), "not yet done");
+        assert!(!migrated_shard(&job(Some("a"), 1), "b"), "before b joined");
+        assert!(
+            !migrated_shard(&job(Some("ab"), 1), "b"),
+            "names, not substrings"
+        );
+        assert!(!migrated_shard(&job(None, 1), "a"));
+    }
 }

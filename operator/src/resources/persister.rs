@@ -1,5 +1,7 @@
 //! The persisters (a Deployment in the Kafka consumer group) and the migration Job.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
@@ -89,17 +91,26 @@ pub fn persister(cluster: &ChatCluster, decided: &Decided, config_hash: &str) ->
     }
 }
 
+/// The annotation of a migration Job listing the ChatShards it migrates (`a,b`).
+pub const SHARDS_ANNOTATION: &str = "parley.dev/shards";
+
 /// `chat-node migrate`: the directory and every shard to the newest schema, and the topics.
 /// The name carries a hash of what it migrates, so a new image or shard map runs it again.
 pub fn migration(cluster: &ChatCluster, decided: &Decided, hash: &str) -> Job {
     let (mut c, volumes) = container(cluster, decided, MIGRATE, "migrate");
     c.env = None;
+    let mut metadata = meta(
+        cluster,
+        format!("{}-migrate-{hash}", name(cluster)),
+        MIGRATE,
+    );
+    let shards: Vec<&str> = decided.shards.iter().map(|s| s.name.as_str()).collect();
+    metadata.annotations = Some(BTreeMap::from([(
+        SHARDS_ANNOTATION.to_owned(),
+        shards.join(","),
+    )]));
     Job {
-        metadata: meta(
-            cluster,
-            format!("{}-migrate-{hash}", name(cluster)),
-            MIGRATE,
-        ),
+        metadata,
         spec: Some(JobSpec {
             backoff_limit: Some(10),
             ttl_seconds_after_finished: Some(24 * 3600),
@@ -153,6 +164,11 @@ mod tests {
     fn migration_job_is_named_by_what_it_migrates() {
         let j = migration(&cluster(), &decided(), "1a2b");
         assert_eq!(j.metadata.name.as_deref(), Some("alpha-migrate-1a2b"));
+        let shards = &j.metadata.annotations.as_ref().unwrap()[SHARDS_ANNOTATION];
+        assert_eq!(
+            shards, "alpha-a,alpha-b",
+            "the shards it migrates, for their Ready"
+        );
         let pod = j.spec.unwrap().template.spec.unwrap();
         assert_eq!(pod.restart_policy.as_deref(), Some("OnFailure"));
         assert_eq!(pod.containers[0].args.as_ref().unwrap(), &["migrate"]);
