@@ -1,7 +1,10 @@
 //! Status logic, pure: the shard map from the ChatShards, and the `Ready` / `Progressing` /
 //! `Degraded` conditions from what the controller observed.
 
-use parley_crd::resources::{ChatShard, Condition, RingStatus, ShardStatus};
+use k8s_openapi::api::core::v1::Pod;
+use parley_crd::resources::{
+    ChatShard, Condition, RingMember, RingStatus, ShardStatus, WorkerIdRange,
+};
 use parley_crd::{ShardMap, SlotRange};
 
 /// The shard map the ChatShards of a cluster describe, or what is wrong with it (a gap, an
@@ -39,6 +42,62 @@ pub fn shard_map(shards: &[ChatShard]) -> Result<Vec<ShardStatus>, String> {
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// The ring members among a cluster's chat-node `pods`: Ready, not being deleted, with an
+/// ordinal (= worker ID) among the `desired` ones of the cluster's range; by ordinal.
+pub fn ring_members(
+    pods: &[Pod],
+    cluster: &str,
+    namespace: &str,
+    workers: WorkerIdRange,
+    desired: i32,
+) -> Vec<RingMember> {
+    let wanted = workers.base..workers.base + desired.min(workers.size);
+    let mut members: Vec<RingMember> = pods
+        .iter()
+        .filter(|p| {
+            let ready = p
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            ready && p.metadata.deletion_timestamp.is_none()
+        })
+        .filter_map(|p| {
+            let pod = p.metadata.name.clone()?;
+            let ordinal: i32 = p
+                .metadata
+                .labels
+                .as_ref()?
+                .get("apps.kubernetes.io/pod-index")?
+                .parse()
+                .ok()?;
+            wanted.contains(&ordinal).then(|| RingMember {
+                endpoint: format!(
+                    "http://{pod}.{cluster}-nodes.{namespace}.svc:{}",
+                    crate::resources::INTERNAL_PORT
+                ),
+                name: pod,
+                ordinal,
+                worker_id: ordinal,
+            })
+        })
+        .collect();
+    members.sort_by_key(|m| m.ordinal);
+    members
+}
+
+/// The ring after observing `members`: the epoch moves on only when they changed.
+pub fn next_ring(previous: Option<&RingStatus>, members: Vec<RingMember>) -> RingStatus {
+    match previous {
+        Some(ring) if ring.members == members => ring.clone(),
+        Some(ring) => RingStatus {
+            epoch: ring.epoch + 1,
+            members,
+        },
+        None => RingStatus { epoch: 1, members },
+    }
 }
 
 /// How many chat-node pods the StatefulSet may have now. Scaling down waits until the ring
@@ -298,5 +357,49 @@ mod tests {
         assert_eq!(get(&c3, "Degraded").reason, "InvalidShardMap");
         assert_eq!(get(&c3, "Ready").status, "False");
         assert!(get(&c3, "Ready").message.contains("2048-4095"));
+    }
+
+    fn pod(name: &str, ordinal: i32, ready: bool, deleting: bool) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": name,
+                "labels": {"apps.kubernetes.io/pod-index": ordinal.to_string()},
+                "deletionTimestamp": deleting.then_some("2026-11-22T00:00:00Z"),
+            },
+            "status": {"conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_ring_is_the_ready_pods_of_the_wanted_ordinals() {
+        let workers = WorkerIdRange { base: 8, size: 8 };
+        let pods = [
+            pod("chat-node-10", 10, true, false),
+            pod("chat-node-8", 8, true, false),
+            pod("chat-node-9", 9, false, false),  // not ready
+            pod("chat-node-11", 11, true, true),  // stopping
+            pod("chat-node-12", 12, true, false), // leaving: desired is 4
+            pod("chat-node-3", 3, true, false),   // from an older range
+        ];
+        let members = ring_members(&pods, "chat", "ns", workers, 4);
+        let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["chat-node-8", "chat-node-10"]);
+        assert_eq!(members[1].worker_id, 10);
+        assert_eq!(
+            members[1].endpoint,
+            "http://chat-node-10.chat-nodes.ns.svc:9180"
+        );
+
+        let first = next_ring(None, members.clone());
+        assert_eq!(first.epoch, 1);
+        assert_eq!(
+            next_ring(Some(&first), members.clone()).epoch,
+            1,
+            "same members"
+        );
+        let fewer = next_ring(Some(&first), members[..1].to_vec());
+        assert_eq!(fewer.epoch, 2);
+        assert_eq!(fewer.members.len(), 1);
     }
 }

@@ -24,9 +24,7 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
-use parley_crd::resources::{
-    ChatCluster, ChatClusterStatus, ChatShard, RingMember, RingStatus, ShardStatus,
-};
+use parley_crd::resources::{ChatCluster, ChatClusterStatus, ChatShard, ShardStatus};
 use parley_crd::workers::allocate;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -34,7 +32,9 @@ use serde::de::DeserializeOwned;
 use super::{Context, now};
 use crate::error::{Error, Result};
 use crate::resources::{self as r, Decided, Edge, MANAGER};
-use crate::status::{Problem, Rollout, cluster_conditions, shard_map, statefulset_replicas};
+use crate::status::{
+    Problem, Rollout, cluster_conditions, next_ring, ring_members, shard_map, statefulset_replicas,
+};
 
 const KIND: &str = "ChatCluster";
 
@@ -116,6 +116,17 @@ fn hash(parts: &[&str]) -> String {
 }
 
 pub async fn reconcile(cluster: Arc<ChatCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let key = super::key(
+        KIND,
+        cluster.metadata.namespace.as_deref(),
+        &cluster.name_any(),
+    );
+    let action = Box::pin(reconcile_cluster(cluster, &ctx)).await?;
+    ctx.backoff.succeeded(&key);
+    Ok(action)
+}
+
+async fn reconcile_cluster(cluster: Arc<ChatCluster>, ctx: &Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciled(KIND);
     let client = &ctx.client;
     let ns = cluster.namespace().ok_or(Error::Missing("namespace"))?;
@@ -244,7 +255,7 @@ pub async fn reconcile(cluster: Arc<ChatCluster>, ctx: Arc<Context>) -> Result<A
     let Some(workers) = workers else {
         return finish(
             &cluster,
-            &ctx,
+            ctx,
             problems,
             previous,
             None,
@@ -343,42 +354,12 @@ pub async fn reconcile(cluster: Arc<ChatCluster>, ctx: Arc<Context>) -> Result<A
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    let mut members: Vec<RingMember> = pods
+    let pods = pods
         .list(&ListParams::default().labels(&selector))
         .await?
-        .items
-        .into_iter()
-        .filter(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-                && p.metadata.deletion_timestamp.is_none()
-        })
-        .filter_map(|p| {
-            let pod = p.name_any();
-            let ordinal: i32 = p
-                .labels()
-                .get("apps.kubernetes.io/pod-index")?
-                .parse()
-                .ok()?;
-            (ordinal < ring_limit).then(|| RingMember {
-                endpoint: format!("http://{pod}.{name}-nodes.{ns}.svc:{}", r::INTERNAL_PORT),
-                name: pod,
-                ordinal,
-                worker_id: ordinal,
-            })
-        })
-        .collect();
-    members.sort_by_key(|m| m.ordinal);
-    let ring = match &previous.ring {
-        Some(ring) if ring.members == members => ring.clone(),
-        Some(ring) => RingStatus {
-            epoch: ring.epoch + 1,
-            members,
-        },
-        None => RingStatus { epoch: 1, members },
-    };
+        .items;
+    let members = ring_members(&pods, &name, &ns, workers, desired);
+    let ring = next_ring(previous.ring.as_ref(), members);
 
     let sts_status = sts.status.unwrap_or_default();
     let persister_status = persister.status.unwrap_or_default();
@@ -397,7 +378,7 @@ pub async fn reconcile(cluster: Arc<ChatCluster>, ctx: Arc<Context>) -> Result<A
     status.selector = Some(selector);
     finish(
         &cluster,
-        &ctx,
+        ctx,
         problems,
         status,
         Some(requeue),
@@ -478,8 +459,13 @@ async fn finish(
 /// On failure: count it and try again with back-off.
 // The signature kube-runtime's Controller calls.
 #[allow(clippy::needless_pass_by_value)]
-pub fn error_policy(_cluster: Arc<ChatCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(cluster: Arc<ChatCluster>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!("reconciling a ChatCluster failed: {error}");
     ctx.metrics.failed(KIND, error.metric_label());
-    Action::requeue(Duration::from_secs(5))
+    let key = super::key(
+        KIND,
+        cluster.metadata.namespace.as_deref(),
+        &cluster.name_any(),
+    );
+    Action::requeue(ctx.backoff.failed(&key))
 }

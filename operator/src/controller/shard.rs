@@ -19,6 +19,13 @@ use crate::status::set_condition;
 const KIND: &str = "ChatShard";
 
 pub async fn reconcile(shard: Arc<ChatShard>, ctx: Arc<Context>) -> Result<Action> {
+    let key = super::key(KIND, shard.metadata.namespace.as_deref(), &shard.name_any());
+    let action = reconcile_shard(shard, &ctx).await?;
+    ctx.backoff.succeeded(&key);
+    Ok(action)
+}
+
+async fn reconcile_shard(shard: Arc<ChatShard>, ctx: &Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciled(KIND);
     let ns = shard.namespace().ok_or(Error::Missing("namespace"))?;
     let generation = shard.metadata.generation;
@@ -116,10 +123,11 @@ fn migrated_shard(job: &Job, name: &str) -> bool {
 
 // The signature kube-runtime's Controller calls.
 #[allow(clippy::needless_pass_by_value)]
-pub fn error_policy(_shard: Arc<ChatShard>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(shard: Arc<ChatShard>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!("reconciling a ChatShard failed: {error}");
     ctx.metrics.failed(KIND, error.metric_label());
-    Action::requeue(Duration::from_secs(5))
+    let key = super::key(KIND, shard.metadata.namespace.as_deref(), &shard.name_any());
+    Action::requeue(ctx.backoff.failed(&key))
 }
 
 #[cfg(test)]
