@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Namespace, ResourceQuota, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -438,8 +440,14 @@ async fn a_cluster_and_two_shards_are_reconciled() {
         }),
         "a succeeded migration names alpha-c"
     );
-    let map = secrets.get("alpha-shards").await.unwrap().data.unwrap();
-    let map = String::from_utf8(map["shards"].0.clone()).unwrap();
+    let map = eventually(30, "the map of three in force", || {
+        let secrets = secrets.clone();
+        async move {
+            let (in_force, pending) = shard_maps(&secrets, "alpha").await;
+            (in_force == pending).then_some(in_force)
+        }
+    })
+    .await;
     assert_eq!(map.split(';').count(), 3, "{map}");
     assert!(map.contains("alpha-c:2048-2099:postgres://c"), "{map}");
 
@@ -486,6 +494,109 @@ async fn a_cluster_and_two_shards_are_reconciled() {
         }
     })
     .await;
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::default())
+        .await;
+}
+
+/// The `shards` and `pending` keys of a cluster's `<name>-shards` Secret.
+async fn shard_maps(secrets: &Api<Secret>, cluster: &str) -> (String, String) {
+    let data = secrets
+        .get(&format!("{cluster}-shards"))
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    let key = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+    (key("shards"), key("pending"))
+}
+
+/// No chat-node or persister starts, and no node sees the shard map, before the migration
+/// Job has succeeded: a ResourceQuota of zero pods holds the Job's pod back.
+#[tokio::test]
+async fn nodes_wait_for_the_migration() {
+    let client = client().await;
+    apply_crds(&client).await;
+    let ns = format!("op-migrate-{}", std::process::id());
+    create_namespace(&client, &ns).await;
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), &ns);
+    let quota: ResourceQuota = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "no-pods"},
+        "spec": {"hard": {"pods": "0"}}
+    }))
+    .unwrap();
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for s in [
+        secret("directory", &[("url", "postgres://dir")]),
+        secret("s3", &[("accessKeyId", "k"), ("secretAccessKey", "s")]),
+        secret("gamma-a-db", &[("url", "postgres://a")]),
+    ] {
+        secrets.create(&PostParams::default(), &s).await.unwrap();
+    }
+    let _operator = start_operator(&ns).await;
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
+    let shards: Api<ChatShard> = Api::namespaced(client.clone(), &ns);
+    clusters
+        .create(&PostParams::default(), &cluster("gamma", 2))
+        .await
+        .unwrap();
+    shards
+        .create(&PostParams::default(), &shard("gamma-a", "gamma", "0-4095"))
+        .await
+        .unwrap();
+
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    eventually(60, "the migration Job", || {
+        let jobs = jobs.clone();
+        async move {
+            let list = jobs.list(&Default::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|j| j.name_any().starts_with("gamma-migrate-"))
+                .then_some(())
+        }
+    })
+    .await;
+    // Several reconciles later (the shard, the Job and the Secret all trigger one)...
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let c = clusters.get("gamma").await.unwrap();
+    let progressing = condition(&c, "Progressing").unwrap();
+    assert_eq!(progressing.1, "Migrating", "{progressing:?}");
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    assert!(
+        sts.get_opt("gamma-node").await.unwrap().is_none(),
+        "no chat-node yet"
+    );
+    assert!(
+        deployments
+            .get_opt("gamma-persister")
+            .await
+            .unwrap()
+            .is_none(),
+        "no persister yet"
+    );
+    let (in_force, pending) = shard_maps(&secrets, "gamma").await;
+    assert_eq!(in_force, "", "no map in force before the migration");
+    assert_eq!(pending, "gamma-a:0-4095:postgres://a");
+
+    // The quota goes, the Job's pod runs, and everything follows.
+    quotas
+        .delete("no-pods", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(150, "the cluster to be Ready", || {
+        let clusters = clusters.clone();
+        async move {
+            let c = clusters.get("gamma").await.ok()?;
+            (condition(&c, "Ready")?.0 == "True").then_some(())
+        }
+    })
+    .await;
+    assert!(sts.get_opt("gamma-node").await.unwrap().is_some());
+    let (in_force, pending) = shard_maps(&secrets, "gamma").await;
+    assert_eq!(in_force, pending, "the migrated map is in force");
     let _ = Api::<Namespace>::all(client.clone())
         .delete(&ns, &DeleteParams::default())
         .await;

@@ -110,6 +110,26 @@ async fn secret_value(
         .and_then(|mut d| d.remove(key)))
 }
 
+fn succeeded(job: &Job) -> bool {
+    job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0
+}
+
+/// Why a Job failed for good, if it did.
+fn job_failure(job: &Job) -> Option<String> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Failed" && c.status == "True")
+        .map(|c| {
+            c.message
+                .clone()
+                .or_else(|| c.reason.clone())
+                .unwrap_or_else(|| "failed".into())
+        })
+}
+
 fn hash(parts: &[&str]) -> String {
     let joined = parts.join("\n");
     format!("{:08x}", parley_crd::hash_bytes(joined.as_bytes()) as u32)
@@ -233,7 +253,9 @@ async fn reconcile_cluster(cluster: Arc<ChatCluster>, ctx: &Arc<Context>) -> Res
             (format!("{name}-jwt"), "secret".into())
         }
     };
-    // `name:slots:url;...` of the map in force, for PARLEY_SHARDS_FILE.
+    // `name:slots:url;...` of the newest valid map. The migration Job reads it as `pending`;
+    // nodes and persisters read `shards`, which takes it only once that migration succeeded,
+    // so no node reaches a database before its schema exists.
     let mut map_value = Vec::new();
     for s in &shard_statuses {
         if let Some(url) = shard_urls.get(&s.name) {
@@ -245,9 +267,43 @@ async fn reconcile_cluster(cluster: Arc<ChatCluster>, ctx: &Arc<Context>) -> Res
             ));
         }
     }
+    let map_value = map_value.join(";");
+    let shard_list: Vec<String> = shard_statuses
+        .iter()
+        .map(|s| format!("{}={}", s.name, s.slots.join("+")))
+        .collect();
+    // The URLs count too: a shard or directory moved to a new database is migrated again.
+    let directory_url = directory_url.map(|u| String::from_utf8_lossy(&u.0).into_owned());
+    let migration_hash = hash(&[
+        &cluster.spec.image,
+        &shard_list.join(","),
+        &r::topic_prefix(&cluster),
+        &map_value,
+        directory_url.as_deref().unwrap_or_default(),
+    ]);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let migration_name = format!("{name}-migrate-{migration_hash}");
+    let migrated = jobs
+        .get_opt(&migration_name)
+        .await?
+        .is_some_and(|j| succeeded(&j));
+    let shards_name = format!("{name}-shards");
+    let in_force = if migrated {
+        map_value.clone()
+    } else {
+        Api::<Secret>::namespaced(client.clone(), &ns)
+            .get_opt(&shards_name)
+            .await?
+            .and_then(|s| s.data?.remove("shards"))
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            .unwrap_or_default()
+    };
     let shards_secret = Secret {
-        metadata: r::meta(&cluster, format!("{name}-shards"), "secret"),
-        string_data: Some(BTreeMap::from([("shards".to_owned(), map_value.join(";"))])),
+        metadata: r::meta(&cluster, shards_name, "secret"),
+        string_data: Some(BTreeMap::from([
+            ("shards".to_owned(), in_force),
+            (r::PENDING_SHARDS_KEY.to_owned(), map_value),
+        ])),
         ..Default::default()
     };
     apply(client, &ns, &shards_secret).await?;
@@ -280,27 +336,23 @@ async fn reconcile_cluster(cluster: Arc<ChatCluster>, ctx: &Arc<Context>) -> Res
     apply::<Role>(client, &ns, &role).await?;
     apply::<RoleBinding>(client, &ns, &binding).await?;
 
-    // The migration Job first: nodes start against migrated databases.
-    let shard_list: Vec<String> = shard_statuses
-        .iter()
-        .map(|s| format!("{}={}", s.name, s.slots.join("+")))
-        .collect();
-    // The URLs count too: a shard or directory moved to a new database is migrated again.
-    let directory_url = directory_url.map(|u| String::from_utf8_lossy(&u.0).into_owned());
-    let migration_hash = hash(&[
-        &cluster.spec.image,
-        &shard_list.join(","),
-        &r::topic_prefix(&cluster),
-        &map_value.join(";"),
-        directory_url.as_deref().unwrap_or_default(),
-    ]);
+    // The migration Job first: nodes and persisters start, or change, only once it succeeded.
     let job = apply::<Job>(
         client,
         &ns,
         &r::migration(&cluster, &decided, &migration_hash),
     )
     .await?;
-    let migrated = job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0;
+    // `migrated` stays what it was when the Secret was written: the map in force and the
+    // workloads move together.
+    if let Some(failure) = job_failure(&job) {
+        problems.push(Problem {
+            reason: "MigrationFailed",
+            message: format!(
+                "the migration Job {migration_name} failed ({failure}); see kubectl logs job/{migration_name}"
+            ),
+        });
+    }
 
     // Scaling down: members leave the ring first; the StatefulSet shrinks after a grace.
     let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &ns);
@@ -326,9 +378,26 @@ async fn reconcile_cluster(cluster: Arc<ChatCluster>, ctx: &Arc<Context>) -> Res
     } else {
         Duration::from_secs(60)
     };
-    let sts = apply(client, &ns, &sts).await?;
-    let persister =
-        apply::<Deployment>(client, &ns, &r::persister(&cluster, &decided, &config_hash)).await?;
+    let persister_api: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let (sts, persister) = if migrated {
+        let persister = r::persister(&cluster, &decided, &config_hash);
+        (
+            apply(client, &ns, &sts).await?,
+            apply(client, &ns, &persister).await?,
+        )
+    } else {
+        // Left as they are (or not yet created) while the databases are migrated.
+        (
+            sts_api
+                .get_opt(&format!("{name}-node"))
+                .await?
+                .unwrap_or_default(),
+            persister_api
+                .get_opt(&format!("{name}-persister"))
+                .await?
+                .unwrap_or_default(),
+        )
+    };
     apply::<PodDisruptionBudget>(client, &ns, &r::pdb(&cluster)).await?;
     match r::edge(&cluster) {
         Some(Edge::Ingress(ing)) => {
@@ -468,4 +537,40 @@ pub fn error_policy(cluster: Arc<ChatCluster>, error: &Error, ctx: Arc<Context>)
         &cluster.name_any(),
     );
     Action::requeue(ctx.backoff.failed(&key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(status: serde_json::Value) -> Job {
+        Job {
+            status: Some(serde_json::from_value(status).unwrap()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_migration_succeeds_or_fails_for_good_by_its_status() {
+        let running = job(serde_json::json!({"active": 1, "failed": 2}));
+        assert!(!succeeded(&running));
+        assert_eq!(job_failure(&running), None, "retries are not failure");
+        assert!(succeeded(&job(serde_json::json!({"succeeded": 1}))));
+        let failed = job(serde_json::json!({"failed": 11, "conditions": [
+            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+             "message": "Job has reached the specified backoff limit"}
+        ]}));
+        assert_eq!(
+            job_failure(&failed).as_deref(),
+            Some("Job has reached the specified backoff limit")
+        );
+    }
+
+    #[test]
+    fn hashes_tell_inputs_apart() {
+        assert_eq!(hash(&["a", "b"]), hash(&["a", "b"]));
+        assert_ne!(hash(&["a", "b"]), hash(&["a", "c"]));
+        assert_ne!(hash(&["ab", ""]), hash(&["a", "b"]), "parts are separated");
+        assert_eq!(hash(&["x"]).len(), 8);
+    }
 }

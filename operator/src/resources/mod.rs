@@ -21,5 +21,5 @@ mod support;
 
 pub use edge::{Edge, edge, http_route_resource};
 pub use nodes::{config, pdb, rbac, services, statefulset};
-pub use persister::{SHARDS_ANNOTATION, migration, persister};
+pub use persister::{PENDING_SHARDS_KEY, SHARDS_ANNOTATION, migration, persister};
 pub use support::*;

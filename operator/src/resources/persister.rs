@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, PodSpec, PodTemplateSpec,
+    ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, KeyToPath, PodSpec,
+    PodTemplateSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use parley_crd::resources::ChatCluster;
@@ -91,14 +92,27 @@ pub fn persister(cluster: &ChatCluster, decided: &Decided, config_hash: &str) ->
     }
 }
 
+/// The key of the `<cluster>-shards` Secret holding the newest map, before it is migrated.
+pub const PENDING_SHARDS_KEY: &str = "pending";
+
 /// The annotation of a migration Job listing the ChatShards it migrates (`a,b`).
 pub const SHARDS_ANNOTATION: &str = "parley.dev/shards";
 
 /// `chat-node migrate`: the directory and every shard to the newest schema, and the topics.
 /// The name carries a hash of what it migrates, so a new image or shard map runs it again.
 pub fn migration(cluster: &ChatCluster, decided: &Decided, hash: &str) -> Job {
-    let (mut c, volumes) = container(cluster, decided, MIGRATE, "migrate");
+    let (mut c, mut volumes) = container(cluster, decided, MIGRATE, "migrate");
     c.env = None;
+    // The migration reads the newest map, `pending`, where the others read `shards`.
+    for v in &mut volumes {
+        if let Some(secret) = v.secret.as_mut().filter(|_| v.name == "shards") {
+            secret.items = Some(vec![KeyToPath {
+                key: PENDING_SHARDS_KEY.to_owned(),
+                path: "shards".to_owned(),
+                mode: None,
+            }]);
+        }
+    }
     let mut metadata = meta(
         cluster,
         format!("{}-migrate-{hash}", name(cluster)),
@@ -165,6 +179,27 @@ mod tests {
         let j = migration(&cluster(), &decided(), "1a2b");
         assert_eq!(j.metadata.name.as_deref(), Some("alpha-migrate-1a2b"));
         let shards = &j.metadata.annotations.as_ref().unwrap()[SHARDS_ANNOTATION];
+        let vols = j
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .volumes
+            .clone();
+        let map = vols
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "shards")
+            .unwrap();
+        let items = map.secret.unwrap().items.unwrap();
+        assert_eq!(
+            (items[0].key.as_str(), items[0].path.as_str()),
+            (PENDING_SHARDS_KEY, "shards"),
+            "the migration reads the map not yet in force"
+        );
         assert_eq!(
             shards, "alpha-a,alpha-b",
             "the shards it migrates, for their Ready"
