@@ -14,6 +14,49 @@ pub trait Check: Send + Sync + std::fmt::Debug {
     /// channels unavailable: the node stays ready and says so).
     fn critical(&self) -> bool;
     async fn check(&self) -> Result<(), BackendError>;
+
+    /// The checks to run in its place, when the set is only known at run time.
+    fn expand(&self) -> Option<Vec<Arc<dyn Check>>> {
+        None
+    }
+}
+
+/// Checks made afresh at every run, from `f` (one per shard of a map that changes live).
+pub fn dynamic<F>(f: F) -> Arc<dyn Check>
+where
+    F: Fn() -> Vec<Arc<dyn Check>> + Send + Sync + 'static,
+{
+    Arc::new(Dynamic(f))
+}
+
+struct Dynamic<F>(F);
+
+impl<F> std::fmt::Debug for Dynamic<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dynamic")
+    }
+}
+
+#[async_trait]
+impl<F> Check for Dynamic<F>
+where
+    F: Fn() -> Vec<Arc<dyn Check>> + Send + Sync + 'static,
+{
+    fn name(&self) -> &str {
+        "dynamic"
+    }
+
+    fn critical(&self) -> bool {
+        false
+    }
+
+    async fn check(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn expand(&self) -> Option<Vec<Arc<dyn Check>>> {
+        Some((self.0)())
+    }
 }
 
 /// A check from a closure.
@@ -78,6 +121,10 @@ pub struct RingReport {
 }
 
 pub async fn run(checks: &[Arc<dyn Check>]) -> Report {
+    let checks: Vec<Arc<dyn Check>> = checks
+        .iter()
+        .flat_map(|c| c.expand().unwrap_or_else(|| vec![c.clone()]))
+        .collect();
     let results = futures_util::future::join_all(checks.iter().map(|c| async move {
         let r = tokio::time::timeout(std::time::Duration::from_secs(3), c.check()).await;
         (
@@ -114,5 +161,39 @@ pub async fn run(checks: &[Arc<dyn Check>]) -> Report {
         status,
         backends,
         ring: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn dynamic_checks_follow_what_exists_at_each_run() {
+        let names = Arc::new(Mutex::new(vec!["a"]));
+        let n = names.clone();
+        let checks = vec![
+            check("directory", true, || async { Ok(()) }),
+            dynamic(move || {
+                n.lock()
+                    .unwrap()
+                    .iter()
+                    .map(|name| {
+                        check(format!("shard {name}"), false, || async {
+                            Err(BackendError::unavailable("shard", "down"))
+                        })
+                    })
+                    .collect()
+            }),
+        ];
+        let r = run(&checks).await;
+        let keys: Vec<&str> = r.backends.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["directory", "shard a"]);
+        assert_eq!((r.ready, r.status), (true, "degraded"));
+        *names.lock().unwrap() = vec!["b", "c"];
+        let r = run(&checks).await;
+        let keys: Vec<&str> = r.backends.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["directory", "shard b", "shard c"]);
     }
 }

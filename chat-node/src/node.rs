@@ -243,19 +243,25 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
                     .map_err(crate::backend::postgres::err_of)
             }
         }));
-        for (name, pool) in store.shard_pools() {
-            let pool = pool.clone();
-            checks.push(check(format!("postgres shard {name}"), false, move || {
-                let pool = pool.clone();
-                async move {
-                    sqlx::query("SELECT 1")
-                        .execute(&pool)
-                        .await
-                        .map(|_| ())
-                        .map_err(crate::backend::postgres::err_of)
-                }
-            }));
-        }
+        // The shards of the map in force at each check: it can change live.
+        let s = store.clone();
+        checks.push(crate::health::dynamic(move || {
+            s.shard_pools()
+                .into_iter()
+                .map(|(name, pool)| {
+                    check(format!("postgres shard {name}"), false, move || {
+                        let pool = pool.clone();
+                        async move {
+                            sqlx::query("SELECT 1")
+                                .execute(&pool)
+                                .await
+                                .map(|_| ())
+                                .map_err(crate::backend::postgres::err_of)
+                        }
+                    })
+                })
+                .collect()
+        }));
         let r = redis.clone();
         checks.push(check("redis", true, move || {
             let mut r = r.clone();

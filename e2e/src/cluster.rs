@@ -160,6 +160,12 @@ impl Cluster {
             ("RUST_LOG".into(), "warn,chat_node=info".into()),
         ];
         env.extend(options.extra_env.iter().cloned());
+        // `PARLEY_X_FILE` in the extra settings replaces the default `PARLEY_X`.
+        let from_files: Vec<String> = env
+            .iter()
+            .filter_map(|(k, _)| k.strip_suffix("_FILE").map(str::to_owned))
+            .collect();
+        env.retain(|(k, _)| !from_files.contains(k));
         if let Some(k) = &options.kube {
             env.extend([
                 ("KUBECONFIG".into(), k.kubeconfig.display().to_string()),

@@ -242,3 +242,100 @@ async fn parley_e2e_notifications(services: &Services, prefix: &str, user: Id) -
     }
     count
 }
+
+/// How many messages of `channel` the database at `url` holds.
+async fn count_in(url: &str, channel: Id) -> i64 {
+    let pool = sqlx::PgPool::connect(url).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM messages WHERE channel_id = $1")
+        .bind(channel.0 as i64)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+/// The shards a node's `/readyz` lists.
+async fn shards_seen(cluster: &Cluster) -> Vec<String> {
+    let Some((_, body)) = cluster.readyz(0).await else {
+        return Vec::new();
+    };
+    body["backends"]
+        .as_object()
+        .into_iter()
+        .flat_map(|b| b.keys())
+        .filter_map(|k| k.strip_prefix("postgres shard ").map(str::to_owned))
+        .collect()
+}
+
+/// In Kubernetes the shard map reaches nodes and persisters as a mounted Secret
+/// (`PARLEY_SHARDS_FILE`); a changed, valid map is put in force without a restart, and an
+/// invalid one is refused.
+#[tokio::test]
+async fn nodes_and_persisters_swap_the_shard_map_live_from_its_file() {
+    let services = services();
+    let (a, b) = (
+        services.postgres("shard-a").url.clone(),
+        services.postgres("shard-b").url.clone(),
+    );
+    let file =
+        std::env::temp_dir().join(format!("parley-shards-{}-{}", std::process::id(), line!()));
+    std::fs::write(&file, format!("shard-a:0-4095:{a}")).unwrap();
+    let cluster = Cluster::start(
+        &services,
+        Options {
+            nodes: 1,
+            persisters: 1,
+            extra_env: vec![("PARLEY_SHARDS_FILE".into(), file.display().to_string())],
+            ..Options::default()
+        },
+    )
+    .await;
+    assert_eq!(shards_seen(&cluster).await, ["shard-a"]);
+    let alice = Api::register(cluster.url(0), &cluster.name("alice")).await;
+    let group = alice.create_group(&cluster.name("g")).await;
+    alice.send(group, "into a").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while count_in(&a, group).await < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not persisted into shard-a"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Every slot moves to shard-b (the Secret is rewritten; the pods keep running).
+    std::fs::write(&file, format!("shard-b:0-4095:{b}")).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while shards_seen(&cluster).await != ["shard-b"] {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node kept the old map"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The persister reads the same file; give it the same two-second period.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    alice.send(group, "into b").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while count_in(&b, group).await < 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the persister did not write to shard-b; logs: {}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(count_in(&a, group).await, 1, "nothing more went to shard-a");
+
+    // A map with a gap is refused: the node keeps the one in force.
+    std::fs::write(&file, format!("shard-a:0-99:{a}")).unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(shards_seen(&cluster).await, ["shard-b"]);
+    assert!(
+        cluster.logs().contains("refused the new shard map"),
+        "the refusal is logged"
+    );
+    alice.send(group, "still b").await;
+    let _ = std::fs::remove_file(&file);
+}
