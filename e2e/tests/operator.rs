@@ -60,18 +60,30 @@ where
     }
 }
 
+/// The Gateway API's HTTPRoute CRD, which `dev/k8s` fetches from its Go module.
+fn http_route_crd() -> CustomResourceDefinition {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../.state/k8s/bin/gateway-api-httproutes.yaml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run dev/k8s up", path.display()));
+    serde_yaml_ng::from_str(&text).unwrap()
+}
+
 async fn apply_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for (_, crd) in operator::crds::all() {
+    let mut crds: Vec<CustomResourceDefinition> =
+        operator::crds::all().into_iter().map(|(_, c)| c).collect();
+    crds.push(http_route_crd());
+    for crd in &crds {
         api.patch(
             &crd.name_any(),
             &PatchParams::apply("parley-tests").force(),
-            &Patch::Apply(&crd),
+            &Patch::Apply(crd),
         )
         .await
         .unwrap();
     }
-    for (_, crd) in operator::crds::all() {
+    for crd in &crds {
         let name = crd.name_any();
         eventually(30, "the CRDs to be established", || {
             let api = api.clone();
@@ -454,7 +466,12 @@ async fn a_cluster_and_two_shards_are_reconciled() {
     // Two more clusters, created together, get worker-ID ranges disjoint from alpha's and
     // from each other's (allocation is serialized, not first come first served twice).
     let pp = PostParams::default();
-    let (beta, delta) = (cluster("beta", 2), cluster("delta", 9));
+    let (mut beta, delta) = (cluster("beta", 2), cluster("delta", 9));
+    // beta is reached through the Gateway API rather than an Ingress.
+    beta.spec.exposure = serde_json::from_value(serde_json::json!({"gateway": {
+        "parentRef": {"name": "public"}, "hostnames": ["beta.example.com"]
+    }}))
+    .unwrap();
     let (b, d) = tokio::join!(clusters.create(&pp, &beta), clusters.create(&pp, &delta));
     b.unwrap();
     d.unwrap();
@@ -477,6 +494,21 @@ async fn a_cluster_and_two_shards_are_reconciled() {
         }
     }
     assert_eq!(ranges[2].size, 16, "9 replicas get a range of 16");
+    let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &operator::resources::http_route_resource(),
+    );
+    let route = eventually(60, "beta's HTTPRoute", || {
+        let routes = routes.clone();
+        async move { routes.get("beta").await.ok() }
+    })
+    .await;
+    assert_eq!(route.owner_references()[0].name, "beta");
+    assert_eq!(
+        route.data["spec"]["rules"][0]["backendRefs"][0]["name"],
+        "beta"
+    );
 
     // Deleting the cluster takes its children away.
     clusters
@@ -646,6 +678,23 @@ async fn everything_the_operator_renders_passes_a_server_side_dry_run() {
     match r::edge(&c) {
         Some(r::Edge::Ingress(ing)) => dry_run!(Ingress, ing),
         other => panic!("expected an Ingress, got {other:?}"),
+    }
+    // The Gateway API instead of an Ingress: an HTTPRoute the real CRD's schema accepts.
+    let mut g = c.clone();
+    g.spec.exposure = serde_json::from_value(serde_json::json!({"gateway": {
+        "parentRef": {"name": "public", "namespace": "gateways", "sectionName": "https"},
+        "hostnames": ["chat.example.com"]
+    }}))
+    .unwrap();
+    match r::edge(&g) {
+        Some(r::Edge::HttpRoute(route)) => {
+            let api: Api<kube::api::DynamicObject> =
+                Api::namespaced_with(client.clone(), &ns, &r::http_route_resource());
+            api.patch(&route.name_any(), &dry, &Patch::Apply(&route))
+                .await
+                .unwrap_or_else(|e| panic!("HTTPRoute refused: {e}"));
+        }
+        other => panic!("expected an HTTPRoute, got {other:?}"),
     }
     let _ = Api::<Namespace>::all(client.clone())
         .delete(&ns, &DeleteParams::default())
