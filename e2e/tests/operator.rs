@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
@@ -15,7 +16,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
 use parley_crd::resources::{ChatCluster, ChatShard};
@@ -369,6 +370,80 @@ async fn a_cluster_and_two_shards_are_reconciled() {
         async move { (sts.get("alpha-node").await.ok()?.spec?.replicas == Some(3)).then_some(()) }
     })
     .await;
+    let ring_len = |c: &ChatCluster| {
+        c.status
+            .as_ref()
+            .and_then(|s| s.ring.as_ref())
+            .map_or(0, |r| r.members.len())
+    };
+    eventually(60, "three members in the ring", || {
+        let clusters = clusters.clone();
+        async move { (ring_len(&clusters.get("alpha").await.ok()?) == 3).then_some(()) }
+    })
+    .await;
+    // Scaling down: the leaving member is out of the ring before the StatefulSet shrinks.
+    // Both objects are watched from now on; etcd's revisions (the resourceVersions of one
+    // API server over one etcd) order the two writes.
+    let leaving = range.base + 2;
+    let from = |list: kube::api::ObjectList<kube::api::PartialObjectMeta<ChatCluster>>| {
+        list.metadata.resource_version.unwrap()
+    };
+    let rv = from(clusters.list_metadata(&Default::default()).await.unwrap());
+    let mut cluster_events = clusters
+        .watch(&WatchParams::default().fields("metadata.name=alpha"), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let mut sts_events = sts
+        .watch(
+            &WatchParams::default().fields("metadata.name=alpha-node"),
+            &rv,
+        )
+        .await
+        .unwrap()
+        .boxed();
+    clusters
+        .patch(
+            "alpha",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"replicas": 2}})),
+        )
+        .await
+        .unwrap();
+    let ring_left = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(e) = cluster_events.try_next().await.unwrap() {
+            if let WatchEvent::Modified(c) = e {
+                let out = c
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.ring.as_ref())
+                    .is_some_and(|r| r.members.iter().all(|m| m.ordinal != leaving));
+                if out {
+                    return c.resource_version().unwrap();
+                }
+            }
+        }
+        panic!("the watch of alpha ended");
+    })
+    .await
+    .expect("the leaving member never left the ring");
+    let shrank = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(e) = sts_events.try_next().await.unwrap() {
+            if let WatchEvent::Modified(s) = e
+                && s.spec.as_ref().and_then(|s| s.replicas) == Some(2)
+            {
+                return s.resource_version().unwrap();
+            }
+        }
+        panic!("the watch of alpha-node ended");
+    })
+    .await
+    .expect("the StatefulSet never shrank");
+    let order = |rv: &str| rv.parse::<u64>().unwrap();
+    assert!(
+        order(&ring_left) < order(&shrank),
+        "the StatefulSet shrank (rv {shrank}) before ordinal {leaving} left the ring (rv {ring_left})"
+    );
 
     // A bad spec: a gap in the shard map is Degraded, the last good map stays in force.
     shards
@@ -398,6 +473,33 @@ async fn a_cluster_and_two_shards_are_reconciled() {
     assert!(
         sts.get("alpha-node").await.is_ok(),
         "nothing else disturbed"
+    );
+    // ... with a Warning Event on the cluster, as `kubectl describe` shows it.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let warning = eventually(30, "a Warning Event", || {
+        let events = events.clone();
+        async move {
+            events
+                .list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("InvalidShardMap")
+                        && e.type_.as_deref() == Some("Warning")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("alpha")
+                })
+        }
+    })
+    .await;
+    assert!(
+        warning
+            .note
+            .as_deref()
+            .unwrap_or_default()
+            .contains("2048-2099"),
+        "{warning:?}"
     );
 
     // Mended by a third shard: the map of three is in force, and the new shard is Ready
