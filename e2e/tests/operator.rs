@@ -355,6 +355,22 @@ async fn a_cluster_and_two_shards_are_reconciled() {
     assert_eq!(status.shards.len(), 2);
     assert_eq!(status.ring.as_ref().unwrap().members.len(), 2);
     let range = status.worker_id_range.unwrap();
+    // What `kubectl get` and `kubectl describe` show.
+    let table = run_tool("kubectl", &["get", "chatclusters", "-n", &ns], None);
+    let mut rows = table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>());
+    assert_eq!(
+        rows.next().unwrap(),
+        ["NAME", "READY", "REPLICAS", "SHARDS", "AGE"]
+    );
+    assert_eq!(
+        rows.next().unwrap()[..4],
+        ["alpha", "True", "2/2", "2/2"],
+        "{table}"
+    );
+    let described = run_tool("kubectl", &["describe", "chatc", "alpha", "-n", &ns], None);
+    assert!(described.contains("AllReady"), "{described}");
 
     // Scaling follows.
     clusters

@@ -110,6 +110,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .run(cluster::reconcile, cluster::error_policy, ctx.clone())
         .for_each(|_| async {});
     let shards = Controller::new(scoped::<ChatShard>(&client, watch), Config::default())
+        // A migration Job's progress decides its shards' Ready.
+        .watches(
+            scoped::<Job>(&client, watch),
+            Config::default().labels("app.kubernetes.io/component=migrate"),
+            |j: Job| {
+                let ns = j.namespace();
+                j.annotations()
+                    .get(crate::resources::SHARDS_ANNOTATION)
+                    .map(|list| {
+                        list.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(|s| {
+                                ObjectRef::<ChatShard>::new(s)
+                                    .within(ns.as_deref().unwrap_or_default())
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+            },
+        )
         .shutdown_on_signal()
         .run(shard::reconcile, shard::error_policy, ctx)
         .for_each(|_| async {});

@@ -163,6 +163,9 @@ pub struct Rollout {
     pub persisters_desired: i32,
     pub persisters_ready: i32,
     pub migrated: bool,
+    /// Shards in the map in force, and how many of them are Ready.
+    pub shards: i32,
+    pub shards_ready: i32,
 }
 
 /// The three conditions of a ChatCluster.
@@ -198,7 +201,8 @@ pub fn cluster_conditions(
     let settled = rollout.migrated
         && rollout.ready == rollout.desired
         && rollout.updated == rollout.desired
-        && rollout.persisters_ready == rollout.persisters_desired;
+        && rollout.persisters_ready == rollout.persisters_desired
+        && rollout.shards_ready == rollout.shards;
     let (reason, message) = if !rollout.migrated {
         ("Migrating", "the databases are being migrated".to_owned())
     } else if rollout.updated < rollout.desired {
@@ -223,6 +227,14 @@ pub fn cluster_conditions(
             format!(
                 "{} of {} persisters are ready",
                 rollout.persisters_ready, rollout.persisters_desired
+            ),
+        )
+    } else if rollout.shards_ready < rollout.shards {
+        (
+            "WaitingForShards",
+            format!(
+                "{} of {} shards are ready",
+                rollout.shards_ready, rollout.shards
             ),
         )
     } else {
@@ -323,6 +335,8 @@ mod tests {
             persisters_desired: 2,
             persisters_ready: 2,
             migrated: true,
+            shards: 2,
+            shards_ready: 2,
         };
         let c = cluster_conditions(&[], &[], settled, "t1", Some(4));
         let get = |c: &[Condition], t: &str| c.iter().find(|x| x.type_ == t).unwrap().clone();
@@ -347,6 +361,15 @@ mod tests {
             "t1",
             "unchanged status keeps its time"
         );
+
+        let shard_behind = Rollout {
+            shards_ready: 1,
+            ..settled
+        };
+        let c4 = cluster_conditions(&c, &[], shard_behind, "t4", Some(5));
+        assert_eq!(get(&c4, "Ready").status, "False", "a shard is not ready");
+        assert_eq!(get(&c4, "Ready").reason, "WaitingForShards");
+        assert_eq!(get(&c4, "Progressing").message, "1 of 2 shards are ready");
 
         let problem = Problem {
             reason: "InvalidShardMap",

@@ -439,6 +439,8 @@ async fn reconcile_cluster(cluster: Arc<ChatCluster>, ctx: &Arc<Context>) -> Res
         persisters_desired: cluster.spec.persister.replicas,
         persisters_ready: persister_status.ready_replicas.unwrap_or(0),
         migrated,
+        shards: shard_statuses.len() as i32,
+        shards_ready: shard_statuses.iter().filter(|s| s.ready).count() as i32,
     };
     let mut status = previous;
     status.worker_id_range = Some(workers);
