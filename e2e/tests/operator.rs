@@ -628,6 +628,31 @@ async fn a_cluster_and_two_shards_are_reconciled() {
         "beta"
     );
 
+    // A cluster that needs all 1024 worker IDs while others hold some is refused.
+    clusters
+        .create(&pp, &cluster("epsilon", 1024))
+        .await
+        .unwrap();
+    let refused = eventually(60, "epsilon Degraded", || {
+        let clusters = clusters.clone();
+        async move {
+            let d = condition(&clusters.get("epsilon").await.ok()?, "Degraded")?;
+            (d.0 == "True").then_some(d)
+        }
+    })
+    .await;
+    // (epsilon has no shard either; the message names every problem, the reason the first)
+    assert!(
+        refused.2.contains("no free range of 1024 worker IDs"),
+        "{refused:?}"
+    );
+    let epsilon = clusters.get("epsilon").await.unwrap();
+    assert!(epsilon.status.unwrap().worker_id_range.is_none());
+    assert!(
+        sts.get_opt("epsilon-node").await.unwrap().is_none(),
+        "nothing runs without IDs"
+    );
+
     // Deleting the cluster takes its children away.
     clusters
         .delete("alpha", &DeleteParams::default())
