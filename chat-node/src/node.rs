@@ -235,13 +235,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
         let s = store.clone();
         checks.push(check("postgres directory", true, move || {
             let s = s.clone();
-            async move {
-                sqlx::query("SELECT 1")
-                    .execute(s.directory())
-                    .await
-                    .map(|_| ())
-                    .map_err(crate::backend::postgres::err_of)
-            }
+            async move { crate::backend::postgres::ping_pool(s.directory()).await }
         }));
         // The shards of the map in force at each check: it can change live.
         let s = store.clone();
@@ -251,13 +245,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
                 .map(|(name, pool)| {
                     check(format!("postgres shard {name}"), false, move || {
                         let pool = pool.clone();
-                        async move {
-                            sqlx::query("SELECT 1")
-                                .execute(&pool)
-                                .await
-                                .map(|_| ())
-                                .map_err(crate::backend::postgres::err_of)
-                        }
+                        async move { crate::backend::postgres::ping_pool(&pool).await }
                     })
                 })
                 .collect()

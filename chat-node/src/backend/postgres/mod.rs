@@ -29,9 +29,13 @@ pub struct ShardSpec {
     pub url: String,
 }
 
-/// The backend error of a PostgreSQL error.
-pub fn err_of(e: sqlx::Error) -> BackendError {
-    err(e)
+/// `SELECT 1` on one database (a readiness check).
+pub async fn ping_pool(pool: &sqlx::PgPool) -> Result<(), BackendError> {
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(err)
 }
 
 pub(crate) fn err(e: sqlx::Error) -> BackendError {

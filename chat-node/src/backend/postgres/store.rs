@@ -125,10 +125,7 @@ impl PgStore {
 
     /// Runs `SELECT 1` on the directory and every shard.
     pub async fn ping(&self) -> R<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.directory)
-            .await
-            .map_err(err)?;
+        super::ping_pool(&self.directory).await?;
         for shard in self.map().shards() {
             let (name, pool) = (&shard.name, &shard.pool);
             sqlx::query("SELECT 1")
