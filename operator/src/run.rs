@@ -115,19 +115,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             scoped::<Job>(&client, watch),
             Config::default().labels("app.kubernetes.io/component=migrate"),
             |j: Job| {
-                let ns = j.namespace();
-                j.annotations()
-                    .get(crate::resources::SHARDS_ANNOTATION)
-                    .map(|list| {
-                        list.split(',')
-                            .filter(|s| !s.is_empty())
-                            .map(|s| {
-                                ObjectRef::<ChatShard>::new(s)
-                                    .within(ns.as_deref().unwrap_or_default())
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                    .unwrap_or_default()
+                let ns = j.namespace().unwrap_or_default();
+                crate::status::migrated_shards(&j)
+                    .map(|s| ObjectRef::<ChatShard>::new(s).within(&ns))
+                    .collect::<Vec<_>>()
             },
         )
         .shutdown_on_signal()

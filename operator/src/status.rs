@@ -1,6 +1,7 @@
 //! Status logic, pure: the shard map from the ChatShards, and the `Ready` / `Progressing` /
 //! `Degraded` conditions from what the controller observed.
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use parley_crd::resources::{
     ChatShard, Condition, RingMember, RingStatus, ShardStatus, WorkerIdRange,
@@ -98,6 +99,38 @@ pub fn next_ring(previous: Option<&RingStatus>, members: Vec<RingMember>) -> Rin
         },
         None => RingStatus { epoch: 1, members },
     }
+}
+
+/// Whether a Job has succeeded.
+pub fn job_succeeded(job: &Job) -> bool {
+    job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0
+}
+
+/// Why a Job failed for good, if it did.
+pub fn job_failure(job: &Job) -> Option<String> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Failed" && c.status == "True")
+        .map(|c| {
+            c.message
+                .clone()
+                .or_else(|| c.reason.clone())
+                .unwrap_or_else(|| "failed".into())
+        })
+}
+
+/// The ChatShards a migration Job covers (its `parley.dev/shards` annotation).
+pub fn migrated_shards(job: &Job) -> impl Iterator<Item = &str> {
+    job.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::resources::SHARDS_ANNOTATION))
+        .into_iter()
+        .flat_map(|list| list.split(','))
+        .filter(|s| !s.is_empty())
 }
 
 /// How many chat-node pods the StatefulSet may have now. Scaling down waits until the ring
@@ -424,5 +457,28 @@ mod tests {
         let fewer = next_ring(Some(&first), members[..1].to_vec());
         assert_eq!(fewer.epoch, 2);
         assert_eq!(fewer.members.len(), 1);
+    }
+
+    fn job(status: serde_json::Value) -> Job {
+        Job {
+            status: Some(serde_json::from_value(status).unwrap()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_migration_succeeds_or_fails_for_good_by_its_status() {
+        let running = job(serde_json::json!({"active": 1, "failed": 2}));
+        assert!(!job_succeeded(&running));
+        assert_eq!(job_failure(&running), None, "retries are not failure");
+        assert!(job_succeeded(&job(serde_json::json!({"succeeded": 1}))));
+        let failed = job(serde_json::json!({"failed": 11, "conditions": [
+            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+             "message": "Job has reached the specified backoff limit"}
+        ]}));
+        assert_eq!(
+            job_failure(&failed).as_deref(),
+            Some("Job has reached the specified backoff limit")
+        );
     }
 }

@@ -33,7 +33,8 @@ use super::{Context, now};
 use crate::error::{Error, Result};
 use crate::resources::{self as r, Decided, Edge, MANAGER};
 use crate::status::{
-    Problem, Rollout, cluster_conditions, next_ring, ring_members, shard_map, statefulset_replicas,
+    Problem, Rollout, cluster_conditions, job_failure, job_succeeded, next_ring, ring_members,
+    shard_map, statefulset_replicas,
 };
 
 const KIND: &str = "ChatCluster";
@@ -110,37 +111,13 @@ async fn secret_value(
         .and_then(|mut d| d.remove(key)))
 }
 
-fn succeeded(job: &Job) -> bool {
-    job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0
-}
-
-/// Why a Job failed for good, if it did.
-fn job_failure(job: &Job) -> Option<String> {
-    job.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Failed" && c.status == "True")
-        .map(|c| {
-            c.message
-                .clone()
-                .or_else(|| c.reason.clone())
-                .unwrap_or_else(|| "failed".into())
-        })
-}
-
 fn hash(parts: &[&str]) -> String {
     let joined = parts.join("\n");
     format!("{:08x}", parley_crd::hash_bytes(joined.as_bytes()) as u32)
 }
 
 pub async fn reconcile(cluster: Arc<ChatCluster>, ctx: Arc<Context>) -> Result<Action> {
-    let key = super::key(
-        KIND,
-        cluster.metadata.namespace.as_deref(),
-        &cluster.name_any(),
-    );
+    let key = super::key(&*cluster);
     let action = Box::pin(reconcile_cluster(cluster, &ctx)).await?;
     ctx.backoff.succeeded(&key);
     Ok(action)
@@ -286,7 +263,7 @@ async fn reconcile_cluster(cluster: Arc<ChatCluster>, ctx: &Arc<Context>) -> Res
     let migrated = jobs
         .get_opt(&migration_name)
         .await?
-        .is_some_and(|j| succeeded(&j));
+        .is_some_and(|j| job_succeeded(&j));
     let shards_name = format!("{name}-shards");
     let in_force = if migrated {
         map_value.clone()
@@ -533,40 +510,13 @@ async fn finish(
 pub fn error_policy(cluster: Arc<ChatCluster>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!("reconciling a ChatCluster failed: {error}");
     ctx.metrics.failed(KIND, error.metric_label());
-    let key = super::key(
-        KIND,
-        cluster.metadata.namespace.as_deref(),
-        &cluster.name_any(),
-    );
+    let key = super::key(&*cluster);
     Action::requeue(ctx.backoff.failed(&key))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn job(status: serde_json::Value) -> Job {
-        Job {
-            status: Some(serde_json::from_value(status).unwrap()),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn a_migration_succeeds_or_fails_for_good_by_its_status() {
-        let running = job(serde_json::json!({"active": 1, "failed": 2}));
-        assert!(!succeeded(&running));
-        assert_eq!(job_failure(&running), None, "retries are not failure");
-        assert!(succeeded(&job(serde_json::json!({"succeeded": 1}))));
-        let failed = job(serde_json::json!({"failed": 11, "conditions": [
-            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
-             "message": "Job has reached the specified backoff limit"}
-        ]}));
-        assert_eq!(
-            job_failure(&failed).as_deref(),
-            Some("Job has reached the specified backoff limit")
-        );
-    }
 
     #[test]
     fn hashes_tell_inputs_apart() {

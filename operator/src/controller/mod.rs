@@ -81,9 +81,15 @@ fn delay(failures: u32) -> Duration {
         .min(Backoff::MAX)
 }
 
-/// The back-off key of an object.
-pub fn key(kind: &str, namespace: Option<&str>, name: &str) -> String {
-    format!("{kind}/{}/{name}", namespace.unwrap_or_default())
+/// The back-off key of an object: kind, namespace and name.
+pub fn key<K: kube::Resource<DynamicType = ()>>(object: &K) -> String {
+    let meta = object.meta();
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
+    )
 }
 
 /// Now, as the RFC 3339 string conditions carry.

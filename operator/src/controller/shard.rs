@@ -14,12 +14,12 @@ use parley_crd::resources::{ChatShard, ChatShardStatus};
 
 use super::{Context, now};
 use crate::error::{Error, Result};
-use crate::status::set_condition;
+use crate::status::{job_succeeded, migrated_shards, set_condition};
 
 const KIND: &str = "ChatShard";
 
 pub async fn reconcile(shard: Arc<ChatShard>, ctx: Arc<Context>) -> Result<Action> {
-    let key = super::key(KIND, shard.metadata.namespace.as_deref(), &shard.name_any());
+    let key = super::key(&*shard);
     let action = reconcile_shard(shard, &ctx).await?;
     ctx.backoff.succeeded(&key);
     Ok(action)
@@ -113,12 +113,7 @@ async fn reconcile_shard(shard: Arc<ChatShard>, ctx: &Arc<Context>) -> Result<Ac
 /// Whether `job` is a migration that succeeded and covered the shard `name` (an older
 /// migration of the cluster, from before the shard joined, does not count).
 fn migrated_shard(job: &Job, name: &str) -> bool {
-    let succeeded = job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0) > 0;
-    let covers = job
-        .annotations()
-        .get(crate::resources::SHARDS_ANNOTATION)
-        .is_some_and(|list| list.split(',').any(|s| s == name));
-    succeeded && covers
+    job_succeeded(job) && migrated_shards(job).any(|s| s == name)
 }
 
 // The signature kube-runtime's Controller calls.
@@ -126,7 +121,7 @@ fn migrated_shard(job: &Job, name: &str) -> bool {
 pub fn error_policy(shard: Arc<ChatShard>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!("reconciling a ChatShard failed: {error}");
     ctx.metrics.failed(KIND, error.metric_label());
-    let key = super::key(KIND, shard.metadata.namespace.as_deref(), &shard.name_any());
+    let key = super::key(&*shard);
     Action::requeue(ctx.backoff.failed(&key))
 }
 
