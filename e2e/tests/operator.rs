@@ -131,6 +131,23 @@ fn secret(name: &str, data: &[(&str, &str)]) -> Secret {
     }
 }
 
+/// The Secrets a test cluster references: the directory's, S3's, and `<shard>-db` with the
+/// given URL for each shard.
+async fn cluster_secrets(client: &Client, ns: &str, shard_urls: &[(&str, &str)]) -> Api<Secret> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let mut all = vec![
+        secret("directory", &[("url", "postgres://dir")]),
+        secret("s3", &[("accessKeyId", "k"), ("secretAccessKey", "s")]),
+    ];
+    for (shard, url) in shard_urls {
+        all.push(secret(&format!("{shard}-db"), &[("url", url)]));
+    }
+    for s in all {
+        secrets.create(&PostParams::default(), &s).await.unwrap();
+    }
+    secrets
+}
+
 fn cluster(name: &str, replicas: i32) -> ChatCluster {
     serde_json::from_value(serde_json::json!({
         "apiVersion": "parley.dev/v1alpha1", "kind": "ChatCluster",
@@ -266,15 +283,12 @@ async fn a_cluster_and_two_shards_are_reconciled() {
     apply_crds(&client).await;
     let ns = format!("op-{}", std::process::id());
     create_namespace(&client, &ns).await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    for s in [
-        secret("directory", &[("url", "postgres://dir")]),
-        secret("s3", &[("accessKeyId", "k"), ("secretAccessKey", "s")]),
-        secret("alpha-a-db", &[("url", "postgres://a")]),
-        secret("alpha-b-db", &[("url", "postgres://b")]),
-    ] {
-        secrets.create(&PostParams::default(), &s).await.unwrap();
-    }
+    let secrets = cluster_secrets(
+        &client,
+        &ns,
+        &[("alpha-a", "postgres://a"), ("alpha-b", "postgres://b")],
+    )
+    .await;
     let _operator = start_operator(&ns).await;
     let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
     let shards: Api<ChatShard> = Api::namespaced(client.clone(), &ns);
@@ -701,14 +715,7 @@ async fn nodes_wait_for_the_migration() {
     }))
     .unwrap();
     quotas.create(&PostParams::default(), &quota).await.unwrap();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    for s in [
-        secret("directory", &[("url", "postgres://dir")]),
-        secret("s3", &[("accessKeyId", "k"), ("secretAccessKey", "s")]),
-        secret("gamma-a-db", &[("url", "postgres://a")]),
-    ] {
-        secrets.create(&PostParams::default(), &s).await.unwrap();
-    }
+    let secrets = cluster_secrets(&client, &ns, &[("gamma-a", "postgres://a")]).await;
     let _operator = start_operator(&ns).await;
     let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
     let shards: Api<ChatShard> = Api::namespaced(client.clone(), &ns);
@@ -982,13 +989,7 @@ async fn two_operator_replicas_take_turns_through_the_lease() {
     apply_crds(&client).await;
     let ns = format!("le-{}", std::process::id());
     create_namespace(&client, &ns).await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    for s in [
-        secret("directory", &[("url", "postgres://dir")]),
-        secret("s3", &[("accessKeyId", "k"), ("secretAccessKey", "s")]),
-    ] {
-        secrets.create(&PostParams::default(), &s).await.unwrap();
-    }
+    cluster_secrets(&client, &ns, &[]).await;
     let first = start_replica(&ns, "replica-a").await;
     eventually(30, "replica-a to lead", || async {
         (first.leader().await == Some(true)).then_some(())
@@ -1174,14 +1175,7 @@ async fn the_helm_chart_installs_an_operator_whose_rbac_suffices() {
     );
     let path = std::env::temp_dir().join(format!("parley-{release}.kubeconfig"));
     std::fs::write(&path, as_sa).unwrap();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    for s in [
-        secret("directory", &[("url", "postgres://dir")]),
-        secret("s3", &[("accessKeyId", "k"), ("secretAccessKey", "s")]),
-        secret("omega-a-db", &[("url", "postgres://a")]),
-    ] {
-        secrets.create(&PostParams::default(), &s).await.unwrap();
-    }
+    cluster_secrets(&client, &ns, &[("omega-a", "postgres://a")]).await;
     let _operator = start_operator_as(&ns, "chart-operator", &path, &release).await;
     let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
     clusters
