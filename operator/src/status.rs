@@ -1,5 +1,6 @@
-//! Status logic, pure: the shard map from the ChatShards, and the `Ready` / `Progressing` /
-//! `Degraded` conditions from what the controller observed.
+//! Status logic, pure: the shard map from the ChatShards, the ring from the chat-node pods,
+//! what a migration Job says, and the `Ready` / `Progressing` / `Degraded` conditions from
+//! what the controller observed.
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
