@@ -504,7 +504,9 @@ async fn a_cluster_and_two_shards_are_reconciled() {
         sts.get("alpha-node").await.is_ok(),
         "nothing else disturbed"
     );
-    // ... with a Warning Event on the cluster, as `kubectl describe` shows it.
+    // ... with a Warning Event on the cluster naming the gap, as `kubectl describe` shows it
+    // (alpha may have had an earlier one, from before alpha-b existed: each problem has its
+    // own Event, not a count on the first).
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &ns);
     let warning = eventually(30, "a Warning Event", || {
         let events = events.clone();
@@ -517,6 +519,7 @@ async fn a_cluster_and_two_shards_are_reconciled() {
                 .into_iter()
                 .find(|e| {
                     e.reason.as_deref() == Some("InvalidShardMap")
+                        && e.note.as_deref().is_some_and(|n| n.contains("2048-2099"))
                         && e.type_.as_deref() == Some("Warning")
                         && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("alpha")
                 })

@@ -154,6 +154,41 @@ pub fn statefulset_replicas(
     }
 }
 
+/// An Event to record about a change of the `Degraded` condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditionEvent {
+    pub warning: bool,
+    pub reason: String,
+    pub note: String,
+}
+
+/// The Event the step from `previous` to `current` conditions calls for: a Warning when the
+/// cluster becomes Degraded or its problem changes, a Normal one when it stops being so.
+pub fn degraded_event(previous: &[Condition], current: &[Condition]) -> Option<ConditionEvent> {
+    let degraded = |c: &[Condition]| {
+        c.iter()
+            .find(|c| c.type_ == "Degraded" && c.status == "True")
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    match (degraded(previous), degraded(current)) {
+        (before, Some((reason, note)))
+            if before.as_ref() != Some(&(reason.clone(), note.clone())) =>
+        {
+            Some(ConditionEvent {
+                warning: true,
+                reason,
+                note,
+            })
+        }
+        (Some(_), None) => Some(ConditionEvent {
+            warning: false,
+            reason: "SpecValid".into(),
+            note: "the spec is valid again".into(),
+        }),
+        _ => None,
+    }
+}
+
 /// Sets a condition, keeping its transition time when its status did not change.
 pub fn set_condition(
     conditions: &mut Vec<Condition>,
@@ -481,5 +516,41 @@ mod tests {
             job_failure(&failed).as_deref(),
             Some("Job has reached the specified backoff limit")
         );
+    }
+
+    #[test]
+    fn events_mark_changes_of_degraded_only() {
+        let ok = Rollout {
+            desired: 1,
+            ready: 1,
+            updated: 1,
+            migrated: true,
+            ..Rollout::default()
+        };
+        let problem = |m: &str| Problem {
+            reason: "InvalidShardMap",
+            message: m.into(),
+        };
+        let fine = cluster_conditions(&[], &[], ok, "t0", Some(1));
+        assert_eq!(degraded_event(&[], &fine), None);
+        let gap = cluster_conditions(&fine, &[problem("gap 1-2")], ok, "t1", Some(2));
+        let e = degraded_event(&fine, &gap).unwrap();
+        assert!(e.warning);
+        assert_eq!(
+            (e.reason.as_str(), e.note.as_str()),
+            ("InvalidShardMap", "gap 1-2")
+        );
+        let again = cluster_conditions(&gap, &[problem("gap 1-2")], ok, "t2", Some(2));
+        assert_eq!(degraded_event(&gap, &again), None, "nothing new");
+        let other = cluster_conditions(&again, &[problem("gap 3-4")], ok, "t3", Some(3));
+        assert_eq!(
+            degraded_event(&again, &other).unwrap().note,
+            "gap 3-4",
+            "a new problem"
+        );
+        let mended = cluster_conditions(&other, &[], ok, "t4", Some(4));
+        let e = degraded_event(&other, &mended).unwrap();
+        assert!(!e.warning);
+        assert_eq!(e.reason, "SpecValid");
     }
 }

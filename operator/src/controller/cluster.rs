@@ -22,19 +22,18 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 use parley_crd::resources::{ChatCluster, ChatClusterStatus, ChatShard, ShardStatus};
 use parley_crd::workers::allocate;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Context, now};
+use super::{Context, now, publish_event};
 use crate::error::{Error, Result};
 use crate::resources::{self as r, Decided, Edge, MANAGER};
 use crate::status::{
-    Problem, Rollout, cluster_conditions, job_failure, job_succeeded, next_ring, ring_members,
-    shard_map, statefulset_replicas,
+    Problem, Rollout, cluster_conditions, degraded_event, job_failure, job_succeeded, next_ring,
+    ring_members, shard_map, statefulset_replicas,
 };
 
 const KIND: &str = "ChatCluster";
@@ -446,10 +445,7 @@ async fn finish(
     shards: Vec<ShardStatus>,
     rollout: Rollout,
 ) -> Result<Action> {
-    let was_degraded = status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Degraded" && c.status == "True");
+    let previous = status.conditions.clone();
     let generation = cluster.metadata.generation;
     status.conditions =
         cluster_conditions(&status.conditions, &problems, rollout, &now(), generation);
@@ -470,32 +466,12 @@ async fn finish(
         &Patch::Merge(serde_json::json!({ "status": status })),
     )
     .await?;
-    let reference = cluster.object_ref(&());
-    if let Some(p) = problems.first() {
-        let note = problems
-            .iter()
-            .map(|p| p.message.clone())
-            .collect::<Vec<_>>()
-            .join("; ");
-        let event = Event {
-            type_: EventType::Warning,
-            reason: p.reason.into(),
-            note: Some(note),
-            action: "Validate".into(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!("publishing an event: {e}");
+    if let Some(e) = degraded_event(&previous, &status.conditions) {
+        let mut reference = cluster.object_ref(&());
+        reference.resource_version = None;
+        if let Err(err) = publish_event(ctx, reference, e.warning, &e.reason, &e.note).await {
+            tracing::warn!("publishing an event: {err}");
         }
-    } else if was_degraded {
-        let event = Event {
-            type_: EventType::Normal,
-            reason: "SpecValid".into(),
-            note: Some("the spec is valid again".into()),
-            action: "Validate".into(),
-            secondary: None,
-        };
-        let _ = ctx.recorder.publish(&event, &reference).await;
     }
     Ok(match (problems.is_empty(), requeue) {
         (false, _) => Action::requeue(Duration::from_secs(30)),

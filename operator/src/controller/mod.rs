@@ -7,8 +7,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::api::{Api, PostParams};
 
 use crate::metrics::Metrics;
 
@@ -16,7 +19,8 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    /// This replica's name, as the Events it records say.
+    pub instance: String,
     pub metrics: Arc<Metrics>,
     /// Held from reading every cluster's worker-ID range to recording a new one, so two
     /// clusters reconciled at once cannot both take the same free range.
@@ -33,18 +37,52 @@ impl std::fmt::Debug for Context {
 
 impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>, instance: &str) -> Self {
-        let reporter = Reporter {
-            controller: crate::resources::MANAGER.into(),
-            instance: Some(instance.into()),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
             client,
+            instance: instance.into(),
             metrics,
             worker_ids: Arc::default(),
             backoff: Arc::default(),
         }
     }
+}
+
+/// An Event about `regarding`, as `kubectl describe` lists them. Each is a new Event:
+/// kube-runtime's Recorder folds every Event of the same reason into the first one and keeps
+/// its note, so a changed problem would have shown the old message.
+pub async fn publish_event(
+    ctx: &Context,
+    regarding: ObjectReference,
+    warning: bool,
+    reason: &str,
+    note: &str,
+) -> Result<(), kube::Error> {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let namespace = regarding.namespace.clone().unwrap_or_default();
+    let event = Event {
+        metadata: ObjectMeta {
+            name: Some(format!(
+                "{}.{:x}",
+                regarding.name.as_deref().unwrap_or_default(),
+                now.as_nanosecond()
+            )),
+            namespace: Some(namespace.clone()),
+            ..Default::default()
+        },
+        event_time: Some(MicroTime(now)),
+        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
+        reason: Some(reason.into()),
+        note: Some(note.into()),
+        action: Some("Validate".into()),
+        regarding: Some(regarding),
+        reporting_controller: Some(crate::resources::MANAGER.into()),
+        reporting_instance: Some(ctx.instance.clone()),
+        ..Default::default()
+    };
+    Api::<Event>::namespaced(ctx.client.clone(), &namespace)
+        .create(&PostParams::default(), &event)
+        .await
+        .map(|_| ())
 }
 
 /// Exponential back-off of failing reconciles, per object: 5 s after the first failure,
