@@ -9,7 +9,8 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 15_000;
 
 /// Close codes of the protocol.
 pub mod close {
-    /// Node shutting down; reconnect with `resume_after`.
+    /// Node stopping at once (a hard shutdown: a second signal, or a drain window of 0);
+    /// reconnect with `resume_after`.
     pub const GOING_AWAY: u16 = 1001;
     /// Frame larger than the limit.
     pub const TOO_LARGE: u16 = 1009;
@@ -19,6 +20,9 @@ pub mod close {
     pub const HEARTBEAT_EXPIRED: u16 = 4002;
     /// Rate or policy limit.
     pub const POLICY: u16 = 4008;
+    /// Node draining (v1.1): sent after a [`Reconnect`](super::Reconnect) event; wait its
+    /// `after_ms`, then reconnect (to any node) with `resume_after`.
+    pub const NODE_DRAINING: u16 = 4010;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,6 +230,8 @@ pub mod event {
     pub const MEMBER_LEFT: &str = "member_left";
     pub const PRESENCE: &str = "presence";
     pub const RESYNC_REQUIRED: &str = "resync_required";
+    /// v1.1: the node is draining; the close (4010) follows.
+    pub const RECONNECT: &str = "reconnect";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,9 +288,33 @@ pub struct ResyncRequired {
     pub channel_id: Id,
 }
 
+/// `reconnect` (v1.1): the node is draining and closes this connection with
+/// [`close::NODE_DRAINING`] right after. The client waits `after_ms` milliseconds (a
+/// jittered delay, so a node's clients do not all come back at once), then reconnects to
+/// any node with `resume_after` set to the last message id it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reconnect {
+    pub after_ms: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reconnect_has_the_v1_1_shape() {
+        let f = ServerFrame {
+            t: event::RECONNECT,
+            r#ref: None,
+            d: &Reconnect { after_ms: 1250 },
+        };
+        let v: serde_json::Value = serde_json::to_value(&f).unwrap();
+        assert_eq!(v["t"], "reconnect");
+        assert_eq!(v["d"], serde_json::json!({"after_ms": 1250}));
+        let back: Reconnect = serde_json::from_value(v["d"].clone()).unwrap();
+        assert_eq!(back.after_ms, 1250);
+        assert_eq!(close::NODE_DRAINING, 4010);
+    }
 
     #[test]
     fn parses_every_op() {
