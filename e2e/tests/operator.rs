@@ -816,7 +816,7 @@ async fn everything_the_operator_renders_passes_a_server_side_dry_run() {
                 .unwrap_or_else(|e| panic!("{} {} refused: {e}", stringify!($t), obj.name_any()));
         }};
     }
-    dry_run!(ConfigMap, r::config(&c, &decided));
+    dry_run!(ConfigMap, r::config(&c));
     for svc in r::services(&c) {
         dry_run!(Service, svc);
     }

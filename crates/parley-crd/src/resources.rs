@@ -10,7 +10,9 @@
 // attribute.
 #![allow(clippy::duplicated_attributes)]
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -259,6 +261,20 @@ impl Default for PersisterSpec {
     }
 }
 
+/// Where a cluster's pods may run: applied alike to the chat-node StatefulSet, the persister
+/// Deployment and the migration Job (all of them talk to the same databases, so they
+/// belong on the same nodes).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulingSpec {
+    /// Node labels a pod's node must carry (a pod's `nodeSelector`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Taints the pods tolerate (a pod's `tolerations`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+}
+
 /// A Parley cluster: chat-nodes, persisters and the edge, over Redis, Kafka, a directory
 /// database, S3 and the `ChatShard`s that name this cluster.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
@@ -329,6 +345,9 @@ pub struct ChatClusterSpec {
     pub heartbeat_interval_ms: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Node selector and tolerations of every pod the operator runs for this cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<SchedulingSpec>,
 }
 
 /// The Snowflake worker IDs allocated to a cluster: `base .. base + size`.

@@ -301,7 +301,7 @@ async fn reconcile_cluster(cluster: Arc<ChatCluster>, ctx: &Arc<Context>) -> Res
         shards: shard_statuses.clone(),
         jwt_secret,
     };
-    let config = r::config(&cluster, &decided);
+    let config = r::config(&cluster);
     let config_hash = hash(&[&serde_json::to_string(&config.data)?]);
     apply(client, &ns, &config).await?;
     for svc in r::services(&cluster) {

@@ -24,8 +24,11 @@ fn s(v: impl Into<String>) -> String {
     v.into()
 }
 
-/// `<name>-config`: every non-secret setting, as `PARLEY_*` variables; secrets are files.
-pub fn config(cluster: &ChatCluster, decided: &Decided) -> ConfigMap {
+/// `<name>-config`: every non-secret setting chat-nodes, persisters and the migration share,
+/// as `PARLEY_*` variables; secrets are files. Files only chat-nodes mount (the session and
+/// cluster secrets, the word list) are named in the StatefulSet's own env ([`node_env`]), so
+/// a persister or migration never points at a file it cannot read.
+pub fn config(cluster: &ChatCluster) -> ConfigMap {
     let spec = &cluster.spec;
     let mut data = BTreeMap::from([
         (s("PARLEY_MODE"), s("distributed")),
@@ -66,14 +69,6 @@ pub fn config(cluster: &ChatCluster, decided: &Decided) -> ConfigMap {
         // `<name>-shards` Secret; nodes and persisters re-read it when it changes.
         (s("PARLEY_SHARDS_FILE"), format!("{SHARDS_DIR}/shards")),
         (
-            s("PARLEY_JWT_SECRET_FILE"),
-            format!("{SECRETS_DIR}/jwt/{}", decided.jwt_secret.1),
-        ),
-        (
-            s("PARLEY_CLUSTER_SECRET_FILE"),
-            format!("{SECRETS_DIR}/internal/secret"),
-        ),
-        (
             s("PARLEY_HEARTBEAT_INTERVAL_MS"),
             spec.heartbeat_interval_ms.to_string(),
         ),
@@ -104,12 +99,6 @@ pub fn config(cluster: &ChatCluster, decided: &Decided) -> ConfigMap {
     }
     if let Some(e) = &spec.media.endpoint {
         data.insert(s("PARLEY_S3_ENDPOINT"), e.clone());
-    }
-    if let Some(w) = &spec.moderation.word_list_config_map_ref {
-        data.insert(
-            s("PARLEY_MODERATION_WORDS_FILE"),
-            format!("/etc/parley/words/{}", w.key),
-        );
     }
     if let Some(epoch) = spec.snowflake_epoch_ms {
         data.insert(s("PARLEY_SNOWFLAKE_EPOCH_MS"), epoch.to_string());
@@ -232,12 +221,24 @@ pub(super) fn secret_files(
                 }),
                 ..Default::default()
             });
-            mounts.push(mount("words", s("/etc/parley/words")));
+            mounts.push(mount("words", s(WORDS_DIR)));
         }
     }
     (volumes, mounts)
 }
 
+/// `pod` with the cluster's `spec.scheduling` (node selector and tolerations), which every
+/// pod of the cluster gets.
+pub(super) fn scheduled(cluster: &ChatCluster, mut pod: PodSpec) -> PodSpec {
+    if let Some(sched) = &cluster.spec.scheduling {
+        pod.node_selector = (!sched.node_selector.is_empty()).then(|| sched.node_selector.clone());
+        pod.tolerations = (!sched.tolerations.is_empty()).then(|| sched.tolerations.clone());
+    }
+    pod
+}
+
+/// Pod-level security: user and group 65532, and `fsGroup` 65532, so the Secret files
+/// (mode 0440, group `fsGroup`) are readable on a real kubelet.
 pub(super) fn restricted_pod() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
@@ -293,6 +294,43 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
+/// Where the words of the moderation list are mounted (chat-nodes only).
+const WORDS_DIR: &str = "/etc/parley/words";
+
+/// The chat-node container's own variables: its identity from the pod, and the files only
+/// chat-nodes mount ([`secret_files`] with `with_node_secrets`).
+fn node_env(cluster: &ChatCluster, decided: &Decided) -> Vec<EnvVar> {
+    let value = |k: &str, v: String| EnvVar {
+        name: s(k),
+        value: Some(v),
+        ..Default::default()
+    };
+    let mut env = vec![
+        field_env("PARLEY_NODE_NAME", "metadata.name"),
+        field_env("PARLEY_NAMESPACE", "metadata.namespace"),
+        // The ordinal, which starts at the cluster's worker-ID base (Kubernetes >= 1.28).
+        field_env(
+            "PARLEY_WORKER_ID",
+            "metadata.labels['apps.kubernetes.io/pod-index']",
+        ),
+        value(
+            "PARLEY_JWT_SECRET_FILE",
+            format!("{SECRETS_DIR}/jwt/{}", decided.jwt_secret.1),
+        ),
+        value(
+            "PARLEY_CLUSTER_SECRET_FILE",
+            format!("{SECRETS_DIR}/internal/secret"),
+        ),
+    ];
+    if let Some(w) = &cluster.spec.moderation.word_list_config_map_ref {
+        env.push(value(
+            "PARLEY_MODERATION_WORDS_FILE",
+            format!("{WORDS_DIR}/{}", w.key),
+        ));
+    }
+    env
+}
+
 /// The chat-node StatefulSet. Ordinals start at the cluster's worker-ID base, so a pod's
 /// ordinal (its `apps.kubernetes.io/pod-index`) is its Snowflake worker ID.
 pub fn statefulset(cluster: &ChatCluster, decided: &Decided, config_hash: &str) -> StatefulSet {
@@ -311,14 +349,7 @@ pub fn statefulset(cluster: &ChatCluster, decided: &Decided, config_hash: &str) 
             }),
             ..Default::default()
         }]),
-        env: Some(vec![
-            field_env("PARLEY_NODE_NAME", "metadata.name"),
-            field_env("PARLEY_NAMESPACE", "metadata.namespace"),
-            field_env(
-                "PARLEY_WORKER_ID",
-                "metadata.labels['apps.kubernetes.io/pod-index']",
-            ),
-        ]),
+        env: Some(node_env(cluster, decided)),
         ports: Some(vec![
             ContainerPort {
                 name: Some(s("http")),
@@ -371,15 +402,18 @@ pub fn statefulset(cluster: &ChatCluster, decided: &Decided, config_hash: &str) 
             },
             template: PodTemplateSpec {
                 metadata: Some(template_meta),
-                spec: Some(PodSpec {
-                    service_account_name: Some(format!("{}-node", name(cluster))),
-                    automount_service_account_token: Some(true),
-                    termination_grace_period_seconds: Some(45),
-                    security_context: Some(restricted_pod()),
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    ..Default::default()
-                }),
+                spec: Some(scheduled(
+                    cluster,
+                    PodSpec {
+                        service_account_name: Some(format!("{}-node", name(cluster))),
+                        automount_service_account_token: Some(true),
+                        termination_grace_period_seconds: Some(45),
+                        security_context: Some(restricted_pod()),
+                        containers: vec![container],
+                        volumes: Some(volumes),
+                        ..Default::default()
+                    },
+                )),
             },
             ..Default::default()
         }),
@@ -447,7 +481,7 @@ mod tests {
 
     #[test]
     fn config_holds_settings_and_points_at_secret_files() {
-        let cm = config(&cluster(), &decided());
+        let cm = config(&cluster());
         let d = cm.data.unwrap();
         assert_eq!(d["PARLEY_MODE"], "distributed");
         assert_eq!(d["PARLEY_KAFKA_TOPIC_PREFIX"], "alpha");
@@ -456,9 +490,9 @@ mod tests {
             d["PARLEY_DIRECTORY_URL_FILE"],
             "/var/run/parley/secrets/directory/url"
         );
-        assert_eq!(
-            d["PARLEY_MODERATION_WORDS_FILE"],
-            "/etc/parley/words/words.txt"
+        assert!(
+            !d.contains_key("PARLEY_MODERATION_WORDS_FILE"),
+            "only chat-nodes mount the word list: it is in their own env"
         );
         assert!(
             d.values().all(|v| !v.contains("password")),

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use parley_crd::resources::ChatCluster;
 
-use super::nodes::{http_probe, restricted_container, restricted_pod, secret_files};
+use super::nodes::{http_probe, restricted_container, restricted_pod, scheduled, secret_files};
 use super::support::*;
 
 const PERSISTER: &str = "persister";
@@ -77,14 +77,17 @@ pub fn persister(cluster: &ChatCluster, decided: &Decided, config_hash: &str) ->
                     ),
                     ..Default::default()
                 }),
-                spec: Some(PodSpec {
-                    automount_service_account_token: Some(false),
-                    termination_grace_period_seconds: Some(30),
-                    security_context: Some(restricted_pod()),
-                    containers: vec![c],
-                    volumes: Some(volumes),
-                    ..Default::default()
-                }),
+                spec: Some(scheduled(
+                    cluster,
+                    PodSpec {
+                        automount_service_account_token: Some(false),
+                        termination_grace_period_seconds: Some(30),
+                        security_context: Some(restricted_pod()),
+                        containers: vec![c],
+                        volumes: Some(volumes),
+                        ..Default::default()
+                    },
+                )),
             },
             ..Default::default()
         }),
@@ -133,14 +136,17 @@ pub fn migration(cluster: &ChatCluster, decided: &Decided, hash: &str) -> Job {
                     labels: Some(labels(cluster, MIGRATE)),
                     ..Default::default()
                 }),
-                spec: Some(PodSpec {
-                    restart_policy: Some("OnFailure".into()),
-                    automount_service_account_token: Some(false),
-                    security_context: Some(restricted_pod()),
-                    containers: vec![c],
-                    volumes: Some(volumes),
-                    ..Default::default()
-                }),
+                spec: Some(scheduled(
+                    cluster,
+                    PodSpec {
+                        restart_policy: Some("OnFailure".into()),
+                        automount_service_account_token: Some(false),
+                        security_context: Some(restricted_pod()),
+                        containers: vec![c],
+                        volumes: Some(volumes),
+                        ..Default::default()
+                    },
+                )),
             },
             ..Default::default()
         }),

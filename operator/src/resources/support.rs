@@ -111,6 +111,43 @@ pub mod fixtures {
         c
     }
 
+    /// `cluster()` with every optional setting on: the Redis URL from a Secret, a JWT
+    /// secret of the user's, a word list, a Snowflake epoch, scheduling, resources.
+    pub fn everything() -> ChatCluster {
+        let mut c = cluster();
+        let extra: parley_crd::resources::ChatClusterSpec = serde_json::from_value(serde_json::json!({
+            "replicas": 2,
+            "image": "parley/chat-node:0.1.0",
+            "imagePullPolicy": "IfNotPresent",
+            "redis": {"secretRef": {"name": "alpha-redis", "key": "url"}},
+            "kafka": {"bootstrapServers": "kafka:9092", "topicPrefix": "alpha", "partitions": 12, "replicationFactor": 1},
+            "directory": {"secretRef": {"name": "alpha-directory", "key": "url"}, "poolSize": 5},
+            "media": {"bucket": "alpha-media", "endpoint": "http://minio:9000", "region": "eu-west-1", "credentialsSecretRef": {"name": "alpha-s3"}},
+            "jwtSecretRef": {"name": "alpha-jwt-given", "key": "token-secret"},
+            "moderation": {"wordListConfigMapRef": {"name": "words", "key": "words.txt"}, "policy": "reject"},
+            "exposure": {"ingress": {"host": "chat.example.com", "className": "traefik", "tlsSecretName": "chat-tls"}},
+            "persister": {"replicas": 1, "batchSize": 100, "lingerMs": 5, "resources": {"requests": {"cpu": "50m"}}},
+            "snowflakeEpochMs": 1_704_067_200_000_i64,
+            "heartbeatIntervalMs": 10000,
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+            "scheduling": {
+                "nodeSelector": {"parley.dev/real-node": "true"},
+                "tolerations": [{"key": "parley.dev/real-node", "operator": "Equal", "value": "true", "effect": "NoSchedule"}]
+            }
+        }))
+        .unwrap();
+        c.spec = extra;
+        c
+    }
+
+    /// What the operator decides for [`everything`]: the user's JWT Secret.
+    pub fn everything_decided() -> Decided {
+        Decided {
+            jwt_secret: ("alpha-jwt-given".into(), "token-secret".into()),
+            ..decided()
+        }
+    }
+
     pub fn decided() -> Decided {
         Decided {
             workers: WorkerIdRange { base: 8, size: 8 },
