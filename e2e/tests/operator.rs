@@ -238,6 +238,23 @@ async fn start_operator_as(
     kubeconfig: &std::path::Path,
     lease: &str,
 ) -> Operator {
+    let (mut cmd, metrics) = operator_command(ns, identity, kubeconfig, lease);
+    let child = cmd
+        .env("POD_NAMESPACE", ns)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    Operator { child, metrics }
+}
+
+/// The operator's command (without `POD_NAMESPACE`, which the caller sets or not), reconciling
+/// `ns`, and the base URL of its metrics.
+fn operator_command(
+    ns: &str,
+    identity: &str,
+    kubeconfig: &std::path::Path,
+    lease: &str,
+) -> (tokio::process::Command, String) {
     let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/parley-operator");
     assert!(
         bin.exists(),
@@ -248,9 +265,9 @@ async fn start_operator_as(
         .local_addr()
         .unwrap()
         .port();
-    let child = tokio::process::Command::new(bin)
-        .env("KUBECONFIG", kubeconfig)
-        .env("POD_NAMESPACE", ns)
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.env("KUBECONFIG", kubeconfig)
+        .env_remove("POD_NAMESPACE")
         .env("POD_NAME", identity)
         .env("PARLEY_OPERATOR_LEASE", lease)
         // Tests run side by side: each operator keeps to its own namespace.
@@ -258,14 +275,24 @@ async fn start_operator_as(
         .env("PARLEY_OPERATOR_METRICS", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "info,kube=warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
+        .kill_on_drop(true);
+    (cmd, format!("http://127.0.0.1:{port}"))
+}
+
+/// A copy of the test kubeconfig whose current context's namespace is `ns`.
+fn kubeconfig_in(ns: &str, file: &str) -> PathBuf {
+    let mut kc = Kubeconfig::read_from(kubeconfig()).unwrap();
+    let current = kc.current_context.clone().unwrap();
+    let ctx = kc
+        .contexts
+        .iter_mut()
+        .find(|c| c.name == current)
+        .and_then(|c| c.context.as_mut())
         .unwrap();
-    Operator {
-        child,
-        metrics: format!("http://127.0.0.1:{port}"),
-    }
+    ctx.namespace = Some(ns.to_owned());
+    let path = std::env::temp_dir().join(file);
+    std::fs::write(&path, serde_yaml_ng::to_string(&kc).unwrap()).unwrap();
+    path
 }
 
 fn condition(c: &ChatCluster, type_: &str) -> Option<(String, String, String)> {
@@ -1055,6 +1082,65 @@ async fn two_operator_replicas_take_turns_through_the_lease() {
     let _ = Api::<Namespace>::all(client.clone())
         .delete(&ns, &DeleteParams::default())
         .await;
+}
+
+/// Run outside a cluster without `POD_NAMESPACE`, the operator takes its Lease in the
+/// namespace of its kubeconfig's context (not a `parley-system` that may not exist).
+#[tokio::test]
+async fn without_pod_namespace_the_lease_is_in_the_kubeconfigs_namespace() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let client = client().await;
+    apply_crds(&client).await;
+    let ns = format!("kcns-{}", std::process::id());
+    create_namespace(&client, &ns).await;
+    let path = kubeconfig_in(&ns, &format!("parley-{ns}.kubeconfig"));
+    let (mut cmd, metrics) = operator_command(&ns, "kubeconfig-ns", &path, "parley-operator");
+    let child = cmd.stderr(Stdio::inherit()).spawn().unwrap();
+    let op = Operator { child, metrics };
+    eventually(30, "the operator to lead", || async {
+        (op.leader().await == Some(true)).then_some(())
+    })
+    .await;
+    let lease = Api::<Lease>::namespaced(client.clone(), &ns)
+        .get("parley-operator")
+        .await
+        .unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some("kubeconfig-ns")
+    );
+    op.stop().await;
+    let _ = std::fs::remove_file(&path);
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::default())
+        .await;
+}
+
+/// A Lease namespace that does not exist stops the operator with a message that names it and
+/// says how to fix it, rather than a wait that never ends.
+#[tokio::test]
+async fn a_lease_namespace_that_does_not_exist_stops_the_operator_saying_why() {
+    let client = client().await;
+    apply_crds(&client).await;
+    let missing = format!("does-not-exist-{}", std::process::id());
+    let (mut cmd, _) = operator_command(&missing, "nowhere", &kubeconfig(), "parley-operator");
+    let child = cmd
+        .env("POD_NAMESPACE", &missing)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the operator exits, not waits")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exits non-zero: {stderr}");
+    assert!(
+        stderr.contains(&format!("namespace \"{missing}\" does not exist"))
+            && stderr.contains("set POD_NAMESPACE")
+            && stderr.contains(&format!("kubectl create namespace {missing}")),
+        "names the namespace and the fix: {stderr}"
+    );
 }
 
 /// `kubectl` or `helm` as `dev/k8s up` built them.

@@ -10,6 +10,19 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 
+/// Why this replica cannot take part in the election at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ElectionError {
+    /// The Lease's namespace does not exist: waiting would never end.
+    #[error(
+        "the leader Lease's namespace {0:?} does not exist: set POD_NAMESPACE (or --lease-namespace) \
+         to an existing namespace, or create it with `kubectl create namespace {0}`"
+    )]
+    NoNamespace(String),
+    #[error("leader election: {0}")]
+    Kube(#[from] kube::Error),
+}
+
 /// One replica's candidacy.
 #[derive(Clone)]
 pub struct Elector {
@@ -39,7 +52,8 @@ impl Elector {
     }
 
     /// Tries once to hold (or keep) the lease; `true` when this replica is the leader.
-    pub async fn try_acquire(&self) -> Result<bool, kube::Error> {
+    /// [`ElectionError::NoNamespace`] when the Lease's namespace does not exist.
+    pub async fn try_acquire(&self) -> Result<bool, ElectionError> {
         let now = MicroTime(Timestamp::now());
         let secs = self.duration.as_secs() as i32;
         let current = self.api.get_opt(&self.name).await?;
@@ -61,7 +75,11 @@ impl Elector {
             return match self.api.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-                Err(e) => Err(e),
+                // Creating in a namespace that is not there: `namespaces "x" not found`.
+                Err(kube::Error::Api(e)) if e.code == 404 => Err(ElectionError::NoNamespace(
+                    self.api.namespace().unwrap_or_default().to_owned(),
+                )),
+                Err(e) => Err(e.into()),
             };
         };
         let spec = lease.spec.clone().unwrap_or_default();
@@ -90,7 +108,7 @@ impl Elector {
         {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -120,13 +138,16 @@ impl Elector {
         }
     }
 
-    /// Waits until this replica leads.
-    pub async fn acquire(&self) {
+    /// Waits until this replica leads. Passing errors (the API server away, a conflict) are
+    /// logged and retried; a Lease namespace that does not exist is returned, since no wait
+    /// ends that.
+    pub async fn acquire(&self) -> Result<(), ElectionError> {
         loop {
             match self.try_acquire().await {
-                Ok(true) => return,
+                Ok(true) => return Ok(()),
                 Ok(false) => {}
-                Err(e) => tracing::warn!("leader election: {e}"),
+                Err(e @ ElectionError::NoNamespace(_)) => return Err(e),
+                Err(e) => tracing::warn!("{e}"),
             }
             tokio::time::sleep(self.duration / 4).await;
         }

@@ -26,9 +26,11 @@ pub struct Args {
     /// Address of `/metrics` and `/healthz`.
     #[arg(long, env = "PARLEY_OPERATOR_METRICS", default_value = "0.0.0.0:8080")]
     pub metrics: SocketAddr,
-    /// Namespace of the leader Lease (the operator's own).
-    #[arg(long, env = "POD_NAMESPACE", default_value = "parley-system")]
-    pub lease_namespace: String,
+    /// Namespace of the leader Lease (the operator's own). Default: the namespace of the
+    /// kubeconfig's current context (`default` when it names none), or in a pod its service
+    /// account's. It must exist: the operator exits when it does not.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
     /// Name of the leader Lease.
     #[arg(long, env = "PARLEY_OPERATOR_LEASE", default_value = "parley-operator")]
     pub lease_name: String,
@@ -54,6 +56,7 @@ where
 }
 
 /// Serves metrics, waits to lead, then reconciles until the lease is lost or a signal comes.
+/// Fails at once when the Lease's namespace does not exist ([`crate::leader::ElectionError`]).
 pub async fn run(args: Args) -> anyhow::Result<()> {
     // Built together with chat-node, rustls gets both aws-lc-rs and ring: name the provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -74,14 +77,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let _ = axum::serve(listener, app).await;
     });
 
+    let lease_namespace = args
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(|| client.default_namespace().to_owned());
     let elector = Elector::new(
-        Api::<Lease>::namespaced(client.clone(), &args.lease_namespace),
+        Api::<Lease>::namespaced(client.clone(), &lease_namespace),
         &args.lease_name,
         &args.identity,
         Duration::from_secs(15),
     );
-    tracing::info!(identity = %args.identity, "waiting for the leader lease");
-    elector.acquire().await;
+    tracing::info!(
+        identity = %args.identity,
+        lease = %format!("{lease_namespace}/{}", args.lease_name),
+        "waiting for the leader lease"
+    );
+    elector.acquire().await?;
     metrics.leader.set(1);
     tracing::info!("leading: reconciling ChatClusters and ChatShards");
 

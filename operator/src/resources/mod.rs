@@ -101,13 +101,13 @@ mod tests {
                         .as_ref()
                         .and_then(|s| s.items.clone())
                         .or_else(|| volume.config_map.as_ref().and_then(|m| m.items.clone()));
-                    if let Some(items) = items {
-                        if !items.iter().any(|i| i.path == file) {
-                            return Err(format!(
-                                "{what}: {key}: volume {} has no {file}",
-                                mount.name
-                            ));
-                        }
+                    if let Some(items) = items
+                        && !items.iter().any(|i| i.path == file)
+                    {
+                        return Err(format!(
+                            "{what}: {key}: volume {} has no {file}",
+                            mount.name
+                        ));
                     }
                     checked += 1;
                 }
