@@ -7,16 +7,27 @@
 //! ```text
 //!   renew my lease ──► read every member's lease ──► alive set changed? ──► new ring, epoch+1
 //! ```
+//!
+//! Ownership moves only when its holder gave it up or its lease expired, never on a list
+//! alone: a member that leaves the configured list (the operator drops a pod being deleted
+//! or not Ready) stays in the ring while its lease lives. A node gives its channels up
+//! ([`Cluster::give_up`]) when it drains or finds itself off the list: it waits for the owner
+//! work in progress (its last append), deletes its lease and announces `RingChanged` on the
+//! `cluster` topic, so every node reads the leases again at once instead of at its next tick.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use parley_crd::{Member, Ring};
 use parley_protocol::Id;
 use redis::aio::ConnectionManager;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
+
+use crate::backend::{PubSub, Topic};
+use crate::chat::ClusterEvent;
 
 /// The ring as this node sees it.
 #[derive(Debug, Clone, Default)]
@@ -54,6 +65,20 @@ pub struct Cluster {
     me: String,
     /// The configured members (`PARLEY_NODES`, or the ChatCluster's ring in Kubernetes).
     members: ArcSwap<Vec<Member>>,
+    /// Members that left the configured list but may still hold a lease: they keep their
+    /// channels until it is gone.
+    departing: Mutex<Vec<Member>>,
+    /// Set when this node drains: it never renews its lease again.
+    leaving: AtomicBool,
+    /// Owner work (a send being sequenced) holds it shared; giving the channels up takes it
+    /// exclusively, so the lease goes only after the last append.
+    gate: tokio::sync::RwLock<()>,
+    /// One tick at a time (the timer, pokes and refreshes).
+    ticking: tokio::sync::Mutex<()>,
+    /// Wakes the tick loop early (another node gave its channels up; the list changed).
+    poke: Arc<Notify>,
+    /// Where `RingChanged` is announced.
+    pubsub: Arc<dyn PubSub>,
     leases: Leases,
     namespace: String,
     redis: ConnectionManager,
@@ -73,21 +98,51 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+/// What [`Cluster::new`] needs besides the node's name and members.
+pub struct Wiring {
+    pub leases: Leases,
+    /// Namespace of the Redis keys (the topic prefix).
+    pub namespace: String,
+    pub redis: ConnectionManager,
+    pub secret: String,
+    /// Announces `RingChanged` on the `cluster` topic.
+    pub pubsub: Arc<dyn PubSub>,
+    /// Notified when another node announces `RingChanged` (the pub/sub sink holds the other
+    /// end).
+    pub poke: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Wiring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wiring")
+            .field("leases", &self.leases)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Cluster {
-    pub fn new(
-        me: &str,
-        members: Vec<Member>,
-        leases: Leases,
-        namespace: &str,
-        redis: ConnectionManager,
-        secret: String,
-    ) -> Self {
+    pub fn new(me: &str, members: Vec<Member>, w: Wiring) -> Self {
+        let Wiring {
+            leases,
+            namespace,
+            redis,
+            secret,
+            pubsub,
+            poke,
+        } = w;
         let (changes, _) = watch::channel(0);
         Self {
             me: me.to_owned(),
             members: ArcSwap::from_pointee(members),
+            departing: Mutex::new(Vec::new()),
+            leaving: AtomicBool::new(false),
+            gate: tokio::sync::RwLock::new(()),
+            ticking: tokio::sync::Mutex::new(()),
+            poke,
+            pubsub,
             leases,
-            namespace: namespace.to_owned(),
+            namespace,
             redis,
             view: ArcSwap::from_pointee(View::default()),
             changes,
@@ -103,10 +158,25 @@ impl Cluster {
 
     /// Replaces the configured members (the ChatCluster's ring changed); the next tick
     /// rebuilds the ring from those whose lease exists.
+    /// Members that left keep their channels while their lease lives.
     pub fn set_members(&self, members: Vec<Member>) {
-        if *self.members.load_full() != members {
+        let old = self.members.load_full();
+        if *old != members {
             tracing::info!(members = ?members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), "ring members from the ChatCluster");
-            self.members.store(std::sync::Arc::new(members));
+            {
+                let mut departing = lock(&self.departing);
+                for m in old.iter() {
+                    if m.name != self.me
+                        && !members.iter().any(|n| n.name == m.name)
+                        && !departing.iter().any(|d| d.name == m.name)
+                    {
+                        departing.push(m.clone());
+                    }
+                }
+                departing.retain(|d| !members.iter().any(|n| n.name == d.name));
+            }
+            self.members.store(Arc::new(members));
+            self.poke.notify_one();
         }
     }
 
@@ -142,81 +212,146 @@ impl Cluster {
 
     /// Whether this node may start owner work now (its lease is fresh).
     pub fn may_own(&self) -> bool {
-        let renewed = *self.renewed.lock().unwrap_or_else(|e| e.into_inner());
+        let renewed = *lock(&self.renewed);
         renewed.is_some_and(|at| at.elapsed() < self.leases.owner_window())
     }
 
-    /// Renews the lease and refreshes the view once.
+    /// Held while sequencing: [`Cluster::give_up`] waits for every holder.
+    pub async fn owner_work(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().await
+    }
+
+    /// Whether this node is draining (it gave or is giving its channels up for good).
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Relaxed)
+    }
+
+    /// Renews the lease and refreshes the view once. A node off the configured list, or
+    /// draining, does not renew: it gives its channels up and keeps only the others in its
+    /// view.
     pub async fn tick(&self) {
+        let _one = self.ticking.lock().await;
         let mut conn = self.redis.clone();
         let members = self.members.load_full();
-        let me = members
-            .iter()
-            .find(|m| m.name == self.me)
-            .map(|m| m.endpoint.clone())
-            .unwrap_or_default();
-        let renewed: Result<(), redis::RedisError> = redis::cmd("SET")
-            .arg(self.key(&self.me))
-            .arg(me)
-            .arg("PX")
-            .arg(self.leases.lease.as_millis() as u64)
-            .query_async(&mut conn)
-            .await;
-        match renewed {
-            Ok(()) => {
-                *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now())
+        let listed = members.iter().find(|m| m.name == self.me);
+        let active = listed.is_some() && !self.is_leaving();
+        if let Some(me) = listed.filter(|_| active) {
+            let renewed: Result<(), redis::RedisError> = redis::cmd("SET")
+                .arg(self.key(&self.me))
+                .arg(&me.endpoint)
+                .arg("PX")
+                .arg(self.leases.lease.as_millis() as u64)
+                .query_async(&mut conn)
+                .await;
+            match renewed {
+                Ok(()) => *lock(&self.renewed) = Some(Instant::now()),
+                Err(e) => {
+                    tracing::warn!("renewing this node's lease failed: {e}");
+                    // Keep the last view: during a Redis outage nobody's lease can be seen
+                    // expiring.
+                    return;
+                }
             }
-            Err(e) => {
-                tracing::warn!("renewing this node's lease failed: {e}");
-                // Keep the last view: during a Redis outage nobody's lease can be seen expiring.
-                return;
-            }
+        } else if lock(&self.renewed).is_some() {
+            tracing::info!(
+                listed = listed.is_some(),
+                leaving = self.is_leaving(),
+                "giving this node's channels up"
+            );
+            self.give_up().await;
         }
-        let keys: Vec<String> = members.iter().map(|m| self.key(&m.name)).collect();
+        let departing: Vec<Member> = lock(&self.departing).clone();
+        let candidates: Vec<&Member> = members.iter().chain(departing.iter()).collect();
+        let keys: Vec<String> = candidates.iter().map(|m| self.key(&m.name)).collect();
         let alive: Result<Vec<Option<String>>, _> =
             redis::cmd("MGET").arg(&keys).query_async(&mut conn).await;
         let Ok(alive) = alive else { return };
-        let live: Vec<Member> = members
-            .iter()
-            .zip(alive)
-            .filter(|(_, v)| v.is_some())
-            .map(|(m, _)| m.clone())
-            .collect();
+        let mut live: Vec<Member> = Vec::new();
+        let mut still_departing = Vec::new();
+        for (m, lease) in candidates.into_iter().zip(alive) {
+            let is_departing = departing.iter().any(|d| d.name == m.name);
+            if lease.is_none() || (m.name == self.me && !active) {
+                continue;
+            }
+            if is_departing {
+                still_departing.push(m.name.clone());
+            }
+            live.push(m.clone());
+        }
+        lock(&self.departing).retain(|d| still_departing.contains(&d.name));
+        let next = Ring::new(live);
         let current = self.view.load();
-        if current.ring.members() != live.as_slice() || current.epoch == 0 {
+        if current.ring.members() != next.members() || current.epoch == 0 {
             let epoch = current.epoch + 1;
-            let names: Vec<&str> = live.iter().map(|m| m.name.as_str()).collect();
+            let names: Vec<&str> = next.members().iter().map(|m| m.name.as_str()).collect();
             tracing::info!(epoch, members = ?names, "ring changed");
-            self.view.store(std::sync::Arc::new(View {
-                epoch,
-                ring: Ring::new(live),
-            }));
+            self.view.store(Arc::new(View { epoch, ring: next }));
             let _ = self.changes.send(epoch);
         }
     }
 
-    /// Renews and refreshes until `shutdown`.
+    /// Reads the leases again now (two nodes disagree on a channel's owner: a ring change
+    /// is under way).
+    pub async fn refresh(&self) {
+        self.tick().await;
+    }
+
+    /// Renews and refreshes until `shutdown`, and at once when poked.
     pub async fn run(&self, shutdown: CancellationToken) {
         let mut every = tokio::time::interval(self.leases.renew_every());
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = every.tick() => self.tick().await,
+                () = self.poke.notified() => self.tick().await,
                 () = shutdown.cancelled() => break,
             }
         }
     }
 
-    /// Gives the lease up, so the others take this node's channels over at once. Called
-    /// after the last send in progress has finished.
-    pub async fn release(&self) {
-        *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    /// Drains: gives the channels up for good and drops this node from its own view.
+    /// Returns once the lease is deleted and the others were told.
+    pub async fn leave(&self) {
+        self.leaving.store(true, Ordering::Relaxed);
+        self.tick().await;
+        // The tick gave the channels up if this node held any; make sure of the lease.
+        self.give_up().await;
+    }
+
+    /// Stops owning channels: waits for the owner work in progress (the last append),
+    /// deletes the lease and, when this node held one, announces `RingChanged` so the others
+    /// take its channels over at once. New owners wait for the persisters to store this
+    /// node's appends before they sequence, so seqs continue without a gap or a repeat.
+    pub async fn give_up(&self) {
+        let _no_owner_work = self.gate.write().await;
+        let held = lock(&self.renewed).take().is_some();
         let mut conn = self.redis.clone();
-        let _: Result<i64, _> = redis::cmd("DEL")
+        let deleted: Result<i64, _> = redis::cmd("DEL")
             .arg(self.key(&self.me))
             .query_async(&mut conn)
             .await;
+        if let Err(e) = &deleted {
+            tracing::warn!("deleting this node's lease failed (it expires by itself): {e}");
+        }
+        if held || deleted.is_ok_and(|n| n > 0) {
+            let event = serde_json::to_vec(&ClusterEvent::RingChanged).unwrap_or_default();
+            if let Err(e) = self.pubsub.publish(Topic::Cluster, event.into()).await {
+                tracing::warn!(
+                    "announcing the ring change failed (the others see it at their next tick): {e}"
+                );
+            }
+        }
     }
+
+    /// Gives the lease up at the end of a shutdown (same as [`Cluster::give_up`]).
+    pub async fn release(&self) {
+        self.leaving.store(true, Ordering::Relaxed);
+        self.give_up().await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

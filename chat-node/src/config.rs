@@ -145,6 +145,15 @@ pub struct Config {
     )]
     pub max_clock_wait_ms: u64,
 
+    /// How long a stopping node spreads the closing of its WebSockets over, ms: each gets
+    /// `reconnect` and close 4010 at a jittered point of this window, so a rollout never
+    /// sends every client back at once. It must fit in the pod's termination grace period
+    /// (with the preStop hook and a few seconds to spare). 0 closes them all at once (still
+    /// with `reconnect` and 4010).
+    #[arg(long, env = "PARLEY_DRAIN_MS", value_name = "PARLEY_DRAIN_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub drain_ms: u64,
+
     #[command(flatten)]
     pub limits: Limits,
 
@@ -493,6 +502,11 @@ impl Config {
         Duration::from_millis(self.heartbeat_interval_ms)
     }
 
+    /// The window a stopping node closes its WebSockets over (`PARLEY_DRAIN_MS`).
+    pub fn drain_window(&self) -> Duration {
+        Duration::from_millis(self.drain_ms)
+    }
+
     /// Parses flags from `args` and variables from the process environment.
     pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
     where
@@ -551,6 +565,8 @@ impl Config {
         let mut c = Self::from_args(["chat-node"]).expect("defaults parse");
         c.data_dir = data_dir;
         c.listen = "127.0.0.1:0".parse().expect("valid address");
+        // Tests that stop a node need not wait out a drain window; drain tests set one.
+        c.drain_ms = 0;
         c
     }
 }

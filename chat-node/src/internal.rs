@@ -23,6 +23,9 @@ use crate::error::ApiError;
 
 /// Header carrying the cluster secret.
 pub const SECRET_HEADER: &str = "x-parley-cluster-secret";
+/// Marks a send forwarded a second time (by a node that is no longer the channel's owner):
+/// its receiver sequences it or refuses it, never forwards it again.
+pub const HOP_HEADER: &str = "x-parley-forwarded";
 
 /// A send that passed every check on the receiving node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,9 +95,11 @@ async fn authenticate(State(chat): State<AppState>, req: Request, next: Next) ->
 
 async fn sequence(
     State(chat): State<AppState>,
+    headers: axum::http::HeaderMap,
     Json(p): Json<Prepared>,
 ) -> Result<Json<Message>, ApiError> {
-    Ok(Json(chat.sequence(p).await?))
+    let hop = headers.contains_key(HOP_HEADER);
+    Ok(Json(chat.sequence_forwarded(p, hop).await?))
 }
 
 async fn channel_state(
@@ -113,18 +118,41 @@ pub async fn call<B: Serialize, T: serde::de::DeserializeOwned>(
     path: &str,
     body: &B,
 ) -> Result<T, ApiError> {
+    call_with(chat, member, path, body, false).await
+}
+
+/// [`call`] for a send forwarded a second time ([`HOP_HEADER`]).
+pub async fn call_hop<B: Serialize, T: serde::de::DeserializeOwned>(
+    chat: &crate::chat::Chat,
+    member: &Member,
+    path: &str,
+    body: &B,
+) -> Result<T, ApiError> {
+    call_with(chat, member, path, body, true).await
+}
+
+async fn call_with<B: Serialize, T: serde::de::DeserializeOwned>(
+    chat: &crate::chat::Chat,
+    member: &Member,
+    path: &str,
+    body: &B,
+    hop: bool,
+) -> Result<T, ApiError> {
     let cluster = chat
         .cluster
         .as_ref()
         .ok_or_else(|| ApiError::unavailable("not a cluster node"))?;
-    let res = cluster
+    let mut req = cluster
         .http
         .post(format!("{}{path}", member.endpoint))
-        .header(SECRET_HEADER, &cluster.secret)
-        .json(body)
-        .send()
-        .await
-        .map_err(|e| ApiError::unavailable(format!("node {} is unreachable: {e}", member.name)))?;
+        .header(SECRET_HEADER, &cluster.secret);
+    if hop {
+        req = req.header(HOP_HEADER, "1");
+    }
+    let res =
+        req.json(body).send().await.map_err(|e| {
+            ApiError::unavailable(format!("node {} is unreachable: {e}", member.name))
+        })?;
     let status = res.status();
     if status.is_success() {
         return res.json().await.map_err(|e| {

@@ -12,6 +12,7 @@ pub mod backend;
 pub mod chat;
 pub mod cluster;
 pub mod config;
+pub mod drain;
 pub mod error;
 pub mod health;
 pub mod http;

@@ -34,6 +34,15 @@ async fn main() -> anyhow::Result<()> {
     // One line on stdout that tools (and people) can read the address from.
     println!("parley chat-node listening on http://{addr}");
     tracing::info!(%addr, mode = ?node.chat.config.mode, "chat-node ready: open http://{addr}");
-    node::serve(listener, node, shutdown_signal()).await?;
+    // The first signal drains the node; a second one stops it at once (close 1001).
+    let hard = node.chat.shutdown.clone();
+    node::serve(listener, node, async move {
+        shutdown_signal().await;
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            hard.cancel();
+        });
+    })
+    .await?;
     Ok(())
 }

@@ -49,13 +49,16 @@ impl std::fmt::Debug for Node {
 }
 
 /// A pub/sub sink: channel and user topics go to the hub created after it, the `cluster`
-/// topic to the membership cache.
-fn hub_sink(cache: Arc<MembershipCache>) -> (Sink, Arc<OnceLock<Arc<Hub>>>) {
+/// topic to the membership cache, and its `RingChanged` to `ring` (the cluster's tick).
+fn hub_sink(cache: Arc<MembershipCache>, ring: Arc<Notify>) -> (Sink, Arc<OnceLock<Arc<Hub>>>) {
     let cell: Arc<OnceLock<Arc<Hub>>> = Arc::default();
     let target = cell.clone();
     let sink: Sink = Arc::new(move |delivery: crate::backend::Delivery| {
         if delivery.topic == Topic::Cluster {
-            cache.apply(&delivery.payload);
+            match serde_json::from_slice(&delivery.payload) {
+                Ok(crate::chat::ClusterEvent::RingChanged) => ring.notify_one(),
+                _ => cache.apply(&delivery.payload),
+            }
         } else if let Some(hub) = target.get() {
             hub.dispatch(&delivery);
         }
@@ -123,7 +126,7 @@ pub async fn embedded(config: Config, addr: SocketAddr) -> anyhow::Result<Arc<Ch
         .unwrap_or_else(|| format!("http://{addr}"));
     let local = LocalBlobs::new(data.join("media"), blob_key, &base_url);
     let members_cache = Arc::new(MembershipCache::default());
-    let (sink, cell) = hub_sink(members_cache.clone());
+    let (sink, cell) = hub_sink(members_cache.clone(), Arc::new(Notify::new()));
     let pubsub: Arc<dyn PubSub> = Arc::new(MemoryBus::new().endpoint(sink));
     pubsub.subscribe(Topic::Cluster).await?;
     let hub = Arc::new(Hub::new(pubsub));
@@ -176,7 +179,8 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
     let notifications = Arc::new(KafkaLog::new(d.kafka.clone(), &notifications)?);
 
     let members_cache = Arc::new(MembershipCache::default());
-    let (sink, cell) = hub_sink(members_cache.clone());
+    let ring_poke = Arc::new(Notify::new());
+    let (sink, cell) = hub_sink(members_cache.clone(), ring_poke.clone());
     let pubsub: Arc<dyn PubSub> = Arc::new(
         RedisPubSub::connect(&d.redis_url, sink)
             .await
@@ -194,10 +198,14 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
     let cluster = Arc::new(Cluster::new(
         &config.node_name,
         d.nodes.clone(),
-        d.leases,
-        &d.topic_prefix,
-        redis.clone(),
-        d.cluster_secret.clone(),
+        crate::cluster::Wiring {
+            leases: d.leases,
+            namespace: d.topic_prefix.clone(),
+            redis: redis.clone(),
+            secret: d.cluster_secret.clone(),
+            pubsub: hub.pubsub().clone(),
+            poke: ring_poke,
+        },
     ));
     cluster.tick().await;
     let presence = RedisPresence::new(
@@ -366,8 +374,10 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
 }
 
 /// Serves the node on `listener` (and its internal listener) until `shutdown` resolves,
-/// then closes every WebSocket with 1001, lets in-flight sends finish, gives up the ring
-/// lease and stops the background tasks.
+/// then drains it ([`drain`]): no new clients, the ring given up, the WebSockets closed with
+/// `reconnect` + 4010 over `PARLEY_DRAIN_MS`. Then it stops the background tasks. Cancelling
+/// `chat.shutdown` (a second signal) is the hard path: the sockets still open close at once
+/// with 1001.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     node: Node,
@@ -411,10 +421,18 @@ pub async fn serve(
         })
     });
     let stop = token.clone();
+    let draining = chat.clone();
     let result = axum::serve(no_delay(listener), crate::http::app(chat.clone()))
         .with_graceful_shutdown(async move {
             tokio::select! {
-                () = shutdown => {}
+                () = shutdown => {
+                    tokio::select! {
+                        () = drain(&draining) => {}
+                        () = stop.cancelled() => tracing::warn!(
+                            "hard shutdown during the drain: the WebSockets still open close with 1001"
+                        ),
+                    }
+                }
                 () = stop.cancelled() => {}
             }
             stop.cancel();
@@ -443,6 +461,27 @@ pub async fn serve(
     }
     // What the persister had not reached stays in the durable log for the next start.
     result
+}
+
+/// Drains a stopping node (see [`crate::drain`]): `/readyz` fails and new WebSockets are
+/// told to go at once; in distributed mode the node then gives its channels up (its last
+/// append finished, its lease deleted, the others told to look again); then every open
+/// WebSocket gets `reconnect` {after_ms} and close 4010 at a jittered point of
+/// `PARLEY_DRAIN_MS`. Returns when they have all ended, or a few seconds after the window.
+pub async fn drain(chat: &Arc<Chat>) {
+    let sessions = chat.drain.begin();
+    tracing::info!(sockets = sessions.len(), "draining");
+    if let Some(cluster) = &chat.cluster {
+        cluster.leave().await;
+        tracing::info!(
+            epoch = cluster.epoch(),
+            "this node's channels were handed over"
+        );
+    }
+    chat.drain
+        .spread(sessions, chat.config.drain_window())
+        .await;
+    tracing::info!(open = chat.drain.open_sessions(), "drained");
 }
 
 /// Re-reads the shard map from `path` (a mounted Secret, `PARLEY_SHARDS_FILE`) every two

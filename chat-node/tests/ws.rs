@@ -447,13 +447,25 @@ async fn foreign_origins_are_refused() {
 }
 
 #[tokio::test]
-async fn shutdown_closes_sockets_with_1001() {
+async fn shutdown_drains_sockets_with_reconnect_and_4010() {
     let node = TestNode::start().await;
     let alice = node.user("alice").await;
     let (mut ws, _) = alice.connect(None).await;
     let stopping = tokio::spawn(node.stop());
-    assert_eq!(ws.closed(Duration::from_secs(5)).await, Some(1001));
+    let f = ws.expect("reconnect").await;
+    assert!(f.d["after_ms"].as_u64().is_some(), "{f:?}");
+    assert_eq!(ws.closed(Duration::from_secs(5)).await, Some(4010));
     stopping.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_hard_shutdown_closes_sockets_with_1001() {
+    let node = TestNode::start().await;
+    let alice = node.user("alice").await;
+    let (mut ws, _) = alice.connect(None).await;
+    node.chat.shutdown.cancel();
+    assert_eq!(ws.closed(Duration::from_secs(5)).await, Some(1001));
+    node.stop().await;
 }
 
 #[tokio::test]

@@ -31,6 +31,8 @@ pub struct MembershipCache {
 pub enum ClusterEvent {
     /// The members of this channel changed.
     MembersChanged(Id),
+    /// A node gave its channels up (it deleted its lease): look at the ring again now.
+    RingChanged,
 }
 
 impl MembershipCache {
@@ -66,6 +68,8 @@ impl MembershipCache {
     pub fn apply(&self, payload: &[u8]) {
         match serde_json::from_slice::<ClusterEvent>(payload) {
             Ok(ClusterEvent::MembersChanged(channel)) => self.invalidate(channel),
+            // For the ring, not the cache (the node's pub/sub sink pokes the cluster).
+            Ok(ClusterEvent::RingChanged) => {}
             Err(e) => tracing::warn!("undecodable cluster event dropped: {e}"),
         }
     }

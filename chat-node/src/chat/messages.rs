@@ -212,16 +212,70 @@ impl Chat {
             attachments,
             reply_to: input.reply_to,
         };
-        let message = match self.owner_of(channel) {
-            Owner::Me => self.sequence(prepared).await?,
-            Owner::Other(member) => {
-                internal::call(self, &member, "/internal/v1/sequence", &prepared).await?
-            }
-        };
+        let message = self.sequence_anywhere(prepared).await?;
         self.metrics
             .send_latency
             .observe(started.elapsed().as_secs_f64());
         Ok(message)
+    }
+
+    /// Sequences `p` on the channel's owner, here or forwarded. When the owner changed
+    /// while it was tried (a node draining, a ring change), it is tried once more on the
+    /// new owner: the refusal came before any append.
+    async fn sequence_anywhere(self: &Arc<Self>, p: Prepared) -> Result<Message, ApiError> {
+        let first = self.owner_name(p.channel);
+        let result = self.sequence_on(self.owner_of(p.channel), &p).await;
+        match result {
+            Err(e) if e.code == ErrorCode::Unavailable && self.cluster.is_some() => {
+                if let Some(cluster) = &self.cluster {
+                    cluster.refresh().await;
+                }
+                if self.owner_name(p.channel) == first {
+                    return Err(e);
+                }
+                tracing::debug!(channel = %p.channel, "the owner changed during a send: trying the new one");
+                self.sequence_on(self.owner_of(p.channel), &p).await
+            }
+            other => other,
+        }
+    }
+
+    async fn sequence_on(
+        self: &Arc<Self>,
+        owner: Owner,
+        p: &Prepared,
+    ) -> Result<Message, ApiError> {
+        match owner {
+            Owner::Me => self.sequence(p.clone()).await,
+            Owner::Other(member) => internal::call(self, &member, "/internal/v1/sequence", p).await,
+        }
+    }
+
+    fn owner_name(&self, channel: Id) -> Option<String> {
+        match self.owner_of(channel) {
+            Owner::Me => None,
+            Owner::Other(m) => Some(m.name),
+        }
+    }
+
+    /// A send forwarded by another node, which takes this node for the owner. When this
+    /// node's view disagrees, it reads the leases again; if the channel is still another
+    /// node's (this node is draining, or the sender's view is behind), the send goes on to
+    /// that owner once (`hop` marks such a second forward, which is never forwarded again).
+    pub async fn sequence_forwarded(
+        self: &Arc<Self>,
+        p: Prepared,
+        hop: bool,
+    ) -> Result<Message, ApiError> {
+        if let (Owner::Other(_), Some(cluster)) = (self.owner_of(p.channel), &self.cluster) {
+            cluster.refresh().await;
+        }
+        match self.owner_of(p.channel) {
+            Owner::Other(member) if !hop => {
+                internal::call_hop(self, &member, "/internal/v1/sequence", &p).await
+            }
+            _ => self.sequence(p).await,
+        }
     }
 
     /// Who sequences `channel`.
@@ -322,6 +376,11 @@ impl Chat {
 
     async fn sequence_now(&self, p: Prepared) -> Result<Message, ApiError> {
         let channel = p.channel;
+        // Held to the end: a node giving its channels up waits for this append.
+        let _owner_work = match &self.cluster {
+            Some(c) => Some(c.owner_work().await),
+            None => None,
+        };
         let epoch = self.acquire(&[channel]).await?;
         let seq_state = self.sequencer.channel(channel);
         let mut last_seq = seq_state.last_seq.lock().await;

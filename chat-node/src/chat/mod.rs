@@ -88,6 +88,8 @@ pub struct Chat {
     pub shutdown: CancellationToken,
     /// WebSocket sessions, awaited on shutdown.
     pub sessions: TaskTracker,
+    /// Whether the node is draining, and the sessions it will close ([`crate::drain`]).
+    pub drain: Arc<crate::drain::Drain>,
     /// Readiness checks of the backends.
     pub checks: Vec<Arc<dyn crate::health::Check>>,
     /// A hash of no password, so logins for unknown users cost as much as wrong passwords.
@@ -136,6 +138,7 @@ impl Chat {
             metrics: Metrics::new(),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
+            drain: Arc::default(),
             dummy_hash: crate::auth::hash_password("no account has this password"),
             next_conn: AtomicU64::new(1),
         }

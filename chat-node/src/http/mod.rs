@@ -80,11 +80,15 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// Ready when the node is not shutting down and its critical backends answer; the body
-/// names every backend's state.
+/// Ready when the node is not draining or shutting down and its critical backends answer;
+/// the body names every backend's state.
 async fn readyz(State(chat): State<AppState>) -> Response {
     if chat.shutdown.is_cancelled() {
         return ApiError::unavailable("the node is shutting down").into_response();
+    }
+    if chat.drain.is_draining() {
+        return ApiError::unavailable("the node is draining: it takes no new clients")
+            .into_response();
     }
     let mut report = crate::health::run(&chat.checks).await;
     if let Some(cluster) = &chat.cluster {

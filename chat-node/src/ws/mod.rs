@@ -19,8 +19,8 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt as _, StreamExt as _};
 use parley_protocol::rest::HistoryQuery;
 use parley_protocol::ws::{
-    ClientFrame, ClientOp, Hello, Pong, Ready, ResyncRequired, SendOk, ServerFrame, close, event,
-    parse_client_frame,
+    ClientFrame, ClientOp, Hello, Pong, Ready, Reconnect, ResyncRequired, SendOk, ServerFrame,
+    close, event, parse_client_frame,
 };
 use parley_protocol::{ErrorBody, ErrorCode, Id, Timestamp, limits};
 use serde::Serialize;
@@ -127,10 +127,55 @@ fn read_error(e: &axum::Error) -> (u16, &'static str) {
     }
 }
 
+/// Resolves with `after_ms` when the drain tells this session to go; never if the drain
+/// was abandoned (the hard shutdown closes the session then).
+type Go = std::pin::Pin<Box<dyn std::future::Future<Output = u64> + Send>>;
+
+fn go_when_told(rx: tokio::sync::oneshot::Receiver<u64>) -> Go {
+    Box::pin(async move {
+        match rx.await {
+            Ok(after_ms) => after_ms,
+            Err(_) => std::future::pending().await,
+        }
+    })
+}
+
+/// What a draining node says before it closes: `reconnect` {after_ms}, then close 4010.
+async fn drained(sink: &mut Sink, stream: &mut Stream, after_ms: u64) {
+    let _ = sink
+        .send(frame(event::RECONNECT, None, &Reconnect { after_ms }))
+        .await;
+    close_with(
+        sink,
+        stream,
+        close::NODE_DRAINING,
+        "node draining; reconnect with resume_after",
+    )
+    .await;
+}
+
 async fn run(socket: WebSocket, chat: AppState) {
     let (mut sink, mut stream) = socket.split();
+    let conn = chat.next_conn_id();
+    let (go, _guard) = match chat.drain.enrol(conn) {
+        crate::drain::Enrolled::Draining(after_ms) => {
+            return drained(&mut sink, &mut stream, after_ms).await;
+        }
+        crate::drain::Enrolled::Live { go, guard } => (go, guard),
+    };
+    let mut go = go_when_told(go);
+    session(sink, stream, &chat, conn, &mut go).await;
+    chat.drain.leave(conn);
+}
+
+/// One connection from its hello to its close.
+async fn session(mut sink: Sink, mut stream: Stream, chat: &AppState, conn: ConnId, go: &mut Go) {
     let max = chat.config.limits.max_frame_bytes as usize;
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, next_text(&mut stream, max)).await {
+    let said = tokio::select! {
+        said = tokio::time::timeout(HELLO_TIMEOUT, next_text(&mut stream, max)) => said,
+        after_ms = &mut *go => return drained(&mut sink, &mut stream, after_ms).await,
+    };
+    let hello = match said {
         Err(_) => {
             return close_with(
                 &mut sink,
@@ -171,7 +216,6 @@ async fn run(socket: WebSocket, chat: AppState) {
             .await;
         }
     };
-    let conn = chat.next_conn_id();
     let (tx, rx) = mpsc::channel(QUEUE);
     let overflow = CancellationToken::new();
     let mut session = Session {
@@ -190,7 +234,7 @@ async fn run(socket: WebSocket, chat: AppState) {
         .start(r#ref.as_deref(), &hello, tx, overflow.clone())
         .await
     {
-        Ok(()) => session.live(&mut stream, rx, &overflow).await,
+        Ok(()) => session.live(&mut stream, rx, &overflow, go).await,
         Err(e) => {
             session.reply_error(r#ref.as_deref(), &e).await;
             close_with(&mut session.sink, &mut stream, 1011, "backend unavailable").await;
@@ -307,6 +351,7 @@ impl Session {
         stream: &mut Stream,
         mut rx: mpsc::Receiver<Outbound>,
         overflow: &CancellationToken,
+        go: &mut Go,
     ) {
         let shutdown = self.chat.shutdown.clone();
         let max = self.chat.config.limits.max_frame_bytes as usize;
@@ -314,6 +359,11 @@ impl Session {
             let flow = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => Flow::Close(close::GOING_AWAY, "node shutting down; reconnect with resume_after"),
+                after_ms = &mut *go => {
+                    // Events still queued are not written: the client resumes after the
+                    // last message it got.
+                    return drained(&mut self.sink, stream, after_ms).await;
+                }
                 () = overflow.cancelled() => Flow::Close(close::POLICY, "too slow to read events; reconnect with resume_after"),
                 out = rx.recv() => match out {
                     Some(out) => self.events(out, &mut rx).await,
