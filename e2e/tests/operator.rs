@@ -1193,6 +1193,91 @@ fn run_tool(name: &str, args: &[&str], stdin: Option<&[u8]>) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The chart's values are checked by its schema, and `serviceMonitor.enabled` renders a
+/// ServiceMonitor (template only: the Prometheus Operator's CRD is not installed here).
+#[test]
+fn the_chart_checks_its_values_and_renders_a_service_monitor_on_request() {
+    let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/parley-operator");
+    let chart = chart.to_str().unwrap();
+    let on = "serviceMonitor.enabled=true";
+    let lint = run_tool("helm", &["lint", "--strict", chart, "--set", on], None);
+    assert!(lint.contains("0 chart(s) failed"), "{lint}");
+    let kinds = |rendered: &str| -> Vec<String> {
+        rendered
+            .lines()
+            .filter_map(|l| l.strip_prefix("kind: "))
+            .map(str::to_owned)
+            .collect()
+    };
+    let plain = run_tool("helm", &["template", "po", chart, "-n", "ops"], None);
+    assert!(
+        !kinds(&plain).contains(&"ServiceMonitor".to_owned()),
+        "off by default"
+    );
+    assert!(
+        kinds(&plain).contains(&"Service".to_owned()),
+        "a metrics Service"
+    );
+    let with = run_tool(
+        "helm",
+        &[
+            "template",
+            "po",
+            chart,
+            "-n",
+            "ops",
+            "--set",
+            on,
+            "--set",
+            "serviceMonitor.labels.release=prometheus",
+            "--set",
+            "nodeSelector.parley\\.dev/real-node=true",
+            "--set",
+            "tolerations[0].key=parley.dev/real-node,tolerations[0].operator=Exists",
+        ],
+        None,
+    );
+    assert!(
+        kinds(&with).contains(&"ServiceMonitor".to_owned()),
+        "{with}"
+    );
+    for want in [
+        "apiVersion: monitoring.coreos.com/v1",
+        "release: prometheus",
+        "- port: metrics",
+        "\"parley.dev/real-node\": \"true\"",
+        "- key: parley.dev/real-node",
+    ] {
+        assert!(with.contains(want), "{want} in:\n{with}");
+    }
+    // A value of the wrong type, or one the chart does not know, fails citing the schema.
+    for bad in [
+        "replicas=notanumber",
+        "replica=3",
+        "image.pullPolicy=Sometimes",
+    ] {
+        let out = k8s_tool("helm")
+            .args(["template", "po", chart, "--set", bad])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad} was accepted");
+        assert!(
+            stderr.contains("values don't meet the specifications of the schema"),
+            "{bad}: {stderr}"
+        );
+    }
+    let out = k8s_tool("helm")
+        .args(["template", "po", chart, "--set", "replicas=notanumber"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("at '/replicas': got string, want integer"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The Helm chart lints, renders objects the API server accepts, installs, and its RBAC is
 /// all an operator needs: an operator acting as the chart's ServiceAccount brings a
 /// ChatCluster to Ready. Uninstalling removes the operator and keeps the CRDs.
@@ -1223,7 +1308,7 @@ async fn the_helm_chart_installs_an_operator_whose_rbac_suffices() {
         dry.lines()
             .filter(|l| l.ends_with("(server dry run)"))
             .count(),
-        4,
+        5,
         "{dry}"
     );
     run_tool(
