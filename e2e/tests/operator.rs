@@ -1193,6 +1193,48 @@ fn run_tool(name: &str, args: &[&str], stdin: Option<&[u8]>) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// `examples/chatcluster.yaml` (Secrets, a ConfigMap, a ChatCluster, two ChatShards) is
+/// accepted by the API server with the CRDs applied: a server-side dry run with strict field
+/// validation, so a field the CRD does not know fails too.
+#[tokio::test]
+async fn the_sample_passes_a_strict_server_side_dry_run() {
+    let client = client().await;
+    apply_crds(&client).await;
+    let ns = format!("sample-{}", std::process::id());
+    create_namespace(&client, &ns).await;
+    let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/chatcluster.yaml");
+    let dry = run_tool(
+        "kubectl",
+        &[
+            "apply",
+            "--dry-run=server",
+            "--validate=strict",
+            "-n",
+            &ns,
+            "-f",
+            sample.to_str().unwrap(),
+        ],
+        None,
+    );
+    let accepted: Vec<&str> = dry
+        .lines()
+        .filter(|l| l.ends_with("(server dry run)"))
+        .collect();
+    assert_eq!(accepted.len(), 10, "{dry}");
+    for want in [
+        "chatcluster.parley.dev/chat created",
+        "chatshard.parley.dev/chat-a created",
+        "chatshard.parley.dev/chat-b created",
+        "secret/chat-jwt created",
+        "configmap/chat-words created",
+    ] {
+        assert!(dry.contains(want), "{want} in {dry}");
+    }
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(&ns, &DeleteParams::default())
+        .await;
+}
+
 /// The chart's values are checked by its schema, and `serviceMonitor.enabled` renders a
 /// ServiceMonitor (template only: the Prometheus Operator's CRD is not installed here).
 #[test]
