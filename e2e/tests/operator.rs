@@ -827,6 +827,19 @@ async fn everything_the_operator_renders_passes_a_server_side_dry_run() {
     let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), &ns);
     let mut c = cluster("gamma", 3);
     c.spec.exposure.gateway = None;
+    // Every optional part that changes the pods: the Redis URL from a Secret, a word list,
+    // the user's JWT Secret, scheduling.
+    c.spec.redis =
+        serde_json::from_value(serde_json::json!({"secretRef": {"name": "redis"}})).unwrap();
+    c.spec.moderation = serde_json::from_value(
+        serde_json::json!({"wordListConfigMapRef": {"name": "words", "key": "words.txt"}}),
+    )
+    .unwrap();
+    c.spec.scheduling = serde_json::from_value(serde_json::json!({
+        "nodeSelector": {"parley.dev/real-node": "true"},
+        "tolerations": [{"key": "parley.dev/real-node", "operator": "Exists", "effect": "NoSchedule"}]
+    }))
+    .unwrap();
     let c = clusters.create(&PostParams::default(), &c).await.unwrap();
     let decided = r::Decided {
         workers: parley_crd::resources::WorkerIdRange { base: 16, size: 8 },
