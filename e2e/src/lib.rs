@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod cluster;
+pub mod kube;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
