@@ -1273,25 +1273,24 @@ fn the_chart_checks_its_values_and_renders_a_service_monitor_on_request() {
         kinds(&plain).contains(&"Service".to_owned()),
         "a metrics Service"
     );
-    let with = run_tool(
-        "helm",
-        &[
-            "template",
-            "po",
-            chart,
-            "-n",
-            "ops",
-            "--set",
-            on,
-            "--set",
-            "serviceMonitor.labels.release=prometheus",
-            "--set",
-            "nodeSelector.parley\\.dev/real-node=true",
-            "--set",
-            "tolerations[0].key=parley.dev/real-node,tolerations[0].operator=Exists",
-        ],
-        None,
-    );
+    // `--set` makes `true` a boolean; label and toleration values come out as strings.
+    let scheduling = [
+        "--set",
+        "nodeSelector.parley\\.dev/real-node=true",
+        "--set",
+        "tolerations[0].key=parley.dev/real-node,tolerations[0].operator=Equal,\
+         tolerations[0].value=true,tolerations[0].effect=NoSchedule",
+    ];
+    let mut args = vec!["template", "po", chart, "-n", "ops"];
+    args.extend(scheduling);
+    let scheduled = run_tool("helm", &args, None);
+    args.extend([
+        "--set",
+        on,
+        "--set",
+        "serviceMonitor.labels.release=prometheus",
+    ]);
+    let with = run_tool("helm", &args, None);
     assert!(
         kinds(&with).contains(&"ServiceMonitor".to_owned()),
         "{with}"
@@ -1301,10 +1300,28 @@ fn the_chart_checks_its_values_and_renders_a_service_monitor_on_request() {
         "release: prometheus",
         "- port: metrics",
         "\"parley.dev/real-node\": \"true\"",
-        "- key: parley.dev/real-node",
+        "- {key: \"parley.dev/real-node\", operator: \"Equal\", value: \"true\", effect: \"NoSchedule\"}",
     ] {
         assert!(with.contains(want), "{want} in:\n{with}");
     }
+    // The API server accepts the scheduled Deployment (strict: no field it does not know).
+    let dry = run_tool(
+        "kubectl",
+        &[
+            "apply",
+            "--dry-run=server",
+            "--validate=strict",
+            "-n",
+            "default",
+            "-f",
+            "-",
+        ],
+        Some(scheduled.as_bytes()),
+    );
+    assert!(
+        dry.contains("deployment.apps/po created (server dry run)"),
+        "{dry}"
+    );
     // A value of the wrong type, or one the chart does not know, fails citing the schema.
     for bad in [
         "replicas=notanumber",
