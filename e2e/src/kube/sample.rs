@@ -477,6 +477,29 @@ spec: {clusterRef: {name: chat}, slots: ["0-2047"], postgres: {secretRef: {name:
         );
     }
 
+    /// The repository's own sample goes through the same patching (the scenario applies it).
+    #[test]
+    fn the_repository_sample_is_patched() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/chatcluster.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let s = patch(parse_documents(&text).unwrap(), &patch_of()).unwrap();
+        assert_eq!(s.shards.len(), 2);
+        assert_eq!(s.cluster["spec"]["kafka"]["topicPrefix"], "e2e1");
+        let urls: Vec<&Value> = s
+            .support
+            .iter()
+            .filter_map(|o| o["stringData"].get("url"))
+            .collect();
+        assert!(urls.contains(&&json!("postgres://a")), "{urls:?}");
+        assert!(urls.contains(&&json!("postgres://b")), "{urls:?}");
+        assert!(urls.contains(&&json!("postgres://dir")), "{urls:?}");
+        let text = serde_json::to_string(&s.support).unwrap();
+        assert!(
+            !text.contains("example.svc"),
+            "a placeholder is left: {text}"
+        );
+    }
+
     #[test]
     fn no_scheduling_when_none_is_asked() {
         let mut p = patch_of();
