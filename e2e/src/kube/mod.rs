@@ -824,20 +824,23 @@ impl Run<'_> {
         let every = Duration::from_millis(self.o.send_every_ms);
         let mut tasks = Tasks::default();
         let mut receivers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        // Every client resumes after step 4's last message, so one that connects late still
+        // gets every traffic message.
+        let start_after = chat.acked.iter().map(|m| m.id).max().unwrap_or(0);
         let mut clients = vec![
             traffic::Client {
                 name: "a".into(),
                 user: chat.a.clone(),
                 channel: chat.channel,
                 send_every: Some(every),
-                resume_after: None,
+                resume_after: Some(start_after),
             },
             traffic::Client {
                 name: "b".into(),
                 user: chat.b.clone(),
                 channel: chat.channel,
                 send_every: Some(every),
-                resume_after: None,
+                resume_after: Some(start_after),
             },
         ];
         receivers.insert("a".into(), BTreeSet::from(["b".to_owned()]));
@@ -853,7 +856,7 @@ impl Run<'_> {
                 },
                 channel: chat.channel,
                 send_every: None,
-                resume_after: None,
+                resume_after: Some(start_after),
             });
             receivers.insert(name, BTreeSet::from(["a".to_owned(), "b".to_owned()]));
         }
