@@ -178,6 +178,8 @@ const conn = {
   lastRecv: 0,
   refSeq: 0,
   epoch: 0, // bumped at every ready and every drop
+  // after_ms of a `reconnect` event (the node is draining; close 4010 follows).
+  drainAfterMs: null,
   pending: new Map(), // ref -> {resolve, reject, timer}
   cursors: null, // channels from the last ready
 };
@@ -696,15 +698,30 @@ function dropConnection(code) {
     // Bad hello: if the token is the reason, the 401 below signs us out.
     api('GET', '/users/me').catch(() => {});
   }
+  if (code === 4010) {
+    // The node is draining (not a failure): come back after the after_ms it gave, to any
+    // node, with resume_after; the back-off is not increased.
+    const after = conn.drainAfterMs ?? Math.round(Math.random() * 1000);
+    conn.drainAfterMs = null;
+    scheduleReconnect(after);
+    return;
+  }
+  conn.drainAfterMs = null;
   scheduleReconnect();
 }
 
-function scheduleReconnect() {
+/** Reconnects after `delayMs`, or after the next back-off step when none is given. */
+function scheduleReconnect(delayMs) {
   clearTimeout(conn.reconnectTimer);
   clearInterval(conn.countdownTimer);
-  const base = BACKOFF_MS[Math.min(conn.attempt, BACKOFF_MS.length - 1)];
-  const delay = Math.round(base * (0.8 + Math.random() * 0.4));
-  conn.attempt += 1;
+  let delay;
+  if (typeof delayMs === 'number') {
+    delay = delayMs;
+  } else {
+    const base = BACKOFF_MS[Math.min(conn.attempt, BACKOFF_MS.length - 1)];
+    delay = Math.round(base * (0.8 + Math.random() * 0.4));
+    conn.attempt += 1;
+  }
   conn.reconnectAt = Date.now() + delay;
   const tick = () => {
     const s = Math.max(0, Math.ceil((conn.reconnectAt - Date.now()) / 1000));
@@ -791,6 +808,13 @@ function handleFrame(f) {
     case 'member_left': onMemberChange(t, d); break;
     case 'presence': setPresence(d); break;
     case 'resync_required': if (isId(d.channel_id)) resync(getChan(d.channel_id)); break;
+    case 'reconnect': {
+      // v1.1: the node is draining; close 4010 follows. Wait after_ms, then resume elsewhere.
+      const after = Number(d.after_ms);
+      conn.drainAfterMs = Number.isFinite(after) ? Math.min(Math.max(after, 0), 60000) : 0;
+      setConn('reconnecting', 'Server restarting · reconnecting…');
+      break;
+    }
     case 'error': console.warn('parley: server error', d); break;
     default: break;
   }
