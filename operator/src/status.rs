@@ -48,6 +48,12 @@ pub fn shard_map(shards: &[ChatShard]) -> Result<Vec<ShardStatus>, String> {
 
 /// The ring members among a cluster's chat-node `pods`: Ready, not being deleted, with an
 /// ordinal (= worker ID) among the `desired` ones of the cluster's range; by ordinal.
+///
+/// A pod leaves the list the moment it is being deleted (a rollout, a scale-down, a delete),
+/// while its preStop hook still runs. That is safe and is what makes a drain quick: a node
+/// that finds itself off the list gives its channels up (its sends in progress finish, its
+/// lease goes, the others are told at once), and the others keep a member that left the
+/// list in their ring until its lease is gone, so a channel never has two owners.
 pub fn ring_members(
     pods: &[Pod],
     cluster: &str,
