@@ -196,6 +196,42 @@ impl Api {
     }
 }
 
+/// What a socket got until the server closed it: the frames, the `after_ms` of a
+/// `reconnect` event (v1.1, a draining node) and the close code.
+#[derive(Debug, Clone, Default)]
+pub struct Closed {
+    pub frames: Vec<AnyServerFrame>,
+    pub after_ms: Option<u64>,
+    pub code: Option<u16>,
+}
+
+impl Api {
+    /// Follows a drain (v1.1): waits `after_ms` (from the `reconnect` event), then connects
+    /// with `resume_after`, retrying every 200 ms up to `wait` while the answer is not
+    /// `ready` (channels moving answer `unavailable`). Returns the socket and `ready`.
+    pub async fn reconnect_after(
+        &self,
+        after_ms: u64,
+        resume_after: Option<Id>,
+        wait: Duration,
+    ) -> (Ws, AnyServerFrame) {
+        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.try_connect(resume_after).await {
+                Ok(ok) => return ok,
+                Err(e) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "could not reconnect within {wait:?}: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}
+
 type Stream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -341,6 +377,33 @@ impl Ws {
             {
                 Some(Next::Closed(code)) => return code,
                 Some(Next::Frame(_)) => continue,
+                None => panic!("the server did not close the connection within {wait:?}"),
+            }
+        }
+    }
+
+    /// Reads until the server closes the connection (within `wait`), keeping every frame
+    /// and the `after_ms` of a `reconnect` event.
+    pub async fn until_closed(&mut self, wait: Duration) -> Closed {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut out = Closed::default();
+        loop {
+            match self
+                .next_within(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                .await
+            {
+                Some(Next::Frame(t)) => {
+                    let f: AnyServerFrame =
+                        serde_json::from_str(&t).unwrap_or_else(|e| panic!("bad frame {t}: {e}"));
+                    if f.t == "reconnect" {
+                        out.after_ms = f.d["after_ms"].as_u64();
+                    }
+                    out.frames.push(f);
+                }
+                Some(Next::Closed(code)) => {
+                    out.code = code;
+                    return out;
+                }
                 None => panic!("the server did not close the connection within {wait:?}"),
             }
         }

@@ -109,41 +109,22 @@ async fn roam(
     sigterm: Arc<std::sync::OnceLock<Instant>>,
     done: Arc<AtomicBool>,
 ) -> Roamed {
-    let mut seen = BTreeSet::new();
-    let mut last = None;
-    let mut after_ms = None;
-    let code = loop {
-        match ws.next_within(Duration::from_secs(60)).await {
-            Some(Next::Frame(t)) => {
-                let f: serde_json::Value = serde_json::from_str(&t).unwrap();
-                if f["t"] == "message" {
-                    let id = id_of(&f["d"]["id"]);
-                    seen.insert(id);
-                    last = Some(last.map_or(id, |l: Id| l.max(id)));
-                } else if f["t"] == "reconnect" {
-                    after_ms = f["d"]["after_ms"].as_u64();
-                }
-            }
-            Some(Next::Closed(code)) => break code,
-            None => panic!("the roaming client's node never closed its socket"),
-        }
-    };
-    let after_ms = after_ms.expect("a reconnect event before the close");
-    tokio::time::sleep(Duration::from_millis(after_ms)).await;
-    let reconnected_at = sigterm.get().map_or(Duration::ZERO, |t| t.elapsed());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut ws = loop {
-        match elsewhere.try_connect(last).await {
-            Ok((ws, _)) => break ws,
-            Err(e) => {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "could not resume: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
+    let closed = ws.until_closed(Duration::from_secs(60)).await;
+    let mut seen: BTreeSet<Id> = closed
+        .frames
+        .iter()
+        .filter(|f| f.t == "message")
+        .map(|f| id_of(&f.d["id"]))
+        .collect();
+    let last = seen.last().copied();
+    let code = closed.code;
+    let after_ms = closed.after_ms.expect("a reconnect event before the close");
+    let reconnected_at = sigterm.get().map_or(Duration::ZERO, |t| {
+        t.elapsed() + Duration::from_millis(after_ms)
+    });
+    let (mut ws, _) = elsewhere
+        .reconnect_after(after_ms, last, Duration::from_secs(30))
+        .await;
     ws.keep_alive(Duration::from_secs(2));
     // Until the senders are done and no message came for 3 s (pongs do not count).
     let mut last_message = tokio::time::Instant::now();
