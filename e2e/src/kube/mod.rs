@@ -168,7 +168,7 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "parley-e2e-kube: namespace={} acked={} lost={} disconnects={} (after reconnect: {}) peak_reconnects_per_s: rollout={} other_steps={} send_errors={:?} steps:",
+            "parley-e2e-kube: namespace={} acked={} lost={} disconnects={} (announced with reconnect: {}) peak_reconnects_per_s: rollout={} other_steps={} send_errors={:?} steps:",
             self.namespace,
             self.acked,
             self.lost,
@@ -1506,7 +1506,11 @@ pub async fn chat(edge: &Edge, unique: &str, limit: Duration) -> Result<Chat> {
     // Two sockets on different chat-node pods.
     let (mut wa, ra) = edge.connect(&a.token, None).await?;
     let node_a = ra["node"].as_str().unwrap_or("").to_owned();
+    // The edge learns of each ready pod on its own schedule (Traefik throttles provider
+    // updates, 2 s by default), so b keeps reconnecting, a little apart, until it lands
+    // elsewhere or `limit` passes.
     let mut attempt = 0;
+    let spread_deadline = tokio::time::Instant::now() + limit;
     let (mut wb, node_b) = loop {
         attempt += 1;
         let (ws, rb) = edge.connect(&b.token, None).await?;
@@ -1515,10 +1519,11 @@ pub async fn chat(edge: &Edge, unique: &str, limit: Duration) -> Result<Chat> {
             break (ws, node);
         }
         ensure!(
-            attempt < 20,
-            "20 WebSockets through the edge all landed on {node_a}; the edge does not spread them"
+            tokio::time::Instant::now() < spread_deadline,
+            "{attempt} WebSockets through the edge in {limit:?} all landed on {node_a}; the edge does not spread them"
         );
         close(ws).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     };
     log(format_args!(
         "user a on {node_a}, user b on {node_b} ({attempt} connection(s) for b)"
