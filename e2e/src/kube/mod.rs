@@ -111,9 +111,13 @@ pub struct Options {
         default_value = "parley/chat-node:dev"
     )]
     pub node_image: String,
+    /// Pull policy of both images (IfNotPresent for images loaded into the nodes).
     #[arg(long, env = "PARLEY_PULL_POLICY", default_value = "IfNotPresent")]
     pub pull_policy: String,
-    /// JSON file of the backends as pods see them (see [`backends::Backends`]).
+    /// JSON file of the backends as pods see them: {directory_url, shard_urls: [three
+    /// databases: two shards and the added one], redis_url, kafka_bootstrap,
+    /// kafka_replication_factor (default 1), s3: {endpoint, bucket, region, access_key_id,
+    /// secret_access_key}}.
     #[arg(long, env = "PARLEY_E2E_BACKENDS")]
     pub backends: PathBuf,
     /// A nodeSelector entry for every pod (operator and cluster), repeatable.
