@@ -150,7 +150,11 @@ async fn parley_runs_on_the_real_node_through_the_edge() {
     let options = Options {
         kubeconfig,
         edge_url,
-        host: "chat.parley.test".into(),
+        // A host of this run's own: the Ingress of an earlier run still being deleted (or
+        // kept with PARLEY_E2E_KEEP) would otherwise share it, and the edge would spread
+        // this run's clients over that run's pods. Browsers resolve *.localhost to
+        // loopback, so a kept run can be watched at http://<host>:18080.
+        host: format!("chat-{run}.parley.localhost"),
         ingress_class: "traefik".into(),
         helm,
         chart: repo().join("charts/parley-operator"),
