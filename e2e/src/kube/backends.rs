@@ -23,9 +23,13 @@ use serde_json::Value;
 /// the shard the scenario adds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backends {
+    /// PostgreSQL URL of the directory database.
     pub directory_url: String,
+    /// PostgreSQL URLs of the shards: the sample's two, in slot order, and the added one.
     pub shard_urls: Vec<String>,
+    /// Redis URL (with its password).
     pub redis_url: String,
+    /// Kafka `host:port` list.
     pub kafka_bootstrap: String,
     /// Replication factor of the scenario's Kafka topics (1 for a single broker).
     #[serde(default = "one")]

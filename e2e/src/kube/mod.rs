@@ -156,15 +156,23 @@ pub struct Options {
 /// What a run measured.
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
+    /// The run's namespace.
     pub namespace: String,
     /// Seconds each step took, in order.
     pub steps: Vec<(String, f64)>,
+    /// Messages acknowledged (chat step and traffic).
     pub acked: usize,
+    /// Acknowledged messages missing from history (the run fails unless 0).
     pub lost: usize,
+    /// Connections the traffic clients saw end.
     pub disconnects: usize,
+    /// Of those, the ones announced with a `reconnect` event (drain).
     pub drained: usize,
+    /// Most disconnects within one second during the StatefulSet's rollout.
     pub peak_reconnects_per_s_rollout: usize,
+    /// The same during the other steps (pod deletion, scaling, the new shard).
     pub peak_reconnects_per_s_other: usize,
+    /// `error` replies to sends, by code (each was retried).
     pub send_errors: BTreeMap<String, u64>,
 }
 
