@@ -80,8 +80,10 @@ pub struct Options {
     /// Base URL of the ingress controller (dev: `dev/edge status`'s url).
     #[arg(long, env = "PARLEY_EDGE_URL")]
     pub edge_url: String,
-    /// The Host the Ingress routes (requests carry it).
-    #[arg(long, env = "PARLEY_EDGE_HOST", default_value = "chat.parley.test")]
+    /// The Host the Ingress routes (requests carry it). Empty: `chat-<run>.parley.localhost`,
+    /// a host of the run's own, so an earlier run's Ingress still being deleted never gets
+    /// this run's clients (browsers resolve *.localhost to loopback).
+    #[arg(long, env = "PARLEY_EDGE_HOST", default_value = "")]
     pub host: String,
     /// IngressClass of the ChatCluster's Ingress (`traefik` here, `nginx` on kind).
     #[arg(long, env = "PARLEY_INGRESS_CLASS", default_value = "traefik")]
@@ -309,6 +311,8 @@ struct Run<'a> {
     ns: String,
     release: String,
     unique: String,
+    /// The Ingress host of this run.
+    host: String,
     summary: Summary,
     /// Whether this run created the CRDs (and so removes them when nothing else uses them).
     created_crds: bool,
@@ -325,6 +329,11 @@ pub async fn run(o: &Options) -> Result<Summary> {
         client,
         ns: format!("{}-{unique}", o.namespace_prefix),
         release: format!("pe2e-{unique}"),
+        host: if o.host.is_empty() {
+            format!("chat-{unique}.parley.localhost")
+        } else {
+            o.host.clone()
+        },
         unique,
         summary: Summary::default(),
         created_crds: false,
@@ -408,7 +417,7 @@ impl Run<'_> {
         if self.o.until == Until::Ready {
             return Ok(());
         }
-        let edge = Edge::new(&self.o.edge_url, Some(&self.o.host))?;
+        let edge = Edge::new(&self.o.edge_url, Some(&self.host))?;
         let t = Instant::now();
         let chat = chat(&edge, &self.unique, self.limit())
             .await
@@ -427,8 +436,8 @@ impl Run<'_> {
     async fn install(&mut self) -> Result<()> {
         let ns = self.ns.clone();
         log(format_args!(
-            "namespace {ns}, release {}, operator image {}, node image {}",
-            self.release, self.o.operator_image, self.o.node_image
+            "namespace {ns}, release {}, operator image {}, node image {}, ingress host {}",
+            self.release, self.o.operator_image, self.o.node_image, self.host
         ));
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
         let mut meta = kube::api::ObjectMeta {
@@ -617,7 +626,7 @@ impl Run<'_> {
             pull_policy: self.o.pull_policy.clone(),
             node_selector,
             tolerations,
-            ingress_host: self.o.host.clone(),
+            ingress_host: self.host.clone(),
             ingress_class: self.o.ingress_class.clone(),
             topic_prefix: format!("e2e-{}", self.unique),
             partitions: 6,
