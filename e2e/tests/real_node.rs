@@ -174,6 +174,13 @@ async fn parley_runs_on_the_real_node_through_the_edge() {
         operator_replicas: 2,
         until: Until::All,
     };
+    println!(
+        "[real-node] ingress host {} at {} (with PARLEY_E2E_KEEP=1 the cluster stays: open http://{}:{} in a browser)",
+        options.host,
+        options.edge_url,
+        options.host,
+        options.edge_url.rsplit(':').next().unwrap_or("80"),
+    );
     let result = parley_e2e::kube::run(&options).await;
     if !options.keep {
         databases.drop_all().await;
