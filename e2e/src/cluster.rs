@@ -427,3 +427,35 @@ pub async fn stored_messages(
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// Asserts that the messages `acked` of `channel` are stored exactly once and that the
+/// channel's seqs are 1..=n without gaps or repeats (the cluster's logs in the message).
+pub async fn assert_stored_exactly_once(
+    services: &Services,
+    channel: parley_protocol::Id,
+    acked: &std::collections::BTreeSet<parley_protocol::Id>,
+    cluster: &Cluster,
+) {
+    use parley_protocol::Id;
+    let rows = stored_messages(services, channel, acked.len(), Duration::from_secs(60)).await;
+    let ids: Vec<Id> = rows.iter().map(|r| Id(r.0 as u64)).collect();
+    let unique: std::collections::BTreeSet<Id> = ids.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "a message stored twice\n{}",
+        cluster.logs()
+    );
+    let missing: Vec<&Id> = acked.iter().filter(|id| !unique.contains(id)).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not stored: {missing:?}\n{}",
+        cluster.logs()
+    );
+    let seqs: Vec<i64> = rows.iter().map(|r| r.1).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as i64).collect::<Vec<_>>(),
+        "seqs without gaps or repeats"
+    );
+}

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use parley_e2e::client::{Api, Next, Ws, id_of};
-use parley_e2e::cluster::{Cluster, Options, stored_messages};
+use parley_e2e::cluster::{Cluster, Options, assert_stored_exactly_once};
 use parley_e2e::services;
 use parley_protocol::Id;
 use serde_json::json;
@@ -259,27 +259,7 @@ async fn sigterm_drains_a_node_without_a_reconnect_storm_or_a_lost_message() {
     }
 
     // Every acknowledged message stored exactly once, seqs 1..=n.
-    let rows = stored_messages(&services, group, acked.len(), Duration::from_secs(60)).await;
-    let ids: Vec<Id> = rows.iter().map(|r| Id(r.0 as u64)).collect();
-    let unique: BTreeSet<Id> = ids.iter().copied().collect();
-    assert_eq!(
-        unique.len(),
-        ids.len(),
-        "a message stored twice\n{}",
-        cluster.logs()
-    );
-    let lost: Vec<&Id> = acked.iter().filter(|id| !unique.contains(id)).collect();
-    assert!(
-        lost.is_empty(),
-        "acknowledged but not stored: {lost:?}\n{}",
-        cluster.logs()
-    );
-    let seqs: Vec<i64> = rows.iter().map(|r| r.1).collect();
-    assert_eq!(
-        seqs,
-        (1..=seqs.len() as i64).collect::<Vec<_>>(),
-        "seqs without gaps or repeats"
-    );
+    assert_stored_exactly_once(&services, group, &acked, &cluster).await;
 
     // The reconnect rate: bounded by the spread, never the whole node at once.
     reconnects.sort();

@@ -8,43 +8,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use parley_e2e::client::{Api, Next, Ws, id_of};
-use parley_e2e::cluster::{Cluster, Options, dev_services, stored_messages};
-use parley_e2e::{Services, services};
+use parley_e2e::cluster::{Cluster, Options, assert_stored_exactly_once, dev_services};
+use parley_e2e::services;
 use parley_protocol::Id;
 use serde_json::json;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Asserts that `acked` are stored exactly once and that seqs are 1..=n without gaps or
-/// repeats.
-async fn assert_stored_exactly_once(
-    services: &Services,
-    channel: Id,
-    acked: &BTreeSet<Id>,
-    cluster: &Cluster,
-) {
-    let rows = stored_messages(services, channel, acked.len(), Duration::from_secs(60)).await;
-    let ids: Vec<Id> = rows.iter().map(|r| Id(r.0 as u64)).collect();
-    let unique: BTreeSet<Id> = ids.iter().copied().collect();
-    assert_eq!(
-        unique.len(),
-        ids.len(),
-        "a message stored twice\n{}",
-        cluster.logs()
-    );
-    let missing: Vec<&Id> = acked.iter().filter(|id| !unique.contains(id)).collect();
-    assert!(
-        missing.is_empty(),
-        "acknowledged but not stored: {missing:?}\n{}",
-        cluster.logs()
-    );
-    let seqs: Vec<i64> = rows.iter().map(|r| r.1).collect();
-    assert_eq!(
-        seqs,
-        (1..=seqs.len() as i64).collect::<Vec<_>>(),
-        "seqs without gaps or repeats"
-    );
-}
 
 /// Sends `count` messages over a WebSocket, reconnecting to the next node when the socket
 /// dies and retrying (same client_msg_id) on `unavailable`. Returns the acknowledged ids.
