@@ -226,7 +226,16 @@ impl Chat {
         let first = self.owner_name(p.channel);
         let result = self.sequence_on(self.owner_of(p.channel), &p).await;
         match result {
-            Err(e) if e.code == ErrorCode::Unavailable && self.cluster.is_some() => {
+            // Only a send with a client_msg_id is tried again: `unavailable` may come after
+            // the first owner appended (a connection reset while reading its answer, a
+            // delivery that timed out yet landed), and the new owner can then find it by
+            // (author, client_msg_id) instead of storing it twice. Without one, the client
+            // decides.
+            Err(e)
+                if e.code == ErrorCode::Unavailable
+                    && self.cluster.is_some()
+                    && p.client_msg_id.is_some() =>
+            {
                 if let Some(cluster) = &self.cluster {
                     cluster.refresh().await;
                 }
