@@ -33,6 +33,57 @@ pub use http::app;
 /// What every handler gets: the node's chat service (no globals).
 pub type AppState = std::sync::Arc<chat::Chat>;
 
+/// SIGTERM and SIGINT as one source, registered once: tokio reports only the signals that
+/// arrive after a listener exists, so a process that waits for a second signal keeps this
+/// one listener rather than making a new one after the first (a quick second signal would
+/// be missed in between).
+#[cfg(unix)]
+#[derive(Debug)]
+pub struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl ShutdownSignals {
+    /// Registers both listeners. Errors: the OS refused to install a handler.
+    pub fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next SIGTERM or SIGINT.
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        tracing::info!("shutdown signal received");
+    }
+}
+
+/// Ctrl-C where there are no Unix signals.
+#[cfg(not(unix))]
+#[derive(Debug)]
+pub struct ShutdownSignals;
+
+#[cfg(not(unix))]
+impl ShutdownSignals {
+    /// Nothing to register ahead of time.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(Self)
+    }
+
+    /// Waits for the next Ctrl-C.
+    pub async fn recv(&mut self) {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown signal received");
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

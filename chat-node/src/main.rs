@@ -36,10 +36,11 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%addr, mode = ?node.chat.config.mode, "chat-node ready: open http://{addr}");
     // The first signal drains the node; a second one stops it at once (close 1001).
     let hard = node.chat.shutdown.clone();
+    let mut signals = chat_node::ShutdownSignals::new().context("installing signal handlers")?;
     node::serve(listener, node, async move {
-        shutdown_signal().await;
+        signals.recv().await;
         tokio::spawn(async move {
-            shutdown_signal().await;
+            signals.recv().await;
             hard.cancel();
         });
     })
