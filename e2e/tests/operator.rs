@@ -1281,6 +1281,25 @@ fn the_chart_checks_its_values_and_renders_a_service_monitor_on_request() {
         "tolerations[0].key=parley.dev/real-node,tolerations[0].operator=Equal,\
          tolerations[0].value=true,tolerations[0].effect=NoSchedule",
     ];
+    // A numeric tag or annotation value (`--set` makes them numbers) renders as a string.
+    let numeric = run_tool(
+        "helm",
+        &[
+            "template",
+            "po",
+            chart,
+            "-n",
+            "ops",
+            "--set",
+            "image.tag=20240101",
+            "--set",
+            "podAnnotations.prometheus\\.io/port=8080",
+        ],
+        None,
+    );
+    for want in ["parley/operator:20240101\"", "prometheus.io/port: \"8080\""] {
+        assert!(numeric.contains(want), "{want} in:\n{numeric}");
+    }
     let mut args = vec!["template", "po", chart, "-n", "ops"];
     args.extend(scheduling);
     let scheduled = run_tool("helm", &args, None);
@@ -1297,7 +1316,7 @@ fn the_chart_checks_its_values_and_renders_a_service_monitor_on_request() {
     );
     for want in [
         "apiVersion: monitoring.coreos.com/v1",
-        "release: prometheus",
+        "release: \"prometheus\"",
         "- port: metrics",
         "\"parley.dev/real-node\": \"true\"",
         "- {key: \"parley.dev/real-node\", operator: \"Equal\", value: \"true\", effect: \"NoSchedule\"}",
