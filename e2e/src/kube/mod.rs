@@ -372,8 +372,11 @@ pub async fn run(o: &Options) -> Result<Summary> {
     }
     if o.keep {
         log(format_args!(
-            "--keep: namespace {} and release {} stay",
-            run.ns, run.release
+            "--keep: namespace {ns} and release {rel} stay; to remove them: \
+             helm uninstall {rel} -n {ns} && kubectl delete namespace {ns} \
+             (the release's ClusterRole and ClusterRoleBinding go with the uninstall)",
+            ns = run.ns,
+            rel = run.release
         ));
     } else if let Err(e) = run.cleanup().await {
         log(format_args!("cleanup incomplete: {e:#}"));
