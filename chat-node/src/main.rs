@@ -1,6 +1,6 @@
 use anyhow::Context as _;
 use chat_node::config::{Command, Config, StartError};
-use chat_node::{node, shutdown_signal};
+use chat_node::{ShutdownSignals, node};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -28,7 +28,8 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     if config.command == Command::Persist {
         println!("parley persister listening on http://{addr}");
-        return node::persist(config, listener, shutdown_signal()).await;
+        let mut signals = ShutdownSignals::new().context("installing signal handlers")?;
+        return node::persist(config, listener, async move { signals.recv().await }).await;
     }
     let node = node::build(config, addr).await?;
     // One line on stdout that tools (and people) can read the address from.
@@ -36,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(%addr, mode = ?node.chat.config.mode, "chat-node ready: open http://{addr}");
     // The first signal drains the node; a second one stops it at once (close 1001).
     let hard = node.chat.shutdown.clone();
-    let mut signals = chat_node::ShutdownSignals::new().context("installing signal handlers")?;
+    let mut signals = ShutdownSignals::new().context("installing signal handlers")?;
     node::serve(listener, node, async move {
         signals.recv().await;
         tokio::spawn(async move {
