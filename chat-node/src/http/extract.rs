@@ -99,3 +99,23 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
             .map_err(|_| ApiError::bad_request(format!("`{raw}` is not an ID (a decimal string)")))
     }
 }
+
+/// The address of the client a request came from: the TCP peer, or, when the peer is a
+/// configured trusted proxy, the address it reports in `X-Forwarded-For`. The server
+/// ([`crate::node::serve`]) resolves it once per connection and request and puts it in the
+/// request's extensions; a router driven without that server (tests) reads as
+/// `0.0.0.0`. Per-address limits (connections, logins) key on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<ClientAddr>()
+            .copied()
+            .unwrap_or(ClientAddr(std::net::IpAddr::from([0, 0, 0, 0]))))
+    }
+}
