@@ -2,10 +2,15 @@
 
 use std::path::Path;
 
-use argon2::Argon2;
 use argon2::password_hash::{
-    PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString, rand_core::OsRng,
+    Output, ParamsString, PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString,
+    rand_core::OsRng,
 };
+use argon2::{Algorithm as HashAlgorithm, Argon2, Params, Version};
+
+/// One 1 KiB block of argon2 memory; a hash with the node's parameters uses
+/// [`HASH_BLOCKS`] of them.
+pub use argon2::Block;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use parley_protocol::{Id, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -98,6 +103,93 @@ pub fn hash_password(password: &str) -> String {
         .hash_password(password.as_bytes(), &salt)
         .expect("argon2 with default parameters accepts any password")
         .to_string()
+}
+
+/// Blocks (1 KiB each) one argon2id hash with the node's parameters uses: argon2 0.5's
+/// defaults, m=19456 (19 MiB), t=2, p=1, the OWASP minimum for argon2id.
+pub const HASH_BLOCKS: usize = Params::DEFAULT.block_count();
+
+/// The largest memory a stored hash may ask for (64 MiB); a hash asking for more is refused
+/// like a wrong password (this node never writes one).
+const MAX_VERIFY_BLOCKS: usize = 64 * 1024;
+
+/// Memory for one hash with the node's parameters, to be reused by [`hash_password_in`]
+/// and [`verify_password_in`].
+pub fn hash_memory() -> Vec<Block> {
+    vec![Block::default(); HASH_BLOCKS]
+}
+
+/// Like [`hash_password`] (same algorithm, parameters and PHC string), computed in
+/// `memory` instead of a fresh 19 MiB allocation. `memory` grows to [`HASH_BLOCKS`] if it
+/// is smaller.
+pub fn hash_password_in(password: &str, memory: &mut Vec<Block>) -> String {
+    let params = Params::DEFAULT;
+    let salt = SaltString::generate(&mut OsRng);
+    let mut salt_buf = [0u8; 64];
+    let salt_bytes = salt
+        .decode_b64(&mut salt_buf)
+        .expect("a generated salt decodes");
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    fit(memory, params.block_count());
+    Argon2::new(HashAlgorithm::Argon2id, Version::V0x13, params.clone())
+        .hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out, &mut memory[..])
+        .expect("argon2 with default parameters accepts any password");
+    PasswordHash {
+        algorithm: HashAlgorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).expect("default parameters encode"),
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).expect("32 bytes is a valid output length")),
+    }
+    .to_string()
+}
+
+/// Like [`verify_password`] (any argon2 PHC hash: algorithm, version and parameters are
+/// read from it), computed in `memory`. The comparison is constant-time
+/// (`password_hash::Output`'s `==`).
+pub fn verify_password_in(password: &str, hash: &str, memory: &mut Vec<Block>) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Ok(algorithm), Ok(params), Some(salt), Some(expected)) = (
+        HashAlgorithm::try_from(parsed.algorithm),
+        Params::try_from(&parsed),
+        parsed.salt,
+        parsed.hash,
+    ) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    if params.block_count() > MAX_VERIFY_BLOCKS {
+        tracing::warn!(
+            blocks = params.block_count(),
+            "a stored password hash asks for more memory than allowed; refused"
+        );
+        return false;
+    }
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt_bytes) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let mut out = vec![0u8; expected.len()];
+    fit(memory, params.block_count());
+    let computed = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+        password.as_bytes(),
+        salt_bytes,
+        &mut out,
+        &mut memory[..],
+    );
+    computed.is_ok() && Output::new(&out).is_ok_and(|o| o == expected)
+}
+
+/// Grows `memory` to `blocks` (never shrinks it: a pooled buffer keeps its size).
+fn fit(memory: &mut Vec<Block>, blocks: usize) {
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
 }
 
 /// Checks a password against a PHC hash.
@@ -202,6 +294,46 @@ mod tests {
         assert!(verify_password("correct horse", &h));
         assert!(!verify_password("wrong horse", &h));
         assert!(!verify_password("x", "not a hash"));
+    }
+
+    #[test]
+    fn hashes_made_in_reused_memory_are_the_crates_own() {
+        let mut memory = Vec::new();
+        let h = hash_password_in("correct horse", &mut memory);
+        assert_eq!(
+            memory.len(),
+            HASH_BLOCKS,
+            "grown once to the parameters' size"
+        );
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+        // The crate's own verifier accepts it, and ours accepts the crate's own hashes.
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("wrong horse", &h));
+        let stock = hash_password("battery staple");
+        assert!(verify_password_in("battery staple", &stock, &mut memory));
+        assert!(!verify_password_in("battery stapler", &stock, &mut memory));
+        assert!(verify_password_in("correct horse", &h, &mut memory));
+        // Other parameters and versions are read from the hash (argon2i, v=16, 8 MiB).
+        let other = Argon2::new(
+            HashAlgorithm::Argon2i,
+            Version::V0x10,
+            Params::new(8 * 1024, 3, 1, Some(16)).unwrap(),
+        )
+        .hash_password(b"pw", &SaltString::generate(&mut OsRng))
+        .unwrap()
+        .to_string();
+        assert!(verify_password_in("pw", &other, &mut memory), "{other}");
+        assert!(!verify_password_in("pW", &other, &mut memory));
+        assert_eq!(memory.len(), HASH_BLOCKS, "the buffer is reused, not grown");
+        // Garbage, and hashes asking for too much memory, are refused without hashing.
+        for bad in [
+            "not a hash",
+            "$argon2id$v=19$m=1048576,t=1,p=1$c2FsdHNhbHRzYWx0$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "$scrypt$ln=16,r=8,p=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
+            assert!(!verify_password_in("x", bad, &mut memory), "{bad}");
+        }
+        assert_eq!(memory.len(), HASH_BLOCKS);
     }
 
     #[test]

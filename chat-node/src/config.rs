@@ -160,6 +160,9 @@ pub struct Config {
     #[command(flatten)]
     pub cluster: ClusterArgs,
 
+    #[command(flatten)]
+    pub auth_limits: crate::chat::auth_limits::AuthLimits,
+
     /// Which keys were read from `PARLEY_X_FILE` files, and from where (the shard map's file
     /// is watched for changes).
     #[arg(skip)]

@@ -4,8 +4,9 @@ use parley_protocol::rest::AuthResponse;
 use parley_protocol::{ErrorCode, Id, User};
 
 use super::Chat;
-use crate::auth::{hash_password, verify_password};
+use crate::auth::{hash_password_in, verify_password_in};
 use crate::backend::UserRecord;
+use crate::chat::auth_limits::Refused;
 use crate::error::ApiError;
 
 const USERNAME_CHARS: std::ops::RangeInclusive<usize> = 3..=32;
@@ -45,10 +46,10 @@ impl Chat {
         username: &str,
         password: &str,
         display_name: Option<&str>,
-    ) -> Result<AuthResponse, ApiError> {
+    ) -> Result<AuthResponse, Refused> {
         validate_username(username)?;
         if !PASSWORD_BYTES.contains(&password.len()) {
-            return Err(ApiError::bad_request("a password is 8 to 1024 bytes"));
+            return Err(ApiError::bad_request("a password is 8 to 1024 bytes").into());
         }
         let display_name = clean_display_name(display_name, username)?;
         if self
@@ -61,12 +62,14 @@ impl Chat {
             return Err(ApiError::new(
                 ErrorCode::Conflict,
                 format!("the username `{username}` is taken"),
-            ));
+            )
+            .into());
         }
         let password = password.to_owned();
-        let password_hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|_| ApiError::new(ErrorCode::Internal, "internal error"))?;
+        let password_hash = self
+            .auth_limits
+            .hash(move |memory| hash_password_in(&password, memory))
+            .await?;
         let now = self.now();
         let record = UserRecord {
             id: self.new_id().await?,
@@ -82,22 +85,39 @@ impl Chat {
         })
     }
 
-    pub async fn login(&self, username: &str, password: &str) -> Result<AuthResponse, ApiError> {
+    /// Signs `username` in. An unknown username costs one hash like a wrong password (against
+    /// a dummy hash), so the answer's timing does not tell which usernames exist.
+    pub async fn login(&self, username: &str, password: &str) -> Result<AuthResponse, Refused> {
         let record = self.stores.users.user_by_username(username).await?;
         let hash = record
             .as_ref()
             .map_or(self.dummy_hash.clone(), |r| r.password_hash.clone());
         let password = password.to_owned();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-            .await
-            .map_err(|_| ApiError::new(ErrorCode::Internal, "internal error"))?;
+        let ok = self
+            .auth_limits
+            .hash(move |memory| verify_password_in(&password, &hash, memory))
+            .await?;
         match record {
             Some(r) if ok => Ok(AuthResponse {
                 token: self.tokens.issue(r.id, self.now()),
                 user: User::from(&r),
             }),
-            _ => Err(ApiError::unauthorized("wrong username or password")),
+            _ => Err(ApiError::unauthorized("wrong username or password").into()),
         }
+    }
+
+    /// A fresh token for `user`, who holds a valid one (`POST /v1/auth/refresh`).
+    pub async fn refresh(&self, user: Id) -> Result<AuthResponse, ApiError> {
+        let record = self
+            .stores
+            .users
+            .user(user)
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the token's user no longer exists"))?;
+        Ok(AuthResponse {
+            token: self.tokens.issue(record.id, self.now()),
+            user: User::from(&record),
+        })
     }
 
     pub async fn user(&self, id: Id) -> Result<User, ApiError> {

@@ -9,6 +9,7 @@
 //! ```
 
 mod accounts;
+pub mod auth_limits;
 mod channels;
 mod media;
 mod members;
@@ -83,6 +84,8 @@ pub struct Chat {
     pub presence_store: PresenceStore,
     pub members_cache: Arc<MembershipCache>,
     pub send_limiter: Mutex<RateLimiter<Id>>,
+    /// Password hashing and rate limits of `/v1/auth/*`.
+    pub auth_limits: auth_limits::AuthGate,
     pub metrics: Metrics,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
@@ -116,9 +119,14 @@ pub struct Parts {
 impl Chat {
     pub fn new(p: Parts) -> Self {
         let limits = &p.config.limits;
+        let auth_limits = auth_limits::AuthGate::new(&p.config.auth_limits);
+        // Through a hash slot like every hash: its buffer is the first of the pool.
+        let dummy_hash = auth_limits
+            .hash_now(|m| crate::auth::hash_password_in("no account has this password", m));
         Self {
             send_limiter: Mutex::new(RateLimiter::new(limits.send_rate, limits.send_burst)),
             presence: Mutex::new(Tracker::new(p.config.heartbeat_interval())),
+            auth_limits,
             presence_store: p.presence,
             members_cache: p.members_cache,
             checks: p.checks,
@@ -139,7 +147,7 @@ impl Chat {
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             drain: Arc::default(),
-            dummy_hash: crate::auth::hash_password("no account has this password"),
+            dummy_hash,
             next_conn: AtomicU64::new(1),
         }
     }

@@ -24,6 +24,7 @@ pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/auth/register", post(rest::register))
         .route("/auth/login", post(rest::login))
+        .route("/auth/refresh", post(rest::refresh))
         .route("/users/me", get(rest::me))
         .route("/users/{id}", get(rest::user))
         .route("/users", get(rest::user_by_name))

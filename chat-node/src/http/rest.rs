@@ -12,17 +12,20 @@ use parley_protocol::rest::{
 };
 use serde::Deserialize;
 
-use super::extract::{Body, Caller, PathId, Query};
+use super::extract::{Body, Caller, ClientAddr, PathId, Query};
 use crate::AppState;
 use crate::chat::SendInput;
+use crate::chat::auth_limits::Refused;
 use crate::error::ApiError;
 
 type Result<T> = std::result::Result<T, ApiError>;
 
 pub(super) async fn register(
     State(chat): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     Body(req): Body<RegisterRequest>,
-) -> Result<Response> {
+) -> std::result::Result<Response, Refused> {
+    chat.auth_limits.check_address(addr)?;
     let auth = chat
         .register(&req.username, &req.password, req.display_name.as_deref())
         .await?;
@@ -31,9 +34,22 @@ pub(super) async fn register(
 
 pub(super) async fn login(
     State(chat): State<AppState>,
+    ClientAddr(addr): ClientAddr,
     Body(req): Body<LoginRequest>,
-) -> Result<Json<AuthResponse>> {
+) -> std::result::Result<Json<AuthResponse>, Refused> {
+    chat.auth_limits.check_address(addr)?;
+    chat.auth_limits.check_username(&req.username)?;
     Ok(Json(chat.login(&req.username, &req.password).await?))
+}
+
+/// `POST /v1/auth/refresh`: a fresh token for the holder of a valid one.
+pub(super) async fn refresh(
+    State(chat): State<AppState>,
+    ClientAddr(addr): ClientAddr,
+    Caller(me): Caller,
+) -> std::result::Result<Json<AuthResponse>, Refused> {
+    chat.auth_limits.check_address(addr)?;
+    Ok(Json(chat.refresh(me).await?))
 }
 
 pub(super) async fn me(

@@ -1,0 +1,459 @@
+//! What `/v1/auth/*` may cost a node, whoever calls it.
+//!
+//! - **Password hashes** (argon2id, 19 MiB and tens of ms of one core each): at most
+//!   `PARLEY_AUTH_HASH_CONCURRENCY` run at once, each in one of as many memory buffers that
+//!   are allocated once and reused (freed 19 MiB blocks would stay in glibc's heap: its
+//!   dynamic mmap threshold rises past them after the first free). A request that finds
+//!   every slot busy waits up to `PARLEY_AUTH_HASH_WAIT_MS`, in a queue of at most
+//!   `PARLEY_AUTH_HASH_QUEUE`; past either it is answered `unavailable` (503, `Retry-After`).
+//!   A login of an unknown user hashes against a dummy hash through the same slots, so it
+//!   costs what a wrong password costs.
+//! - **Rates** (GCRA, the `governor` crate): every `/v1/auth/*` request counts against its
+//!   client address ([`crate::http::extract::ClientAddr`]), every login also against its
+//!   username (compared in the form usernames are unique in); over either: `rate_limited`
+//!   (429, `Retry-After`). Keys whose state is back to fresh are dropped every minute, so
+//!   the limiters' memory follows recent activity only.
+
+/// Limits on `/v1/auth/*`: concurrent password hashes and request rates.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthLimits {
+    /// Password hashes (argon2id, 19 MiB each) computed at once. Default: the number of CPUs
+    /// the node may use.
+    #[arg(long, env = "PARLEY_AUTH_HASH_CONCURRENCY", value_name = "PARLEY_AUTH_HASH_CONCURRENCY",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub auth_hash_concurrency: Option<u32>,
+
+    /// Requests that may wait for a hash slot; more are answered `unavailable` at once.
+    #[arg(long, env = "PARLEY_AUTH_HASH_QUEUE", value_name = "PARLEY_AUTH_HASH_QUEUE", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub auth_hash_queue: u32,
+
+    /// How long a request waits for a hash slot before it is answered `unavailable`, in ms.
+    #[arg(long, env = "PARLEY_AUTH_HASH_WAIT_MS", value_name = "PARLEY_AUTH_HASH_WAIT_MS", default_value_t = 2_000,
+          value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub auth_hash_wait_ms: u64,
+
+    /// Sustained `/v1/auth/*` requests per client address, per minute.
+    #[arg(long, env = "PARLEY_AUTH_ADDRESS_PER_MIN", value_name = "PARLEY_AUTH_ADDRESS_PER_MIN", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub auth_address_per_min: u32,
+
+    /// Burst of `/v1/auth/*` requests per client address.
+    #[arg(long, env = "PARLEY_AUTH_ADDRESS_BURST", value_name = "PARLEY_AUTH_ADDRESS_BURST", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub auth_address_burst: u32,
+
+    /// Sustained logins per username, per minute (whoever sends them).
+    #[arg(long, env = "PARLEY_AUTH_USERNAME_PER_MIN", value_name = "PARLEY_AUTH_USERNAME_PER_MIN", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub auth_username_per_min: u32,
+
+    /// Burst of logins per username.
+    #[arg(long, env = "PARLEY_AUTH_USERNAME_BURST", value_name = "PARLEY_AUTH_USERNAME_BURST", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub auth_username_burst: u32,
+}
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use parley_protocol::ErrorCode;
+use sha2::Digest as _;
+
+use crate::auth::Block;
+use crate::error::ApiError;
+
+/// How often limiter keys back at their fresh state are dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// A limiter with more keys than this is swept at once, whenever it was last swept.
+const SWEEP_ABOVE_KEYS: usize = 100_000;
+
+/// An [`ApiError`] with the wait a client should respect (`Retry-After`, whole seconds,
+/// at least 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub error: ApiError,
+    pub retry_after: Option<Duration>,
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Self {
+        Self {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+impl From<crate::backend::BackendError> for Refused {
+    fn from(e: crate::backend::BackendError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let mut res = self.error.into_response();
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            res.headers_mut()
+                .insert("retry-after", HeaderValue::from(secs.max(1)));
+        }
+        res
+    }
+}
+
+/// The hash slots: permits, and the memory buffers that go with them.
+#[derive(Debug)]
+struct Slots {
+    permits: Arc<tokio::sync::Semaphore>,
+    /// Free buffers; a slot takes one (or makes its first) and puts it back, so there are
+    /// never more than there are permits.
+    memory: Mutex<Vec<Vec<Block>>>,
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+    done: AtomicUsize,
+}
+
+impl Slots {
+    /// Runs `work` in a free buffer; the permit is held (and released) by the caller.
+    fn run<T>(&self, work: impl FnOnce(&mut Vec<Block>) -> T) -> T {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        let mut memory = lock(&self.memory)
+            .pop()
+            .unwrap_or_else(crate::auth::hash_memory);
+        let out = work(&mut memory);
+        lock(&self.memory).push(memory);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.done.fetch_add(1, Ordering::SeqCst);
+        out
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Counts a waiting request for as long as it lives (a client that goes away stops waiting).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One keyed GCRA limiter and when it was last swept.
+#[derive(Debug)]
+struct Keyed<K: std::hash::Hash + Eq + Clone> {
+    limiter: DefaultKeyedRateLimiter<K>,
+    swept: Mutex<Instant>,
+    what: &'static str,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Keyed<K> {
+    fn new(per_min: u32, burst: u32, what: &'static str) -> Self {
+        let nz = |n: u32| NonZeroU32::new(n.max(1)).expect("at least 1");
+        let quota = Quota::per_minute(nz(per_min)).allow_burst(nz(burst));
+        Self {
+            limiter: DefaultKeyedRateLimiter::keyed(quota),
+            swept: Mutex::new(Instant::now()),
+            what,
+        }
+    }
+
+    fn check(&self, key: &K) -> Result<(), Refused> {
+        self.sweep();
+        self.limiter.check_key(key).map_err(|not_until| Refused {
+            error: ApiError::new(
+                ErrorCode::RateLimited,
+                format!("too many sign-in attempts {}; try again later", self.what),
+            ),
+            retry_after: Some(not_until.wait_time_from(DefaultClock::default().now())),
+        })
+    }
+
+    /// Drops keys whose state is back to fresh, once a minute (or at once when there are
+    /// many): what the limiter holds follows recent activity, not every key ever seen.
+    fn sweep(&self) {
+        let Ok(mut swept) = self.swept.try_lock() else {
+            return;
+        };
+        if swept.elapsed() >= SWEEP_EVERY || self.limiter.len() > SWEEP_ABOVE_KEYS {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+            *swept = Instant::now();
+        }
+    }
+
+    #[cfg(test)]
+    fn keys(&self) -> usize {
+        self.limiter.len()
+    }
+}
+
+/// The username key of the per-username limit: a digest of the username in the form
+/// usernames are unique in, so any spelling of one account shares its budget and a key
+/// costs 16 bytes however long the name sent was.
+fn username_key(username: &str) -> [u8; 16] {
+    let digest = sha2::Sha256::digest(username.to_lowercase().as_bytes());
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
+
+/// Password hashing slots and the rate limits of `/v1/auth/*`.
+#[derive(Debug)]
+pub struct AuthGate {
+    slots: Arc<Slots>,
+    waiting: AtomicUsize,
+    queue: usize,
+    wait: Duration,
+    by_address: Keyed<IpAddr>,
+    by_username: Keyed<[u8; 16]>,
+}
+
+impl AuthGate {
+    pub fn new(limits: &AuthLimits) -> Self {
+        let concurrency = limits.auth_hash_concurrency.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |n| n as usize,
+        );
+        Self {
+            slots: Arc::new(Slots {
+                permits: Arc::new(tokio::sync::Semaphore::new(concurrency)),
+                memory: Mutex::new(Vec::with_capacity(concurrency)),
+                in_flight: AtomicUsize::new(0),
+                peak: AtomicUsize::new(0),
+                done: AtomicUsize::new(0),
+            }),
+            waiting: AtomicUsize::new(0),
+            queue: limits.auth_hash_queue as usize,
+            wait: Duration::from_millis(limits.auth_hash_wait_ms),
+            by_address: Keyed::new(
+                limits.auth_address_per_min,
+                limits.auth_address_burst,
+                "from this address",
+            ),
+            by_username: Keyed::new(
+                limits.auth_username_per_min,
+                limits.auth_username_burst,
+                "for this username",
+            ),
+        }
+    }
+
+    /// Counts one `/v1/auth/*` request of `addr`; `rate_limited` over the address's rate.
+    pub fn check_address(&self, addr: IpAddr) -> Result<(), Refused> {
+        self.by_address.check(&addr)
+    }
+
+    /// Counts one login for `username`; `rate_limited` over the username's rate.
+    pub fn check_username(&self, username: &str) -> Result<(), Refused> {
+        self.by_username.check(&username_key(username))
+    }
+
+    fn shed(&self) -> Refused {
+        Refused {
+            error: ApiError::unavailable(
+                "the node is busy checking passwords; try again in a moment",
+            ),
+            retry_after: Some(self.wait.max(Duration::from_secs(1))),
+        }
+    }
+
+    /// Runs `work` (a password hash, given a reused memory buffer) in a hash slot, on a
+    /// blocking thread. Waits for a slot up to the configured time, behind at most the
+    /// configured number of others; otherwise `unavailable` with `Retry-After`. The slot is
+    /// held until `work` ends even if the caller goes away meanwhile.
+    pub async fn hash<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
+    ) -> Result<T, Refused> {
+        let permits = self.slots.permits.clone();
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    return Err(self.shed());
+                }
+                let _waiting = Waiting(&self.waiting);
+                match tokio::time::timeout(self.wait, permits.acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => return Err(self.shed()),
+                }
+            }
+        };
+        let slots = self.slots.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = slots.run(work);
+            drop(permit);
+            out
+        })
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::Internal, "internal error").into())
+    }
+
+    /// Runs `work` in a slot on this thread, for the one hash made at start (the dummy
+    /// hash), when every slot is free; waits for one otherwise.
+    pub fn hash_now<T>(&self, work: impl FnOnce(&mut Vec<Block>) -> T) -> T {
+        let permit = loop {
+            match self.slots.permits.try_acquire() {
+                Ok(p) => break p,
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        };
+        let out = self.slots.run(work);
+        drop(permit);
+        out
+    }
+
+    /// The most hashes that ran at once.
+    pub fn peak_hashes(&self) -> usize {
+        self.slots.peak.load(Ordering::SeqCst)
+    }
+
+    /// Hashes computed so far.
+    pub fn hashes_done(&self) -> usize {
+        self.slots.done.load(Ordering::SeqCst)
+    }
+
+    /// Hash memory buffers allocated so far (at most the number of slots).
+    pub fn hash_buffers(&self) -> usize {
+        lock(&self.slots.memory).len() + self.slots.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> AuthLimits {
+        AuthLimits {
+            auth_hash_concurrency: Some(2),
+            auth_hash_queue: 1,
+            auth_hash_wait_ms: 60_000,
+            auth_address_per_min: 1,
+            auth_address_burst: 2,
+            auth_username_per_min: 1,
+            auth_username_burst: 1,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hashes_run_in_bounded_slots_with_reused_memory() {
+        let gate = Arc::new(AuthGate::new(&limits()));
+        // Two slots, one waiting place: of 6 hashes started together, 3 are admitted (2
+        // run, 1 waits) and 3 are shed at once.
+        let (release, hold) = tokio::sync::watch::channel(false);
+        let tasks: Vec<_> = (0..6)
+            .map(|_| {
+                let gate = gate.clone();
+                let mut hold = hold.clone();
+                tokio::spawn(async move {
+                    gate.hash(move |memory| {
+                        let len = memory.len();
+                        // Hold the slot until released, so the others find it busy.
+                        while !*hold.borrow_and_update() {
+                            std::thread::sleep(Duration::from_millis(2));
+                        }
+                        len
+                    })
+                    .await
+                })
+            })
+            .collect();
+        // Wait (bounded) until the two slots are taken and one request waits.
+        for _ in 0..2000 {
+            if gate.slots.in_flight.load(Ordering::SeqCst) == 2
+                && gate.waiting.load(Ordering::SeqCst) == 1
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let _ = release.send(true);
+        let mut ok = 0;
+        let mut shed = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(len) => {
+                    assert_eq!(len, crate::auth::HASH_BLOCKS);
+                    ok += 1;
+                }
+                Err(r) => {
+                    assert_eq!(r.error.code, ErrorCode::Unavailable);
+                    assert!(r.retry_after.is_some());
+                    shed += 1;
+                }
+            }
+        }
+        assert_eq!((ok, shed), (3, 3));
+        assert_eq!(gate.peak_hashes(), 2);
+        assert_eq!(gate.hashes_done(), 3);
+        // Three hashes, two buffers: the third reused one.
+        assert_eq!(gate.hash_buffers(), 2);
+        assert_eq!(gate.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_real_hash_and_its_check_go_through_the_slots() {
+        let gate = AuthGate::new(&limits());
+        let h = gate.hash_now(|m| crate::auth::hash_password_in("pw-12345", m));
+        let ok = gate
+            .hash(move |m| crate::auth::verify_password_in("pw-12345", &h, m))
+            .await
+            .unwrap();
+        assert!(ok);
+        assert_eq!(gate.hashes_done(), 2);
+        assert_eq!(gate.hash_buffers(), 1);
+    }
+
+    #[test]
+    fn rates_per_address_and_per_username() {
+        let gate = AuthGate::new(&limits());
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        assert!(gate.check_address(a).is_ok());
+        assert!(gate.check_address(a).is_ok());
+        let r = gate.check_address(a).unwrap_err();
+        assert_eq!(r.error.code, ErrorCode::RateLimited);
+        let wait = r.retry_after.unwrap();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_secs(60),
+            "{wait:?}"
+        );
+        assert!(
+            gate.check_address(b).is_ok(),
+            "each address has its own budget"
+        );
+
+        assert!(gate.check_username("Victim").is_ok());
+        assert!(
+            gate.check_username("victim").is_err(),
+            "one account, one budget"
+        );
+        assert!(gate.check_username(&"x".repeat(60_000)).is_ok());
+        assert_eq!(gate.by_username.keys(), 2, "keys are fixed-size digests");
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up() {
+        let r = Refused {
+            error: ApiError::new(ErrorCode::RateLimited, "slow down"),
+            retry_after: Some(Duration::from_millis(1200)),
+        };
+        let res = r.into_response();
+        assert_eq!(res.status(), 429);
+        assert_eq!(res.headers()["retry-after"], "2");
+    }
+}
