@@ -1248,6 +1248,66 @@ async fn the_sample_passes_a_strict_server_side_dry_run() {
         .await;
 }
 
+/// The API server refuses a ChatCluster whose URLs carry credentials (user-info or a
+/// password parameter), naming the field and where credentials go; the same spec without
+/// them is accepted (server-side dry runs).
+#[tokio::test]
+async fn a_chat_cluster_with_credentials_in_a_url_is_refused() {
+    let client = client().await;
+    apply_crds(&client).await;
+    let clusters: Api<ChatCluster> = Api::namespaced(client.clone(), "default");
+    let dry = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let with = |pointer: &str, value: &str| {
+        let mut c = serde_json::to_value(cluster("creds", 1)).unwrap();
+        *c.pointer_mut(pointer).unwrap() = value.into();
+        serde_json::from_value::<ChatCluster>(c).unwrap()
+    };
+    let plain = clusters.create(&dry, &cluster("creds", 1)).await;
+    assert!(plain.is_ok(), "{plain:?}");
+    for (pointer, value, field) in [
+        (
+            "/spec/redis/url",
+            "redis://:pw@redis:6379",
+            "spec.redis.url",
+        ),
+        (
+            "/spec/redis/url",
+            "redis://user:pw@redis:6379",
+            "spec.redis.url",
+        ),
+        (
+            "/spec/redis/url",
+            "redis://redis:6379/0?password=pw",
+            "spec.redis.url",
+        ),
+        (
+            "/spec/media/endpoint",
+            "http://key:secret@minio:9000",
+            "spec.media.endpoint",
+        ),
+        (
+            "/spec/kafka/bootstrapServers",
+            "user:pw@kafka:9092",
+            "spec.kafka.bootstrapServers",
+        ),
+    ] {
+        match clusters.create(&dry, &with(pointer, value)).await {
+            Err(kube::Error::Api(e)) => {
+                assert_eq!(e.code, 422, "{value}: {e:?}");
+                assert!(
+                    e.message.contains(field) && e.message.contains("Secret"),
+                    "{value}: {}",
+                    e.message
+                );
+            }
+            other => panic!("{field} = {value} was not refused: {other:?}"),
+        }
+    }
+}
+
 /// The chart's values are checked by its schema, and `serviceMonitor.enabled` renders a
 /// ServiceMonitor (template only: the Prometheus Operator's CRD is not installed here).
 #[test]
@@ -1369,6 +1429,116 @@ fn the_chart_checks_its_values_and_renders_a_service_monitor_on_request() {
     );
 }
 
+/// The chart's RBAC objects, rendered with `helm template` in namespace `ops` and `sets`.
+fn rendered_rbac(sets: &[&str]) -> Vec<serde_json::Value> {
+    use serde::Deserialize as _;
+    let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/parley-operator");
+    let mut args = vec!["template", "po", chart.to_str().unwrap(), "-n", "ops"];
+    for s in sets {
+        args.extend(["--set", s]);
+    }
+    let text = run_tool("helm", &args, None);
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| serde_json::Value::deserialize(d).unwrap())
+        .filter(|o| {
+            ["Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"]
+                .contains(&o["kind"].as_str().unwrap_or_default())
+        })
+        .collect()
+}
+
+/// `(kind, namespace, api group, resource, verb)` for every rule of every (Cluster)Role.
+fn grants(objects: &[serde_json::Value]) -> Vec<(String, String, String, String, String)> {
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| a.iter().map(|s| s.as_str().unwrap().to_owned()).collect())
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for o in objects {
+        let kind = o["kind"].as_str().unwrap();
+        if !kind.ends_with("Role") {
+            continue;
+        }
+        let ns = o["metadata"]["namespace"].as_str().unwrap_or_default();
+        for rule in o["rules"].as_array().unwrap() {
+            for g in strings(&rule["apiGroups"]) {
+                for r in strings(&rule["resources"]) {
+                    for v in strings(&rule["verbs"]) {
+                        out.push((kind.into(), ns.into(), g.clone(), r.clone(), v));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The chart never grants list or watch on Secrets (the operator reads the ones a
+/// ChatCluster names, by name), and with `watchNamespace` its permissions on namespaced
+/// objects are a Role in that namespace; cluster-wide it keeps only reading ChatClusters
+/// (worker-ID ranges are disjoint across namespaces). The leader Lease is the release
+/// namespace's alone.
+#[test]
+fn the_chart_grants_namespaced_rbac_with_watch_namespace_and_never_lists_secrets() {
+    for sets in [&[][..], &["watchNamespace=team-a"][..]] {
+        let g = grants(&rendered_rbac(sets));
+        assert!(!g.is_empty(), "{sets:?}: no RBAC rendered");
+        for (kind, ns, group, resource, verb) in &g {
+            assert!(
+                !(group.is_empty()
+                    && ["secrets", "*"].contains(&resource.as_str())
+                    && ["list", "watch", "deletecollection", "*"].contains(&verb.as_str())),
+                "{sets:?}: {kind} {ns} grants {verb} on {resource}"
+            );
+            if resource == "leases" {
+                assert_eq!((kind.as_str(), ns.as_str()), ("Role", "ops"), "{sets:?}");
+            }
+        }
+        let secrets: std::collections::BTreeSet<&str> = g
+            .iter()
+            .filter(|(_, _, group, r, _)| group.is_empty() && r == "secrets")
+            .map(|(.., v)| v.as_str())
+            .collect();
+        assert_eq!(
+            secrets,
+            ["create", "get", "patch"].into(),
+            "{sets:?}: what the operator does with Secrets"
+        );
+    }
+
+    let objects = rendered_rbac(&["watchNamespace=team-a"]);
+    let g = grants(&objects);
+    let cluster_wide: Vec<_> = g.iter().filter(|(k, ..)| k == "ClusterRole").collect();
+    for (_, _, group, resource, verb) in &cluster_wide {
+        assert!(
+            group == "parley.dev"
+                && resource == "chatclusters"
+                && ["get", "list"].contains(&verb.as_str()),
+            "with watchNamespace the ClusterRole grants {verb} on {group}/{resource}"
+        );
+    }
+    for want in ["secrets", "statefulsets", "pods", "roles", "chatshards"] {
+        assert!(
+            g.iter()
+                .any(|(k, ns, _, r, _)| k == "Role" && ns == "team-a" && r == want),
+            "a Role in team-a grants {want}: {g:?}"
+        );
+    }
+    // Each Role is bound to the operator's ServiceAccount in its own namespace.
+    for role in objects.iter().filter(|o| o["kind"] == "Role") {
+        let ns = &role["metadata"]["namespace"];
+        assert!(
+            objects.iter().any(|b| b["kind"] == "RoleBinding"
+                && &b["metadata"]["namespace"] == ns
+                && b["roleRef"]["name"] == role["metadata"]["name"]
+                && b["subjects"][0]["name"] == "po"
+                && b["subjects"][0]["namespace"] == "ops"),
+            "no RoleBinding for {role}"
+        );
+    }
+}
+
 /// The Helm chart lints, renders objects the API server accepts, installs, and its RBAC is
 /// all an operator needs: an operator acting as the chart's ServiceAccount brings a
 /// ChatCluster to Ready. Uninstalling removes the operator and keeps the CRDs.
@@ -1399,7 +1569,9 @@ async fn the_helm_chart_installs_an_operator_whose_rbac_suffices() {
         dry.lines()
             .filter(|l| l.ends_with("(server dry run)"))
             .count(),
-        5,
+        // ServiceAccount, ClusterRole and binding (ChatClusters, for worker IDs), the watched
+        // namespace's Role and binding, the Lease's Role and binding, Deployment, Service.
+        9,
         "{dry}"
     );
     run_tool(
@@ -1459,6 +1631,39 @@ async fn the_helm_chart_installs_an_operator_whose_rbac_suffices() {
         }
     })
     .await;
+
+    // The operator's identity reads Secrets only by name and only in the watched namespace.
+    let kc = Kubeconfig::read_from(&path).unwrap();
+    let as_operator = Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let forbidden =
+        |r: Result<(), kube::Error>| matches!(&r, Err(kube::Error::Api(e)) if e.code == 403);
+    let here: Api<Secret> = Api::namespaced(as_operator.clone(), &ns);
+    assert!(
+        here.get("omega-a-db").await.is_ok(),
+        "the operator reads a named Secret"
+    );
+    let listed = here.list(&Default::default()).await.map(|_| ());
+    assert!(
+        forbidden(listed),
+        "the operator may list the Secrets of {ns}"
+    );
+    let everywhere: Api<Secret> = Api::all(as_operator.clone());
+    let listed = everywhere.list(&Default::default()).await.map(|_| ());
+    assert!(
+        forbidden(listed),
+        "the operator may list every Secret of the cluster"
+    );
+    let elsewhere: Api<Secret> = Api::namespaced(as_operator.clone(), "default");
+    let read = elsewhere.get_opt("anything").await.map(|_| ());
+    assert!(
+        forbidden(read),
+        "the operator may read Secrets outside {ns}"
+    );
 
     // The chat-nodes' own identity may watch their ChatCluster the way they do (a field
     // selector on the name), and nothing else.

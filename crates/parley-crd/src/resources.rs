@@ -21,6 +21,12 @@ pub const GROUP: &str = "parley.dev";
 /// Their version.
 pub const VERSION: &str = "v1alpha1";
 
+/// CEL rule (`self` a URL) of every URL field in a spec: no user-info (no `@` at all, which
+/// also refuses `user@host`) and no query parameter that carries a credential
+/// (`?password=`, `&pass=`, `token=`... in any case; RE2 syntax, as the API server runs it).
+/// Credentials come from Secrets.
+pub const NO_URL_CREDENTIALS: &str = "!self.contains('@') && !self.matches('(?i)[?&](pass|password|passwd|pwd|user|username|token|secret|auth|x-amz-credential|x-amz-security-token)=')";
+
 fn default_url_key() -> String {
     "url".into()
 }
@@ -112,8 +118,12 @@ fn default_pool() -> i32 {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.url) != has(self.secretRef)").message("give redis.url or redis.secretRef, exactly one"))]
 pub struct RedisSpec {
-    /// The Redis URL, when it carries no password.
+    /// The Redis URL, when it carries no password. The API server refuses one with
+    /// user-info (`redis://:pw@host`, `redis://user:pw@host`) or a password parameter: such
+    /// a URL goes in a Secret, named by `secretRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new(NO_URL_CREDENTIALS).message("redis.url must not carry credentials (user-info or a password parameter): put the URL in a Secret and name it with redis.secretRef"))]
     pub url: Option<String>,
     /// A Secret key holding the Redis URL (with its password).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,7 +134,9 @@ pub struct RedisSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaSpec {
-    #[schemars(length(min = 1))]
+    /// `host:port` pairs, comma-separated; no credentials (the API server refuses an `@`).
+    #[schemars(length(min = 1, max = 4096))]
+    #[x_kube(validation = Rule::new("!self.contains('@')").message("kafka.bootstrapServers is host:port pairs and must not carry credentials (they belong in a Secret)"))]
     pub bootstrap_servers: String,
     /// Prefix of `<prefix>.messages` and `<prefix>.notifications` (default: the cluster's
     /// name).
@@ -158,8 +170,11 @@ pub struct DirectorySpec {
 pub struct MediaSpec {
     #[schemars(length(min = 3, max = 63))]
     pub bucket: String,
-    /// S3 endpoint (MinIO and others); AWS when absent.
+    /// S3 endpoint (MinIO and others); AWS when absent. No credentials: the API server
+    /// refuses user-info or a credential parameter (they come from `credentialsSecretRef`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = Rule::new(NO_URL_CREDENTIALS).message("media.endpoint must not carry credentials (user-info or a credential parameter): they come from the Secret named by media.credentialsSecretRef"))]
     pub endpoint: Option<String>,
     #[serde(default = "default_region")]
     pub region: String,
