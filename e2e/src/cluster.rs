@@ -157,6 +157,9 @@ impl Cluster {
             ("PARLEY_SEND_BURST".into(), "1000".into()),
             ("PARLEY_WS_FRAME_RATE".into(), "10000".into()),
             ("PARLEY_WS_FRAME_BURST".into(), "10000".into()),
+            // Every test client signs in from 127.0.0.1: one address's budget would not do.
+            ("PARLEY_AUTH_ADDRESS_PER_MIN".into(), "100000".into()),
+            ("PARLEY_AUTH_ADDRESS_BURST".into(), "100000".into()),
             ("RUST_LOG".into(), "warn,chat_node=info".into()),
         ];
         env.extend(options.extra_env.iter().cloned());
