@@ -26,6 +26,7 @@ pub mod persister;
 pub mod presence;
 pub mod ratelimit;
 pub mod snowflake;
+pub mod text;
 pub mod ws;
 
 pub use http::app;

@@ -1,14 +1,28 @@
 //! Abusive-word filtering in one pass.
 //!
-//! Text is normalized (Unicode compatibility decomposition, combining marks dropped, case
-//! folded, common look-alikes such as `0→o`, `$→s` replaced) while remembering which
-//! original character each normalized byte came from. One Aho-Corasick automaton over the
-//! normalized word list then scans the normalized text once; a match counts when it is a
-//! whole word there. Policy `mask` replaces the original characters of each match with `*`;
-//! policy `reject` refuses the text.
+//! Text is normalized character by character while remembering which original character
+//! each normalized byte came from ([`normalize_with_origin`]):
+//! - default-ignorable code points (zero-width space, soft hyphen, word joiner, BOM, ZWJ,
+//!   variation selectors...) are dropped, so they cannot split a word;
+//! - every run of White_Space becomes one space, so doubled spaces, tabs or newlines inside
+//!   a listed phrase still match it;
+//! - compatibility forms are decomposed (NFKD: `ＳＨＩＴ` → `SHIT`, `ﬁ` → `fi`), combining
+//!   marks dropped (`â` → `a`), case fully folded;
+//! - ASCII look-alikes `0→o 1→i 3→e 4→a 5→s 7→t @→a $→s` are replaced;
+//! - a letter outside ASCII is replaced by its UTS #39 confusable prototype (Cyrillic `а`,
+//!   `с`, `ѕ`, `і` → Latin `a`, `c`, `s`, `i`; Greek `ο` → `o`), folded again. ASCII letters
+//!   keep their own identity (`m` is not made `rn`, `l` not `I`), so English words are not
+//!   confused with each other.
+//!
+//! One Aho-Corasick automaton over the word list, normalized the same way, then scans the
+//! normalized text once; a match counts when it is a whole word there. Policy `mask`
+//! replaces every original character from the match's first to its last (invisible ones
+//! inside included) with `*`; policy `reject` refuses the text. Text without a match is
+//! kept exactly as sent.
 //!
 //! ```text
-//!   "Y0u  $H1T!"  --normalize-->  "you  shit!"  --automaton-->  [5..9)  --mask--> "Y0u  ****!"
+//!   "Y0u  $H\u{200b}1T!"  --normalize-->  "you shit!"  --automaton-->  [4..8)
+//!                                          --mask-->  "Y0u  *****!"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -17,8 +31,11 @@ use std::time::{Duration, SystemTime};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use arc_swap::ArcSwap;
+use icu_casemap::CaseMapper;
 use unicode_normalization::UnicodeNormalization as _;
 use unicode_normalization::char::is_combining_mark;
+
+use crate::text::is_default_ignorable;
 
 /// What happens to a text that contains a listed word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -37,6 +54,7 @@ pub enum Verdict {
     Rejected,
 }
 
+/// ASCII look-alike substitutions (leetspeak), applied after case folding.
 fn lookalike(c: char) -> char {
     match c {
         '0' => 'o',
@@ -51,32 +69,104 @@ fn lookalike(c: char) -> char {
     }
 }
 
-/// Normalized text plus, for each normalized byte, the index of the original character.
-struct Normalized {
-    text: String,
-    origin: Vec<u32>,
+/// Normalized text and, for each of its bytes, where in the input it came from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Normalized {
+    /// The normalized text (what the automaton scans).
+    pub text: String,
+    /// `origin[i]` is the byte offset in the input of the character that produced byte `i`
+    /// of `text`: `origin.len() == text.len()`, never decreasing, each a char boundary of
+    /// the input.
+    pub origin: Vec<usize>,
 }
 
-fn normalize_with_origin(input: &str) -> Normalized {
-    let mut text = String::with_capacity(input.len());
-    let mut origin = Vec::with_capacity(input.len());
-    for (index, c) in input.chars().enumerate() {
-        for d in std::iter::once(c).nfkd() {
-            if is_combining_mark(d) {
+impl Normalized {
+    fn push(&mut self, c: char, at: usize) {
+        if c.is_whitespace() {
+            return self.space(at);
+        }
+        self.text.push(c);
+        self.origin.resize(self.text.len(), at);
+    }
+
+    /// One space for a run of White_Space.
+    fn space(&mut self, at: usize) {
+        if !self.text.ends_with(' ') {
+            self.text.push(' ');
+            self.origin.push(at);
+        }
+    }
+}
+
+/// Normalizes `input` for matching, in one pass over its characters, remembering where
+/// every normalized byte came from (the module docs list the steps).
+///
+/// Properties (for tests and fuzzing): `origin.len() == text.len()`; `origin` never
+/// decreases and each entry is a char boundary of `input`; `text` holds no
+/// Default_Ignorable_Code_Point, no uppercase ASCII, no ASCII look-alike digit or sign
+/// (`0 1 3 4 5 7 @ $`), no White_Space other than U+0020 and never two spaces in a row;
+/// ASCII input gives ASCII text no longer than the input; normalizing the text again gives
+/// it unchanged (checked for every single code point once).
+pub fn normalize_with_origin(input: &str) -> Normalized {
+    let folder = CaseMapper::new();
+    let mut out = Normalized {
+        text: String::with_capacity(input.len()),
+        origin: Vec::with_capacity(input.len()),
+    };
+    for (at, c) in input.char_indices() {
+        normalize_char(&mut out, folder, c, at, 0);
+    }
+    out
+}
+
+/// How many times a prototype is normalized again (a prototype's own decomposition or
+/// folding can have a prototype: `Ϛ` → `ϛ` → `σ` → `o`); four is more than Unicode needs.
+const MAX_PROTOTYPE_DEPTH: u8 = 4;
+
+/// Appends the normalized form of `c`, which starts at byte `at` of the input.
+fn normalize_char(
+    out: &mut Normalized,
+    folder: icu_casemap::CaseMapperBorrowed<'static>,
+    c: char,
+    at: usize,
+    depth: u8,
+) {
+    if c.is_ascii() {
+        // ASCII is never default-ignorable, NFKD leaves it alone, and its letters keep
+        // their identity (no `m` → `rn`).
+        return out.push(lookalike(c.to_ascii_lowercase()), at);
+    }
+    if c.is_whitespace() {
+        return out.space(at);
+    }
+    let mut b1 = [0u8; 4];
+    let mut b2 = [0u8; 4];
+    for d in std::iter::once(c).nfkd() {
+        if is_combining_mark(d) || is_default_ignorable(d) {
+            continue;
+        }
+        for f in folder.fold_string(d.encode_utf8(&mut b1)).chars() {
+            if f.is_ascii() || f.is_whitespace() {
+                out.push(lookalike(f), at);
                 continue;
             }
-            for l in d.to_lowercase() {
-                let l = lookalike(l);
-                let before = text.len();
-                text.push(l);
-                origin.extend(std::iter::repeat_n(index as u32, text.len() - before));
+            // A letter of another script that looks like a Latin one: its UTS #39
+            // prototype, itself normalized (it may be uppercase, decomposable or mapped).
+            let f_str: &str = f.encode_utf8(&mut b2);
+            let mut prototype = unicode_security::skeleton(f_str);
+            let same = prototype.next() == Some(f) && prototype.next().is_none();
+            if same || depth >= MAX_PROTOTYPE_DEPTH {
+                out.push(f, at);
+                continue;
+            }
+            for p in unicode_security::skeleton(f_str) {
+                normalize_char(out, folder, p, at, depth + 1);
             }
         }
     }
-    Normalized { text, origin }
 }
 
-/// The normalized form of `input` (what the automaton sees).
+/// The normalized form of `input` (what the automaton sees); see [`normalize_with_origin`].
 pub fn normalize(input: &str) -> String {
     normalize_with_origin(input).text
 }
@@ -108,7 +198,7 @@ impl WordFilter {
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(normalize)
+            .map(|w| normalize(w).trim_matches(' ').to_owned())
             .filter(|w| !w.is_empty())
             .collect();
         words.sort();
@@ -134,14 +224,14 @@ impl WordFilter {
         self.words == 0
     }
 
-    /// Original character ranges `[start, end)` of whole-word matches, merged.
-    fn matches(&self, input: &str) -> (Vec<(u32, u32)>, Normalized) {
-        let normalized = normalize_with_origin(input);
+    /// Byte ranges `[start, end)` of the input covered by whole-word matches, merged.
+    fn matches(&self, input: &str) -> Vec<(usize, usize)> {
         let Some(automaton) = &self.automaton else {
-            return (Vec::new(), normalized);
+            return Vec::new();
         };
+        let normalized = normalize_with_origin(input);
         let text = normalized.text.as_str();
-        let mut ranges: Vec<(u32, u32)> = Vec::new();
+        let mut ranges: Vec<(usize, usize)> = Vec::new();
         for m in automaton.find_overlapping_iter(text) {
             let before = text[..m.start()].chars().next_back();
             let after = text[m.end()..].chars().next();
@@ -149,23 +239,24 @@ impl WordFilter {
                 continue;
             }
             let start = normalized.origin[m.start()];
-            let end = normalized.origin[m.end() - 1] + 1;
+            let last = normalized.origin[m.end() - 1];
+            let end = last + input[last..].chars().next().map_or(0, char::len_utf8);
             ranges.push((start, end));
         }
         ranges.sort_unstable();
-        let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(ranges.len());
         for (s, e) in ranges {
             match merged.last_mut() {
                 Some(last) if s <= last.1 => last.1 = last.1.max(e),
                 _ => merged.push((s, e)),
             }
         }
-        (merged, normalized)
+        merged
     }
 
     /// Applies `policy` to `input`.
     pub fn check(&self, input: &str, policy: Policy) -> Verdict {
-        let (ranges, _) = self.matches(input);
+        let ranges = self.matches(input);
         if ranges.is_empty() {
             return Verdict::Clean;
         }
@@ -174,8 +265,7 @@ impl WordFilter {
             Policy::Mask => {
                 let mut out = String::with_capacity(input.len());
                 let mut next = ranges.iter().peekable();
-                for (i, c) in input.chars().enumerate() {
-                    let i = i as u32;
+                for (i, c) in input.char_indices() {
                     while next.peek().is_some_and(|r| r.1 <= i) {
                         next.next();
                     }
@@ -350,11 +440,97 @@ mod tests {
             f.check("bad word, shit, frack", Policy::Mask),
             Verdict::Masked("********, ****, *****".into())
         );
-        assert_eq!(
-            f.check("BAD  WORD", Policy::Mask),
-            Verdict::Clean,
-            "two spaces is not the phrase"
-        );
+    }
+
+    #[test]
+    fn origin_maps_each_normalized_byte_to_its_character() {
+        let n = normalize_with_origin("A\u{200b}  ｂ\u{430}ß");
+        assert_eq!(n.text, "a bass");
+        assert_eq!(n.origin, [0, 4, 6, 9, 11, 11]);
+        assert_eq!(normalize_with_origin(""), Normalized::default());
+    }
+
+    #[test]
+    fn normalizing_twice_changes_nothing() {
+        // Prototypes that have prototypes, or decompose to look-alike digits.
+        for text in [
+            "\u{3da}",
+            "\u{2030}",
+            "\u{15ef}",
+            "\u{16a6}",
+            "a \u{200b} b\u{3000} ",
+            "Ϛ‰ᗯ ǅ",
+        ] {
+            let once = normalize(text);
+            assert_eq!(normalize(&once), once, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn ascii_letters_are_not_confused_with_each_other() {
+        let f = WordFilter::from_list("darn\nill\n");
+        for text in ["dam it", "I'll go", "i11"] {
+            assert_eq!(f.check(text, Policy::Mask), Verdict::Clean, "{text}");
+        }
+    }
+
+    #[test]
+    fn whitespace_runs_inside_a_phrase_still_match() {
+        let f = filter();
+        for (text, masked) in [
+            ("BAD  WORD", "*********"),
+            ("a bad \t\n word!", "a ***********!"),
+            ("bad\u{a0}\u{3000}word", "*********"),
+        ] {
+            assert_eq!(
+                f.check(text, Policy::Mask),
+                Verdict::Masked(masked.into()),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn invisible_characters_inside_a_word_are_masked_with_it() {
+        let f = filter();
+        for (text, masked) in [
+            ("sh\u{200b}it", "*****"),
+            ("s\u{ad}hit happens", "***** happens"),
+            (
+                "oh \u{2060}s\u{feff}h\u{200d}i\u{34f}t",
+                "oh \u{2060}*******",
+            ),
+            ("bad\u{200b} \u{200c}word", "**********"),
+        ] {
+            assert_eq!(
+                f.check(text, Policy::Mask),
+                Verdict::Masked(masked.into()),
+                "{text:?}"
+            );
+        }
+        assert_eq!(f.check("sh\u{200b}it", Policy::Reject), Verdict::Rejected);
+        // Joined into another word by an invisible character: not the word.
+        assert_eq!(f.check("bull\u{200b}shit", Policy::Mask), Verdict::Clean);
+    }
+
+    #[test]
+    fn letters_of_other_scripts_that_look_latin_match() {
+        let f = filter();
+        for (text, masked) in [
+            // Cyrillic ѕ (U+0455) and і (U+0456)
+            ("\u{455}h\u{456}t", "****"),
+            // Cyrillic а and с, then their capitals
+            ("fr\u{430}\u{441}k", "*****"),
+            ("FR\u{410}\u{421}K!", "*****!"),
+            // Cyrillic а and о in a phrase
+            ("b\u{430}d w\u{43e}rd", "********"),
+        ] {
+            assert_eq!(
+                f.check(text, Policy::Mask),
+                Verdict::Masked(masked.into()),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]

@@ -73,6 +73,17 @@ async fn users(s: &Stores) {
         .expect("case-insensitive lookup");
     assert_eq!(found.id, Id(b));
     assert_eq!(found.username, name, "the username keeps its case");
+    // UTS #39 confusables: `A1ice…` looks like `Alice…` (a different key, the same skeleton).
+    let err = s
+        .users
+        .create_user(&user(b + 3, &name.replace('l', "1")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, BackendError::Conflict(_)),
+        "a username that looks like a taken one is refused: {err:?}"
+    );
+    assert!(s.users.user(Id(b + 3)).await.unwrap().is_none());
     assert_eq!(
         s.users.user(Id(b)).await.unwrap().unwrap().display_name,
         format!("{name} display")
@@ -121,6 +132,33 @@ async fn channels_and_members(s: &Stores) {
             .id,
         group.id
     );
+    // Full case folding and NFC: `Straße` is `STRASSE`, a decomposed `Café` the composed one.
+    let strasse = s
+        .channels
+        .create_group(Id(b + 12), &format!("Straße-{b}"), Id(b + 5), at)
+        .await
+        .unwrap();
+    let err = s
+        .channels
+        .create_group(Id(b + 13), &format!("STRASSE-{b}"), bob, at)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackendError::Conflict(_)), "{err:?}");
+    let found = s.channels.group_by_name(&format!("strasse-{b}")).await;
+    assert_eq!(found.unwrap().map(|c| c.id), Some(strasse.id));
+    let cafe = s
+        .channels
+        .create_group(Id(b + 14), &format!("Caf\u{e9}-{b}"), Id(b + 5), at)
+        .await
+        .unwrap();
+    let err = s
+        .channels
+        .create_group(Id(b + 15), &format!("Cafe\u{301}-{b}"), bob, at)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackendError::Conflict(_)), "{err:?}");
+    let found = s.channels.group_by_name(&format!("CAFE\u{301}-{b}")).await;
+    assert_eq!(found.unwrap().map(|c| c.id), Some(cafe.id));
     assert!(
         s.channels
             .group_by_name("no-such-group-xyz")

@@ -13,7 +13,10 @@ const USERNAME_CHARS: std::ops::RangeInclusive<usize> = 3..=32;
 const PASSWORD_BYTES: std::ops::RangeInclusive<usize> = 8..=1024;
 const DISPLAY_NAME_CHARS: std::ops::RangeInclusive<usize> = 1..=64;
 
-/// Checks a username: 3..=32 of ASCII letters, digits, `_`, `.`, `-`.
+/// Checks a username: 3..=32 of ASCII letters, digits, `_`, `.`, `-` (the v1 contract;
+/// usernames stay ASCII, so a look-alike letter of another script is refused here). Two
+/// usernames are the same when their `text::name_key`s are equal, and one that looks like a
+/// taken one (`text::confusable_skeleton`) is refused by the store with `conflict`.
 pub(super) fn validate_username(username: &str) -> Result<(), ApiError> {
     let ok = USERNAME_CHARS.contains(&username.len())
         && username
@@ -28,16 +31,23 @@ pub(super) fn validate_username(username: &str) -> Result<(), ApiError> {
     }
 }
 
+/// A display name as stored: trimmed, NFC-normalized, 1..=64 characters, no control
+/// characters, not blank (only White_Space and default-ignorable code points such as
+/// U+200B); none given: the username.
 fn clean_display_name(name: Option<&str>, username: &str) -> Result<String, ApiError> {
-    let Some(name) = name.map(str::trim) else {
+    let Some(name) = name.map(|n| crate::text::nfc(n.trim())) else {
         return Ok(username.to_owned());
     };
-    if !DISPLAY_NAME_CHARS.contains(&name.chars().count()) || name.chars().any(char::is_control) {
+    if !DISPLAY_NAME_CHARS.contains(&name.chars().count())
+        || name.chars().any(char::is_control)
+        || crate::text::is_blank(&name)
+    {
         return Err(ApiError::bad_request(
-            "a display name is 1 to 64 characters, without control characters",
+            "a display name is 1 to 64 characters, not only invisible ones, without control \
+             characters",
         ));
     }
-    Ok(name.to_owned())
+    Ok(name)
 }
 
 impl Chat {
@@ -174,5 +184,12 @@ mod tests {
         );
         assert!(clean_display_name(Some("   "), "bob").is_err());
         assert!(clean_display_name(Some("a\u{7}b"), "bob").is_err());
+        assert!(clean_display_name(Some(" \u{200b}\u{2060} "), "bob").is_err());
+        assert!(clean_display_name(Some("\u{ad}\u{3164}"), "bob").is_err());
+        assert_eq!(
+            clean_display_name(Some("Rene\u{301}"), "bob").unwrap(),
+            "Ren\u{e9}",
+            "NFC"
+        );
     }
 }

@@ -8,18 +8,22 @@ use crate::backend::Topic;
 use crate::error::ApiError;
 use crate::hub::Header;
 
-/// Checks and trims a group name: 1..=64 characters, no control characters.
+/// Checks a group name and gives it as stored: trimmed, NFC-normalized, 1..=64 characters,
+/// no control characters, not blank (only White_Space and default-ignorable code points
+/// such as U+200B). Groups are compared by `text::name_key` (NFC + full case folding).
 pub(super) fn clean_group_name(name: &str) -> Result<String, ApiError> {
-    let name = name.trim();
+    let name = crate::text::nfc(name.trim());
     let chars = name.chars().count();
     if !(1..=parley_protocol::limits::MAX_GROUP_NAME_CHARS).contains(&chars)
         || name.chars().any(char::is_control)
+        || crate::text::is_blank(&name)
     {
         return Err(ApiError::bad_request(
-            "a group name is 1 to 64 characters, without control characters",
+            "a group name is 1 to 64 characters, not only invisible ones, without control \
+             characters",
         ));
     }
-    Ok(name.to_owned())
+    Ok(name)
 }
 
 impl Chat {
@@ -209,5 +213,12 @@ mod tests {
             64
         );
         assert!(clean_group_name("a\nb").is_err());
+        assert!(clean_group_name("\u{200b}\u{2060}\u{feff}").is_err());
+        assert!(clean_group_name(" \u{ad} \u{180e} ").is_err());
+        assert_eq!(
+            clean_group_name("Cafe\u{301}").unwrap(),
+            "Caf\u{e9}",
+            "kept NFC-normalized"
+        );
     }
 }

@@ -39,11 +39,14 @@ pub struct SendInput {
     pub reply_to: Option<Id>,
 }
 
-/// Checks the text length: 1..=max Unicode scalar values after trimming.
+/// Checks a message text: 1..=max Unicode scalar values after trimming, and not blank (only
+/// White_Space and default-ignorable code points such as U+200B: `bad_request`).
 pub(super) fn clean_text(text: &str, max_chars: usize) -> Result<&str, ApiError> {
     let text = text.trim();
-    if text.is_empty() {
-        return Err(ApiError::bad_request("the text is empty"));
+    if crate::text::is_blank(text) {
+        return Err(ApiError::bad_request(
+            "the text is empty (only spaces or invisible characters)",
+        ));
     }
     let n = text.chars().count();
     if n > max_chars {
@@ -681,6 +684,23 @@ mod tests {
             clean_text(&"é".repeat(11), 10).unwrap_err().code,
             ErrorCode::TooLarge
         );
+    }
+
+    #[test]
+    fn text_of_only_invisible_characters_is_blank() {
+        for blank in [
+            "\u{200b}",
+            "\u{200b}\u{2060}\u{feff}",
+            " \u{ad}\n\u{180e}\u{3164} ",
+            "\u{200d}\u{fe0f}\u{e0001}",
+        ] {
+            assert_eq!(
+                clean_text(blank, 10).unwrap_err().code,
+                ErrorCode::BadRequest,
+                "{blank:?}"
+            );
+        }
+        assert_eq!(clean_text(" a\u{200b} ", 10).unwrap(), "a\u{200b}");
     }
 
     #[test]

@@ -18,18 +18,31 @@ struct Migration {
     version: i32,
     name: &'static str,
     sql: &'static str,
+    /// Recompute the name keys of existing rows in Rust after `sql`, in its transaction
+    /// (SQL cannot compute them).
+    rekey_names: bool,
 }
 
-const DIRECTORY: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init.sql",
-    sql: include_str!("../../../../migrations/directory/0001_init.sql"),
-}];
+const DIRECTORY: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_init.sql",
+        sql: include_str!("../../../../migrations/directory/0001_init.sql"),
+        rekey_names: false,
+    },
+    Migration {
+        version: 2,
+        name: "0002_name_keys.sql",
+        sql: include_str!("../../../../migrations/directory/0002_name_keys.sql"),
+        rekey_names: true,
+    },
+];
 
 const SHARD: &[Migration] = &[Migration {
     version: 1,
     name: "0001_init.sql",
     sql: include_str!("../../../../migrations/shard/0001_init.sql"),
+    rekey_names: false,
 }];
 
 /// Arbitrary constant for `pg_advisory_lock`, shared by every migrator.
@@ -83,6 +96,11 @@ pub async fn migrate(pool: &PgPool, schema: Schema) -> Result<usize, BackendErro
             }
             let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(err)?;
             sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql)).execute(&mut *tx).await.map_err(err)?;
+            if m.rekey_names {
+                super::store::rekey_names(&mut tx).await.map_err(|e| {
+                    BackendError::internal("postgres", format!("migration {}: {e}", m.name))
+                })?;
+            }
             sqlx::query("INSERT INTO parley_schema_migrations (version, name, checksum) VALUES ($1, $2, $3)")
                 .bind(m.version)
                 .bind(m.name)

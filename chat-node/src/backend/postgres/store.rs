@@ -47,8 +47,77 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+/// The username or group name key (Unicode NFC + full case folding; `text::name_key`).
 fn fold_key(s: &str) -> String {
-    s.to_lowercase()
+    crate::text::name_key(s)
+}
+
+/// Rows updated by one statement when the name keys are recomputed.
+const REKEY_BATCH: usize = 5_000;
+
+/// Recomputes `username_key`, `username_skeleton` and `name_key` of every existing row of
+/// the directory (migration 0002): refuses, naming them, when two existing names now have
+/// one key.
+pub(super) async fn rekey_names(conn: &mut sqlx::PgConnection) -> Result<(), String> {
+    let users: Vec<(i64, String)> = sqlx::query_as("SELECT id, username FROM users")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let groups: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, name FROM channels WHERE kind = 'group' AND name IS NOT NULL")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())?;
+    let users = crate::text::rekey_users(&users).map_err(|e| e.to_string())?;
+    let groups = crate::text::rekey_groups(&groups).map_err(|e| e.to_string())?;
+    // First a key no name can have (names hold no control characters), so the UNIQUE
+    // constraints never see one key twice while the rows change batch by batch.
+    for sql in [
+        "UPDATE users SET username_key = chr(1) || id::text",
+        "UPDATE channels SET name_key = chr(1) || id::text WHERE kind = 'group' AND name IS NOT NULL",
+    ] {
+        sqlx::query(sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    for batch in users.chunks(REKEY_BATCH) {
+        let ids: Vec<i64> = batch.iter().map(|u| u.id).collect();
+        let keys: Vec<&str> = batch.iter().map(|u| u.key.as_str()).collect();
+        let skeletons: Vec<Option<&str>> = batch.iter().map(|u| u.skeleton.as_deref()).collect();
+        sqlx::query(
+            "UPDATE users u SET username_key = v.k, username_skeleton = v.s \
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[]) AS v(id, k, s) WHERE u.id = v.id",
+        )
+        .bind(ids)
+        .bind(keys)
+        .bind(skeletons)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    for batch in groups.chunks(REKEY_BATCH) {
+        let ids: Vec<i64> = batch.iter().map(|g| g.id).collect();
+        let keys: Vec<&str> = batch.iter().map(|g| g.key.as_str()).collect();
+        sqlx::query(
+            "UPDATE channels c SET name_key = v.k \
+             FROM UNNEST($1::bigint[], $2::text[]) AS v(id, k) WHERE c.id = v.id",
+        )
+        .bind(ids)
+        .bind(keys)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    crate::text::log_grandfathered(&users);
+    Ok(())
+}
+
+/// The conflict a unique violation on `users` stands for.
+fn username_conflict(e: &sqlx::Error, username: &str) -> BackendError {
+    let skeleton = matches!(e, sqlx::Error::Database(db)
+        if db.constraint().is_some_and(|c| c.contains("skeleton")));
+    BackendError::Conflict(crate::text::username_conflict_message(username, skeleton))
 }
 
 /// Channels grouped by the index of their shard.
@@ -189,12 +258,13 @@ fn message_row(row: &PgRow) -> R<StoredMessage> {
 impl UserStore for PgStore {
     async fn create_user(&self, u: &UserRecord) -> R<()> {
         let res = sqlx::query(
-            "INSERT INTO users (id, username, username_key, display_name, password_hash, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO users (id, username, username_key, username_skeleton, display_name, \
+             password_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(u.id.0 as i64)
         .bind(&u.username)
         .bind(fold_key(&u.username))
+        .bind(crate::text::confusable_skeleton(&u.username))
         .bind(&u.display_name)
         .bind(&u.password_hash)
         .bind(u.created_at.0)
@@ -202,10 +272,7 @@ impl UserStore for PgStore {
         .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(BackendError::Conflict(format!(
-                "the username `{}` is taken",
-                u.username
-            ))),
+            Err(e) if is_unique_violation(&e) => Err(username_conflict(&e, &u.username)),
             Err(e) => Err(err(e)),
         }
     }

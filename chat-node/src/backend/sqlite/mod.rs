@@ -19,8 +19,24 @@ use super::BackendError;
 
 const BACKEND: &str = "sqlite";
 
+/// One schema migration: its SQL, then, where `rekey_names` is set, the Rust that
+/// recomputes the name keys of existing rows (SQL cannot), in the same transaction.
+struct Migration {
+    sql: &'static str,
+    rekey_names: bool,
+}
+
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        sql: include_str!("schema.sql"),
+        rekey_names: false,
+    },
+    Migration {
+        sql: include_str!("0002_name_keys.sql"),
+        rekey_names: true,
+    },
+];
 
 pub(crate) fn err(e: sqlx::Error) -> BackendError {
     match &e {
@@ -73,12 +89,23 @@ async fn migrate(pool: &SqlitePool) -> Result<(), BackendError> {
         .fetch_one(&mut *conn)
         .await
         .map_err(err)?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(err)?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(*sql))
+        sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql))
             .execute(&mut *tx)
             .await
             .map_err(err)?;
+        if m.rekey_names {
+            store::rekey_names(&mut tx).await.map_err(|e| {
+                BackendError::internal(
+                    BACKEND,
+                    format!(
+                        "cannot migrate the database to schema version {}: {e}",
+                        i + 1
+                    ),
+                )
+            })?;
+        }
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "PRAGMA user_version = {}",
             i + 1

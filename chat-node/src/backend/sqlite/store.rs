@@ -93,21 +93,75 @@ fn message_row(row: &SqliteRow) -> R<StoredMessage> {
     })
 }
 
-/// Lower-cased key for case-insensitive uniqueness.
-pub(crate) fn fold_key(s: &str) -> String {
-    s.to_lowercase()
+/// The username or group name key (Unicode NFC + full case folding; `text::name_key`).
+fn fold_key(s: &str) -> String {
+    crate::text::name_key(s)
+}
+
+/// Recomputes `username_key`, `username_skeleton` and `name_key` of every existing row
+/// (schema version 2): refuses, naming them, when two existing names now have one key.
+pub(super) async fn rekey_names(conn: &mut sqlx::SqliteConnection) -> Result<(), String> {
+    let users: Vec<(i64, String)> = sqlx::query_as("SELECT id, username FROM users")
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let groups: Vec<(i64, String)> =
+        sqlx::query_as("SELECT id, name FROM channels WHERE kind = 'group' AND name IS NOT NULL")
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())?;
+    let users = crate::text::rekey_users(&users).map_err(|e| e.to_string())?;
+    let groups = crate::text::rekey_groups(&groups).map_err(|e| e.to_string())?;
+    // First a key no name can have (names hold no control characters), so the UNIQUE
+    // indexes never see one key twice while the rows change one by one.
+    for sql in [
+        "UPDATE users SET username_key = char(1) || id",
+        "UPDATE channels SET name_key = char(1) || id WHERE kind = 'group' AND name IS NOT NULL",
+    ] {
+        sqlx::query(sql)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    for u in &users {
+        sqlx::query("UPDATE users SET username_key = ?, username_skeleton = ? WHERE id = ?")
+            .bind(&u.key)
+            .bind(&u.skeleton)
+            .bind(u.id)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    for g in &groups {
+        sqlx::query("UPDATE channels SET name_key = ? WHERE id = ?")
+            .bind(&g.key)
+            .bind(g.id)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    crate::text::log_grandfathered(&users);
+    Ok(())
+}
+
+/// The conflict a unique violation on `users` stands for.
+fn username_conflict(e: &sqlx::Error, username: &str) -> BackendError {
+    let skeleton =
+        matches!(e, sqlx::Error::Database(db) if db.message().contains("username_skeleton"));
+    BackendError::Conflict(crate::text::username_conflict_message(username, skeleton))
 }
 
 #[async_trait]
 impl UserStore for SqliteStore {
     async fn create_user(&self, u: &UserRecord) -> R<()> {
         let res = sqlx::query(
-            "INSERT INTO users (id, username, username_key, display_name, password_hash, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO users (id, username, username_key, username_skeleton, display_name, \
+             password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(u.id.0 as i64)
         .bind(&u.username)
         .bind(fold_key(&u.username))
+        .bind(crate::text::confusable_skeleton(&u.username))
         .bind(&u.display_name)
         .bind(&u.password_hash)
         .bind(u.created_at.0)
@@ -115,10 +169,7 @@ impl UserStore for SqliteStore {
         .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(BackendError::Conflict(format!(
-                "the username `{}` is taken",
-                u.username
-            ))),
+            Err(e) if is_unique_violation(&e) => Err(username_conflict(&e, &u.username)),
             Err(e) => Err(err(e)),
         }
     }
