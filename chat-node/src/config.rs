@@ -163,6 +163,9 @@ pub struct Config {
     #[command(flatten)]
     pub auth_limits: crate::chat::auth_limits::AuthLimits,
 
+    #[command(flatten)]
+    pub sequencer_memory: crate::chat::sequencer::SequencerMemory,
+
     /// Which keys were read from `PARLEY_X_FILE` files, and from where (the shard map's file
     /// is watched for changes).
     #[arg(skip)]

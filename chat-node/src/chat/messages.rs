@@ -9,7 +9,7 @@ use parley_protocol::rest::{HistoryQuery, MessagePage};
 use parley_protocol::ws::{ChannelCursor, ReadEvent, TypingEvent};
 use parley_protocol::{Attachment, ErrorCode, Id, Message, Timestamp, limits};
 
-use super::sequencer::{ChannelSeq, merge_page};
+use super::sequencer::{ChannelSeq, Sequencer, merge_page};
 use super::{Chat, DOWNLOAD_URL_TTL, ev};
 use crate::backend::{AttachmentRecord, LogRecord, Page, StoredMessage, Topic};
 use crate::error::ApiError;
@@ -20,6 +20,8 @@ use crate::moderation::Verdict;
 /// Idempotency window of `client_msg_id`.
 const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 const CLIENT_MSG_ID_MAX: usize = 128;
+/// How long the sequencer waits to learn that the persisters stored what it remembered.
+const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long a new owner waits for the persisters to store what earlier owners wrote.
 const HANDOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -381,9 +383,39 @@ impl Chat {
     /// between the durable append and recording the seq, or the next send would reuse it.
     pub async fn sequence(self: &Arc<Self>, p: Prepared) -> Result<Message, ApiError> {
         let this = self.clone();
-        tokio::spawn(async move { this.sequence_now(p).await })
+        let result = tokio::spawn(async move { this.sequence_now(p).await })
             .await
-            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("sequencing failed: {e}")))?
+            .map_err(|e| ApiError::new(ErrorCode::Internal, format!("sequencing failed: {e}")))?;
+        if self.sequencer.wants_confirmation() && self.sequencer.start_confirmation() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.confirm_persisted().await;
+                this.sequencer.end_confirmation();
+            });
+        }
+        result
+    }
+
+    /// Asks the log whether the persisters have stored everything appended so far and, if
+    /// they have (within [`CONFIRM_TIMEOUT`]), lets the sequencer evict every message it
+    /// remembered before the question. Returns whether they had.
+    pub async fn confirm_persisted(&self) -> bool {
+        // Every message stamped up to here was appended before the question below.
+        let upto = self.sequencer.stamped();
+        match self
+            .log
+            .wait_consumed(crate::persister::GROUP, CONFIRM_TIMEOUT)
+            .await
+        {
+            Ok(()) => {
+                self.sequencer.persisted_through(upto);
+                true
+            }
+            Err(e) => {
+                tracing::debug!("recent messages stay in memory: {e}");
+                false
+            }
+        }
     }
 
     async fn sequence_now(&self, p: Prepared) -> Result<Message, ApiError> {
@@ -401,7 +433,13 @@ impl Chat {
             .await?;
         let since = Timestamp(self.now().unix_millis() - IDEMPOTENCY_WINDOW_MS);
         if let Some(cmid) = &p.client_msg_id {
-            if let Some(m) = self.sequencer.by_client_id(p.author, cmid, since) {
+            // Memory first; a key or message no longer there was evicted only once the store
+            // had its message (sequencer.rs), so the store finds it.
+            if let Some(m) = self
+                .sequencer
+                .by_client_id(p.author, cmid, since)
+                .and_then(|hit| self.sequencer.recent_message(hit.channel, hit.message))
+            {
                 return self.to_wire(&m).await;
             }
             if let Some(m) = self
@@ -413,6 +451,10 @@ impl Chat {
                 return self.to_wire(&m).await;
             }
         }
+        // Messages the store may lack stay in memory until it has them: refuse to take more
+        // than the budget holds.
+        self.sequencer
+            .admit(Sequencer::bytes_of(&p.text, p.client_msg_id.as_deref()))?;
         let stored = StoredMessage {
             id: self.new_id().await?,
             channel_id: channel,

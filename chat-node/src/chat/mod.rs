@@ -15,7 +15,7 @@ mod media;
 mod members;
 mod messages;
 mod presence;
-mod sequencer;
+pub mod sequencer;
 
 pub use members::{ClusterEvent, MembershipCache};
 pub use messages::SendInput;
@@ -120,6 +120,7 @@ impl Chat {
     pub fn new(p: Parts) -> Self {
         let limits = &p.config.limits;
         let auth_limits = auth_limits::AuthGate::new(&p.config.auth_limits);
+        let sequencer = Sequencer::new(&p.config.sequencer_memory);
         // Through a hash slot like every hash: its buffer is the first of the pool.
         let dummy_hash = auth_limits
             .hash_now(|m| crate::auth::hash_password_in("no account has this password", m));
@@ -142,7 +143,7 @@ impl Chat {
             ids: p.ids,
             tokens: p.tokens,
             moderator: p.moderator,
-            sequencer: Sequencer::default(),
+            sequencer,
             metrics: Metrics::new(),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),

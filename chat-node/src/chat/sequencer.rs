@@ -1,22 +1,82 @@
 //! Per-channel sequencing on the channel's owner: the next `seq`, the recent messages that
 //! may not have reached the store yet (so history and resume read their writes), and the
 //! idempotency keys of recent sends.
+//!
+//! Memory is bounded by bytes ([`SequencerMemory`]), whatever clients do:
+//!
+//! - **Recent messages** (and the per-channel state itself) count against
+//!   `PARLEY_RECENT_MESSAGES_BYTES`. Over it, the least recently used channels lose their
+//!   recent messages first, and a channel with none left (and nobody using it) is dropped
+//!   altogether; its `last_seq` is read from the store again when it is next used.
+//! - **Idempotency keys** are IDs only, `(author, client_msg_id) -> (channel, message id)`,
+//!   and count against `PARLEY_IDEMPOTENCY_KEYS_BYTES`; the oldest go first. A send whose key
+//!   is not in memory is looked up in the store (`by_client_msg_id`), as before.
+//!
+//! **Only what the store already has is evicted.** The persister writes a message some time
+//! after it was appended to the log (its batching, a slow or failing store, or in
+//! distributed mode another process that may be down); no bound on that lag can be proven,
+//! so time alone never makes a message evictable. Each remembered message gets a stamp (a
+//! node-local counter); [`Sequencer::persisted_through`] is told, after the log reported that
+//! the persisters committed everything appended before a given moment
+//! ([`crate::backend::Log::wait_consumed`]), that every message stamped before that moment is
+//! in the store, and only those may leave memory. A message not yet stored therefore stays
+//! readable (history, resume, `reply_to`/read-marker checks) and its key stays found, so
+//! neither read-your-writes nor idempotency depends on the store's lag. When the messages
+//! not yet stored alone fill the budget (the persisters are far behind or down), new sends
+//! are refused with `unavailable` ([`Sequencer::admit`]) instead of growing memory; retries
+//! of sends already made are still answered.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use parley_protocol::{Id, Timestamp};
 
 use crate::backend::{Page, StoredMessage};
+use crate::error::ApiError;
 
-/// Recent messages kept per channel.
+/// Recent messages kept per channel at most (of those the store has; the ones it may lack
+/// are all kept).
 const RECENT_MAX: usize = 256;
-/// Idempotency keys kept in memory (older ones are found in the store).
-const CLIENT_IDS_MAX: usize = 100_000;
+/// Bytes counted for one channel's state besides its messages.
+const CHANNEL_BYTES: usize = 256;
+/// Bytes counted for one idempotency key besides its `client_msg_id`: the map entry, the
+/// eviction queue entry and their allocations.
+const CLIENT_ID_BYTES: usize = 128;
+/// Eviction frees down to this share (in 1/8) of a budget, so it does not run on every
+/// message once memory is full.
+const EVICT_TO_EIGHTHS: usize = 7;
 
 /// The epoch of a channel state that was never loaded.
 pub(crate) const UNLOADED: u64 = u64::MAX;
+
+/// How much memory the sequencer may hold.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SequencerMemory {
+    /// Bytes of recent messages (those not yet stored, and a cache of the newest stored ones)
+    /// and per-channel state kept in memory over all channels. Idle channels are evicted
+    /// first; when messages the store does not have yet fill it, sends are refused with
+    /// `unavailable` until the persisters catch up.
+    #[arg(long, env = "PARLEY_RECENT_MESSAGES_BYTES", value_name = "PARLEY_RECENT_MESSAGES_BYTES",
+          default_value_t = 64 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(65_536..=68_719_476_736))]
+    pub recent_messages_bytes: u64,
+
+    /// Bytes of idempotency keys (`client_msg_id`s of recent sends, IDs only) kept in
+    /// memory; older keys are looked up in the store.
+    #[arg(long, env = "PARLEY_IDEMPOTENCY_KEYS_BYTES", value_name = "PARLEY_IDEMPOTENCY_KEYS_BYTES",
+          default_value_t = 16 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(65_536..=68_719_476_736))]
+    pub idempotency_keys_bytes: u64,
+}
+
+/// One recent message with its stamp and the bytes it is counted for.
+#[derive(Debug)]
+struct Recent {
+    stamp: u64,
+    bytes: usize,
+    message: Arc<StoredMessage>,
+}
 
 /// One channel's sequencing state.
 #[derive(Debug)]
@@ -29,7 +89,12 @@ pub struct ChannelSeq {
     pub epoch: AtomicU64,
     /// Mirror of `last_seq` for readers that must not wait (0 = unknown).
     hint: AtomicU64,
-    recent: Mutex<VecDeque<Arc<StoredMessage>>>,
+    /// When the channel was last used (the sequencer's tick), for LRU eviction.
+    used: AtomicU64,
+    /// The stamp of the newest message remembered here (0: none). The state may be dropped
+    /// only once the store has that message: `last_seq` is then the store's.
+    newest: AtomicU64,
+    recent: Mutex<VecDeque<Recent>>,
 }
 
 impl Default for ChannelSeq {
@@ -38,6 +103,8 @@ impl Default for ChannelSeq {
             last_seq: tokio::sync::Mutex::new(None),
             epoch: AtomicU64::new(UNLOADED),
             hint: AtomicU64::new(0),
+            used: AtomicU64::new(0),
+            newest: AtomicU64::new(0),
             recent: Mutex::new(VecDeque::new()),
         }
     }
@@ -56,64 +123,310 @@ impl ChannelSeq {
     }
 }
 
+/// Where the message a `client_msg_id` was used for is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIdHit {
+    pub channel: Id,
+    pub message: Id,
+}
+
+#[derive(Debug)]
+struct ClientIdEntry {
+    hit: ClientIdHit,
+    created_at: Timestamp,
+    stamp: u64,
+}
+
 #[derive(Debug, Default)]
 struct ClientIds {
-    map: HashMap<(Id, String), Arc<StoredMessage>>,
-    order: VecDeque<(Id, String)>,
+    map: HashMap<(Id, Arc<str>), ClientIdEntry>,
+    /// Keys oldest first, with their stamps and bytes.
+    order: VecDeque<((Id, Arc<str>), u64, usize)>,
+    bytes: usize,
 }
 
 /// Sequencing state of the channels this node owns.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sequencer {
     channels: Mutex<HashMap<Id, Arc<ChannelSeq>>>,
     client_ids: Mutex<ClientIds>,
+    recent_budget: usize,
+    ids_budget: usize,
+    /// Bytes of recent messages and channel states.
+    recent_bytes: AtomicUsize,
+    /// The last stamp given to a remembered message.
+    stamp: AtomicU64,
+    /// Every message stamped at or below this is in the store.
+    persisted: AtomicU64,
+    /// The LRU clock.
+    tick: AtomicU64,
+    /// Whether a confirmation of what is stored is under way.
+    confirming: AtomicBool,
+}
+
+impl Default for Sequencer {
+    fn default() -> Self {
+        Self::new(&SequencerMemory {
+            recent_messages_bytes: 64 * 1024 * 1024,
+            idempotency_keys_bytes: 16 * 1024 * 1024,
+        })
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The bytes a message is counted for: its allocations and the bookkeeping around it.
+fn message_bytes(m: &StoredMessage) -> usize {
+    std::mem::size_of::<StoredMessage>()
+        + std::mem::size_of::<Recent>()
+        + 16 // the Arc's counts
+        + m.text.len()
+        + m.client_msg_id.as_ref().map_or(0, String::len)
+        + m.attachments
+            .iter()
+            .map(|a| {
+                std::mem::size_of_val(a) + a.key.len() + a.filename.len() + a.content_type.len()
+            })
+            .sum::<usize>()
+}
+
 impl Sequencer {
+    pub fn new(memory: &SequencerMemory) -> Self {
+        let clamp = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        Self {
+            channels: Mutex::default(),
+            client_ids: Mutex::default(),
+            recent_budget: clamp(memory.recent_messages_bytes),
+            ids_budget: clamp(memory.idempotency_keys_bytes),
+            recent_bytes: AtomicUsize::new(0),
+            stamp: AtomicU64::new(0),
+            persisted: AtomicU64::new(0),
+            tick: AtomicU64::new(0),
+            confirming: AtomicBool::new(false),
+        }
+    }
+
+    /// The state of channel `id`, made (and counted) when there is none.
     pub fn channel(&self, id: Id) -> Arc<ChannelSeq> {
-        lock(&self.channels).entry(id).or_default().clone()
+        let tick = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
+        let (state, made) = {
+            let mut channels = lock(&self.channels);
+            match channels.get(&id) {
+                Some(c) => (c.clone(), false),
+                None => {
+                    let c = Arc::new(ChannelSeq::default());
+                    channels.insert(id, c.clone());
+                    (c, true)
+                }
+            }
+        };
+        state.used.store(tick, Ordering::Relaxed);
+        if made {
+            self.recent_bytes
+                .fetch_add(CHANNEL_BYTES, Ordering::Relaxed);
+            self.evict_recent(0);
+        }
+        state
     }
 
     /// Records a message that was just made durable.
     pub fn remember(&self, channel: &ChannelSeq, message: Arc<StoredMessage>) {
+        let stamp = self.stamp.fetch_add(1, Ordering::SeqCst) + 1;
         channel.hint.store(message.seq, Ordering::Relaxed);
+        channel.newest.store(stamp, Ordering::SeqCst);
+        let bytes = message_bytes(&message);
+        if let Some(cmid) = &message.client_msg_id {
+            self.remember_client_id(&message, cmid, stamp);
+        }
         {
+            let persisted = self.persisted.load(Ordering::SeqCst);
             let mut recent = lock(&channel.recent);
-            recent.push_back(message.clone());
-            while recent.len() > RECENT_MAX {
-                recent.pop_front();
+            recent.push_back(Recent {
+                stamp,
+                bytes,
+                message,
+            });
+            self.recent_bytes.fetch_add(bytes, Ordering::Relaxed);
+            while recent.len() > RECENT_MAX && recent.front().is_some_and(|r| r.stamp <= persisted)
+            {
+                if let Some(old) = recent.pop_front() {
+                    self.recent_bytes.fetch_sub(old.bytes, Ordering::Relaxed);
+                }
             }
         }
-        if let Some(cmid) = &message.client_msg_id {
-            let key = (message.author_id, cmid.clone());
-            let mut ids = lock(&self.client_ids);
-            if ids.map.insert(key.clone(), message).is_none() {
-                ids.order.push_back(key);
+        self.evict_recent(0);
+    }
+
+    fn remember_client_id(&self, message: &StoredMessage, cmid: &str, stamp: u64) {
+        let key: (Id, Arc<str>) = (message.author_id, Arc::from(cmid));
+        let bytes = CLIENT_ID_BYTES + cmid.len();
+        let entry = ClientIdEntry {
+            hit: ClientIdHit {
+                channel: message.channel_id,
+                message: message.id,
+            },
+            created_at: message.created_at,
+            stamp,
+        };
+        let mut ids = lock(&self.client_ids);
+        if ids.map.insert(key.clone(), entry).is_none() {
+            ids.order.push_back((key, stamp, bytes));
+            ids.bytes += bytes;
+        }
+        self.evict_client_ids(&mut ids);
+    }
+
+    /// Drops the oldest keys the store has while over the budget.
+    fn evict_client_ids(&self, ids: &mut ClientIds) {
+        let persisted = self.persisted.load(Ordering::SeqCst);
+        if ids.bytes <= self.ids_budget {
+            return;
+        }
+        let target = self.ids_budget / 8 * EVICT_TO_EIGHTHS;
+        while ids.bytes > target {
+            match ids.order.front() {
+                Some((_, stamp, _)) if *stamp <= persisted => {}
+                // The oldest key's message may not be stored yet: it stays, and so do the
+                // newer ones (they are bounded by the recent messages' budget).
+                _ => break,
             }
-            while ids.order.len() > CLIENT_IDS_MAX {
-                if let Some(old) = ids.order.pop_front() {
-                    ids.map.remove(&old);
+            if let Some((key, stamp, bytes)) = ids.order.pop_front() {
+                ids.bytes -= bytes;
+                // A key used again later has a newer entry: keep that one.
+                if ids.map.get(&key).is_some_and(|e| e.stamp == stamp) {
+                    ids.map.remove(&key);
                 }
             }
         }
     }
 
-    /// A recent message of `author` with `client_msg_id`, made at or after `since`.
+    /// Evicts stored recent messages, least recently used channels first, and the states of
+    /// channels left with nothing the store lacks, while `incoming` more bytes would not fit
+    /// in the budget.
+    fn evict_recent(&self, incoming: usize) {
+        if self.recent_bytes.load(Ordering::Relaxed) + incoming <= self.recent_budget {
+            return;
+        }
+        let target = (self.recent_budget / 8 * EVICT_TO_EIGHTHS).saturating_sub(incoming);
+        let persisted = self.persisted.load(Ordering::SeqCst);
+        let mut channels = lock(&self.channels);
+        let mut by_use: Vec<(u64, Id)> = channels
+            .iter()
+            .map(|(id, c)| (c.used.load(Ordering::Relaxed), *id))
+            .collect();
+        by_use.sort_unstable();
+        for (_, id) in by_use {
+            if self.recent_bytes.load(Ordering::Relaxed) <= target {
+                break;
+            }
+            let Some(state) = channels.get(&id) else {
+                continue;
+            };
+            let empty = {
+                let mut recent = lock(&state.recent);
+                while recent.front().is_some_and(|r| r.stamp <= persisted) {
+                    if let Some(old) = recent.pop_front() {
+                        self.recent_bytes.fetch_sub(old.bytes, Ordering::Relaxed);
+                    }
+                }
+                recent.is_empty()
+            };
+            // Nobody else holds it (a send or a read would), and the store has all it wrote:
+            // its last seq is the store's, read again on next use.
+            if empty
+                && Arc::strong_count(state) == 1
+                && state.newest.load(Ordering::SeqCst) <= persisted
+            {
+                channels.remove(&id);
+                self.recent_bytes
+                    .fetch_sub(CHANNEL_BYTES, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// `unavailable` when a new message of `bytes` would take the recent messages over their
+    /// budget even after evicting everything the store has (the persisters are behind).
+    pub fn admit(&self, message_bytes: usize) -> Result<(), ApiError> {
+        self.evict_recent(message_bytes);
+        if self.recent_bytes.load(Ordering::Relaxed) + message_bytes > self.recent_budget {
+            return Err(ApiError::unavailable(
+                "messages wait to be stored: this node holds as many as its memory allows; \
+                 try again shortly",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The bytes a message with `text` and `client_msg_id` will be counted for (attachments
+    /// aside), for [`Sequencer::admit`].
+    pub fn bytes_of(text: &str, client_msg_id: Option<&str>) -> usize {
+        std::mem::size_of::<StoredMessage>()
+            + std::mem::size_of::<Recent>()
+            + 16
+            + text.len()
+            + client_msg_id.map_or(0, str::len)
+    }
+
+    /// The last stamp given to a message; pass it to [`Sequencer::persisted_through`] once
+    /// the log reports that everything appended before this call is stored.
+    pub fn stamped(&self) -> u64 {
+        self.stamp.load(Ordering::SeqCst)
+    }
+
+    /// Learns that every message stamped at or below `stamp` is in the store, and evicts
+    /// what that allows.
+    pub fn persisted_through(&self, stamp: u64) {
+        self.persisted.fetch_max(stamp, Ordering::SeqCst);
+        self.evict_recent(0);
+        self.evict_client_ids(&mut lock(&self.client_ids));
+    }
+
+    /// Whether messages the store may lack take up so much of a budget that the store
+    /// should be asked what it has: more than 3/4 of either.
+    pub fn wants_confirmation(&self) -> bool {
+        let unconfirmed = self.stamp.load(Ordering::SeqCst) > self.persisted.load(Ordering::SeqCst);
+        unconfirmed
+            && (self.recent_bytes.load(Ordering::Relaxed) > self.recent_budget / 4 * 3
+                || lock(&self.client_ids).bytes > self.ids_budget / 4 * 3)
+    }
+
+    /// Claims the one confirmation that may run at a time; `false` when one is running.
+    pub fn start_confirmation(&self) -> bool {
+        !self.confirming.swap(true, Ordering::SeqCst)
+    }
+
+    /// Releases the claim of [`Sequencer::start_confirmation`].
+    pub fn end_confirmation(&self) {
+        self.confirming.store(false, Ordering::SeqCst);
+    }
+
+    /// Where a recent message of `author` with `client_msg_id`, made at or after `since`, is.
+    /// `None` when memory has no such key: the store may (keys leave memory only once their
+    /// messages are stored).
     pub fn by_client_id(
         &self,
         author: Id,
         client_msg_id: &str,
         since: Timestamp,
-    ) -> Option<Arc<StoredMessage>> {
+    ) -> Option<ClientIdHit> {
         lock(&self.client_ids)
             .map
-            .get(&(author, client_msg_id.to_owned()))
-            .filter(|m| m.created_at >= since)
-            .cloned()
+            .get(&(author, Arc::from(client_msg_id)))
+            .filter(|e| e.created_at >= since)
+            .map(|e| e.hit)
+    }
+
+    /// The recent message `id` of `channel`, if memory still holds it.
+    pub fn recent_message(&self, channel: Id, id: Id) -> Option<Arc<StoredMessage>> {
+        let state = lock(&self.channels).get(&channel).cloned()?;
+        let recent = lock(&state.recent);
+        recent
+            .iter()
+            .rev()
+            .find(|r| r.message.id == id)
+            .map(|r| r.message.clone())
     }
 
     /// The channel's recent messages, oldest first.
@@ -122,7 +435,7 @@ impl Sequencer {
             return Vec::new();
         };
         let recent = lock(&channel.recent);
-        recent.iter().cloned().collect()
+        recent.iter().map(|r| r.message.clone()).collect()
     }
 
     /// The last seq this node assigned in `id`, if it assigned any.
@@ -132,6 +445,21 @@ impl Sequencer {
             0 => None,
             n => Some(n),
         }
+    }
+
+    /// Bytes counted for recent messages and channel states.
+    pub fn recent_bytes(&self) -> usize {
+        self.recent_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Bytes counted for idempotency keys.
+    pub fn client_id_bytes(&self) -> usize {
+        lock(&self.client_ids).bytes
+    }
+
+    /// Channel states held.
+    pub fn channels_held(&self) -> usize {
+        lock(&self.channels).len()
     }
 }
 
@@ -223,10 +551,259 @@ mod tests {
         msg.client_msg_id = Some("c1".into());
         msg.created_at = Timestamp(1000);
         seq.remember(&ch, Arc::new(msg));
-        assert!(seq.by_client_id(Id(9), "c1", Timestamp(0)).is_some());
+        assert_eq!(
+            seq.by_client_id(Id(9), "c1", Timestamp(0)),
+            Some(ClientIdHit {
+                channel: Id(1),
+                message: Id(5)
+            })
+        );
+        assert_eq!(seq.recent_message(Id(1), Id(5)).unwrap().seq, 5);
         assert!(seq.by_client_id(Id(9), "c1", Timestamp(2000)).is_none());
         assert!(seq.by_client_id(Id(8), "c1", Timestamp(0)).is_none());
         assert_eq!(seq.known_last_seq(Id(1)), Some(5));
         assert_eq!(seq.known_last_seq(Id(2)), None);
+    }
+
+    fn tiny(recent: u64, ids: u64) -> Sequencer {
+        Sequencer::new(&SequencerMemory {
+            recent_messages_bytes: recent,
+            idempotency_keys_bytes: ids,
+        })
+    }
+
+    fn sent(channel: u64, i: u64) -> Arc<StoredMessage> {
+        let mut msg = m(channel * 1000 + i);
+        msg.channel_id = Id(channel);
+        msg.seq = i;
+        msg.text = "x".repeat(200);
+        msg.client_msg_id = Some(format!("c{channel}-{i}"));
+        msg.created_at = Timestamp(1000);
+        Arc::new(msg)
+    }
+
+    #[test]
+    fn eviction_keeps_memory_under_budget_and_only_drops_what_the_store_has() {
+        let per = message_bytes(&sent(1, 1));
+        // 20 channels of 5 messages; room for about 30 messages and 40 keys.
+        let recent_budget = 30 * per + 20 * CHANNEL_BYTES;
+        let ids_budget = 40 * (CLIENT_ID_BYTES + 5);
+        let seq = tiny(recent_budget as u64, ids_budget as u64);
+        for c in 1..=20 {
+            let ch = seq.channel(Id(c));
+            for i in 1..=5 {
+                seq.remember(&ch, sent(c, i));
+            }
+        }
+        // Nothing is known to be stored: nothing left, whatever the budget says, and no
+        // more is taken.
+        assert_eq!(seq.recent(Id(1)).len(), 5);
+        assert!(seq.by_client_id(Id(9), "c1-1", Timestamp(0)).is_some());
+        assert!(seq.recent_bytes() > recent_budget);
+        assert!(seq.wants_confirmation());
+        let refused = seq.admit(per).unwrap_err();
+        assert_eq!(refused.code, parley_protocol::ErrorCode::Unavailable);
+
+        // Channel 7 is used again; the store has everything up to here; then 2 more
+        // messages it lacks.
+        let ch = seq.channel(Id(7));
+        seq.persisted_through(seq.stamped());
+        seq.remember(&ch, sent(7, 6));
+        seq.remember(&ch, sent(7, 7));
+        assert!(
+            seq.recent_bytes() <= recent_budget,
+            "{} > {recent_budget}",
+            seq.recent_bytes()
+        );
+        assert!(seq.client_id_bytes() <= ids_budget);
+        assert!(seq.admit(per).is_ok());
+        // Least recently used first: channel 1 is gone (state and all), channel 20 kept its
+        // messages, and channel 7, just used, keeps all including the unstored two.
+        assert!(seq.recent(Id(1)).is_empty());
+        assert_eq!(seq.known_last_seq(Id(1)), None, "its state was dropped");
+        assert!(seq.channels_held() < 20);
+        assert_eq!(seq.recent(Id(20)).len(), 5);
+        assert_eq!(seq.recent(Id(7)).len(), 7);
+        // Keys: the oldest went, the newest (and the unstored ones) stay.
+        assert!(seq.by_client_id(Id(9), "c1-1", Timestamp(0)).is_none());
+        assert!(seq.by_client_id(Id(9), "c20-5", Timestamp(0)).is_some());
+        assert!(seq.by_client_id(Id(9), "c7-7", Timestamp(0)).is_some());
+
+        // A flood of messages the store lacks, in fresh channels: the two unstored ones are
+        // never evicted, and a state whose messages are unstored is never dropped.
+        for c in 100..200 {
+            if seq.admit(per).is_err() {
+                break;
+            }
+            let ch = seq.channel(Id(c));
+            seq.remember(&ch, sent(c, 1));
+        }
+        assert!(seq.admit(per).is_err(), "the budget filled up and holds");
+        assert!(seq.recent_bytes() <= recent_budget + per + CHANNEL_BYTES);
+        let kept = seq.recent(Id(7));
+        assert!(kept.iter().any(|m| m.seq == 6) && kept.iter().any(|m| m.seq == 7));
+        assert_eq!(seq.known_last_seq(Id(7)), Some(7));
+    }
+
+    #[test]
+    fn idle_channel_states_are_dropped_when_over_budget() {
+        // Reads make states too: a client reading many channels must not grow memory.
+        let seq = tiny(64 * CHANNEL_BYTES as u64, 1 << 20);
+        for c in 1..=1000 {
+            let _ = seq.channel(Id(c));
+        }
+        assert!(seq.recent_bytes() <= 64 * CHANNEL_BYTES);
+        assert!(seq.channels_held() <= 64);
+        // One in use (a sender holds it) is never dropped.
+        let held = seq.channel(Id(5000));
+        for c in 2000..3000 {
+            let _ = seq.channel(Id(c));
+        }
+        assert!(Arc::ptr_eq(&held, &seq.channel(Id(5000))));
+    }
+
+    /// A real node's chat service (embedded store and log, no server), with `adjust`ed
+    /// settings; the persister does not run until the test drains the log.
+    async fn chat_with(adjust: impl FnOnce(&mut crate::config::Config)) -> Arc<crate::chat::Chat> {
+        let dir = std::env::temp_dir().join(format!(
+            "parley-seq-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let mut config = crate::config::Config::for_tests(dir);
+        config.limits.send_rate = 100_000;
+        config.limits.send_burst = 100_000;
+        adjust(&mut config);
+        crate::node::embedded(config, "127.0.0.1:9".parse().unwrap())
+            .await
+            .unwrap()
+    }
+
+    async fn persist_all(chat: &crate::chat::Chat) {
+        crate::persister::drain(
+            chat.log.as_ref(),
+            chat.stores.messages.as_ref(),
+            crate::persister::Batching::default(),
+        )
+        .await
+        .unwrap();
+        assert!(chat.confirm_persisted().await, "the log is consumed");
+    }
+
+    #[tokio::test]
+    async fn with_a_tiny_budget_reads_and_retries_still_see_every_message() {
+        use crate::chat::SendInput;
+        use parley_protocol::rest::HistoryQuery;
+
+        let budget = 12 * 1024;
+        let chat = chat_with(|c| {
+            c.sequencer_memory.recent_messages_bytes = budget as u64;
+            c.sequencer_memory.idempotency_keys_bytes = 2 * 1024;
+        })
+        .await;
+        let alice = chat
+            .register("alice", "password-alice", None)
+            .await
+            .unwrap()
+            .user
+            .id;
+        let mut groups = Vec::new();
+        for g in 0..4 {
+            groups.push(
+                chat.create_group(alice, &format!("group{g}"))
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        let send = |channel: Id, cmid: String| {
+            let chat = chat.clone();
+            async move {
+                let input = SendInput {
+                    text: format!("{cmid}: {}", "x".repeat(400)),
+                    client_msg_id: Some(cmid),
+                    ..SendInput::default()
+                };
+                chat.send(alice, channel, input).await
+            }
+        };
+        // Rounds of sends, the store catching up after each: what was sent (cmid -> id).
+        let mut sent: Vec<(Id, String, Id)> = Vec::new();
+        let mut refused = 0;
+        for round in 0..6 {
+            for (g, channel) in groups.iter().enumerate() {
+                for i in 0..5 {
+                    let cmid = format!("r{round}-g{g}-{i}");
+                    match send(*channel, cmid.clone()).await {
+                        Ok(m) => sent.push((*channel, cmid, m.id)),
+                        Err(e) => {
+                            // Only while the store lags: the budget holds.
+                            assert_eq!(e.code, parley_protocol::ErrorCode::Unavailable, "{e}");
+                            refused += 1;
+                        }
+                    }
+                    assert!(
+                        chat.sequencer.recent_bytes() <= budget + 1024,
+                        "{} bytes",
+                        chat.sequencer.recent_bytes()
+                    );
+                }
+            }
+            // Before the store has them, every message is read back (from memory).
+            for channel in &groups {
+                let page = chat
+                    .history(alice, *channel, &HistoryQuery::default())
+                    .await
+                    .unwrap();
+                let want = sent.iter().filter(|(c, _, _)| c == channel).count();
+                assert_eq!(page.messages.len(), want, "round {round}");
+            }
+            persist_all(&chat).await;
+        }
+        assert!(refused > 0, "12 KiB holds fewer than 48 unstored messages");
+        assert!(sent.len() > 48, "sends resumed once the store caught up");
+        assert!(chat.sequencer.recent_bytes() <= budget);
+        assert!(chat.sequencer.client_id_bytes() <= 2 * 1024);
+
+        // Evicted: the first message and its key are no longer in memory...
+        let (first_channel, first_cmid, first_id) = sent[0].clone();
+        assert!(
+            chat.sequencer
+                .recent_message(first_channel, first_id)
+                .is_none()
+        );
+        assert!(
+            chat.sequencer
+                .by_client_id(alice, &first_cmid, Timestamp(0))
+                .is_none()
+        );
+        // ...yet a retry of any send returns the original message (from the store for the
+        // evicted ones) and stores nothing new.
+        for (channel, cmid, id) in &sent {
+            let again = send(*channel, cmid.clone()).await.unwrap();
+            assert_eq!(again.id, *id, "{cmid}");
+        }
+        // History still returns every message of every channel, in order.
+        for channel in &groups {
+            let page = chat
+                .history(
+                    alice,
+                    *channel,
+                    &HistoryQuery {
+                        limit: Some(100),
+                        ..HistoryQuery::default()
+                    },
+                )
+                .await
+                .unwrap();
+            let mut want: Vec<Id> = sent
+                .iter()
+                .filter(|(c, _, _)| c == channel)
+                .map(|(_, _, id)| *id)
+                .collect();
+            want.reverse();
+            let got: Vec<Id> = page.messages.iter().map(|m| m.id).collect();
+            assert_eq!(got, want);
+        }
     }
 }
