@@ -13,6 +13,10 @@ const MAX_ATTACHMENTS = 10;
 const SEND_TIMEOUT_MS = 20000;
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 10000];
 const GROUP_GAP_MS = 5 * 60 * 1000;
+// A token is refreshed at this share of its lifetime (from `iat` to `exp`).
+const REFRESH_AT = 0.8;
+// setTimeout's longest delay (about 24.8 days); longer waits are planned again.
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 // ---------------------------------------------------------------- small helpers
 
@@ -266,6 +270,83 @@ async function api(method, path, body) {
     throw e;
   }
   return data;
+}
+
+// ---------------------------------------------------------------- token refresh
+
+const refresh = { timer: null, inFlight: null };
+
+/** The token's claims (`iat`, `exp`: seconds), or null when they cannot be read. */
+function tokenClaims(token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    const claims = JSON.parse(atob(part + '='.repeat((4 - (part.length % 4)) % 4)));
+    return claims && typeof claims === 'object' ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Keeps `token` (here and for the other tabs) and plans its refresh. */
+function setToken(token) {
+  state.token = token;
+  localStorage.setItem(TOKEN_KEY, token);
+  scheduleRefresh();
+}
+
+/** Plans a refresh at REFRESH_AT of the token's lifetime (at once when that has passed). */
+function scheduleRefresh(delayMs) {
+  clearTimeout(refresh.timer);
+  refresh.timer = null;
+  if (!state.token) return;
+  let delay = delayMs;
+  if (typeof delay !== 'number') {
+    const c = tokenClaims(state.token);
+    if (!c || !Number.isFinite(c.exp)) return;
+    const now = Date.now() / 1000;
+    const iat = Number.isFinite(c.iat) ? c.iat : now;
+    delay = Math.max(0, (iat + (c.exp - iat) * REFRESH_AT - now) * 1000);
+  }
+  if (delay > MAX_TIMER_MS) {
+    refresh.timer = setTimeout(() => scheduleRefresh(), MAX_TIMER_MS);
+    return;
+  }
+  refresh.timer = setTimeout(() => {
+    refreshToken().catch(() => {});
+  }, delay);
+}
+
+/**
+ * Trades the token for a fresh one (POST /v1/auth/refresh). Resolves true when it did; a
+ * refused token (401) signs out onto the sign-in form; other failures (offline, busy) are
+ * tried again while the token lasts, and reject.
+ */
+function refreshToken() {
+  if (refresh.inFlight) return refresh.inFlight;
+  refresh.inFlight = (async () => {
+    try {
+      const r = await api('POST', '/auth/refresh');
+      if (!r || !r.token) throw new ApiError('internal', 'The server answered without a token.', 0);
+      setToken(r.token);
+      if (r.user && state.me && r.user.id === state.me.id) {
+        state.me = r.user;
+        cacheUser(r.user);
+      }
+      return true;
+    } catch (e) {
+      if (e.status === 401) {
+        onUnauthorized();
+        return false;
+      }
+      const c = tokenClaims(state.token || '');
+      const left = c && Number.isFinite(c.exp) ? c.exp * 1000 - Date.now() : 0;
+      if (left > 0) scheduleRefresh(Math.min(30000, left / 2) * (0.8 + Math.random() * 0.4));
+      throw e;
+    } finally {
+      refresh.inFlight = null;
+    }
+  })();
+  return refresh.inFlight;
 }
 
 function onUnauthorized() {
@@ -697,6 +778,17 @@ function dropConnection(code) {
   if (code === 4001) {
     // Bad hello: if the token is the reason, the 401 below signs us out.
     api('GET', '/users/me').catch(() => {});
+  }
+  if (code === 4003) {
+    // v1.1: the token expired. Reconnect at once with a fresh one; a token that can no
+    // longer be refreshed signs out onto the sign-in form (refreshToken).
+    refreshToken().then(
+      (ok) => {
+        if (ok) scheduleReconnect(0);
+      },
+      () => scheduleReconnect(),
+    );
+    return;
   }
   if (code === 4010) {
     // The node is draining (not a failure): come back after the after_ms it gave, to any
@@ -1758,8 +1850,7 @@ async function submitAuth() {
     if (state.authMode === 'register' && displayNameValue) body.display_name = displayNameValue;
     const r = await api('POST', state.authMode === 'register' ? '/auth/register' : '/auth/login', body);
     if (!r || !r.token || !r.user) throw new Error('The server answered without a token.');
-    localStorage.setItem(TOKEN_KEY, r.token);
-    state.token = r.token;
+    setToken(r.token);
     state.me = r.user;
     cacheUser(r.user);
     els.authPassword.value = '';
@@ -1801,6 +1892,7 @@ async function boot() {
     return;
   }
   state.token = token;
+  scheduleRefresh();
   try {
     const me = await api('GET', '/users/me');
     state.me = me;
@@ -1819,6 +1911,7 @@ function logout() {
   localStorage.removeItem(TOKEN_KEY);
   localStorage.removeItem(CHANNEL_KEY);
   state.token = null;
+  clearTimeout(refresh.timer);
   if (conn.ws) {
     const ws = conn.ws;
     conn.ws = null;
@@ -1940,6 +2033,8 @@ function wire() {
 
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState === 'visible') {
+      // Timers may have slept with the machine: plan the refresh from the clock again.
+      if (state.token && !refresh.inFlight) scheduleRefresh();
       maybeSendRead();
       if (!conn.ws && state.token && state.me) reconnectNow();
     }
@@ -1951,6 +2046,11 @@ function wire() {
   window.addEventListener('storage', (e) => {
     // Signed out in another tab.
     if (e.key === TOKEN_KEY && !e.newValue && state.token) location.reload();
+    // Another tab refreshed the token: use the fresh one too.
+    if (e.key === TOKEN_KEY && e.newValue && state.token && e.newValue !== state.token) {
+      state.token = e.newValue;
+      scheduleRefresh();
+    }
   });
   setInterval(() => {
     renderTyping();

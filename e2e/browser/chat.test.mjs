@@ -380,6 +380,30 @@ test('two users chat through the web page', { timeout: 120_000 }, async (t) => {
       await messageItem(alice, 'got it, thanks ✓').waitFor();
     });
 
+    await step('a socket closed with 4003 (token expired): the page refreshes its token and reconnects with it', async () => {
+      const before = await bob.evaluate(() => localStorage.getItem('parley.token'));
+      // Tokens carry whole seconds: the fresh one must come from a later second.
+      await new Promise((r) => setTimeout(r, 1100));
+      const hellos = bobHellos.length;
+      // As if the server closed it with 4003 (a browser's own close never reports its code
+      // back): the page's close handler sees 4003.
+      await bob.evaluate(() => {
+        const socket = window.__parleyTest.sockets.at(-1);
+        const onclose = socket.onclose;
+        socket.onclose = null;
+        socket.close();
+        onclose(new CloseEvent('close', { code: 4003, reason: 'token expired' }));
+      });
+      const deadline = Date.now() + STEP_TIMEOUT_MS;
+      while (bobHellos.length === hellos && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const after = await bob.evaluate(() => localStorage.getItem('parley.token'));
+      assert.ok(after && after !== before, 'a fresh token was stored');
+      assert.equal(bobHellos.at(-1)?.token, after, 'the reconnect said hello with the fresh token');
+      await waitOnline(bob);
+      await send(bob, 'still here with a fresh token');
+      await messageItem(alice, 'still here with a fresh token').waitFor();
+    });
+
     await step('screenshots', async () => {
       // Show Alice the group again, with the member list open, for a fuller picture.
       await alice.locator('[data-testid="channel-item"]', { hasText: 'lobby' }).click();
