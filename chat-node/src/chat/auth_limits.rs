@@ -200,11 +200,11 @@ impl<K: std::hash::Hash + Eq + Clone> Keyed<K> {
     }
 }
 
-/// The username key of the per-username limit: a digest of the username in the form
-/// usernames are unique in, so any spelling of one account shares its budget and a key
-/// costs 16 bytes however long the name sent was.
+/// The username key of the per-username limit: a digest of the username's
+/// [`crate::text::name_key`] (the form usernames are unique in), so any spelling of one
+/// account shares its budget and a key costs 16 bytes however long the name sent was.
 fn username_key(username: &str) -> [u8; 16] {
-    let digest = sha2::Sha256::digest(username.to_lowercase().as_bytes());
+    let digest = sha2::Sha256::digest(crate::text::name_key(username).as_bytes());
     let mut key = [0u8; 16];
     key.copy_from_slice(&digest[..16]);
     key
