@@ -166,6 +166,9 @@ pub struct Config {
     #[command(flatten)]
     pub sequencer_memory: crate::chat::sequencer::SequencerMemory,
 
+    #[command(flatten)]
+    pub http: crate::http::server::HttpLimits,
+
     /// Which keys were read from `PARLEY_X_FILE` files, and from where (the shard map's file
     /// is watched for changes).
     #[arg(skip)]

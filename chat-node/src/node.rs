@@ -24,6 +24,7 @@ use crate::chat::{Backends, Chat, MembershipCache, Parts, PresenceStore};
 use crate::cluster::Cluster;
 use crate::config::{Config, Distributed, Mode};
 use crate::health::check;
+use crate::http::server;
 use crate::hub::Hub;
 use crate::moderation::Moderator;
 use crate::persister::{self, Batching};
@@ -373,11 +374,12 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
     })
 }
 
-/// Serves the node on `listener` (and its internal listener) until `shutdown` resolves,
-/// then drains it ([`drain`]): no new clients, the ring given up, the WebSockets closed with
-/// `reconnect` + 4010 over `PARLEY_DRAIN_MS`. Then it stops the background tasks. Cancelling
-/// `chat.shutdown` (a second signal) is the hard path: the sockets still open close at once
-/// with 1001.
+/// Serves the node on `listener` (and its internal listener), with the timeouts and
+/// connection caps of [`server`] (`PARLEY_HTTP_*`), until `shutdown` resolves, then drains
+/// it ([`drain`]): no new clients, the ring given up, the WebSockets closed with
+/// `reconnect` and 4010 over `PARLEY_DRAIN_MS`. Then it stops the background tasks.
+/// Cancelling `chat.shutdown` (a second signal) is the hard path: the sockets still open
+/// close at once with 1001.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     node: Node,
@@ -414,16 +416,20 @@ pub async fn serve(
     let internal_server = internal.map(|l| {
         let stop = token.clone();
         let app = crate::internal::router(chat.clone());
+        let limits = chat.config.http.clone();
         tokio::spawn(async move {
-            axum::serve(no_delay(l), app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
+            server::serve(l, app, &limits, async move { stop.cancelled().await }).await
         })
     });
     let stop = token.clone();
     let draining = chat.clone();
-    let result = axum::serve(no_delay(listener), crate::http::app(chat.clone()))
-        .with_graceful_shutdown(async move {
+    // The server keeps accepting during the drain (REST is served until the end); its
+    // shutdown begins once the drain is over.
+    let result = server::serve(
+        listener,
+        crate::http::app(chat.clone()),
+        &chat.config.http,
+        async move {
             tokio::select! {
                 () = shutdown => {
                     tokio::select! {
@@ -436,8 +442,9 @@ pub async fn serve(
                 () = stop.cancelled() => {}
             }
             stop.cancel();
-        })
-        .await;
+        },
+    )
+    .await;
     token.cancel();
     chat.sessions.close();
     if tokio::time::timeout(Duration::from_secs(10), chat.sessions.wait())
@@ -463,11 +470,12 @@ pub async fn serve(
     result
 }
 
-/// Drains a stopping node (see [`crate::drain`]): `/readyz` fails and new WebSockets are
-/// told to go at once; in distributed mode the node then gives its channels up (its last
-/// append finished, its lease deleted, the others told to look again); then every open
-/// WebSocket gets `reconnect` {after_ms} and close 4010 at a jittered point of
-/// `PARLEY_DRAIN_MS`. Returns when they have all ended, or a few seconds after the window.
+/// Drains a stopping node (see [`crate::drain`]): `/readyz` fails and new WebSocket
+/// upgrades are refused with 503 `unavailable`; in distributed mode the node then gives its
+/// channels up (its last append finished, its lease deleted, the others told to look
+/// again); then every open WebSocket gets `reconnect` {after_ms} and close 4010 at a
+/// jittered point of `PARLEY_DRAIN_MS`. Returns when they have all ended, or a few seconds
+/// after the window.
 pub async fn drain(chat: &Arc<Chat>) {
     let sessions = chat.drain.begin();
     tracing::info!(sockets = sessions.len(), "draining");
@@ -508,20 +516,6 @@ async fn watch_shards(store: Arc<PgStore>, path: std::path::PathBuf, stop: Cance
         }
         last = now;
     }
-}
-
-/// The listener with TCP_NODELAY on every accepted connection: events and replies are small
-/// frames written back to back, which Nagle's algorithm would hold for the peer's delayed
-/// ACK (40 ms per reply, measured with parley-bench).
-fn no_delay(
-    listener: tokio::net::TcpListener,
-) -> impl axum::serve::Listener<Addr = std::net::SocketAddr> {
-    use axum::serve::ListenerExt as _;
-    listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!("TCP_NODELAY: {e}");
-        }
-    })
 }
 
 /// Runs the persister until `stop`, restarting it after failures.
@@ -610,14 +604,13 @@ pub async fn persist(
     }
     let worker = tokio::spawn(run_persister(log, store, d.batching, stop.clone()));
     let s = stop.clone();
-    axum::serve(no_delay(listener), app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                () = shutdown => {}
-                () = s.cancelled() => {}
-            }
-        })
-        .await?;
+    server::serve(listener, app, &config.http, async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = s.cancelled() => {}
+        }
+    })
+    .await?;
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), worker).await;
     Ok(())

@@ -4,6 +4,7 @@
 mod blobs;
 pub mod extract;
 mod rest;
+pub mod server;
 mod web;
 
 use axum::Router;

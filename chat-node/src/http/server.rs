@@ -1,0 +1,875 @@
+//! The HTTP server: hyper's HTTP/1.1 connection driver on an accept loop of our own, with
+//! the timeouts and connection caps that `axum::serve` does not have (it runs hyper without
+//! a timer, so no header timeout applies, and accepts every connection).
+//!
+//! ```text
+//!  accept ─► caps: total, per TCP peer address (trusted proxies exempt) ─► refused: closed
+//!         └► connection (TCP_NODELAY; the permit lives in its IO, so an upgraded
+//!            WebSocket keeps counting until it ends):
+//!              waiting for a request head ── header timeout (from accept / first byte)
+//!              kept alive between requests ─ idle timeout (to the first byte)
+//!              request body ──────────────── body timeout + 1 s per min-rate bytes
+//!              a write that cannot progress ─ idle timeout
+//!              every request gets ClientAddr (X-Forwarded-For from trusted proxies only)
+//!                                 and LocalAddr (where it was accepted)
+//! ```
+//! HTTP/1.1 only (no h2c: no client of a node speaks it; browsers reach HTTP/2 through a
+//! TLS-terminating proxy). Shutdown is axum's: stop accepting, let in-flight requests end,
+//! close idle connections, wait for the rest.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use bytes::Bytes;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+use ipnet::IpNet;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::http::extract::ClientAddr;
+
+/// Timeouts and connection caps of every listener a node serves (the public one, the
+/// node-to-node one and the persister's).
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpLimits {
+    /// How long a client has to send a complete request head (request line and headers),
+    /// in milliseconds: from the accept on a new connection, from the first byte of the
+    /// next request on a kept-alive one. The connection is closed when it passes.
+    #[arg(long, env = "PARLEY_HTTP_HEADER_TIMEOUT_MS", value_name = "PARLEY_HTTP_HEADER_TIMEOUT_MS",
+          default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub http_header_timeout_ms: u64,
+
+    /// How long a request body may take, in milliseconds, extended by one second for every
+    /// `PARLEY_HTTP_BODY_MIN_RATE` bytes received (a large upload at a fair rate finishes;
+    /// a body that trickles does not). Past it the body read fails and the connection is
+    /// closed after the answer.
+    #[arg(long, env = "PARLEY_HTTP_BODY_TIMEOUT_MS", value_name = "PARLEY_HTTP_BODY_TIMEOUT_MS",
+          default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub http_body_timeout_ms: u64,
+
+    /// The body rate, in bytes per second, that earns a request body one more second
+    /// beyond `PARLEY_HTTP_BODY_TIMEOUT_MS`.
+    #[arg(long, env = "PARLEY_HTTP_BODY_MIN_RATE", value_name = "PARLEY_HTTP_BODY_MIN_RATE",
+          default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_body_min_rate: u64,
+
+    /// How long a connection may sit with nothing moving, in milliseconds: a kept-alive
+    /// connection waiting for its next request, or a response (or WebSocket frame) the
+    /// client does not read. The connection is closed when it passes.
+    #[arg(long, env = "PARLEY_HTTP_IDLE_TIMEOUT_MS", value_name = "PARLEY_HTTP_IDLE_TIMEOUT_MS",
+          default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub http_idle_timeout_ms: u64,
+
+    /// Open connections (WebSockets included) one listener holds at most; more are closed
+    /// as soon as they are accepted. Keep it under the process's open-file limit
+    /// (`ulimit -n`): the node warns at start when it is not.
+    #[arg(long, env = "PARLEY_HTTP_MAX_CONNECTIONS", value_name = "PARLEY_HTTP_MAX_CONNECTIONS",
+          default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
+
+    /// Open connections (WebSockets included) from one TCP peer address at most (IPv6: one
+    /// /64); more are closed as soon as they are accepted. Keyed on the TCP peer, before
+    /// any header is read; peers in `PARLEY_TRUSTED_PROXIES` are exempt (they carry many
+    /// clients).
+    #[arg(long, env = "PARLEY_HTTP_MAX_CONNECTIONS_PER_ADDRESS", value_name = "PARLEY_HTTP_MAX_CONNECTIONS_PER_ADDRESS",
+          default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections_per_address: u32,
+
+    /// Comma-separated addresses or CIDR ranges of reverse proxies whose `X-Forwarded-For`
+    /// is believed (e.g. `10.0.0.0/8,127.0.0.1`). Default: none, the TCP peer is the client.
+    #[arg(long, env = "PARLEY_TRUSTED_PROXIES", value_name = "PARLEY_TRUSTED_PROXIES",
+          value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// `10.0.0.0/8`, or a bare address (one host).
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{s}` is not an IP address or CIDR range"))
+}
+
+/// The client a request came from: `peer` (the TCP peer), unless `peer` is a trusted
+/// proxy; then the rightmost `X-Forwarded-For` entry that is not itself a trusted proxy
+/// (entries to its left were written by the client or by untrusted hops and prove nothing).
+/// Only the TCP peer counts when `trusted` is empty (the default). An entry that is not an
+/// address stops the walk at the last trusted hop.
+pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let trusts = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let peer = peer.to_canonical();
+    if !trusts(&peer) {
+        return peer;
+    }
+    // Every X-Forwarded-For line, in order, split at commas; an unreadable line is garbage.
+    let mut hops: Vec<Option<&str>> = Vec::new();
+    for line in headers.get_all("x-forwarded-for") {
+        match line.to_str() {
+            Ok(text) => hops.extend(text.split(',').map(|h| Some(h.trim()))),
+            Err(_) => hops.push(None),
+        }
+    }
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        if !trusts(&client) {
+            break;
+        }
+        match hop.and_then(parse_hop) {
+            Some(ip) => client = ip,
+            None => break,
+        }
+    }
+    client
+}
+
+/// One `X-Forwarded-For` entry: an address, possibly with a port (`1.2.3.4:80`,
+/// `[2001:db8::1]:80`) or in brackets.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse::<IpAddr>()
+        .or_else(|_| hop.parse::<SocketAddr>().map(|a| a.ip()))
+        .or_else(|_| {
+            hop.strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(hop)
+                .parse::<IpAddr>()
+        })
+        .ok()
+        .map(|ip| ip.to_canonical())
+}
+
+/// The local address a connection was accepted on, in every request's extensions: the
+/// concrete form of `PARLEY_LISTEN` (its real port, the interface a client reached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalAddr(pub SocketAddr);
+
+/// [`HttpLimits`] as the connections use them.
+#[derive(Debug)]
+struct Settings {
+    header: Duration,
+    idle: Duration,
+    body: Duration,
+    body_min_rate: u64,
+    trusted: Vec<IpNet>,
+}
+
+impl Settings {
+    fn trusts(&self, ip: &IpAddr) -> bool {
+        self.trusted.iter().any(|n| n.contains(ip))
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves; then stops accepting, lets the
+/// requests in flight finish, closes idle connections, and returns once every connection
+/// has ended (upgraded WebSockets are their sessions' business, not waited for here).
+/// Errors: none today (accept errors are logged and retried, as `axum::serve` does).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: &HttpLimits,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
+    let settings = Arc::new(Settings {
+        header: Duration::from_millis(limits.http_header_timeout_ms),
+        idle: Duration::from_millis(limits.http_idle_timeout_ms),
+        body: Duration::from_millis(limits.http_body_timeout_ms),
+        body_min_rate: limits.http_body_min_rate.max(1),
+        trusted: limits.trusted_proxies.clone(),
+    });
+    warn_over_open_files(limits.http_max_connections);
+    let caps = Arc::new(Caps::new(
+        limits.http_max_connections,
+        limits.http_max_connections_per_address,
+    ));
+    let connections = TaskTracker::new();
+    let stop = CancellationToken::new();
+    let mut refusals = Refusals::default();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait for some to close.
+                    tracing::error!("accept error: {e}");
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            },
+        };
+        let peer = peer.ip().to_canonical();
+        let permit = match caps.admit(peer, settings.trusts(&peer)) {
+            Ok(p) => p,
+            Err(over) => {
+                // Closed before a byte is read: the cheapest answer there is.
+                drop(tcp);
+                refusals.note(over);
+                continue;
+            }
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("TCP_NODELAY: {e}");
+        }
+        connections.spawn(connection(
+            tcp,
+            peer,
+            permit,
+            app.clone(),
+            settings.clone(),
+            stop.clone(),
+        ));
+    }
+    drop(listener);
+    stop.cancel();
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
+
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// One connection, from accept to close.
+async fn connection(
+    tcp: TcpStream,
+    peer: IpAddr,
+    permit: Permit,
+    app: Router,
+    settings: Arc<Settings>,
+    stop: CancellationToken,
+) {
+    let local = tcp.local_addr().ok();
+    let state = Arc::new(ConnState::new(settings.header, settings.idle));
+    let io = TokioIo::new(Guarded::new(tcp, permit, state.clone(), settings.idle));
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let client = client_addr(peer, req.headers(), &settings.trusted);
+        req.extensions_mut().insert(ClientAddr(client));
+        if let Some(local) = local {
+            req.extensions_mut().insert(LocalAddr(local));
+        }
+        state.request_started();
+        let req =
+            req.map(|body| Body::new(TimedBody::new(body, settings.body, settings.body_min_rate)));
+        let mut app = app.clone();
+        let state = state.clone();
+        async move {
+            // A Router is always ready: no poll_ready needed before call.
+            let res = tower_service::Service::call(&mut app, req).await?;
+            if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+                state.upgraded();
+                return Ok::<_, Infallible>(res);
+            }
+            Ok(res.map(|body| {
+                Body::new(ResponseBody {
+                    inner: body,
+                    state: Some(state),
+                })
+            }))
+        }
+    });
+    // hyper's own header timeout also runs between kept-alive requests (and its default of
+    // 30 s applies once a timer is set): the IO below keeps time instead.
+    let conn = hyper::server::conn::http1::Builder::new()
+        .header_read_timeout(None)
+        .serve_connection(io, service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, "connection ended: {e}");
+    }
+}
+
+/// Where a connection is in its life, for the read deadline.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Waiting for (the rest of) a request head, until then.
+    Head(Instant),
+    /// Kept alive, waiting for the first byte of the next request, until then.
+    Idle(Instant),
+    /// A request is being served (its body has its own deadline).
+    Busy,
+    /// Upgraded (a WebSocket): its session keeps time.
+    Upgraded,
+}
+
+#[derive(Debug)]
+struct ConnState {
+    phase: Mutex<Phase>,
+    /// The task that last found nothing to read while no deadline ran: woken when the
+    /// connection turns idle, so that its idle deadline starts to be watched.
+    reader: Mutex<Option<std::task::Waker>>,
+    header: Duration,
+    idle: Duration,
+}
+
+impl ConnState {
+    fn new(header: Duration, idle: Duration) -> Self {
+        Self {
+            phase: Mutex::new(Phase::Head(Instant::now() + header)),
+            reader: Mutex::new(None),
+            header,
+            idle,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Phase> {
+        self.phase.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read_deadline(&self) -> Option<Instant> {
+        match *self.lock() {
+            Phase::Head(at) | Phase::Idle(at) => Some(at),
+            Phase::Busy | Phase::Upgraded => None,
+        }
+    }
+
+    /// Bytes came in: a kept-alive connection starts its next request head.
+    fn bytes_arrived(&self) {
+        let mut phase = self.lock();
+        if let Phase::Idle(_) = *phase {
+            *phase = Phase::Head(Instant::now() + self.header);
+        }
+    }
+
+    fn request_started(&self) {
+        *self.lock() = Phase::Busy;
+    }
+
+    fn response_done(&self) {
+        {
+            let mut phase = self.lock();
+            if !matches!(*phase, Phase::Busy) {
+                return;
+            }
+            *phase = Phase::Idle(Instant::now() + self.idle);
+        }
+        // hyper polled the socket while the request was served and waits on it: poll again,
+        // now with the idle deadline.
+        let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = reader {
+            w.wake();
+        }
+    }
+
+    fn wait_for_reads(&self, waker: &std::task::Waker) {
+        let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        match &*reader {
+            Some(w) if w.will_wake(waker) => {}
+            _ => *reader = Some(waker.clone()),
+        }
+    }
+
+    fn upgraded(&self) {
+        *self.lock() = Phase::Upgraded;
+    }
+}
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, what.to_owned())
+}
+
+/// A connection's TCP stream with its deadlines, holding its place under the caps until
+/// it is dropped (after an upgrade, when the WebSocket ends).
+struct Guarded {
+    tcp: TcpStream,
+    _permit: Permit,
+    state: Arc<ConnState>,
+    read_timer: Pin<Box<Sleep>>,
+    read_timer_at: Option<Instant>,
+    write_timer: Pin<Box<Sleep>>,
+    write_stalled: bool,
+    write_bound: Duration,
+}
+
+impl Guarded {
+    fn new(tcp: TcpStream, permit: Permit, state: Arc<ConnState>, write_bound: Duration) -> Self {
+        let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        Self {
+            tcp,
+            _permit: permit,
+            state,
+            read_timer: Box::pin(tokio::time::sleep_until(far)),
+            read_timer_at: None,
+            write_timer: Box::pin(tokio::time::sleep_until(far)),
+            write_stalled: false,
+            write_bound,
+        }
+    }
+
+    /// A write that returned `Pending`: fails once it has made no progress for the bound.
+    fn stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        if !self.write_stalled {
+            self.write_stalled = true;
+            self.write_timer
+                .as_mut()
+                .reset(Instant::now() + self.write_bound);
+        }
+        if self.write_timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(timed_out("the client does not read")));
+        }
+        Poll::Pending
+    }
+
+    fn progressed<T>(
+        &mut self,
+        r: Poll<io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<T>> {
+        match r {
+            Poll::Pending => self.stalled(cx),
+            ready => {
+                self.write_stalled = false;
+                ready
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Guarded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guarded")
+            .field("tcp", &self.tcp)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.tcp).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.state.bytes_arrived();
+                }
+                return Poll::Ready(Ok(()));
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => {}
+        }
+        match this.state.read_deadline() {
+            Some(deadline) => {
+                if this.read_timer_at != Some(deadline) {
+                    this.read_timer.as_mut().reset(deadline);
+                    this.read_timer_at = Some(deadline);
+                }
+                if this.read_timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(timed_out("no complete request in time")));
+                }
+            }
+            None => this.state.wait_for_reads(cx.waker()),
+        }
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.tcp).poll_write(cx, data);
+        this.progressed(r, cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.tcp).poll_write_vectored(cx, bufs);
+        this.progressed(r, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.tcp.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.tcp).poll_flush(cx);
+        this.progressed(r, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.tcp).poll_shutdown(cx);
+        this.progressed(r, cx)
+    }
+}
+
+/// Why a connection was refused at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Over {
+    Total,
+    PerAddress,
+}
+
+/// The connection caps of one listener.
+#[derive(Debug)]
+struct Caps {
+    total: Arc<Semaphore>,
+    per_address: Mutex<HashMap<IpAddr, u32>>,
+    max_per_address: u32,
+}
+
+/// A connection's place under the caps; given back when dropped.
+#[derive(Debug)]
+struct Permit {
+    _total: OwnedSemaphorePermit,
+    /// The per-address key, unless the peer is exempt.
+    key: Option<IpAddr>,
+    caps: Arc<Caps>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(key) = self.key {
+            let mut counts = self
+                .caps
+                .per_address
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = counts.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// The per-address key of a peer: IPv4 addresses as they are, IPv6 ones by their /64 (one
+/// host's, or one customer's, usual allocation).
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+    }
+}
+
+impl Caps {
+    fn new(total: u32, per_address: u32) -> Self {
+        Self {
+            total: Arc::new(Semaphore::new(total as usize)),
+            per_address: Mutex::new(HashMap::new()),
+            max_per_address: per_address,
+        }
+    }
+
+    /// A place for a connection from `peer`; trusted proxies (`exempt`) count only toward
+    /// the total.
+    fn admit(self: &Arc<Self>, peer: IpAddr, exempt: bool) -> Result<Permit, Over> {
+        let total = self
+            .total
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Over::Total)?;
+        let key = if exempt {
+            None
+        } else {
+            let key = address_key(peer);
+            let mut counts = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
+            let n = counts.entry(key).or_insert(0);
+            if *n >= self.max_per_address {
+                return Err(Over::PerAddress);
+            }
+            *n += 1;
+            Some(key)
+        };
+        Ok(Permit {
+            _total: total,
+            key,
+            caps: self.clone(),
+        })
+    }
+}
+
+/// Counts refused connections and logs them at most every 10 s.
+#[derive(Debug, Default)]
+struct Refusals {
+    total: u64,
+    per_address: u64,
+    last_log: Option<Instant>,
+}
+
+impl Refusals {
+    fn note(&mut self, over: Over) {
+        match over {
+            Over::Total => self.total += 1,
+            Over::PerAddress => self.per_address += 1,
+        }
+        let now = Instant::now();
+        if self
+            .last_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+        {
+            tracing::warn!(
+                over_total = self.total,
+                over_per_address = self.per_address,
+                "connections refused at accept (PARLEY_HTTP_MAX_CONNECTIONS, \
+                 PARLEY_HTTP_MAX_CONNECTIONS_PER_ADDRESS), counted since start"
+            );
+            self.last_log = Some(now);
+        }
+    }
+}
+
+/// The soft limit on open files (`ulimit -n`), from `/proc/self/limits` (Linux); `None`
+/// when unreadable or unlimited.
+fn open_file_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+fn warn_over_open_files(max_connections: u32) {
+    if let Some(soft) = open_file_limit()
+        && u64::from(max_connections) > soft
+    {
+        tracing::warn!(
+            max_connections,
+            open_file_limit = soft,
+            "PARLEY_HTTP_MAX_CONNECTIONS is above the open-file limit (ulimit -n): the \
+             node runs out of descriptors before it refuses connections"
+        );
+    }
+}
+
+/// A request body that must arrive within its deadline: the body timeout from the moment
+/// the head was read, plus one second for every `min_rate` bytes received.
+struct TimedBody {
+    inner: Incoming,
+    started: Instant,
+    timeout: Duration,
+    min_rate: u64,
+    received: u64,
+    timer: Option<Pin<Box<Sleep>>>,
+    timer_at: Option<Instant>,
+    expired: bool,
+}
+
+impl TimedBody {
+    fn new(inner: Incoming, timeout: Duration, min_rate: u64) -> Self {
+        Self {
+            inner,
+            started: Instant::now(),
+            timeout,
+            min_rate,
+            received: 0,
+            timer: None,
+            timer_at: None,
+            expired: false,
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        self.started
+            + self.timeout
+            + Duration::from_millis(self.received.saturating_mul(1000) / self.min_rate)
+    }
+}
+
+/// The error a [`TimedBody`] ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time (PARLEY_HTTP_BODY_TIMEOUT_MS)")]
+struct BodyTimeout;
+
+impl http_body::Body for TimedBody {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
+        let this = self.get_mut();
+        if this.expired {
+            return Poll::Ready(Some(Err(BodyTimeout.into())));
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                }
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {}
+        }
+        let deadline = this.deadline();
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if this.timer_at != Some(deadline) {
+            timer.as_mut().reset(deadline);
+            this.timer_at = Some(deadline);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            this.expired = true;
+            return Poll::Ready(Some(Err(BodyTimeout.into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that tells its connection when it has been sent (or dropped): the
+/// connection is then idle until the next request.
+struct ResponseBody {
+    inner: Body,
+    state: Option<Arc<ConnState>>,
+}
+
+impl ResponseBody {
+    fn done(&mut self) {
+        if let Some(state) = self.state.take() {
+            state.response_done();
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(None) = r {
+            this.done();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted = vec![
+            parse_net("10.0.0.0/8").unwrap(),
+            parse_net("192.0.2.7").unwrap(),
+        ];
+        let h = xff(&["198.51.100.1, 203.0.113.9"]);
+        // An untrusted peer: its header is ignored.
+        assert_eq!(
+            client_addr(ip("203.0.113.50"), &h, &trusted),
+            ip("203.0.113.50")
+        );
+        assert_eq!(client_addr(ip("203.0.113.50"), &h, &[]), ip("203.0.113.50"));
+        // A trusted peer: the rightmost hop it reports.
+        assert_eq!(client_addr(ip("10.1.2.3"), &h, &trusted), ip("203.0.113.9"));
+        // Trusted hops on the right are skipped; a spoofed entry on the left is not reached.
+        let h = xff(&["6.6.6.6, 198.51.100.1", "10.9.9.9"]);
+        assert_eq!(
+            client_addr(ip("192.0.2.7"), &h, &trusted),
+            ip("198.51.100.1")
+        );
+        // Garbage stops the walk at the last trusted hop.
+        let h = xff(&["198.51.100.1, not-an-ip"]);
+        assert_eq!(client_addr(ip("10.1.2.3"), &h, &trusted), ip("10.1.2.3"));
+        // No header: the peer.
+        assert_eq!(
+            client_addr(ip("10.1.2.3"), &HeaderMap::new(), &trusted),
+            ip("10.1.2.3")
+        );
+        // Ports and IPv6 brackets, and IPv4-mapped peers.
+        let h = xff(&["[2001:db8::1]:4711, 198.51.100.2:80"]);
+        assert_eq!(
+            client_addr(ip("::ffff:10.0.0.1"), &h, &trusted),
+            ip("198.51.100.2")
+        );
+        let h = xff(&["2001:db8::1"]);
+        assert_eq!(client_addr(ip("10.0.0.1"), &h, &trusted), ip("2001:db8::1"));
+    }
+
+    #[test]
+    fn trusted_proxies_parse_as_ranges_or_hosts() {
+        assert_eq!(parse_net(" 10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
+        assert_eq!(parse_net("::1").unwrap().to_string(), "::1/128");
+        assert!(parse_net("10.0.0.0/33").is_err());
+        assert!(parse_net("proxy.local").is_err());
+    }
+}
