@@ -169,6 +169,9 @@ pub struct Config {
     #[command(flatten)]
     pub http: crate::http::server::HttpLimits,
 
+    #[command(flatten)]
+    pub ws: crate::ws::WsLimits,
+
     /// Which keys were read from `PARLEY_X_FILE` files, and from where (the shard map's file
     /// is watched for changes).
     #[arg(skip)]

@@ -3,7 +3,8 @@
 //! {after_ms} and close 4010, so that a rollout never sends every client back at once.
 //!
 //! ```text
-//!  SIGTERM ─► begin(): /readyz 503, new sockets get reconnect + 4010 at once
+//!  SIGTERM ─► begin(): /readyz 503, WebSocket upgrades refused with 503 `unavailable`
+//!             (one upgraded just before gets reconnect + 4010 at once)
 //!          ─► give the ring up (distributed): last append done, lease deleted, others told
 //!          ─► schedule(n, window): socket k closed at a jittered point of slot k
 //!          ─► wait for the sockets to end (window + slack), then the hard shutdown (1001)
@@ -93,7 +94,8 @@ impl Drain {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether the node is draining (`/readyz` answers 503 from the first moment).
+    /// Whether the node is draining (`/readyz` answers 503 from the first moment, and
+    /// `GET /v1/ws` refuses to upgrade).
     pub fn is_draining(&self) -> bool {
         self.lock().draining
     }

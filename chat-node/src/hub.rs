@@ -11,9 +11,11 @@
 //! connection's queue gets a cheap clone of the same bytes.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use parley_protocol::ws::close;
 use parley_protocol::{Id, PresenceStatus};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -35,6 +37,38 @@ pub enum Outbound {
     },
     /// Close the connection with this code and reason.
     Close(u16, &'static str),
+}
+
+/// Tells one session to close, with the first reason given (a full queue, an expired
+/// heartbeat). It is signalled beside the queue, so a session sees it even when its queue
+/// is full or its writes are stuck; the events still queued are then not written (the
+/// client resumes with `resume_after`).
+#[derive(Debug, Clone, Default)]
+pub struct Closer {
+    token: CancellationToken,
+    reason: Arc<OnceLock<(u16, &'static str)>>,
+}
+
+impl Closer {
+    /// Asks the session to close with `code` and `reason` (ignored once one was given).
+    pub fn close(&self, code: u16, reason: &'static str) {
+        let _ = self.reason.set((code, reason));
+        self.token.cancel();
+    }
+
+    /// Whether a close was asked for.
+    pub fn is_closed(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Resolves with the close code and reason once a close is asked for.
+    pub async fn closed(&self) -> (u16, &'static str) {
+        self.token.cancelled().await;
+        self.reason
+            .get()
+            .copied()
+            .unwrap_or((1011, "internal error"))
+    }
 }
 
 /// Routing information published with a frame.
@@ -75,8 +109,9 @@ pub fn decode(payload: &Bytes) -> Option<(Header, Bytes)> {
 struct Conn {
     user: Id,
     tx: mpsc::Sender<Outbound>,
-    /// Cancelled when the connection's queue overflows: the session closes it (slow reader).
-    overflow: CancellationToken,
+    /// Told to close when the connection's queue overflows (a slow reader, 4008) or its
+    /// heartbeat expires (4002).
+    closer: Closer,
     /// Last presence status delivered per user, to drop repeats arriving via several channels.
     presence_seen: HashMap<Id, PresenceStatus>,
 }
@@ -90,11 +125,15 @@ struct State {
     user_channels: HashMap<Id, HashSet<Id>>,
     /// Users with local connections in each channel.
     channels: HashMap<Id, HashSet<Id>>,
+    /// Sessions admitted per user ([`Hub::admit`]), from hello to close.
+    sessions: HashMap<Id, u32>,
 }
 
 /// This node's hub.
 pub struct Hub {
     state: Mutex<State>,
+    /// Per-user budgets of resume replays and typing events.
+    budgets: Mutex<Budgets>,
     /// Serializes subscription changes so subscribe/unsubscribe of a topic keep their order.
     subscriptions: tokio::sync::Mutex<()>,
     pubsub: Arc<dyn PubSub>,
@@ -114,6 +153,7 @@ impl Hub {
     pub fn new(pubsub: Arc<dyn PubSub>) -> Self {
         Self {
             state: Mutex::new(State::default()),
+            budgets: Mutex::new(Budgets::default()),
             subscriptions: tokio::sync::Mutex::new(()),
             pubsub,
         }
@@ -137,16 +177,64 @@ impl Hub {
         self.state().users.get(&user).is_some_and(|c| !c.is_empty())
     }
 
+    /// Admits one more session of `user` unless they hold `max` already on this node; the
+    /// slot is given back when dropped.
+    pub fn admit(self: &Arc<Self>, user: Id, max: u32) -> Option<SessionSlot> {
+        let mut s = self.state();
+        let n = s.sessions.entry(user).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SessionSlot {
+            hub: self.clone(),
+            user,
+        })
+    }
+
+    /// Sessions of `user` admitted on this node.
+    pub fn sessions_of(&self, user: Id) -> u32 {
+        self.state().sessions.get(&user).copied().unwrap_or(0)
+    }
+
+    fn budgets(&self) -> std::sync::MutexGuard<'_, Budgets> {
+        self.budgets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `user` may start a resume replay now (their replay budget is positive);
+    /// `Err` says how long until it is. The replay is then charged with
+    /// [`Hub::charge_resume`].
+    pub fn may_resume(&self, user: Id, budget: Budget) -> Result<(), Duration> {
+        self.budgets().resume.check(user, budget, Instant::now())
+    }
+
+    /// Takes `cost` from `user`'s replay budget (it may go below zero: the next resumes
+    /// wait until it has refilled).
+    pub fn charge_resume(&self, user: Id, cost: u32, budget: Budget) {
+        self.budgets()
+            .resume
+            .charge(user, f64::from(cost), budget, Instant::now());
+    }
+
+    /// Takes one typing event from `user`'s budget; `Err` says how long until one is left.
+    pub fn allow_typing(&self, user: Id, budget: Budget) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut b = self.budgets();
+        b.typing.check(user, budget, now)?;
+        b.typing.charge(user, 1.0, budget, now);
+        Ok(())
+    }
+
     /// Registers a connection of `user`, a member of `channels`; returns once the node is
-    /// subscribed to every topic the connection needs. `overflow` is cancelled if the
-    /// connection's queue ever overflows.
+    /// subscribed to every topic the connection needs. `closer` is told to close the
+    /// connection if its queue ever overflows (or its heartbeat expires).
     pub async fn attach(
         &self,
         conn: ConnId,
         user: Id,
         channels: &[Id],
         tx: mpsc::Sender<Outbound>,
-        overflow: CancellationToken,
+        closer: Closer,
     ) -> Result<(), BackendError> {
         let _order = self.subscriptions.lock().await;
         let new_topics = {
@@ -157,7 +245,7 @@ impl Hub {
                 Conn {
                     user,
                     tx,
-                    overflow,
+                    closer,
                     presence_seen: HashMap::new(),
                 },
             );
@@ -314,7 +402,10 @@ impl Hub {
                     message: header.m,
                 };
                 if conn.tx.try_send(out).is_err() {
-                    conn.overflow.cancel();
+                    conn.closer.close(
+                        close::POLICY,
+                        "too slow to read events; reconnect with resume_after",
+                    );
                 }
             }
         }
@@ -332,20 +423,106 @@ impl Hub {
         });
     }
 
-    /// Sends `out` to every local connection (shutdown).
+    /// Sends `out` to every local connection (shutdown); a `Close` goes to each one's
+    /// [`Closer`].
     pub fn broadcast(&self, out: &Outbound) {
         for conn in self.state().conns.values() {
-            let _ = conn.tx.try_send(out.clone());
+            deliver(conn, out.clone());
         }
     }
 
-    /// Sends `out` to one connection.
+    /// Sends `out` to one connection; a `Close` goes to its [`Closer`], so it is seen even
+    /// when the connection's queue is full or its writes are stuck. `false`: no such
+    /// connection, or its queue is full.
     pub fn send_to(&self, conn: ConnId, out: Outbound) -> bool {
         self.state()
             .conns
             .get(&conn)
-            .is_some_and(|c| c.tx.try_send(out).is_ok())
+            .is_some_and(|c| deliver(c, out))
     }
+}
+
+fn deliver(conn: &Conn, out: Outbound) -> bool {
+    match out {
+        Outbound::Close(code, reason) => {
+            conn.closer.close(code, reason);
+            true
+        }
+        frame => conn.tx.try_send(frame).is_ok(),
+    }
+}
+
+/// A session's place under [`Hub::admit`]'s cap; given back when dropped.
+#[derive(Debug)]
+pub struct SessionSlot {
+    hub: Arc<Hub>,
+    user: Id,
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let mut s = self.hub.state();
+        if let Some(n) = s.sessions.get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                s.sessions.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// A per-user token bucket's shape: `per_sec` tokens a second, up to `burst`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    pub per_sec: f64,
+    pub burst: f64,
+}
+
+/// Token buckets by user that may go into debt (a charge larger than what is left).
+#[derive(Debug, Default)]
+struct Buckets {
+    /// Tokens and when they were counted.
+    users: HashMap<Id, (f64, Instant)>,
+}
+
+impl Buckets {
+    /// Refills `user`'s bucket to `now` and returns its tokens.
+    fn refill(&mut self, user: Id, b: Budget, now: Instant) -> &mut (f64, Instant) {
+        if self.users.len() > 100_000 {
+            // Full buckets carry no state.
+            self.users.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * b.per_sec < b.burst
+            });
+        }
+        let entry = self.users.entry(user).or_insert((b.burst, now));
+        let elapsed = now.saturating_duration_since(entry.1).as_secs_f64();
+        entry.0 = (entry.0 + elapsed * b.per_sec).min(b.burst);
+        entry.1 = now;
+        entry
+    }
+
+    /// `Ok` while at least one token is left; else how long until one is.
+    fn check(&mut self, user: Id, b: Budget, now: Instant) -> Result<(), Duration> {
+        let (tokens, _) = *self.refill(user, b, now);
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - tokens) / b.per_sec.max(1e-9),
+            ))
+        }
+    }
+
+    fn charge(&mut self, user: Id, cost: f64, b: Budget, now: Instant) {
+        self.refill(user, b, now).0 -= cost;
+    }
+}
+
+/// The per-user budgets the WebSocket endpoint keeps (`PARLEY_WS_*`).
+#[derive(Debug, Default)]
+struct Budgets {
+    resume: Buckets,
+    typing: Buckets,
 }
 
 #[cfg(test)]
@@ -399,13 +576,13 @@ mod tests {
         let (atx, mut arx) = mpsc::channel(16);
         let (btx, mut brx) = mpsc::channel(16);
         let (b2tx, mut b2rx) = mpsc::channel(16);
-        hub.attach(1, alice, &[ch], atx, CancellationToken::new())
+        hub.attach(1, alice, &[ch], atx, Closer::default())
             .await
             .unwrap();
-        hub.attach(2, bob, &[ch], btx, CancellationToken::new())
+        hub.attach(2, bob, &[ch], btx, Closer::default())
             .await
             .unwrap();
-        hub.attach(3, bob, &[ch], b2tx, CancellationToken::new())
+        hub.attach(3, bob, &[ch], b2tx, Closer::default())
             .await
             .unwrap();
 
@@ -463,7 +640,7 @@ mod tests {
         let (hub, pubsub) = hub().await;
         let (carol, ch) = (Id(5), Id(20));
         let (tx, mut rx) = mpsc::channel(16);
-        hub.attach(9, carol, &[], tx, CancellationToken::new())
+        hub.attach(9, carol, &[], tx, Closer::default())
             .await
             .unwrap();
         pubsub
@@ -487,7 +664,7 @@ mod tests {
     async fn a_full_queue_flags_the_slow_connection() {
         let (hub, pubsub) = hub().await;
         let (tx, _rx) = mpsc::channel(2);
-        let overflow = CancellationToken::new();
+        let overflow = Closer::default();
         hub.attach(7, Id(1), &[Id(2)], tx, overflow.clone())
             .await
             .unwrap();
@@ -497,11 +674,70 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert!(!overflow.is_cancelled());
+        assert!(!overflow.is_closed());
         pubsub
             .publish(Topic::Channel(Id(2)), frame(&Header::default(), "x"))
             .await
             .unwrap();
-        assert!(overflow.is_cancelled());
+        assert!(overflow.is_closed());
+        assert_eq!(overflow.closed().await.0, close::POLICY);
+    }
+
+    #[tokio::test]
+    async fn a_close_reaches_a_connection_whose_queue_is_full() {
+        let (hub, _pubsub) = hub().await;
+        let (tx, _rx) = mpsc::channel(1);
+        let closer = Closer::default();
+        hub.attach(8, Id(1), &[], tx, closer.clone()).await.unwrap();
+        let frame = Outbound::Frame {
+            bytes: Bytes::from_static(b"x"),
+            message: None,
+        };
+        assert!(hub.send_to(8, frame.clone()));
+        assert!(!hub.send_to(8, frame), "the queue is full");
+        assert!(hub.send_to(
+            8,
+            Outbound::Close(close::HEARTBEAT_EXPIRED, "heartbeat expired")
+        ));
+        assert_eq!(closer.closed().await.0, close::HEARTBEAT_EXPIRED);
+        // The first reason stays.
+        closer.close(close::POLICY, "other");
+        assert_eq!(closer.closed().await.0, close::HEARTBEAT_EXPIRED);
+    }
+
+    #[tokio::test]
+    async fn sessions_per_user_are_capped_until_one_ends() {
+        let (hub, _pubsub) = hub().await;
+        let a = hub.admit(Id(1), 2).unwrap();
+        let _b = hub.admit(Id(1), 2).unwrap();
+        assert!(hub.admit(Id(1), 2).is_none());
+        assert!(hub.admit(Id(2), 2).is_some(), "per user");
+        drop(a);
+        assert_eq!(hub.sessions_of(Id(1)), 1);
+        assert!(hub.admit(Id(1), 2).is_some());
+    }
+
+    #[test]
+    fn budgets_refill_and_may_go_into_debt() {
+        let mut b = Buckets::default();
+        let budget = Budget {
+            per_sec: 2.0,
+            burst: 10.0,
+        };
+        let t0 = Instant::now();
+        assert!(b.check(Id(1), budget, t0).is_ok());
+        b.charge(Id(1), 14.0, budget, t0);
+        // 4 in debt: 5 tokens short of one, 2.5 s at 2/s.
+        let wait = b.check(Id(1), budget, t0).unwrap_err();
+        assert!((wait.as_secs_f64() - 2.5).abs() < 0.01, "{wait:?}");
+        assert!(b.check(Id(2), budget, t0).is_ok(), "per user");
+        assert!(
+            b.check(Id(1), budget, t0 + Duration::from_millis(2600))
+                .is_ok()
+        );
+        // Never above the burst.
+        let later = t0 + Duration::from_secs(3600);
+        b.charge(Id(1), 10.0, budget, later);
+        assert!(b.check(Id(1), budget, later).is_err());
     }
 }

@@ -6,12 +6,21 @@
 //!     hub queue ──────► events (deduplicated against the replayed backlog)
 //! ```
 //! One task per session handles both directions, so replies and events leave in order.
+//!
+//! Bounds: every write to the socket is bounded (`PARLEY_WS_WRITE_TIMEOUT_MS`), and a close
+//! the hub asks for (full queue 4008, expired heartbeat 4002) is seen even while a write is
+//! stuck: a client that stops reading is dropped and forgotten. A user holds at most
+//! `PARLEY_WS_MAX_SESSIONS_PER_USER` sessions per node, resume replays and typing events
+//! draw on per-user budgets, and a session ends with 4003 when its token expires. No
+//! WebSocket is upgraded while the node drains (503 `unavailable`).
 
 mod origin;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
@@ -25,13 +34,75 @@ use parley_protocol::ws::{
 use parley_protocol::{ErrorBody, ErrorCode, Id, Timestamp, limits};
 use serde::Serialize;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::time::Instant;
 
 use crate::AppState;
 use crate::chat::SendInput;
 use crate::error::ApiError;
-use crate::hub::{ConnId, Outbound};
+use crate::http::server::LocalAddr;
+use crate::hub::{Budget, Closer, ConnId, Outbound, SessionSlot};
 use crate::ratelimit::RateLimiter;
+
+/// Per-session and per-user bounds of the WebSocket endpoint.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WsLimits {
+    /// How long one write to a WebSocket may take, in milliseconds. A client that stops
+    /// reading fills its socket's buffers; its next write then cannot progress, and when
+    /// this passes the connection is dropped (no close handshake is possible any more) and
+    /// forgotten. The client reconnects with `resume_after`.
+    #[arg(long, env = "PARLEY_WS_WRITE_TIMEOUT_MS", value_name = "PARLEY_WS_WRITE_TIMEOUT_MS",
+          default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub ws_write_timeout_ms: u64,
+
+    /// WebSocket sessions one user may hold open on one node. The next `hello` is answered
+    /// with `error` `rate_limited` and close 4008.
+    #[arg(long, env = "PARLEY_WS_MAX_SESSIONS_PER_USER", value_name = "PARLEY_WS_MAX_SESSIONS_PER_USER",
+          default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub ws_max_sessions_per_user: u32,
+
+    /// Messages a user's `hello`s with `resume_after` may replay per minute (sustained), on
+    /// one node. A `hello` that finds the user's budget spent is answered with `error`
+    /// `rate_limited` (saying when to retry) and close 4008.
+    #[arg(long, env = "PARLEY_WS_RESUME_PER_MINUTE", value_name = "PARLEY_WS_RESUME_PER_MINUTE",
+          default_value_t = 3_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_resume_per_minute: u32,
+
+    /// Messages a user's resumes may replay in a burst (the budget when full).
+    #[arg(long, env = "PARLEY_WS_RESUME_BURST", value_name = "PARLEY_WS_RESUME_BURST",
+          default_value_t = 5_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_resume_burst: u32,
+
+    /// `typing` ops per second one user may send, over all their sessions on one node;
+    /// over it the op is answered `rate_limited` and nothing is delivered.
+    #[arg(long, env = "PARLEY_WS_TYPING_RATE", value_name = "PARLEY_WS_TYPING_RATE",
+          default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_typing_rate: u32,
+
+    /// Burst of `typing` ops one user may send.
+    #[arg(long, env = "PARLEY_WS_TYPING_BURST", value_name = "PARLEY_WS_TYPING_BURST",
+          default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ws_typing_burst: u32,
+}
+
+impl WsLimits {
+    fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.ws_write_timeout_ms)
+    }
+
+    fn resume_budget(&self) -> Budget {
+        Budget {
+            per_sec: f64::from(self.ws_resume_per_minute) / 60.0,
+            burst: f64::from(self.ws_resume_burst),
+        }
+    }
+
+    fn typing_budget(&self) -> Budget {
+        Budget {
+            per_sec: f64::from(self.ws_typing_rate),
+            burst: f64::from(self.ws_typing_burst),
+        }
+    }
+}
 
 /// How long a client has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,21 +110,38 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const QUEUE: usize = 1024;
 /// Frames over the rate before the connection is closed with 4008.
 const MAX_OVER_RATE: u32 = 100;
+/// Close code: the session's token expired; reconnect with a fresh one (PROTOCOL.md v1.1).
+pub const TOKEN_EXPIRED: u16 = 4003;
+/// How long a write in progress may still finish once the session is told to close.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// `GET /v1/ws`: checks the Origin, refuses while the node drains or stops (503
+/// `unavailable`: the client goes to another node), then upgrades.
 pub async fn upgrade(
     State(chat): State<AppState>,
+    local: Option<Extension<LocalAddr>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // The address the connection reached (from the server), or the configured one when the
+    // router runs without it.
+    let local = local.map_or(chat.config.listen, |Extension(LocalAddr(a))| a);
     if let Err(e) = origin::check(
         &headers,
         &chat.config.allowed_origins,
         chat.config.public_url.as_deref(),
+        local,
     ) {
         return e.into_response();
     }
     if chat.shutdown.is_cancelled() {
         return ApiError::unavailable("the node is shutting down").into_response();
+    }
+    if chat.drain.is_draining() {
+        // Not upgraded: an upgraded socket would hold a connection the drain then has to
+        // close again.
+        return ApiError::unavailable("the node is draining: connect to another node")
+            .into_response();
     }
     // tungstenite's own cap is above the protocol limit: a frame it refuses is left unread
     // and the close turns into a reset, while one it reads can be refused with a clean 1009.
@@ -78,14 +166,95 @@ fn frame<T: Serialize>(t: &str, r#ref: Option<&str>, d: &T) -> WsMessage {
 
 type Stream = futures_util::stream::SplitStream<WebSocket>;
 
+/// The writing half of a session's socket: every write is bounded by the write timeout,
+/// and cut short (after [`CLOSE_GRACE`]) when the hub tells the session to close. A write
+/// that fails or cannot progress breaks it: later writes fail at once and the session ends
+/// without a close handshake.
+struct Out {
+    sink: Sink,
+    bound: Duration,
+    closer: Option<Closer>,
+    broken: bool,
+}
+
+impl Out {
+    fn new(sink: Sink, bound: Duration) -> Self {
+        Self {
+            sink,
+            bound,
+            closer: None,
+            broken: false,
+        }
+    }
+
+    async fn bounded<E>(
+        bound: Duration,
+        closer: Option<&Closer>,
+        op: impl Future<Output = Result<(), E>>,
+    ) -> bool {
+        let deadline = Instant::now() + bound;
+        let mut op = std::pin::pin!(op);
+        let told = async {
+            match closer {
+                Some(c) => {
+                    c.closed().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = &mut op => return r.is_ok(),
+            () = tokio::time::sleep_until(deadline) => return false,
+            () = told => {}
+        }
+        // Told to close mid-write: a socket that takes writes finishes this one (the close
+        // frame follows); a stuck one is dropped.
+        let grace = deadline.min(Instant::now() + CLOSE_GRACE);
+        matches!(tokio::time::timeout_at(grace, op).await, Ok(Ok(())))
+    }
+
+    async fn send(&mut self, msg: WsMessage) -> bool {
+        if self.broken {
+            return false;
+        }
+        let ok = Self::bounded(self.bound, self.closer.as_ref(), self.sink.send(msg)).await;
+        self.broken = !ok;
+        ok
+    }
+
+    async fn feed(&mut self, msg: WsMessage) -> bool {
+        if self.broken {
+            return false;
+        }
+        let ok = Self::bounded(self.bound, self.closer.as_ref(), self.sink.feed(msg)).await;
+        self.broken = !ok;
+        ok
+    }
+
+    async fn flush(&mut self) -> bool {
+        if self.broken {
+            return false;
+        }
+        let ok = Self::bounded(self.bound, self.closer.as_ref(), self.sink.flush()).await;
+        self.broken = !ok;
+        ok
+    }
+
+    async fn close(&mut self) {
+        if !self.broken {
+            let _ = Self::bounded(self.bound, None, self.sink.close()).await;
+        }
+    }
+}
+
 /// Sends a close frame, then reads (up to a second) until the client answers it, so the
-/// connection ends with a clean close handshake.
-async fn close_with(sink: &mut Sink, stream: &mut Stream, code: u16, reason: &str) {
+/// connection ends with a clean close handshake. Nothing when the socket is broken.
+async fn close_with(out: &mut Out, stream: &mut Stream, code: u16, reason: &str) {
     let frame = CloseFrame {
         code,
         reason: Utf8Bytes::from(reason.to_owned()),
     };
-    if sink.send(WsMessage::Close(Some(frame))).await.is_err() {
+    if !out.send(WsMessage::Close(Some(frame))).await {
         return;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -96,7 +265,7 @@ async fn close_with(sink: &mut Sink, stream: &mut Stream, code: u16, reason: &st
         }
     })
     .await;
-    let _ = sink.close().await;
+    out.close().await;
 }
 
 /// Reads until a text frame (or the end); `Err` carries the close code to use.
@@ -141,12 +310,11 @@ fn go_when_told(rx: tokio::sync::oneshot::Receiver<u64>) -> Go {
 }
 
 /// What a draining node says before it closes: `reconnect` {after_ms}, then close 4010.
-async fn drained(sink: &mut Sink, stream: &mut Stream, after_ms: u64) {
-    let _ = sink
-        .send(frame(event::RECONNECT, None, &Reconnect { after_ms }))
+async fn drained(out: &mut Out, stream: &mut Stream, after_ms: u64) {
+    out.send(frame(event::RECONNECT, None, &Reconnect { after_ms }))
         .await;
     close_with(
-        sink,
+        out,
         stream,
         close::NODE_DRAINING,
         "node draining; reconnect with resume_after",
@@ -155,37 +323,70 @@ async fn drained(sink: &mut Sink, stream: &mut Stream, after_ms: u64) {
 }
 
 async fn run(socket: WebSocket, chat: AppState) {
-    let (mut sink, mut stream) = socket.split();
+    let (sink, mut stream) = socket.split();
+    let mut out = Out::new(sink, chat.config.ws.write_timeout());
     let conn = chat.next_conn_id();
     let (go, _guard) = match chat.drain.enrol(conn) {
         crate::drain::Enrolled::Draining(after_ms) => {
-            return drained(&mut sink, &mut stream, after_ms).await;
+            // Upgraded just before the drain began.
+            return drained(&mut out, &mut stream, after_ms).await;
         }
         crate::drain::Enrolled::Live { go, guard } => (go, guard),
     };
     let mut go = go_when_told(go);
-    session(sink, stream, &chat, conn, &mut go).await;
+    session(out, stream, &chat, conn, &mut go).await;
     chat.drain.leave(conn);
 }
 
+/// An `error` frame (counted in the metrics).
+fn error_frame(chat: &AppState, r#ref: Option<&str>, e: &ApiError) -> WsMessage {
+    chat.metrics.error(e.code);
+    let body = ErrorBody {
+        code: e.code,
+        message: e.message.clone(),
+    };
+    frame(event::ERROR, r#ref, &body)
+}
+
+/// Answers a hello over a per-user limit: `error` `rate_limited`, then close 4008.
+async fn refuse(
+    out: &mut Out,
+    stream: &mut Stream,
+    chat: &AppState,
+    r#ref: Option<&str>,
+    message: String,
+) {
+    let e = ApiError::new(ErrorCode::RateLimited, message);
+    out.send(error_frame(chat, r#ref, &e)).await;
+    close_with(out, stream, close::POLICY, "over a per-user limit").await;
+}
+
+/// When a token that expires at `exp` (Unix seconds) does, on the runtime's clock.
+fn expiry_instant(exp: i64) -> Instant {
+    let left_ms = exp
+        .saturating_mul(1000)
+        .saturating_sub(Timestamp::now().unix_millis());
+    Instant::now() + Duration::from_millis(left_ms.max(0) as u64)
+}
+
 /// One connection from its hello to its close.
-async fn session(mut sink: Sink, mut stream: Stream, chat: &AppState, conn: ConnId, go: &mut Go) {
+async fn session(mut out: Out, mut stream: Stream, chat: &AppState, conn: ConnId, go: &mut Go) {
     let max = chat.config.limits.max_frame_bytes as usize;
     let said = tokio::select! {
         said = tokio::time::timeout(HELLO_TIMEOUT, next_text(&mut stream, max)) => said,
-        after_ms = &mut *go => return drained(&mut sink, &mut stream, after_ms).await,
+        after_ms = &mut *go => return drained(&mut out, &mut stream, after_ms).await,
     };
     let hello = match said {
         Err(_) => {
             return close_with(
-                &mut sink,
+                &mut out,
                 &mut stream,
                 close::BAD_HELLO,
                 "no hello within 10 s",
             )
             .await;
         }
-        Ok(Err((code, reason))) => return close_with(&mut sink, &mut stream, code, reason).await,
+        Ok(Err((code, reason))) => return close_with(&mut out, &mut stream, code, reason).await,
         Ok(Ok(None)) => return,
         Ok(Ok(Some(text))) => text,
     };
@@ -196,7 +397,7 @@ async fn session(mut sink: Sink, mut stream: Stream, chat: &AppState, conn: Conn
         }) => (r#ref, h),
         _ => {
             return close_with(
-                &mut sink,
+                &mut out,
                 &mut stream,
                 close::BAD_HELLO,
                 "the first frame must be a valid hello",
@@ -204,11 +405,11 @@ async fn session(mut sink: Sink, mut stream: Stream, chat: &AppState, conn: Conn
             .await;
         }
     };
-    let user = match chat.authenticate(&hello.token) {
-        Ok(u) => u,
+    let (user, expires) = match chat.tokens.verify_with_expiry(&hello.token) {
+        Ok((u, exp)) => (u, expiry_instant(exp)),
         Err(_) => {
             return close_with(
-                &mut sink,
+                &mut out,
                 &mut stream,
                 close::BAD_HELLO,
                 "invalid or expired token",
@@ -216,28 +417,48 @@ async fn session(mut sink: Sink, mut stream: Stream, chat: &AppState, conn: Conn
             .await;
         }
     };
+    let limits = &chat.config.ws;
+    let Some(slot) = chat.hub.admit(user, limits.ws_max_sessions_per_user) else {
+        let message = format!(
+            "at most {} WebSocket sessions per user (PARLEY_WS_MAX_SESSIONS_PER_USER); close one first",
+            limits.ws_max_sessions_per_user
+        );
+        return refuse(&mut out, &mut stream, chat, r#ref.as_deref(), message).await;
+    };
+    if hello.resume_after.is_some()
+        && let Err(wait) = chat.hub.may_resume(user, limits.resume_budget())
+    {
+        let message = format!(
+            "too many messages replayed by resume_after lately (PARLEY_WS_RESUME_PER_MINUTE); \
+             retry after {} s, or say hello without resume_after and fetch history",
+            wait.as_secs() + 1
+        );
+        return refuse(&mut out, &mut stream, chat, r#ref.as_deref(), message).await;
+    }
     let (tx, rx) = mpsc::channel(QUEUE);
-    let overflow = CancellationToken::new();
+    let closer = Closer::default();
+    out.closer = Some(closer.clone());
     let mut session = Session {
         chat: chat.clone(),
         user,
         conn,
-        sink,
+        out,
         sent_upto: HashMap::new(),
         limiter: RateLimiter::new(
             chat.config.limits.ws_frame_rate,
             chat.config.limits.ws_frame_burst,
         ),
         over: 0,
+        _slot: slot,
     };
     match session
-        .start(r#ref.as_deref(), &hello, tx, overflow.clone())
+        .start(r#ref.as_deref(), &hello, tx, closer.clone())
         .await
     {
-        Ok(()) => session.live(&mut stream, rx, &overflow, go).await,
+        Ok(()) => session.live(&mut stream, rx, &closer, go, expires).await,
         Err(e) => {
             session.reply_error(r#ref.as_deref(), &e).await;
-            close_with(&mut session.sink, &mut stream, 1011, "backend unavailable").await;
+            close_with(&mut session.out, &mut stream, 1011, "backend unavailable").await;
         }
     }
     chat.hub.detach(conn).await;
@@ -248,11 +469,13 @@ struct Session {
     chat: AppState,
     user: Id,
     conn: ConnId,
-    sink: Sink,
+    out: Out,
     /// Highest message id replayed per channel, so live duplicates are skipped.
     sent_upto: HashMap<Id, Id>,
     limiter: RateLimiter<()>,
     over: u32,
+    /// The session's place under the per-user cap, until it ends.
+    _slot: SessionSlot,
 }
 
 enum Flow {
@@ -262,16 +485,12 @@ enum Flow {
 
 impl Session {
     async fn send(&mut self, msg: WsMessage) -> bool {
-        self.sink.send(msg).await.is_ok()
+        self.out.send(msg).await
     }
 
     async fn reply_error(&mut self, r#ref: Option<&str>, e: &ApiError) {
-        self.chat.metrics.error(e.code);
-        let body = ErrorBody {
-            code: e.code,
-            message: e.message.clone(),
-        };
-        self.send(frame(event::ERROR, r#ref, &body)).await;
+        let msg = error_frame(&self.chat, r#ref, e);
+        self.send(msg).await;
     }
 
     async fn reply_ok<T: Serialize>(&mut self, r#ref: Option<&str>, d: &T) {
@@ -281,13 +500,13 @@ impl Session {
         }
     }
 
-    /// Attach, `ready`, then the missed messages.
+    /// Attach, `ready`, then the missed messages (charged to the user's replay budget).
     async fn start(
         &mut self,
         r#ref: Option<&str>,
         hello: &Hello,
         tx: mpsc::Sender<Outbound>,
-        overflow: CancellationToken,
+        closer: Closer,
     ) -> Result<(), ApiError> {
         let chat = self.chat.clone();
         let channels: Vec<Id> = chat
@@ -298,7 +517,7 @@ impl Session {
             .collect();
         // Subscribed before reading the backlog, so nothing falls between the two.
         chat.hub
-            .attach(self.conn, self.user, &channels, tx, overflow)
+            .attach(self.conn, self.user, &channels, tx, closer)
             .await?;
         chat.presence_connected(self.user, self.conn).await;
         let ready = Ready {
@@ -316,10 +535,18 @@ impl Session {
         let (missed, has_more) = chat
             .messages_after(&channels, after, limits::MAX_RESUME as u32)
             .await?;
+        // One for the query, one per message replayed.
+        chat.hub.charge_resume(
+            self.user,
+            1 + missed.len() as u32,
+            chat.config.ws.resume_budget(),
+        );
         for m in &missed {
             self.sent_upto.insert(m.channel_id, m.id);
             self.chat.metrics.messages_out.inc();
-            self.send(frame(event::MESSAGE, None, m)).await;
+            if !self.send(frame(event::MESSAGE, None, m)).await {
+                return Ok(());
+            }
         }
         if has_more {
             // Channels with messages that were not replayed: the client refetches their
@@ -350,21 +577,30 @@ impl Session {
         &mut self,
         stream: &mut Stream,
         mut rx: mpsc::Receiver<Outbound>,
-        overflow: &CancellationToken,
+        closer: &Closer,
         go: &mut Go,
+        expires: Instant,
     ) {
         let shutdown = self.chat.shutdown.clone();
         let max = self.chat.config.limits.max_frame_bytes as usize;
+        let expiry = tokio::time::sleep_until(expires);
+        tokio::pin!(expiry);
         loop {
+            if self.out.broken {
+                // A write failed or could not progress: no close handshake is possible.
+                tracing::debug!(conn = self.conn, "websocket dropped: its writes are stuck");
+                return;
+            }
             let flow = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => Flow::Close(close::GOING_AWAY, "node shutting down; reconnect with resume_after"),
                 after_ms = &mut *go => {
                     // Events still queued are not written: the client resumes after the
                     // last message it got.
-                    return drained(&mut self.sink, stream, after_ms).await;
+                    return drained(&mut self.out, stream, after_ms).await;
                 }
-                () = overflow.cancelled() => Flow::Close(close::POLICY, "too slow to read events; reconnect with resume_after"),
+                (code, reason) = closer.closed() => Flow::Close(code, reason),
+                () = &mut expiry => Flow::Close(TOKEN_EXPIRED, "token expired; reconnect with a fresh token"),
                 out = rx.recv() => match out {
                     Some(out) => self.events(out, &mut rx).await,
                     None => Flow::Close(1011, "internal error"),
@@ -385,7 +621,7 @@ impl Session {
                 },
             };
             if let Flow::Close(code, reason) = flow {
-                close_with(&mut self.sink, stream, code, reason).await;
+                close_with(&mut self.out, stream, code, reason).await;
                 return;
             }
         }
@@ -400,7 +636,7 @@ impl Session {
         while let Some(out) = next.take() {
             match out {
                 Outbound::Close(code, reason) => {
-                    let _ = self.sink.flush().await;
+                    self.out.flush().await;
                     return Flow::Close(code, reason);
                 }
                 Outbound::Frame { bytes, message } => {
@@ -413,8 +649,8 @@ impl Session {
                         }
                         match Utf8Bytes::try_from(bytes) {
                             Ok(text) => {
-                                if self.sink.feed(WsMessage::Text(text)).await.is_err() {
-                                    return Flow::Close(1011, "write failed");
+                                if !self.out.feed(WsMessage::Text(text)).await {
+                                    return Flow::Continue;
                                 }
                             }
                             Err(_) => tracing::error!("a non-UTF-8 event was dropped"),
@@ -427,9 +663,7 @@ impl Session {
                 next = rx.try_recv().ok();
             }
         }
-        if self.sink.flush().await.is_err() {
-            return Flow::Close(1011, "write failed");
-        }
+        self.out.flush().await;
         Flow::Continue
     }
 
@@ -501,13 +735,25 @@ impl Session {
                     Err(e) => Err(e),
                 }
             }
-            ClientOp::Typing(t) => match chat.typing(user, t.channel_id).await {
-                Ok(()) => {
-                    self.reply_ok(r#ref, &serde_json::json!({})).await;
-                    Ok(())
+            ClientOp::Typing(t) => {
+                // Per user, over all their sessions: more sessions do not multiply typing.
+                match chat.hub.allow_typing(user, chat.config.ws.typing_budget()) {
+                    Err(_) => Err(ApiError::new(
+                        ErrorCode::RateLimited,
+                        format!(
+                            "at most {} typing events per second per user (bursts of {})",
+                            chat.config.ws.ws_typing_rate, chat.config.ws.ws_typing_burst
+                        ),
+                    )),
+                    Ok(()) => match chat.typing(user, t.channel_id).await {
+                        Ok(()) => {
+                            self.reply_ok(r#ref, &serde_json::json!({})).await;
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    },
                 }
-                Err(e) => Err(e),
-            },
+            }
             ClientOp::Read(r) => match chat.mark_read(user, r.channel_id, r.message_id).await {
                 Ok(()) => {
                     self.reply_ok(r#ref, &serde_json::json!({})).await;
