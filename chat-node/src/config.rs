@@ -167,6 +167,9 @@ pub struct Config {
     pub sequencer_memory: crate::chat::sequencer::SequencerMemory,
 
     #[command(flatten)]
+    pub quotas: crate::chat::quotas::UserQuotas,
+
+    #[command(flatten)]
     pub http: crate::http::server::HttpLimits,
 
     #[command(flatten)]

@@ -102,7 +102,8 @@ pub async fn build(config: Config, addr: SocketAddr) -> anyhow::Result<Node> {
 /// `config.data_dir`. `addr` is where it listens (for its own blob URLs).
 pub async fn embedded(config: Config, addr: SocketAddr) -> anyhow::Result<Arc<Chat>> {
     let data = config.data_dir.clone();
-    std::fs::create_dir_all(&data)
+    // Private: 0700, files 0600, tightened if found looser (backend::datadir).
+    crate::backend::datadir::prepare(&data)
         .with_context(|| format!("creating PARLEY_DATA_DIR {}", data.display()))?;
     let jwt = load_or_create_secret(config.jwt_secret.as_deref(), &data, "jwt-secret")
         .context("reading PARLEY_JWT_SECRET / the data directory's jwt-secret")?;

@@ -217,6 +217,27 @@ async fn channels_and_members(s: &Stores) {
         .map(|c| c.id)
         .collect();
     assert_eq!(ids, [dm.id]);
+
+    // Who shares a channel with whom (bob left the group; carol shares the DM).
+    let mut shared = s
+        .members
+        .co_members(alice, &[bob, carol, Id(b + 99), alice])
+        .await
+        .unwrap();
+    shared.sort();
+    assert_eq!(shared, [alice, carol]);
+    assert_eq!(
+        s.members.co_members(carol, &[alice, bob]).await.unwrap(),
+        [alice]
+    );
+    assert!(
+        s.members
+            .co_members(bob, &[alice, carol])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(s.members.co_members(alice, &[]).await.unwrap().is_empty());
 }
 
 async fn messages(s: &Stores) {
@@ -237,6 +258,21 @@ async fn messages(s: &Stores) {
         .insert_messages(&[message(other, b + 105, 1, author, None)])
         .await
         .unwrap();
+
+    assert_eq!(
+        s.messages.message(ch, Id(mid(3))).await.unwrap().as_ref(),
+        Some(&batch[2])
+    );
+    assert!(
+        s.messages
+            .message(other, Id(mid(3)))
+            .await
+            .unwrap()
+            .is_none(),
+        "another channel's message"
+    );
+    assert!(s.messages.message(ch, Id(b + 105)).await.unwrap().is_none());
+    assert!(s.messages.message(ch, Id(mid(9))).await.unwrap().is_none());
 
     let seqs = |v: Vec<StoredMessage>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
     assert_eq!(
@@ -625,10 +661,19 @@ where
     );
     assert!(blobs.stat(&key).await.unwrap().is_none());
 
-    let status = put(req, bytes.clone()).await;
+    let status = put(req.clone(), bytes.clone()).await;
     assert!(
         (200..300).contains(&status),
         "presigned PUT failed: {status}"
+    );
+    // An object is written once: its upload URL cannot replace it (S3: the PUT is
+    // conditional, `If-None-Match: *`; local: an existing key is refused).
+    let mut other = bytes.clone();
+    other.reverse();
+    let status = put(req, other).await;
+    assert!(
+        (400..500).contains(&status),
+        "a second PUT replaced the object: {status}"
     );
     let meta = blobs
         .stat(&key)

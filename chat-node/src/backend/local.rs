@@ -4,6 +4,8 @@
 //!
 //! A PUT URL signs the method, key, content type, exact length and expiry; a GET URL signs
 //! the method, key and expiry. Each object has a `.meta` sidecar with its content type.
+//! Objects are written once: a PUT to an existing key is refused with `conflict` (409), as
+//! S3 refuses the conditional PUT (`If-None-Match: *`) of [`super::s3`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -168,7 +170,10 @@ impl LocalBlobs {
     }
 
     /// Writes an object from `body` chunks; fails, leaving nothing behind, when the bytes
-    /// are not exactly `size` long.
+    /// are not exactly `size` long. An object is written once: when `key` exists (uploaded
+    /// before, or by a concurrent PUT that finished first) it fails with `Conflict` and the
+    /// object stays as it was, so an upload URL cannot replace an attached object. Files are
+    /// created `0600` and directories `0700` ([`super::datadir`]).
     pub async fn write<S, E>(
         &self,
         key: &str,
@@ -182,13 +187,23 @@ impl LocalBlobs {
     {
         use futures_util::StreamExt as _;
         let path = self.path(key)?;
+        // Refused before the body is read; the hard link below decides a race.
+        if tokio::fs::try_exists(&path)
+            .await
+            .map_err(|e| BackendError::unavailable(BACKEND, e))?
+        {
+            return Err(exists(key));
+        }
         let dir = path.parent().unwrap_or(&self.root).to_owned();
-        tokio::fs::create_dir_all(&dir)
+        super::datadir::create_private_dirs_async(&dir)
             .await
             .map_err(|e| BackendError::unavailable(BACKEND, e))?;
-        let tmp = dir.join(format!(".upload-{}", uuid_like()));
+        let tag = uuid_like();
+        let tmp = dir.join(format!(".upload-{tag}"));
+        let tmp_meta = dir.join(format!(".upload-{tag}-meta"));
         let result = async {
-            let mut file = tokio::fs::File::create(&tmp)
+            let mut file = super::datadir::new_private_file()
+                .open(&tmp)
                 .await
                 .map_err(|e| BackendError::unavailable(BACKEND, e))?;
             let mut written = 0u64;
@@ -216,17 +231,33 @@ impl LocalBlobs {
                 .map_err(|e| BackendError::unavailable(BACKEND, e))?;
             let meta =
                 serde_json::json!({ "content_type": content_type, "size": size }).to_string();
-            tokio::fs::write(Self::meta_path(&path), meta)
+            let mut meta_file = super::datadir::new_private_file()
+                .open(&tmp_meta)
                 .await
                 .map_err(|e| BackendError::unavailable(BACKEND, e))?;
-            tokio::fs::rename(&tmp, &path)
+            meta_file
+                .write_all(meta.as_bytes())
+                .await
+                .map_err(|e| BackendError::unavailable(BACKEND, e))?;
+            // A hard link never replaces an existing file: of two uploads to one key, the
+            // first to get here wins and the other is refused.
+            match tokio::fs::hard_link(&tmp, &path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(exists(key));
+                }
+                Err(e) => return Err(BackendError::unavailable(BACKEND, e)),
+            }
+            // The object counts as uploaded once its `.meta` is there (`stat`).
+            tokio::fs::rename(&tmp_meta, Self::meta_path(&path))
                 .await
                 .map_err(|e| BackendError::unavailable(BACKEND, e))?;
             Ok(())
         }
         .await;
+        let _ = tokio::fs::remove_file(&tmp).await;
         if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
+            let _ = tokio::fs::remove_file(&tmp_meta).await;
         }
         result
     }
@@ -245,6 +276,12 @@ impl LocalBlobs {
             Err(e) => Err(BackendError::unavailable(BACKEND, e)),
         }
     }
+}
+
+fn exists(key: &str) -> BackendError {
+    BackendError::Conflict(format!(
+        "the object {key} is uploaded already; an uploaded object cannot be replaced"
+    ))
 }
 
 fn uuid_like() -> String {

@@ -11,6 +11,7 @@
 //!
 //! `conformance` holds the one behavioural test suite every implementation runs.
 
+pub mod datadir;
 pub mod kafka;
 pub mod local;
 pub mod memory;
@@ -77,6 +78,22 @@ impl BackendError {
             BackendError::Internal { .. } => ErrorCode::Internal,
         }
     }
+}
+
+/// An ID as the stores keep it: a signed 64-bit integer (SQLite `INTEGER`, PostgreSQL
+/// `bigint`). Every ID a client sends is range-checked where it is parsed
+/// ([`Id::MAX`](parley_protocol::Id::MAX)); one beyond it here was built in code, and is
+/// refused rather than wrapped to a negative number.
+pub(crate) fn sql_id(id: Id) -> Result<i64, BackendError> {
+    id.to_i64().ok_or_else(|| {
+        BackendError::internal("store", format!("ID {id} is beyond {}", Id::MAX))
+    })
+}
+
+/// A count or size (a seq, bytes) as a signed 64-bit integer, checked like [`sql_id`].
+pub(crate) fn sql_u64(v: u64) -> Result<i64, BackendError> {
+    i64::try_from(v)
+        .map_err(|_| BackendError::internal("store", format!("{v} is beyond i64::MAX")))
 }
 
 /// A durable, partitioned log (Kafka's model): records with the same key keep their order.

@@ -1,5 +1,13 @@
-//! Media on S3 (MinIO here): presigned PUTs that sign the content type and the exact length,
-//! presigned GETs, and HEAD to check an upload before a message may reference it.
+//! Media on S3 (MinIO here): presigned PUTs that sign the content type, the exact length and
+//! `If-None-Match: *` (a conditional write: an object, once uploaded, cannot be replaced
+//! through its URL, before or after a message attached it), presigned GETs, and HEAD to check
+//! an upload before a message may reference it.
+//!
+//! Conditional writes: S3 answers a PUT with `If-None-Match: *` on an existing key with
+//! `412 Precondition Failed`
+//! (<https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html>);
+//! MinIO does the same. The header is signed, so a client must send it: it is among the
+//! `upload.headers` the node hands out.
 
 use std::time::Duration;
 
@@ -94,7 +102,8 @@ impl Blobs for S3Blobs {
             .bucket(&self.bucket)
             .key(key)
             .content_type(content_type)
-            .content_length(size as i64)
+            .content_length(i64::try_from(size).map_err(|e| BackendError::internal(BACKEND, e))?)
+            .if_none_match("*")
             .presigned(presigning(expires)?)
             .await
             .map_err(|e| {

@@ -43,6 +43,10 @@ pub trait MemberStore: Send + Sync + std::fmt::Debug {
     async fn leave(&self, channel: Id, user: Id) -> R<bool>;
     async fn member_ids(&self, channel: Id) -> R<Vec<Id>>;
     async fn is_member(&self, channel: Id, user: Id) -> R<bool>;
+    /// The users among `candidates` who share at least one channel (a group or a DM) with
+    /// `user`, each once, in no particular order. `user` itself is among them only if it is
+    /// a member of some channel.
+    async fn co_members(&self, user: Id, candidates: &[Id]) -> R<Vec<Id>>;
 }
 
 #[async_trait]
@@ -50,6 +54,9 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
     /// Inserts messages; ones already there (same channel and id) are skipped, so a batch
     /// can be written again safely. Returns how many were new.
     async fn insert_messages(&self, batch: &[StoredMessage]) -> R<u64>;
+    /// The stored message `id` of `channel`; `None` when there is none (or it is another
+    /// channel's).
+    async fn message(&self, channel: Id, id: Id) -> R<Option<StoredMessage>>;
     /// A page of one channel's history, in the page's order.
     async fn history(&self, channel: Id, page: Page) -> R<Vec<StoredMessage>>;
     /// Messages of `channels` with id > `after`, oldest first, at most `limit`.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use parley_protocol::rest::{MediaRequest, MediaResponse, UploadTarget};
 use parley_protocol::{Id, Timestamp};
 
+use super::auth_limits::Refused;
 use super::{Chat, UPLOAD_URL_TTL};
 use crate::backend::AttachmentRecord;
 use crate::error::ApiError;
@@ -57,12 +58,16 @@ pub(super) fn key_safe_filename(name: &str) -> String {
 }
 
 impl Chat {
-    /// `POST /v1/media`: announces an upload and returns where to PUT it.
+    /// `POST /v1/media`: announces an upload and returns where to PUT it. Each announcement
+    /// counts against `user`'s `PARLEY_UPLOADS_PER_HOUR` and its declared size against
+    /// `PARLEY_UPLOAD_MIB_PER_HOUR` (`rate_limited` with `Retry-After` beyond; one upload
+    /// larger than the whole hourly amount: `too_large`). The upload URL writes the object
+    /// once: it cannot replace it afterwards.
     pub async fn create_media(
         &self,
         user: Id,
         req: &MediaRequest,
-    ) -> Result<MediaResponse, ApiError> {
+    ) -> Result<MediaResponse, Refused> {
         let filename = req.filename.trim();
         if filename.is_empty()
             || filename.chars().count() > 255
@@ -70,13 +75,15 @@ impl Chat {
         {
             return Err(ApiError::bad_request(
                 "a filename is 1 to 255 characters, without control characters",
-            ));
+            )
+            .into());
         }
         let content_type = req.content_type.trim().to_ascii_lowercase();
         if !valid_content_type(&content_type) {
             return Err(ApiError::bad_request(
                 "content_type must be a MIME type such as image/png",
-            ));
+            )
+            .into());
         }
         let limits = &self.config.limits;
         let max = if is_media(&content_type) {
@@ -85,13 +92,15 @@ impl Chat {
             limits.max_document_bytes
         };
         if req.size == 0 {
-            return Err(ApiError::bad_request("size must be at least 1 byte"));
+            return Err(ApiError::bad_request("size must be at least 1 byte").into());
         }
         if req.size > max {
             return Err(ApiError::too_large(format!(
                 "{content_type} uploads are limited to {max} bytes"
-            )));
+            ))
+            .into());
         }
+        self.quotas.upload(user, req.size)?;
         let id = self.new_id().await?;
         let record = AttachmentRecord {
             id,

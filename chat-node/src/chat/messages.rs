@@ -207,6 +207,9 @@ impl Chat {
                 ));
             }
         };
+        if let Some(target) = input.reply_to {
+            self.require_message_in(channel, target, "reply_to").await?;
+        }
         let attachments = self.resolve_attachments(author, &input.attachments).await?;
         let prepared = Prepared {
             author,
@@ -655,9 +658,45 @@ impl Chat {
         Ok(MessagePage { messages, has_more })
     }
 
+    /// Fails with `bad_request` unless `message` is a message of `channel`, stored or not
+    /// yet stored: like history, it looks in the store, then in the recent messages of the
+    /// channel's owner (here or on another node), where a message just sent may be before
+    /// the persister writes it. `field` names the offending field in the answer. IDs sent
+    /// as body fields that name nothing in scope are `bad_request` (a path ID naming nothing
+    /// is `not_found`).
+    pub(crate) async fn require_message_in(
+        &self,
+        channel: Id,
+        message: Id,
+        field: &str,
+    ) -> Result<(), ApiError> {
+        if self
+            .stores
+            .messages
+            .message(channel, message)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let after = message.0.checked_sub(1).map(Id);
+        let recent = self.state_of(&[channel], after).await?;
+        if recent
+            .iter()
+            .flat_map(|s| &s.recent)
+            .any(|m| m.id == message && m.channel_id == channel)
+        {
+            return Ok(());
+        }
+        Err(ApiError::bad_request(format!(
+            "{field} {message} is not a message of channel {channel}"
+        )))
+    }
+
     /// The last seq of each channel.
     pub async fn cursors(&self, channels: &[Id]) -> Result<Vec<ChannelCursor>, ApiError> {
-        let states = self.state_of(channels, Some(Id(u64::MAX))).await?;
+        // No message is after the largest ID: the owners send no recent messages back.
+        let states = self.state_of(channels, Some(Id::MAX)).await?;
         Ok(channels
             .iter()
             .map(|c| ChannelCursor {
@@ -667,8 +706,13 @@ impl Chat {
             .collect())
     }
 
+    /// Moves `user`'s read marker of `channel` forward to `message`, which must be a message
+    /// of `channel` ([`Chat::require_message_in`]): a marker at another channel's message, at
+    /// no message, or beyond the newest one would park it for good.
     pub async fn mark_read(&self, user: Id, channel: Id, message: Id) -> Result<(), ApiError> {
         self.require_member(channel, user).await?;
+        self.require_message_in(channel, message, "message_id")
+            .await?;
         if self
             .stores
             .read_markers

@@ -15,6 +15,7 @@ mod media;
 mod members;
 mod messages;
 mod presence;
+pub mod quotas;
 pub mod sequencer;
 
 pub use members::{ClusterEvent, MembershipCache};
@@ -86,6 +87,8 @@ pub struct Chat {
     pub send_limiter: Mutex<RateLimiter<Id>>,
     /// Password hashing and rate limits of `/v1/auth/*`.
     pub auth_limits: auth_limits::AuthGate,
+    /// Per-user caps: groups, DMs with strangers, uploads ([`quotas`]).
+    pub quotas: quotas::Quotas,
     pub metrics: Metrics,
     /// Cancelled when the node shuts down.
     pub shutdown: CancellationToken,
@@ -128,6 +131,7 @@ impl Chat {
             send_limiter: Mutex::new(RateLimiter::new(limits.send_rate, limits.send_burst)),
             presence: Mutex::new(Tracker::new(p.config.heartbeat_interval())),
             auth_limits,
+            quotas: quotas::Quotas::new(&p.config.quotas),
             presence_store: p.presence,
             members_cache: p.members_cache,
             checks: p.checks,

@@ -148,11 +148,53 @@ impl Chat {
             .await;
     }
 
-    /// `GET /v1/presence`.
-    pub async fn presence_of(&self, users: &[Id]) -> Result<Vec<Presence>, ApiError> {
-        if users.len() > 1000 {
-            return Err(ApiError::bad_request("at most 1000 user_ids"));
+    /// `GET /v1/presence` for `caller`: the presence of each of `users`, in their order.
+    /// Only users who share a channel (a group or a DM) with the caller, and the caller,
+    /// are told as they are; anyone else reads as `offline` with `last_seen` null, exactly
+    /// what a user who never connected reads as, so the answer tells nothing about
+    /// strangers (not even whether they exist) and keeps its shape. At most
+    /// `PARLEY_PRESENCE_MAX_IDS` IDs (`bad_request` beyond).
+    pub async fn presence_for(&self, caller: Id, users: &[Id]) -> Result<Vec<Presence>, ApiError> {
+        let max = self.config.quotas.presence_max_ids as usize;
+        if users.len() > max {
+            return Err(ApiError::bad_request(format!(
+                "at most {max} user_ids per request"
+            )));
         }
+        let mut shared: std::collections::HashSet<Id> = self
+            .stores
+            .members
+            .co_members(caller, users)
+            .await?
+            .into_iter()
+            .collect();
+        shared.insert(caller);
+        let visible: Vec<Id> = users
+            .iter()
+            .copied()
+            .filter(|u| shared.contains(u))
+            .collect();
+        let known: std::collections::HashMap<Id, Presence> = self
+            .presence_of(&visible)
+            .await?
+            .into_iter()
+            .map(|p| (p.user_id, p))
+            .collect();
+        Ok(users
+            .iter()
+            .map(|u| {
+                known.get(u).cloned().unwrap_or(Presence {
+                    user_id: *u,
+                    status: PresenceStatus::Offline,
+                    last_seen: None,
+                })
+            })
+            .collect())
+    }
+
+    /// The presence of `users`, whoever asks (fan-out, notifications; the REST answer is
+    /// [`Chat::presence_for`]).
+    pub async fn presence_of(&self, users: &[Id]) -> Result<Vec<Presence>, ApiError> {
         match &self.presence_store {
             PresenceStore::Local => {
                 let tracker = self.tracker();

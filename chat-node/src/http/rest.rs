@@ -87,7 +87,7 @@ pub(super) async fn create_channel(
     State(chat): State<AppState>,
     Caller(me): Caller,
     Body(req): Body<CreateChannelRequest>,
-) -> Result<Response> {
+) -> std::result::Result<Response, Refused> {
     Ok((
         StatusCode::CREATED,
         Json(chat.create_group(me, &req.name).await?),
@@ -157,7 +157,7 @@ pub(super) async fn dm(
     State(chat): State<AppState>,
     Caller(me): Caller,
     Body(req): Body<DmRequest>,
-) -> Result<Response> {
+) -> std::result::Result<Response, Refused> {
     let (channel, created) = chat.dm(me, req.user_id).await?;
     let status = if created {
         StatusCode::CREATED
@@ -213,7 +213,7 @@ pub(super) async fn create_media(
     State(chat): State<AppState>,
     Caller(me): Caller,
     Body(req): Body<MediaRequest>,
-) -> Result<Response> {
+) -> std::result::Result<Response, Refused> {
     Ok((
         StatusCode::CREATED,
         Json(chat.create_media(me, &req).await?),
@@ -236,7 +236,7 @@ pub(super) struct PresenceQuery {
 
 pub(super) async fn presence(
     State(chat): State<AppState>,
-    _: Caller,
+    Caller(me): Caller,
     Query(q): Query<PresenceQuery>,
 ) -> Result<Json<PresenceList>> {
     let raw = q
@@ -248,10 +248,10 @@ pub(super) async fn presence(
         .map(|s| {
             s.trim()
                 .parse::<Id>()
-                .map_err(|_| ApiError::bad_request(format!("`{s}` is not an ID")))
+                .map_err(|e| ApiError::bad_request(format!("`{s}` is not an ID: {e}")))
         })
         .collect::<Result<Vec<Id>>>()?;
     Ok(Json(PresenceList {
-        presence: chat.presence_of(&ids).await?,
+        presence: chat.presence_for(me, &ids).await?,
     }))
 }

@@ -1,4 +1,10 @@
 //! 64-bit Snowflake IDs, serialized as decimal strings (JavaScript cannot hold 64 bits).
+//!
+//! Every ID is in `0..=i64::MAX` ([`Id::MAX`]): Snowflakes have 63 bits, and both stores keep
+//! IDs in signed 64-bit columns (SQLite `INTEGER`, PostgreSQL `bigint`). Parsing
+//! ([`FromStr`](std::str::FromStr), [`Deserialize`]) refuses anything larger, so a client's
+//! `18446744073709551615` is a `bad_request` at the edge instead of wrapping to `-1` in a
+//! query (or failing PostgreSQL's cast).
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
@@ -7,8 +13,21 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 pub struct Id(pub u64);
 
 impl Id {
+    /// The largest ID there can be: `i64::MAX` (9223372036854775807).
+    pub const MAX: Id = Id(i64::MAX as u64);
+
     pub const fn get(self) -> u64 {
         self.0
+    }
+
+    /// The ID as a signed 64-bit integer (how the stores keep it); `None` above [`Id::MAX`],
+    /// which only an ID built in code (not parsed) can be.
+    pub const fn to_i64(self) -> Option<i64> {
+        if self.0 <= i64::MAX as u64 {
+            Some(self.0 as i64)
+        } else {
+            None
+        }
     }
 }
 
@@ -20,11 +39,21 @@ impl std::fmt::Display for Id {
 
 /// Why a string is not an ID.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseIdError;
+pub enum ParseIdError {
+    /// Not a string of 1 to 19 plain ASCII digits.
+    Syntax,
+    /// Digits, but above [`Id::MAX`].
+    OutOfRange,
+}
 
 impl std::fmt::Display for ParseIdError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an ID is a decimal string of a 64-bit unsigned integer")
+        match self {
+            ParseIdError::Syntax => f.write_str("an ID is a string of decimal digits"),
+            ParseIdError::OutOfRange => {
+                f.write_str("an ID is at most 9223372036854775807 (2^63 - 1)")
+            }
+        }
     }
 }
 
@@ -35,10 +64,14 @@ impl std::str::FromStr for Id {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         // Only plain ASCII digits: no sign, no spaces, no leading `+`.
-        if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ParseIdError);
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ParseIdError::Syntax);
         }
-        s.parse::<u64>().map(Id).map_err(|_| ParseIdError)
+        // Any run of digits that does not fit is out of range (leading zeros included).
+        match s.parse::<u64>() {
+            Ok(n) if n <= Id::MAX.0 => Ok(Id(n)),
+            _ => Err(ParseIdError::OutOfRange),
+        }
     }
 }
 
@@ -55,11 +88,16 @@ impl<'de> Deserialize<'de> for Id {
         impl de::Visitor<'_> for Visitor {
             type Value = Id;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an ID as a decimal string")
+                f.write_str("an ID as a decimal string of at most 9223372036854775807")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Id, E> {
-                v.parse()
-                    .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))
+                v.parse().map_err(|e| match e {
+                    ParseIdError::OutOfRange => E::custom(format_args!(
+                        "ID {} is out of range: {e}",
+                        v.chars().take(40).collect::<String>()
+                    )),
+                    ParseIdError::Syntax => E::invalid_value(de::Unexpected::Str(v), &self),
+                })
             }
         }
         deserializer.deserialize_str(Visitor)
@@ -99,7 +137,7 @@ mod tests {
 
     #[test]
     fn round_trips_as_a_decimal_string() {
-        for n in [0, 1, 42, u64::MAX] {
+        for n in [0, 1, 42, i64::MAX as u64] {
             let json = serde_json::to_string(&Id(n)).unwrap();
             assert_eq!(json, format!("\"{n}\""));
             assert_eq!(serde_json::from_str::<Id>(&json).unwrap(), Id(n));
@@ -116,6 +154,9 @@ mod tests {
             "\" 1\"",
             "\"1e3\"",
             "\"18446744073709551616\"",
+            "\"9223372036854775808\"",
+            "\"18446744073709551615\"",
+            "\"99999999999999999999999999\"",
             "null",
         ] {
             assert!(
@@ -123,5 +164,24 @@ mod tests {
                 "{bad} was accepted"
             );
         }
+    }
+
+    #[test]
+    fn ids_stop_at_i64_max() {
+        assert_eq!("9223372036854775807".parse::<Id>(), Ok(Id::MAX));
+        assert_eq!(Id::MAX.to_i64(), Some(i64::MAX));
+        assert_eq!(Id(u64::MAX).to_i64(), None);
+        for big in [
+            "9223372036854775808",
+            "18446744073709551615",
+            "18446744073709551616",
+        ] {
+            assert_eq!(big.parse::<Id>(), Err(ParseIdError::OutOfRange), "{big}");
+            let e = serde_json::from_str::<Id>(&format!("\"{big}\"")).unwrap_err();
+            assert!(e.to_string().contains("out of range"), "{e}");
+        }
+        assert_eq!("00042".parse::<Id>(), Ok(Id(42)));
+        assert_eq!("".parse::<Id>(), Err(ParseIdError::Syntax));
+        assert_eq!("-1".parse::<Id>(), Err(ParseIdError::Syntax));
     }
 }

@@ -11,7 +11,7 @@ use sqlx::{PgPool, Row as _};
 use super::{ShardSpec, err, pool};
 use crate::backend::{
     AttachmentRecord, BackendError, ChannelStore, MediaStore, MemberStore, MessageStore, Page,
-    ReadMarkerStore, StoredMessage, UserRecord, UserStore,
+    ReadMarkerStore, StoredMessage, UserRecord, UserStore, sql_id, sql_u64,
 };
 
 type R<T> = Result<T, BackendError>;
@@ -39,8 +39,8 @@ fn id(v: i64) -> Id {
     Id(v as u64)
 }
 
-fn ids(v: &[Id]) -> Vec<i64> {
-    v.iter().map(|i| i.0 as i64).collect()
+fn ids(v: &[Id]) -> R<Vec<i64>> {
+    v.iter().map(|i| sql_id(*i)).collect()
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
@@ -261,7 +261,7 @@ impl UserStore for PgStore {
             "INSERT INTO users (id, username, username_key, username_skeleton, display_name, \
              password_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(u.id.0 as i64)
+        .bind(sql_id(u.id)?)
         .bind(&u.username)
         .bind(fold_key(&u.username))
         .bind(crate::text::confusable_skeleton(&u.username))
@@ -279,7 +279,7 @@ impl UserStore for PgStore {
 
     async fn user(&self, uid: Id) -> R<Option<UserRecord>> {
         let row = sqlx::query("SELECT * FROM users WHERE id = $1")
-            .bind(uid.0 as i64)
+            .bind(sql_id(uid)?)
             .fetch_optional(&self.directory)
             .await
             .map_err(err)?;
@@ -297,7 +297,7 @@ impl UserStore for PgStore {
 
     async fn users(&self, list: &[Id]) -> R<Vec<UserRecord>> {
         let rows = sqlx::query("SELECT * FROM users WHERE id = ANY($1)")
-            .bind(ids(list))
+            .bind(ids(list)?)
             .fetch_all(&self.directory)
             .await
             .map_err(err)?;
@@ -324,10 +324,10 @@ impl ChannelStore for PgStore {
         let res = sqlx::query(
             "INSERT INTO channels (id, kind, name, name_key, created_by, created_at) VALUES ($1, 'group', $2, $3, $4, $5)",
         )
-        .bind(cid.0 as i64)
+        .bind(sql_id(cid)?)
         .bind(name)
         .bind(fold_key(name))
-        .bind(creator.0 as i64)
+        .bind(sql_id(creator)?)
         .bind(at.0)
         .execute(&mut *tx)
         .await;
@@ -341,8 +341,8 @@ impl ChannelStore for PgStore {
             Err(e) => return Err(err(e)),
         }
         sqlx::query("INSERT INTO members (channel_id, user_id, joined_at) VALUES ($1, $2, $3)")
-            .bind(cid.0 as i64)
-            .bind(creator.0 as i64)
+            .bind(sql_id(cid)?)
+            .bind(sql_id(creator)?)
             .bind(at.0)
             .execute(&mut *tx)
             .await
@@ -359,7 +359,8 @@ impl ChannelStore for PgStore {
     }
 
     async fn channel(&self, cid: Id) -> R<Option<Channel>> {
-        self.channel_where("c.id = $1::text::bigint", cid).await
+        self.channel_where("c.id = $1::text::bigint", sql_id(cid)?)
+            .await
     }
 
     async fn group_by_name(&self, name: &str) -> R<Option<Channel>> {
@@ -378,9 +379,9 @@ impl ChannelStore for PgStore {
             let res = sqlx::query(
                 "INSERT INTO channels (id, kind, name, dm_key, created_by, created_at) VALUES ($1, 'dm', NULL, $2, $3, $4)",
             )
-            .bind(cid.0 as i64)
+            .bind(sql_id(cid)?)
             .bind(&key)
-            .bind(a.0 as i64)
+            .bind(sql_id(a)?)
             .bind(at.0)
             .execute(&mut *tx)
             .await;
@@ -390,12 +391,12 @@ impl ChannelStore for PgStore {
                 Err(e) => return Err(err(e)),
             }
             let users: Vec<i64> = if lo == hi {
-                vec![lo.0 as i64]
+                vec![sql_id(lo)?]
             } else {
-                vec![lo.0 as i64, hi.0 as i64]
+                vec![sql_id(lo)?, sql_id(hi)?]
             };
             sqlx::query("INSERT INTO members (channel_id, user_id, joined_at) SELECT $1, u, $3 FROM UNNEST($2::bigint[]) AS u")
-                .bind(cid.0 as i64)
+                .bind(sql_id(cid)?)
                 .bind(&users)
                 .bind(at.0)
                 .execute(&mut *tx)
@@ -424,7 +425,7 @@ impl ChannelStore for PgStore {
              WHERE mm.user_id = $1 ORDER BY c.id"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(user.0 as i64)
+            .bind(sql_id(user)?)
             .fetch_all(&self.directory)
             .await
             .map_err(err)?;
@@ -438,8 +439,8 @@ impl MemberStore for PgStore {
         let res = sqlx::query(
             "INSERT INTO members (channel_id, user_id, joined_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         )
-        .bind(channel.0 as i64)
-        .bind(user.0 as i64)
+        .bind(sql_id(channel)?)
+        .bind(sql_id(user)?)
         .bind(at.0)
         .execute(&self.directory)
         .await
@@ -449,8 +450,8 @@ impl MemberStore for PgStore {
 
     async fn leave(&self, channel: Id, user: Id) -> R<bool> {
         let res = sqlx::query("DELETE FROM members WHERE channel_id = $1 AND user_id = $2")
-            .bind(channel.0 as i64)
-            .bind(user.0 as i64)
+            .bind(sql_id(channel)?)
+            .bind(sql_id(user)?)
             .execute(&self.directory)
             .await
             .map_err(err)?;
@@ -461,7 +462,7 @@ impl MemberStore for PgStore {
         let rows: Vec<i64> = sqlx::query_scalar(
             "SELECT user_id FROM members WHERE channel_id = $1 ORDER BY user_id",
         )
-        .bind(channel.0 as i64)
+        .bind(sql_id(channel)?)
         .fetch_all(&self.directory)
         .await
         .map_err(err)?;
@@ -471,12 +472,28 @@ impl MemberStore for PgStore {
     async fn is_member(&self, channel: Id, user: Id) -> R<bool> {
         let found: Option<i32> =
             sqlx::query_scalar("SELECT 1 FROM members WHERE channel_id = $1 AND user_id = $2")
-                .bind(channel.0 as i64)
-                .bind(user.0 as i64)
+                .bind(sql_id(channel)?)
+                .bind(sql_id(user)?)
                 .fetch_optional(&self.directory)
                 .await
                 .map_err(err)?;
         Ok(found.is_some())
+    }
+
+    async fn co_members(&self, user: Id, candidates: &[Id]) -> R<Vec<Id>> {
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT o.user_id FROM members m JOIN members o ON o.channel_id = m.channel_id \
+             WHERE m.user_id = $1 AND o.user_id = ANY($2)",
+        )
+        .bind(sql_id(user)?)
+        .bind(ids(candidates)?)
+        .fetch_all(&self.directory)
+        .await
+        .map_err(err)?;
+        Ok(rows.into_iter().map(id).collect())
     }
 }
 
@@ -508,14 +525,14 @@ impl MessageStore for PgStore {
                  AS x(c, i, s, a, t, k, j, r, ca, mo) \
                  ON CONFLICT (channel_id, id) DO NOTHING",
             )
-            .bind(messages.iter().map(|m| m.channel_id.0 as i64).collect::<Vec<_>>())
-            .bind(messages.iter().map(|m| m.id.0 as i64).collect::<Vec<_>>())
-            .bind(messages.iter().map(|m| m.seq as i64).collect::<Vec<_>>())
-            .bind(messages.iter().map(|m| m.author_id.0 as i64).collect::<Vec<_>>())
+            .bind(messages.iter().map(|m| sql_id(m.channel_id)).collect::<R<Vec<_>>>()?)
+            .bind(messages.iter().map(|m| sql_id(m.id)).collect::<R<Vec<_>>>()?)
+            .bind(messages.iter().map(|m| sql_u64(m.seq)).collect::<R<Vec<_>>>()?)
+            .bind(messages.iter().map(|m| sql_id(m.author_id)).collect::<R<Vec<_>>>()?)
             .bind(messages.iter().map(|m| m.text.as_str()).collect::<Vec<_>>())
             .bind(messages.iter().map(|m| m.client_msg_id.as_deref()).collect::<Vec<_>>())
             .bind(&attachments)
-            .bind(messages.iter().map(|m| m.reply_to.map(|r| r.0 as i64)).collect::<Vec<_>>())
+            .bind(messages.iter().map(|m| m.reply_to.map(sql_id).transpose()).collect::<R<Vec<_>>>()?)
             .bind(messages.iter().map(|m| m.created_at.0).collect::<Vec<_>>())
             .bind(messages.iter().map(|m| m.moderated).collect::<Vec<_>>())
             .execute(&map.shards()[index].pool)
@@ -539,16 +556,29 @@ impl MessageStore for PgStore {
                  SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) \
                  ON CONFLICT DO NOTHING",
             )
-            .bind(keyed.iter().map(|m| m.author_id.0 as i64).collect::<Vec<_>>())
+            .bind(keyed.iter().map(|m| sql_id(m.author_id)).collect::<R<Vec<_>>>()?)
             .bind(keyed.iter().map(|m| m.client_msg_id.clone().unwrap_or_default()).collect::<Vec<_>>())
-            .bind(keyed.iter().map(|m| m.id.0 as i64).collect::<Vec<_>>())
-            .bind(keyed.iter().map(|m| m.channel_id.0 as i64).collect::<Vec<_>>())
+            .bind(keyed.iter().map(|m| sql_id(m.id)).collect::<R<Vec<_>>>()?)
+            .bind(keyed.iter().map(|m| sql_id(m.channel_id)).collect::<R<Vec<_>>>()?)
             .bind(keyed.iter().map(|m| m.created_at.0).collect::<Vec<_>>())
             .execute(&self.directory)
             .await
             .map_err(err)?;
         }
         Ok(inserted)
+    }
+
+    async fn message(&self, channel: Id, mid: Id) -> R<Option<StoredMessage>> {
+        let map = self.map();
+        let sql =
+            format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_id = $1 AND id = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(sql_id(channel)?)
+            .bind(sql_id(mid)?)
+            .fetch_optional(&map.shard_of(channel.0).pool)
+            .await
+            .map_err(err)?;
+        row.as_ref().map(message_row).transpose()
     }
 
     async fn history(&self, channel: Id, page: Page) -> R<Vec<StoredMessage>> {
@@ -562,10 +592,10 @@ impl MessageStore for PgStore {
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_id = $1 {clause} ORDER BY id {order} LIMIT $2"
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(channel.0 as i64)
+            .bind(sql_id(channel)?)
             .bind(i64::from(page.limit()));
         if let Some(b) = bound {
-            q = q.bind(b.0 as i64);
+            q = q.bind(sql_id(b)?);
         }
         let rows = q
             .fetch_all(&map.shard_of(channel.0).pool)
@@ -587,8 +617,8 @@ impl MessageStore for PgStore {
         let mut all = Vec::new();
         for (index, group) in by_shard(&map, channels) {
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                .bind(ids(&group))
-                .bind(after.0 as i64)
+                .bind(ids(&group)?)
+                .bind(sql_id(after)?)
                 .bind(i64::from(limit))
                 .fetch_all(&map.shards()[index].pool)
                 .await
@@ -613,7 +643,7 @@ impl MessageStore for PgStore {
             "SELECT channel_id, message_id FROM idempotency_keys \
              WHERE author_id = $1 AND client_msg_id = $2 AND created_at >= $3 ORDER BY message_id LIMIT 1",
         )
-        .bind(author.0 as i64)
+        .bind(sql_id(author)?)
         .bind(client_msg_id)
         .bind(since.0)
         .fetch_optional(&self.directory)
@@ -640,7 +670,7 @@ impl MessageStore for PgStore {
             let rows: Vec<(i64, i64)> = sqlx::query_as(
                 "SELECT channel_id, MAX(seq) FROM messages WHERE channel_id = ANY($1) GROUP BY channel_id",
             )
-            .bind(ids(&group))
+            .bind(ids(&group)?)
             .fetch_all(&map.shards()[index].pool)
             .await
             .map_err(err)?;
@@ -658,9 +688,9 @@ impl ReadMarkerStore for PgStore {
              ON CONFLICT (user_id, channel_id) DO UPDATE SET message_id = EXCLUDED.message_id \
              WHERE EXCLUDED.message_id > read_markers.message_id",
         )
-        .bind(user.0 as i64)
-        .bind(channel.0 as i64)
-        .bind(message.0 as i64)
+        .bind(sql_id(user)?)
+        .bind(sql_id(channel)?)
+        .bind(sql_id(message)?)
         .execute(&self.directory)
         .await
         .map_err(err)?;
@@ -670,7 +700,7 @@ impl ReadMarkerStore for PgStore {
     async fn read_markers(&self, user: Id) -> R<Vec<(Id, Id)>> {
         let rows: Vec<(i64, i64)> =
             sqlx::query_as("SELECT channel_id, message_id FROM read_markers WHERE user_id = $1 ORDER BY channel_id")
-                .bind(user.0 as i64)
+                .bind(sql_id(user)?)
                 .fetch_all(&self.directory)
                 .await
                 .map_err(err)?;
@@ -697,12 +727,12 @@ impl MediaStore for PgStore {
             "INSERT INTO attachments (id, owner_id, key, filename, content_type, size, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(a.id.0 as i64)
-        .bind(a.owner_id.0 as i64)
+        .bind(sql_id(a.id)?)
+        .bind(sql_id(a.owner_id)?)
         .bind(&a.key)
         .bind(&a.filename)
         .bind(&a.content_type)
-        .bind(a.size as i64)
+        .bind(sql_u64(a.size)?)
         .bind(a.created_at.0)
         .execute(&self.directory)
         .await
@@ -712,7 +742,7 @@ impl MediaStore for PgStore {
 
     async fn attachments(&self, list: &[Id]) -> R<Vec<AttachmentRecord>> {
         let rows = sqlx::query("SELECT * FROM attachments WHERE id = ANY($1)")
-            .bind(ids(list))
+            .bind(ids(list)?)
             .fetch_all(&self.directory)
             .await
             .map_err(err)?;

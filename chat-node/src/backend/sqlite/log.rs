@@ -12,7 +12,7 @@ use sqlx::{Row as _, SqlitePool};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::err;
-use crate::backend::{BackendError, Log, LogConsumer, LogRecord};
+use crate::backend::{BackendError, Log, LogConsumer, LogRecord, sql_id};
 
 /// Most appends one transaction carries.
 const MAX_GROUP: usize = 512;
@@ -73,7 +73,7 @@ async fn write_group(
         for r in records {
             sqlx::query("INSERT INTO log (topic, key, payload) VALUES (?, ?, ?)")
                 .bind(topic)
-                .bind(r.key.0 as i64)
+                .bind(sql_id(r.key)?)
                 .bind(&r.payload[..])
                 .execute(&mut *tx)
                 .await
@@ -165,7 +165,7 @@ impl SqliteConsumer {
         let rows = sqlx::query(r#"SELECT "offset", key, payload FROM log WHERE topic = ? AND "offset" > ? ORDER BY "offset" LIMIT ?"#)
             .bind(&*self.topic)
             .bind(self.position)
-            .bind(max as i64)
+            .bind(i64::try_from(max).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await
             .map_err(err)?;

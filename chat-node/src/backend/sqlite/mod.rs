@@ -50,8 +50,15 @@ pub(crate) fn err(e: sqlx::Error) -> BackendError {
     }
 }
 
-/// Opens (creating if needed) the database file and brings its schema up to date.
+/// Opens (creating if needed) the database file and brings its schema up to date. A new
+/// file is created `0600`; SQLite gives its `-wal` and `-shm` files the database file's
+/// mode, so they are private too.
 pub async fn open(path: &Path) -> Result<SqlitePool, BackendError> {
+    match super::datadir::new_private_file().open(path).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(BackendError::unavailable(BACKEND, e)),
+    }
     let options = SqliteConnectOptions::from_str("sqlite://")
         .map_err(err)?
         .filename(path)

@@ -7,7 +7,7 @@ use sqlx::{Row as _, SqlitePool, sqlite::SqliteRow};
 use super::err;
 use crate::backend::{
     AttachmentRecord, BackendError, ChannelStore, MediaStore, MemberStore, MessageStore, Page,
-    ReadMarkerStore, StoredMessage, UserRecord, UserStore,
+    ReadMarkerStore, StoredMessage, UserRecord, UserStore, sql_id, sql_u64,
 };
 
 type R<T> = Result<T, BackendError>;
@@ -158,7 +158,7 @@ impl UserStore for SqliteStore {
             "INSERT INTO users (id, username, username_key, username_skeleton, display_name, \
              password_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(u.id.0 as i64)
+        .bind(sql_id(u.id)?)
         .bind(&u.username)
         .bind(fold_key(&u.username))
         .bind(crate::text::confusable_skeleton(&u.username))
@@ -176,7 +176,7 @@ impl UserStore for SqliteStore {
 
     async fn user(&self, uid: Id) -> R<Option<UserRecord>> {
         let row = sqlx::query("SELECT * FROM users WHERE id = ?")
-            .bind(uid.0 as i64)
+            .bind(sql_id(uid)?)
             .fetch_optional(&self.pool)
             .await
             .map_err(err)?;
@@ -221,10 +221,10 @@ impl ChannelStore for SqliteStore {
         let res = sqlx::query(
             "INSERT INTO channels (id, kind, name, name_key, created_by, created_at) VALUES (?, 'group', ?, ?, ?, ?)",
         )
-        .bind(cid.0 as i64)
+        .bind(sql_id(cid)?)
         .bind(name)
         .bind(fold_key(name))
-        .bind(creator.0 as i64)
+        .bind(sql_id(creator)?)
         .bind(at.0)
         .execute(&mut *tx)
         .await;
@@ -238,8 +238,8 @@ impl ChannelStore for SqliteStore {
             Err(e) => return Err(err(e)),
         }
         sqlx::query("INSERT INTO members (channel_id, user_id, joined_at) VALUES (?, ?, ?)")
-            .bind(cid.0 as i64)
-            .bind(creator.0 as i64)
+            .bind(sql_id(cid)?)
+            .bind(sql_id(creator)?)
             .bind(at.0)
             .execute(&mut *tx)
             .await
@@ -256,7 +256,8 @@ impl ChannelStore for SqliteStore {
     }
 
     async fn channel(&self, cid: Id) -> R<Option<Channel>> {
-        self.channel_where("c.id = CAST(? AS INTEGER)", cid).await
+        self.channel_where("c.id = CAST(? AS INTEGER)", sql_id(cid)?)
+            .await
     }
 
     async fn group_by_name(&self, name: &str) -> R<Option<Channel>> {
@@ -275,9 +276,9 @@ impl ChannelStore for SqliteStore {
             let res = sqlx::query(
                 "INSERT INTO channels (id, kind, name, dm_key, created_by, created_at) VALUES (?, 'dm', NULL, ?, ?, ?)",
             )
-            .bind(cid.0 as i64)
+            .bind(sql_id(cid)?)
             .bind(&key)
-            .bind(a.0 as i64)
+            .bind(sql_id(a)?)
             .bind(at.0)
             .execute(&mut *tx)
             .await;
@@ -291,8 +292,8 @@ impl ChannelStore for SqliteStore {
                 sqlx::query(
                     "INSERT INTO members (channel_id, user_id, joined_at) VALUES (?, ?, ?)",
                 )
-                .bind(cid.0 as i64)
-                .bind(user.0 as i64)
+                .bind(sql_id(cid)?)
+                .bind(sql_id(user)?)
                 .bind(at.0)
                 .execute(&mut *tx)
                 .await
@@ -321,7 +322,7 @@ impl ChannelStore for SqliteStore {
              WHERE mm.user_id = ? ORDER BY c.id"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(user.0 as i64)
+            .bind(sql_id(user)?)
             .fetch_all(&self.pool)
             .await
             .map_err(err)?;
@@ -335,8 +336,8 @@ impl MemberStore for SqliteStore {
         let res = sqlx::query(
             "INSERT OR IGNORE INTO members (channel_id, user_id, joined_at) VALUES (?, ?, ?)",
         )
-        .bind(channel.0 as i64)
-        .bind(user.0 as i64)
+        .bind(sql_id(channel)?)
+        .bind(sql_id(user)?)
         .bind(at.0)
         .execute(&self.pool)
         .await
@@ -346,8 +347,8 @@ impl MemberStore for SqliteStore {
 
     async fn leave(&self, channel: Id, user: Id) -> R<bool> {
         let res = sqlx::query("DELETE FROM members WHERE channel_id = ? AND user_id = ?")
-            .bind(channel.0 as i64)
-            .bind(user.0 as i64)
+            .bind(sql_id(channel)?)
+            .bind(sql_id(user)?)
             .execute(&self.pool)
             .await
             .map_err(err)?;
@@ -357,7 +358,7 @@ impl MemberStore for SqliteStore {
     async fn member_ids(&self, channel: Id) -> R<Vec<Id>> {
         let rows: Vec<i64> =
             sqlx::query_scalar("SELECT user_id FROM members WHERE channel_id = ? ORDER BY user_id")
-                .bind(channel.0 as i64)
+                .bind(sql_id(channel)?)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(err)?;
@@ -367,12 +368,28 @@ impl MemberStore for SqliteStore {
     async fn is_member(&self, channel: Id, user: Id) -> R<bool> {
         let found: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM members WHERE channel_id = ? AND user_id = ?")
-                .bind(channel.0 as i64)
-                .bind(user.0 as i64)
+                .bind(sql_id(channel)?)
+                .bind(sql_id(user)?)
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(err)?;
         Ok(found.is_some())
+    }
+
+    async fn co_members(&self, user: Id, candidates: &[Id]) -> R<Vec<Id>> {
+        if candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT o.user_id FROM members m JOIN members o ON o.channel_id = m.channel_id \
+             WHERE m.user_id = ? AND o.user_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(sql_id(user)?)
+        .bind(ids_json(candidates))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
+        Ok(rows.into_iter().map(id).collect())
     }
 }
 
@@ -391,14 +408,14 @@ impl MessageStore for SqliteStore {
                 "INSERT OR IGNORE INTO messages (channel_id, id, seq, author_id, text, client_msg_id, attachments, \
                  reply_to, created_at, moderated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
-            .bind(m.channel_id.0 as i64)
-            .bind(m.id.0 as i64)
-            .bind(m.seq as i64)
-            .bind(m.author_id.0 as i64)
+            .bind(sql_id(m.channel_id)?)
+            .bind(sql_id(m.id)?)
+            .bind(sql_u64(m.seq)?)
+            .bind(sql_id(m.author_id)?)
             .bind(&m.text)
             .bind(&m.client_msg_id)
             .bind(attachments)
-            .bind(m.reply_to.map(|r| r.0 as i64))
+            .bind(m.reply_to.map(sql_id).transpose()?)
             .bind(m.created_at.0)
             .bind(i64::from(m.moderated))
             .execute(&mut *tx)
@@ -410,6 +427,17 @@ impl MessageStore for SqliteStore {
         Ok(inserted)
     }
 
+    async fn message(&self, channel: Id, mid: Id) -> R<Option<StoredMessage>> {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_id = ? AND id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(sql_id(channel)?)
+            .bind(sql_id(mid)?)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(err)?;
+        row.as_ref().map(message_row).transpose()
+    }
+
     async fn history(&self, channel: Id, page: Page) -> R<Vec<StoredMessage>> {
         let (clause, bound, order) = match page {
             Page::Latest { .. } => ("", None, "DESC"),
@@ -419,9 +447,9 @@ impl MessageStore for SqliteStore {
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE channel_id = ? {clause} ORDER BY id {order} LIMIT ?"
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(channel.0 as i64);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(sql_id(channel)?);
         if let Some(b) = bound {
-            q = q.bind(b.0 as i64);
+            q = q.bind(sql_id(b)?);
         }
         let rows = q
             .bind(i64::from(page.limit()))
@@ -443,7 +471,7 @@ impl MessageStore for SqliteStore {
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(ids_json(channels))
-            .bind(after.0 as i64)
+            .bind(sql_id(after)?)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await
@@ -462,7 +490,7 @@ impl MessageStore for SqliteStore {
              ORDER BY id LIMIT 1"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(author.0 as i64)
+            .bind(sql_id(author)?)
             .bind(client_msg_id)
             .bind(since.0)
             .fetch_optional(&self.pool)
@@ -495,9 +523,9 @@ impl ReadMarkerStore for SqliteStore {
              ON CONFLICT (user_id, channel_id) DO UPDATE SET message_id = excluded.message_id \
              WHERE excluded.message_id > read_markers.message_id",
         )
-        .bind(user.0 as i64)
-        .bind(channel.0 as i64)
-        .bind(message.0 as i64)
+        .bind(sql_id(user)?)
+        .bind(sql_id(channel)?)
+        .bind(sql_id(message)?)
         .execute(&self.pool)
         .await
         .map_err(err)?;
@@ -508,7 +536,7 @@ impl ReadMarkerStore for SqliteStore {
         let rows = sqlx::query(
             "SELECT channel_id, message_id FROM read_markers WHERE user_id = ? ORDER BY channel_id",
         )
-        .bind(user.0 as i64)
+        .bind(sql_id(user)?)
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
@@ -538,12 +566,12 @@ impl MediaStore for SqliteStore {
             "INSERT INTO attachments (id, owner_id, key, filename, content_type, size, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(a.id.0 as i64)
-        .bind(a.owner_id.0 as i64)
+        .bind(sql_id(a.id)?)
+        .bind(sql_id(a.owner_id)?)
         .bind(&a.key)
         .bind(&a.filename)
         .bind(&a.content_type)
-        .bind(a.size as i64)
+        .bind(sql_u64(a.size)?)
         .bind(a.created_at.0)
         .execute(&self.pool)
         .await
