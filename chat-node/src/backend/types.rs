@@ -37,9 +37,25 @@ pub struct StoredMessage {
     pub text: String,
     pub client_msg_id: Option<String>,
     pub attachments: Vec<AttachmentRecord>,
+    /// Read leniently: a `reply_to` beyond [`Id::MAX`], which a node from before the range
+    /// check accepted and logged, reads as none (it named no message) instead of making the
+    /// whole record undecodable (the persister would skip an acknowledged message).
+    #[serde(default, deserialize_with = "lenient_reply_to")]
     pub reply_to: Option<Id>,
     pub created_at: Timestamp,
     pub moderated: bool,
+}
+
+fn lenient_reply_to<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Id>, D::Error> {
+    use serde::de::Error as _;
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) => match s.parse::<Id>() {
+            Ok(id) => Ok(Some(id)),
+            Err(parley_protocol::ParseIdError::OutOfRange) => Ok(None),
+            Err(e) => Err(D::Error::custom(e)),
+        },
+    }
 }
 
 /// Which page of a channel's history.
@@ -83,5 +99,25 @@ impl Page {
     /// Newest first?
     pub fn descending(self) -> bool {
         !matches!(self, Page::After { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logged_reply_to_beyond_the_id_range_reads_as_none() {
+        let m = |reply_to: &str| {
+            format!(
+                r#"{{"id":"5","channel_id":"1","seq":1,"author_id":"2","text":"t","client_msg_id":null,
+                "attachments":[],"reply_to":{reply_to},"created_at":"2026-01-01T00:00:00.000Z","moderated":false}}"#
+            )
+        };
+        let read = |r: &str| serde_json::from_str::<StoredMessage>(&m(r));
+        assert_eq!(read("\"18446744073709551615\"").unwrap().reply_to, None);
+        assert_eq!(read("\"4\"").unwrap().reply_to, Some(Id(4)));
+        assert_eq!(read("null").unwrap().reply_to, None);
+        assert!(read("\"x\"").is_err());
     }
 }

@@ -87,7 +87,11 @@ fn message_row(row: &SqliteRow) -> R<StoredMessage> {
         client_msg_id: row.get("client_msg_id"),
         attachments: serde_json::from_str(&attachments)
             .map_err(|e| BackendError::internal("sqlite", e))?,
-        reply_to: row.get::<Option<i64>, _>("reply_to").map(id),
+        // A negative reply_to was a wrapped ID from before the range check: it named nothing.
+        reply_to: row
+            .get::<Option<i64>, _>("reply_to")
+            .and_then(|v| u64::try_from(v).ok())
+            .map(Id),
         created_at: Timestamp(row.get("created_at")),
         moderated: row.get::<i64, _>("moderated") != 0,
     })
