@@ -70,9 +70,12 @@ pub struct HttpLimits {
 
     /// How long a connection may sit with nothing moving, in milliseconds: a kept-alive
     /// connection waiting for its next request, or a response (or WebSocket frame) the
-    /// client does not read. The connection is closed when it passes.
+    /// client does not read. The connection is closed when it passes. The default is above
+    /// the idle timeouts reverse proxies keep their upstream connections for (ingress-nginx
+    /// 60 s, Traefik 90 s), so that the proxy, not the node, ends an idle one: a node that
+    /// closes a connection the proxy is reusing at that moment costs a client a 502.
     #[arg(long, env = "PARLEY_HTTP_IDLE_TIMEOUT_MS", value_name = "PARLEY_HTTP_IDLE_TIMEOUT_MS",
-          default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+          default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
     pub http_idle_timeout_ms: u64,
 
     /// Open connections (WebSockets included) one listener holds at most; more are closed
