@@ -234,7 +234,9 @@ async fn load(a: Args) {
 /// 1. reads the node's resident memory (`VmRSS` of `/proc/<pid>/status`) at idle,
 /// 2. fires `--bursts` bursts (default 3) of `--logins` (default 200) parallel logins of
 ///    users that do not exist, printing the answers' status codes, the peak RSS during each
-///    burst and the RSS `--settle-secs` (default 5) after it,
+///    burst and the RSS `--settle-secs` (default 5) after it; from 127.0.0.1, or with
+///    `--sources N` spread over N loopback addresses 127.1.0.1... (many attackers: per-address
+///    limits then hold back none of them, and only the node's global bounds remain),
 /// 3. opens `--slow` (default 500) connections that send `GET / HTTP/1.1\r\n` and then one
 ///    header byte every `--trickle-secs` (default 3) for `--slow-secs` (default 20), printing
 ///    how many the node refused or closed and when, then closes the rest and prints the RSS
@@ -265,6 +267,7 @@ mod hostile {
         node_bin: PathBuf,
         node_env: Vec<(String, String)>,
         logins: usize,
+        sources: usize,
         bursts: usize,
         slow: usize,
         slow_secs: u64,
@@ -281,6 +284,7 @@ mod hostile {
                 node_bin: PathBuf::from("target/debug/chat-node"),
                 node_env: Vec::new(),
                 logins: 200,
+                sources: 1,
                 bursts: 3,
                 slow: 500,
                 slow_secs: 20,
@@ -304,6 +308,7 @@ mod hostile {
                         a.node_env.push((k.to_owned(), val.to_owned()));
                     }
                     "--logins" => a.logins = n() as usize,
+                    "--sources" => a.sources = (n() as usize).clamp(1, 60_000),
                     "--bursts" => a.bursts = n() as usize,
                     "--slow" => a.slow = n() as usize,
                     "--slow-secs" => a.slow_secs = n(),
@@ -375,16 +380,36 @@ mod hostile {
         }
     }
 
-    async fn login_burst(url: &str, tag: &str, n: usize) -> (BTreeMap<String, usize>, Duration) {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .pool_max_idle_per_host(0)
-            .build()
-            .unwrap();
+    /// The source address of the `i`th of `sources` attackers: 127.0.0.1 alone, or
+    /// 127.1.0.1, 127.1.0.2, ... (loopback: every 127.x.y.z is this machine).
+    fn source(i: usize, sources: usize) -> IpAddr {
+        if sources <= 1 {
+            return IpAddr::from([127, 0, 0, 1]);
+        }
+        let k = i % sources + 1;
+        IpAddr::from([127, 1, (k >> 8) as u8, (k & 0xff) as u8])
+    }
+
+    async fn login_burst(
+        url: &str,
+        tag: &str,
+        n: usize,
+        sources: usize,
+    ) -> (BTreeMap<String, usize>, Duration) {
+        let clients: Vec<reqwest::Client> = (0..sources.min(n).max(1))
+            .map(|i| {
+                reqwest::Client::builder()
+                    .timeout(Duration::from_secs(120))
+                    .pool_max_idle_per_host(0)
+                    .local_address(source(i, sources))
+                    .build()
+                    .unwrap()
+            })
+            .collect();
         let started = Instant::now();
         let tasks: Vec<_> = (0..n)
             .map(|i| {
-                let client = client.clone();
+                let client = clients[i % clients.len()].clone();
                 let url = format!("{url}/v1/auth/login");
                 let body = serde_json::json!({
                     "username": format!("ghost{tag}x{i}"),
@@ -569,13 +594,15 @@ mod hostile {
         let tag = format!("{:x}", std::process::id());
         for burst in 1..=a.bursts.max(1) {
             rss.take_peak();
-            let (counts, took) = login_burst(&url, &format!("{tag}b{burst}"), a.logins).await;
+            let (counts, took) =
+                login_burst(&url, &format!("{tag}b{burst}"), a.logins, a.sources).await;
             let peak = rss.take_peak();
             tokio::time::sleep(settle).await;
             let after = rss.now();
             println!(
-                "  login burst {burst}: {} parallel logins of unknown users in {:.2} s, answers {counts:?}; RSS peak {}, {} s after {}",
+                "  login burst {burst}: {} parallel logins of unknown users from {} address(es) in {:.2} s, answers {counts:?}; RSS peak {}, {} s after {}",
                 a.logins,
+                a.sources,
                 took.as_secs_f64(),
                 mib(peak),
                 a.settle_secs,
