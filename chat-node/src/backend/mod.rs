@@ -85,15 +85,13 @@ impl BackendError {
 /// ([`Id::MAX`](parley_protocol::Id::MAX)); one beyond it here was built in code, and is
 /// refused rather than wrapped to a negative number.
 pub(crate) fn sql_id(id: Id) -> Result<i64, BackendError> {
-    id.to_i64().ok_or_else(|| {
-        BackendError::internal("store", format!("ID {id} is beyond {}", Id::MAX))
-    })
+    id.to_i64()
+        .ok_or_else(|| BackendError::internal("store", format!("ID {id} is beyond {}", Id::MAX)))
 }
 
 /// A count or size (a seq, bytes) as a signed 64-bit integer, checked like [`sql_id`].
 pub(crate) fn sql_u64(v: u64) -> Result<i64, BackendError> {
-    i64::try_from(v)
-        .map_err(|_| BackendError::internal("store", format!("{v} is beyond i64::MAX")))
+    i64::try_from(v).map_err(|_| BackendError::internal("store", format!("{v} is beyond i64::MAX")))
 }
 
 /// A durable, partitioned log (Kafka's model): records with the same key keep their order.
