@@ -1,18 +1,23 @@
 //! [`ApiError`]: what a client is told when something fails, REST and WebSocket alike.
 
 use axum::Json;
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use parley_protocol::{ErrorBody, ErrorCode};
 
 use crate::backend::BackendError;
 
-/// An error with a protocol code and a message a person can act on.
+/// An error with a protocol code and a message a person can act on, and, for refusals
+/// that end after a known wait (rate limits, shed load), that wait: over HTTP it becomes
+/// `Retry-After` in whole seconds, rounded up, at least 1 (RFC 9110 §10.2.3).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    pub retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -20,7 +25,19 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same error, telling the client to wait `wait` before trying again.
+    #[must_use]
+    pub fn retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    pub fn rate_limited(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::RateLimited, message)
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -76,6 +93,11 @@ impl IntoResponse for ApiError {
         let status = StatusCode::from_u16(self.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut res = (status, Json(serde_json::json!({ "error": self.body() }))).into_response();
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
         // Handlers count errors by code from this marker.
         res.extensions_mut().insert(self.code);
         res

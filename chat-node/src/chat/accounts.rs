@@ -6,7 +6,6 @@ use parley_protocol::{ErrorCode, Id, User};
 use super::Chat;
 use crate::auth::{hash_password_in, verify_password_in};
 use crate::backend::UserRecord;
-use crate::chat::auth_limits::Refused;
 use crate::error::ApiError;
 
 const USERNAME_CHARS: std::ops::RangeInclusive<usize> = 3..=32;
@@ -56,10 +55,10 @@ impl Chat {
         username: &str,
         password: &str,
         display_name: Option<&str>,
-    ) -> Result<AuthResponse, Refused> {
+    ) -> Result<AuthResponse, ApiError> {
         validate_username(username)?;
         if !PASSWORD_BYTES.contains(&password.len()) {
-            return Err(ApiError::bad_request("a password is 8 to 1024 bytes").into());
+            return Err(ApiError::bad_request("a password is 8 to 1024 bytes"));
         }
         let display_name = clean_display_name(display_name, username)?;
         if self
@@ -72,8 +71,7 @@ impl Chat {
             return Err(ApiError::new(
                 ErrorCode::Conflict,
                 format!("the username `{username}` is taken"),
-            )
-            .into());
+            ));
         }
         let password = password.to_owned();
         let password_hash = self
@@ -97,7 +95,7 @@ impl Chat {
 
     /// Signs `username` in. An unknown username costs one hash like a wrong password (against
     /// a dummy hash), so the answer's timing does not tell which usernames exist.
-    pub async fn login(&self, username: &str, password: &str) -> Result<AuthResponse, Refused> {
+    pub async fn login(&self, username: &str, password: &str) -> Result<AuthResponse, ApiError> {
         let record = self.stores.users.user_by_username(username).await?;
         let hash = record
             .as_ref()
@@ -112,7 +110,7 @@ impl Chat {
                 token: self.tokens.issue(r.id, self.now()),
                 user: User::from(&r),
             }),
-            _ => Err(ApiError::unauthorized("wrong username or password").into()),
+            _ => Err(ApiError::unauthorized("wrong username or password")),
         }
     }
 

@@ -60,8 +60,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderValue;
-use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use parley_protocol::ErrorCode;
@@ -75,42 +73,6 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// A limiter with more keys than this is swept at once, whenever it was last swept.
 const SWEEP_ABOVE_KEYS: usize = 100_000;
 
-/// An [`ApiError`] with the wait a client should respect (`Retry-After`, whole seconds,
-/// at least 1).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused {
-    pub error: ApiError,
-    pub retry_after: Option<Duration>,
-}
-
-impl From<ApiError> for Refused {
-    fn from(error: ApiError) -> Self {
-        Self {
-            error,
-            retry_after: None,
-        }
-    }
-}
-
-impl From<crate::backend::BackendError> for Refused {
-    fn from(e: crate::backend::BackendError) -> Self {
-        ApiError::from(e).into()
-    }
-}
-
-impl IntoResponse for Refused {
-    fn into_response(self) -> Response {
-        let mut res = self.error.into_response();
-        if let Some(wait) = self.retry_after {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            res.headers_mut()
-                .insert("retry-after", HeaderValue::from(secs.max(1)));
-        }
-        res
-    }
-}
-
-/// The hash slots: permits, and the memory buffers that go with them.
 #[derive(Debug)]
 struct Slots {
     permits: Arc<tokio::sync::Semaphore>,
@@ -170,14 +132,14 @@ impl<K: std::hash::Hash + Eq + Clone> Keyed<K> {
         }
     }
 
-    fn check(&self, key: &K) -> Result<(), Refused> {
+    fn check(&self, key: &K) -> Result<(), ApiError> {
         self.sweep();
-        self.limiter.check_key(key).map_err(|not_until| Refused {
-            error: ApiError::new(
-                ErrorCode::RateLimited,
-                format!("too many sign-in attempts {}; try again later", self.what),
-            ),
-            retry_after: Some(not_until.wait_time_from(DefaultClock::default().now())),
+        self.limiter.check_key(key).map_err(|not_until| {
+            ApiError::rate_limited(format!(
+                "too many sign-in attempts {}; try again later",
+                self.what
+            ))
+            .retry_after(not_until.wait_time_from(DefaultClock::default().now()))
         })
     }
 
@@ -252,22 +214,18 @@ impl AuthGate {
     }
 
     /// Counts one `/v1/auth/*` request of `addr`; `rate_limited` over the address's rate.
-    pub fn check_address(&self, addr: IpAddr) -> Result<(), Refused> {
+    pub fn check_address(&self, addr: IpAddr) -> Result<(), ApiError> {
         self.by_address.check(&addr)
     }
 
     /// Counts one login for `username`; `rate_limited` over the username's rate.
-    pub fn check_username(&self, username: &str) -> Result<(), Refused> {
+    pub fn check_username(&self, username: &str) -> Result<(), ApiError> {
         self.by_username.check(&username_key(username))
     }
 
-    fn shed(&self) -> Refused {
-        Refused {
-            error: ApiError::unavailable(
-                "the node is busy checking passwords; try again in a moment",
-            ),
-            retry_after: Some(self.wait.max(Duration::from_secs(1))),
-        }
+    fn shed(&self) -> ApiError {
+        ApiError::unavailable("the node is busy checking passwords; try again in a moment")
+            .retry_after(self.wait.max(Duration::from_secs(1)))
     }
 
     /// Runs `work` (a password hash, given a reused memory buffer) in a hash slot, on a
@@ -277,7 +235,7 @@ impl AuthGate {
     pub async fn hash<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
-    ) -> Result<T, Refused> {
+    ) -> Result<T, ApiError> {
         let permits = self.slots.permits.clone();
         let permit = match permits.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -300,7 +258,7 @@ impl AuthGate {
             out
         })
         .await
-        .map_err(|_| ApiError::new(ErrorCode::Internal, "internal error").into())
+        .map_err(|_| ApiError::new(ErrorCode::Internal, "internal error"))
     }
 
     /// Runs `work` in a slot on this thread, for the one hash made at start (the dummy
@@ -336,6 +294,7 @@ impl AuthGate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::response::IntoResponse as _;
 
     fn limits() -> AuthLimits {
         AuthLimits {
@@ -372,15 +331,26 @@ mod tests {
                 })
             })
             .collect();
-        // Wait (bounded) until the two slots are taken and one request waits.
-        for _ in 0..2000 {
-            if gate.slots.in_flight.load(Ordering::SeqCst) == 2
-                && gate.waiting.load(Ordering::SeqCst) == 1
-            {
+        // Wait (bounded) until the two slots are taken, one request waits and the other
+        // three were shed: only then is every request's fate decided.
+        let settled = || {
+            (
+                gate.slots.in_flight.load(Ordering::SeqCst),
+                gate.waiting.load(Ordering::SeqCst),
+                tasks.iter().filter(|t| t.is_finished()).count(),
+            )
+        };
+        for _ in 0..6000 {
+            if settled() == (2, 1, 3) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        assert_eq!(
+            settled(),
+            (2, 1, 3),
+            "(hashing, waiting, shed) before the release"
+        );
         let _ = release.send(true);
         let mut ok = 0;
         let mut shed = 0;
@@ -391,7 +361,7 @@ mod tests {
                     ok += 1;
                 }
                 Err(r) => {
-                    assert_eq!(r.error.code, ErrorCode::Unavailable);
+                    assert_eq!(r.code, ErrorCode::Unavailable);
                     assert!(r.retry_after.is_some());
                     shed += 1;
                 }
@@ -426,7 +396,7 @@ mod tests {
         assert!(gate.check_address(a).is_ok());
         assert!(gate.check_address(a).is_ok());
         let r = gate.check_address(a).unwrap_err();
-        assert_eq!(r.error.code, ErrorCode::RateLimited);
+        assert_eq!(r.code, ErrorCode::RateLimited);
         let wait = r.retry_after.unwrap();
         assert!(
             wait > Duration::ZERO && wait <= Duration::from_secs(60),
@@ -448,10 +418,7 @@ mod tests {
 
     #[test]
     fn retry_after_is_whole_seconds_rounded_up() {
-        let r = Refused {
-            error: ApiError::new(ErrorCode::RateLimited, "slow down"),
-            retry_after: Some(Duration::from_millis(1200)),
-        };
+        let r = ApiError::rate_limited("slow down").retry_after(Duration::from_millis(1200));
         let res = r.into_response();
         assert_eq!(res.status(), 429);
         assert_eq!(res.headers()["retry-after"], "2");

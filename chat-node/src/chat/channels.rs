@@ -3,7 +3,6 @@
 use parley_protocol::ws::{ChannelJoined, MemberEvent};
 use parley_protocol::{Channel, ChannelKind, ErrorCode, Id, User};
 
-use super::auth_limits::Refused;
 use super::{Chat, ev};
 use crate::backend::Topic;
 use crate::error::ApiError;
@@ -50,14 +49,13 @@ impl Chat {
     /// Creates a group with `user` as its first member. A taken name is `conflict` and
     /// costs nothing; otherwise the group counts against `user`'s `PARLEY_GROUPS_PER_DAY`
     /// (`rate_limited` with `Retry-After` beyond).
-    pub async fn create_group(&self, user: Id, name: &str) -> Result<Channel, Refused> {
+    pub async fn create_group(&self, user: Id, name: &str) -> Result<Channel, ApiError> {
         let name = clean_group_name(name)?;
         if self.stores.channels.group_by_name(&name).await?.is_some() {
             return Err(ApiError::new(
                 ErrorCode::Conflict,
                 format!("a group named `{name}` exists"),
-            )
-            .into());
+            ));
         }
         self.quotas.group(user)?;
         let channel = self
@@ -186,12 +184,12 @@ impl Chat {
     /// `not_found`. A DM with a stranger (a user who shares no channel with `user`, so no
     /// DM yet either) counts against `user`'s `PARLEY_STRANGER_DMS_PER_DAY` (`rate_limited`
     /// with `Retry-After` beyond); one with a user met in a group is free.
-    pub async fn dm(&self, user: Id, other: Id) -> Result<(Channel, bool), Refused> {
+    pub async fn dm(&self, user: Id, other: Id) -> Result<(Channel, bool), ApiError> {
         if user == other {
-            return Err(ApiError::bad_request("a DM needs another user").into());
+            return Err(ApiError::bad_request("a DM needs another user"));
         }
         if self.stores.users.user(other).await?.is_none() {
-            return Err(ApiError::not_found("no such user").into());
+            return Err(ApiError::not_found("no such user"));
         }
         if self
             .stores

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use parley_protocol::rest::{MediaRequest, MediaResponse, UploadTarget};
 use parley_protocol::{Id, Timestamp};
 
-use super::auth_limits::Refused;
 use super::{Chat, UPLOAD_URL_TTL};
 use crate::backend::AttachmentRecord;
 use crate::error::ApiError;
@@ -67,7 +66,7 @@ impl Chat {
         &self,
         user: Id,
         req: &MediaRequest,
-    ) -> Result<MediaResponse, Refused> {
+    ) -> Result<MediaResponse, ApiError> {
         let filename = req.filename.trim();
         if filename.is_empty()
             || filename.chars().count() > 255
@@ -75,15 +74,13 @@ impl Chat {
         {
             return Err(ApiError::bad_request(
                 "a filename is 1 to 255 characters, without control characters",
-            )
-            .into());
+            ));
         }
         let content_type = req.content_type.trim().to_ascii_lowercase();
         if !valid_content_type(&content_type) {
             return Err(ApiError::bad_request(
                 "content_type must be a MIME type such as image/png",
-            )
-            .into());
+            ));
         }
         let limits = &self.config.limits;
         let max = if is_media(&content_type) {
@@ -92,13 +89,12 @@ impl Chat {
             limits.max_document_bytes
         };
         if req.size == 0 {
-            return Err(ApiError::bad_request("size must be at least 1 byte").into());
+            return Err(ApiError::bad_request("size must be at least 1 byte"));
         }
         if req.size > max {
             return Err(ApiError::too_large(format!(
                 "{content_type} uploads are limited to {max} bytes"
-            ))
-            .into());
+            )));
         }
         self.quotas.upload(user, req.size)?;
         let id = self.new_id().await?;

@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use parley_protocol::{ErrorCode, Id};
+use parley_protocol::Id;
 
-use super::auth_limits::Refused;
 use crate::error::ApiError;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -94,28 +93,22 @@ impl Cap {
     }
 
     /// Takes `cells` from `user`'s allowance, or says when they would fit.
-    fn take(&self, user: Id, cells: u32) -> Result<(), Refused> {
+    fn take(&self, user: Id, cells: u32) -> Result<(), ApiError> {
         self.sweep();
         let Some(n) = NonZeroU32::new(cells) else {
             return Ok(());
         };
         match self.limiter.check_key_n(&user, n) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(Refused {
-                error: ApiError::new(
-                    ErrorCode::RateLimited,
-                    format!(
-                        "over the limit of {} {}; try again later",
-                        self.allowance, self.what
-                    ),
-                ),
-                retry_after: Some(not_until.wait_time_from(DefaultClock::default().now())),
-            }),
+            Ok(Err(not_until)) => Err(ApiError::rate_limited(format!(
+                "over the limit of {} {}; try again later",
+                self.allowance, self.what
+            ))
+            .retry_after(not_until.wait_time_from(DefaultClock::default().now()))),
             Err(_) => Err(ApiError::too_large(format!(
                 "larger than the whole limit of {} {}",
                 self.allowance, self.what
-            ))
-            .into()),
+            ))),
         }
     }
 
@@ -159,12 +152,12 @@ impl Quotas {
     }
 
     /// Counts a group `user` creates.
-    pub fn group(&self, user: Id) -> Result<(), Refused> {
+    pub fn group(&self, user: Id) -> Result<(), ApiError> {
         self.groups.as_ref().map_or(Ok(()), |c| c.take(user, 1))
     }
 
     /// Counts a DM `user` opens with a stranger.
-    pub fn stranger_dm(&self, user: Id) -> Result<(), Refused> {
+    pub fn stranger_dm(&self, user: Id) -> Result<(), ApiError> {
         self.stranger_dms
             .as_ref()
             .map_or(Ok(()), |c| c.take(user, 1))
@@ -173,7 +166,7 @@ impl Quotas {
     /// Counts an upload of `size` bytes `user` announces: the bytes first (an upload larger
     /// than the whole hourly amount is `too_large`), then the count, so a refusal for bytes
     /// costs no upload.
-    pub fn upload(&self, user: Id, size: u64) -> Result<(), Refused> {
+    pub fn upload(&self, user: Id, size: u64) -> Result<(), ApiError> {
         if let Some(c) = &self.upload_kib {
             let kib = u32::try_from(size.div_ceil(KIB)).unwrap_or(u32::MAX);
             c.take(user, kib)?;
@@ -185,6 +178,7 @@ impl Quotas {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parley_protocol::ErrorCode;
 
     fn quotas(groups: u32, dms: u32, uploads: u32, mib: u32) -> Quotas {
         Quotas::new(&UserQuotas {
@@ -202,7 +196,7 @@ mod tests {
         let (a, b) = (Id(1), Id(2));
         assert!(q.group(a).is_ok() && q.group(a).is_ok());
         let r = q.group(a).unwrap_err();
-        assert_eq!(r.error.code, ErrorCode::RateLimited);
+        assert_eq!(r.code, ErrorCode::RateLimited);
         let wait = r.retry_after.unwrap();
         assert!(
             wait > Duration::from_secs(11 * 3600) && wait <= Duration::from_secs(12 * 3600),
@@ -210,10 +204,7 @@ mod tests {
         );
         assert!(q.group(b).is_ok(), "each user has their own allowance");
         assert!(q.stranger_dm(a).is_ok());
-        assert_eq!(
-            q.stranger_dm(a).unwrap_err().error.code,
-            ErrorCode::RateLimited
-        );
+        assert_eq!(q.stranger_dm(a).unwrap_err().code, ErrorCode::RateLimited);
     }
 
     #[test]
@@ -221,14 +212,14 @@ mod tests {
         let q = quotas(1, 1, 2, 1);
         let a = Id(1);
         let r = q.upload(a, 1024 * 1024 + 1).unwrap_err();
-        assert_eq!(r.error.code, ErrorCode::TooLarge);
+        assert_eq!(r.code, ErrorCode::TooLarge);
         assert_eq!(r.retry_after, None);
         assert!(q.upload(a, 600 * 1024).is_ok());
         let r = q.upload(a, 600 * 1024).unwrap_err();
-        assert_eq!(r.error.code, ErrorCode::RateLimited, "over the bytes");
+        assert_eq!(r.code, ErrorCode::RateLimited, "over the bytes");
         assert!(q.upload(a, 1).is_ok(), "the refusal cost no upload");
         assert_eq!(
-            q.upload(a, 1).unwrap_err().error.code,
+            q.upload(a, 1).unwrap_err().code,
             ErrorCode::RateLimited,
             "over the count"
         );

@@ -15,7 +15,6 @@ use serde::Deserialize;
 use super::extract::{Body, Caller, ClientAddr, PathId, Query};
 use crate::AppState;
 use crate::chat::SendInput;
-use crate::chat::auth_limits::Refused;
 use crate::error::ApiError;
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -24,7 +23,7 @@ pub(super) async fn register(
     State(chat): State<AppState>,
     ClientAddr(addr): ClientAddr,
     Body(req): Body<RegisterRequest>,
-) -> std::result::Result<Response, Refused> {
+) -> std::result::Result<Response, ApiError> {
     chat.auth_limits.check_address(addr)?;
     let auth = chat
         .register(&req.username, &req.password, req.display_name.as_deref())
@@ -36,7 +35,7 @@ pub(super) async fn login(
     State(chat): State<AppState>,
     ClientAddr(addr): ClientAddr,
     Body(req): Body<LoginRequest>,
-) -> std::result::Result<Json<AuthResponse>, Refused> {
+) -> std::result::Result<Json<AuthResponse>, ApiError> {
     chat.auth_limits.check_address(addr)?;
     chat.auth_limits.check_username(&req.username)?;
     Ok(Json(chat.login(&req.username, &req.password).await?))
@@ -47,7 +46,7 @@ pub(super) async fn refresh(
     State(chat): State<AppState>,
     ClientAddr(addr): ClientAddr,
     Caller(me): Caller,
-) -> std::result::Result<Json<AuthResponse>, Refused> {
+) -> std::result::Result<Json<AuthResponse>, ApiError> {
     chat.auth_limits.check_address(addr)?;
     Ok(Json(chat.refresh(me).await?))
 }
@@ -87,7 +86,7 @@ pub(super) async fn create_channel(
     State(chat): State<AppState>,
     Caller(me): Caller,
     Body(req): Body<CreateChannelRequest>,
-) -> std::result::Result<Response, Refused> {
+) -> std::result::Result<Response, ApiError> {
     Ok((
         StatusCode::CREATED,
         Json(chat.create_group(me, &req.name).await?),
@@ -157,7 +156,7 @@ pub(super) async fn dm(
     State(chat): State<AppState>,
     Caller(me): Caller,
     Body(req): Body<DmRequest>,
-) -> std::result::Result<Response, Refused> {
+) -> std::result::Result<Response, ApiError> {
     let (channel, created) = chat.dm(me, req.user_id).await?;
     let status = if created {
         StatusCode::CREATED
@@ -213,7 +212,7 @@ pub(super) async fn create_media(
     State(chat): State<AppState>,
     Caller(me): Caller,
     Body(req): Body<MediaRequest>,
-) -> std::result::Result<Response, Refused> {
+) -> std::result::Result<Response, ApiError> {
     Ok((
         StatusCode::CREATED,
         Json(chat.create_media(me, &req).await?),

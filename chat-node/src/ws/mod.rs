@@ -110,8 +110,6 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const QUEUE: usize = 1024;
 /// Frames over the rate before the connection is closed with 4008.
 const MAX_OVER_RATE: u32 = 100;
-/// Close code: the session's token expired; reconnect with a fresh one (PROTOCOL.md v1.1).
-pub const TOKEN_EXPIRED: u16 = 4003;
 /// How long a write in progress may still finish once the session is told to close.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -600,7 +598,7 @@ impl Session {
                     return drained(&mut self.out, stream, after_ms).await;
                 }
                 (code, reason) = closer.closed() => Flow::Close(code, reason),
-                () = &mut expiry => Flow::Close(TOKEN_EXPIRED, "token expired; reconnect with a fresh token"),
+                () = &mut expiry => Flow::Close(close::TOKEN_EXPIRED, "token expired; reconnect with a fresh token"),
                 out = rx.recv() => match out {
                     Some(out) => self.events(out, &mut rx).await,
                     None => Flow::Close(1011, "internal error"),

@@ -18,6 +18,8 @@ pub mod close {
     pub const BAD_HELLO: u16 = 4001;
     /// Heartbeat expired.
     pub const HEARTBEAT_EXPIRED: u16 = 4002;
+    /// The session's token expired (v1.1): reconnect with a fresh token.
+    pub const TOKEN_EXPIRED: u16 = 4003;
     /// Rate or policy limit.
     pub const POLICY: u16 = 4008;
     /// Node draining (v1.1): sent after a [`Reconnect`](super::Reconnect) event; wait its
