@@ -236,7 +236,7 @@ pub struct GatewayParentRef {
 }
 
 /// How clients reach the nodes: an Ingress hashing on the `channel` query parameter, or a
-/// Gateway API HTTPRoute.
+/// Gateway API HTTPRoute; and which proxies in front of the nodes they believe.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!(has(self.ingress) && has(self.gateway))").message("choose exposure.ingress or exposure.gateway, not both"))]
@@ -245,6 +245,73 @@ pub struct ExposureSpec {
     pub ingress: Option<IngressSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewaySpec>,
+    /// Addresses (`10.0.0.7`, `fd00::7`) or CIDR ranges (`10.42.0.0/16`) of the proxies
+    /// that connect to the chat-nodes for clients: the ingress controller's or gateway's
+    /// pods (their pod CIDR), or the node addresses when it runs on the host network. A
+    /// chat-node believes `X-Forwarded-For` only from these peers (chat-node's
+    /// `PARLEY_TRUSTED_PROXIES`) and then counts its per-address limits (connections per
+    /// address, the `/v1/auth/*` login and register rate limits) on the client's address.
+    /// Without them every client behind the proxy shares the proxy's one address, so a
+    /// handful of logins locks everybody out. List only proxies: a client connecting
+    /// directly from a trusted range could claim any address. At most 100 entries; an entry
+    /// that is no address or range is left out (the API server refuses most of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub trusted_proxies: Vec<ProxyAddress>,
+}
+
+/// RE2 pattern of one `trustedProxies` entry: an IPv4 address (no leading zeros) with an
+/// optional `/0`-`/32`, or colon-separated hex groups with an optional `/0`-`/128`. Loose on
+/// IPv6 (`1:::2` matches); [`parse_trusted_proxy`] is exact. A pattern rather than CEL's
+/// `isCIDR()`/`isIP()`, which API servers older than Kubernetes 1.31 do not know (the chart
+/// supports 1.30).
+pub const TRUSTED_PROXY_PATTERN: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}(/(3[0-2]|[12]?[0-9]))?|[0-9a-fA-F]{0,4}(:[0-9a-fA-F]{0,4}){2,8}(/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))?)$";
+
+/// One entry of `exposure.trustedProxies`, as written: an IP address or a CIDR range.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(transparent)]
+pub struct ProxyAddress(#[schemars(regex(pattern = TRUSTED_PROXY_PATTERN))] pub String);
+
+/// A trusted-proxy entry normalised to `address/prefix`: a bare address becomes a one-host
+/// range (`/32`, `/128`), an IPv6 address its canonical text (`2001:DB8:0::` → `2001:db8::`);
+/// host bits after the prefix are kept (`10.1.2.3/8` covers `10.0.0.0/8`, as chat-node
+/// reads it). No surrounding spaces, no zone (`%eth0`), the prefix in decimal without sign or
+/// leading zero. Errors: "`<entry>` is not an IP address or CIDR range".
+pub fn parse_trusted_proxy(entry: &str) -> Result<String, String> {
+    let bad = || format!("`{entry}` is not an IP address or CIDR range");
+    let (addr, prefix) = match entry.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (entry, None),
+    };
+    let ip: std::net::IpAddr = addr.parse().map_err(|_| bad())?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let prefix = match prefix {
+        None => max,
+        Some(p) => {
+            let digits = !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
+            if !digits || (p.len() > 1 && p.starts_with('0')) {
+                return Err(bad());
+            }
+            p.parse::<u8>().ok().filter(|n| *n <= max).ok_or_else(bad)?
+        }
+    };
+    Ok(format!("{ip}/{prefix}"))
+}
+
+impl ExposureSpec {
+    /// `trustedProxies` through [`parse_trusted_proxy`]: the normalised ranges, in order, and
+    /// the entries that are none, as written.
+    pub fn trusted_proxy_ranges(&self) -> (Vec<String>, Vec<String>) {
+        let mut ranges = Vec::new();
+        let mut invalid = Vec::new();
+        for ProxyAddress(entry) in &self.trusted_proxies {
+            match parse_trusted_proxy(entry) {
+                Ok(r) => ranges.push(r),
+                Err(_) => invalid.push(entry.clone()),
+            }
+        }
+        (ranges, invalid)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]

@@ -297,8 +297,10 @@ fn field_env(name: &str, path: &str) -> EnvVar {
 /// Where the words of the moderation list are mounted (chat-nodes only).
 const WORDS_DIR: &str = "/etc/parley/words";
 
-/// The chat-node container's own variables: its identity from the pod, and the files only
-/// chat-nodes mount ([`secret_files`] with `with_node_secrets`).
+/// The chat-node container's own variables: its identity from the pod, the files only
+/// chat-nodes mount ([`secret_files`] with `with_node_secrets`), and the trusted proxies
+/// (`PARLEY_TRUSTED_PROXIES`, comma-separated ranges, only when `exposure.trustedProxies`
+/// names a valid one).
 fn node_env(cluster: &ChatCluster, decided: &Decided) -> Vec<EnvVar> {
     let value = |k: &str, v: String| EnvVar {
         name: s(k),
@@ -327,6 +329,13 @@ fn node_env(cluster: &ChatCluster, decided: &Decided) -> Vec<EnvVar> {
             "PARLEY_MODERATION_WORDS_FILE",
             format!("{WORDS_DIR}/{}", w.key),
         ));
+    }
+    // The proxies whose X-Forwarded-For the node believes, so its per-address limits count
+    // clients, not the ingress controller. Entries that are no address or range are left
+    // out: chat-node refuses to start on one, and every node would.
+    let (ranges, _invalid) = cluster.spec.exposure.trusted_proxy_ranges();
+    if !ranges.is_empty() {
+        env.push(value("PARLEY_TRUSTED_PROXIES", ranges.join(",")));
     }
     env
 }
@@ -559,6 +568,59 @@ mod tests {
         assert!(mounts.contains(&"/var/run/parley/shards"));
         let annotations = spec.template.metadata.unwrap().annotations.unwrap();
         assert_eq!(annotations["parley.dev/config-hash"], "abc");
+    }
+
+    /// `cluster()` with `spec.exposure.trustedProxies` set to `proxies`.
+    fn trusting(proxies: serde_json::Value) -> ChatCluster {
+        let mut c = cluster();
+        let mut spec = serde_json::to_value(&c.spec).unwrap();
+        spec["exposure"]["trustedProxies"] = proxies;
+        c.spec = serde_json::from_value(spec).unwrap();
+        c
+    }
+
+    /// The chat-node container's own `env` value of `name`, if it has one.
+    fn node_var(c: &ChatCluster, name: &str) -> Option<String> {
+        let sts = statefulset(c, &decided(), "h");
+        let pod = sts.spec.unwrap().template.spec.unwrap();
+        pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == name)
+            .map(|e| e.value.clone().unwrap_or_default())
+    }
+
+    #[test]
+    fn trusted_proxies_reach_the_chat_nodes_normalised() {
+        // Without the field the node trusts no proxy (its default): no variable at all.
+        assert_eq!(node_var(&cluster(), "PARLEY_TRUSTED_PROXIES"), None);
+        assert!(
+            !config(&cluster())
+                .data
+                .unwrap()
+                .contains_key("PARLEY_TRUSTED_PROXIES")
+        );
+        // CIDRs as given, bare addresses as one-host ranges, IPv6 in canonical form.
+        let c = trusting(serde_json::json!([
+            "10.42.0.0/16",
+            "192.0.2.7",
+            "2001:DB8:0::/64",
+            "fd00::1"
+        ]));
+        assert_eq!(
+            node_var(&c, "PARLEY_TRUSTED_PROXIES").as_deref(),
+            Some("10.42.0.0/16,192.0.2.7/32,2001:db8::/64,fd00::1/128")
+        );
+        // An entry that is no address or range (past the CRD's pattern) is left out rather
+        // than stopping every chat-node at start; the valid ones still apply.
+        let c = trusting(serde_json::json!(["10.0.0.0/33", "1:::2", "10.1.0.0/16"]));
+        assert_eq!(
+            node_var(&c, "PARLEY_TRUSTED_PROXIES").as_deref(),
+            Some("10.1.0.0/16")
+        );
+        let c = trusting(serde_json::json!(["300.0.0.1"]));
+        assert_eq!(node_var(&c, "PARLEY_TRUSTED_PROXIES"), None);
     }
 
     #[test]
