@@ -7,7 +7,7 @@
 //!               operator chart (its image, a pod with leader election): Deployment
 //!               available, Lease held
 //!   2 apply     examples/chatcluster.yaml, patched (backends, images, scheduling, ingress,
-//!               a unique topic prefix)
+//!               the trusted proxies on the real node, a unique topic prefix)
 //!   3 ready     the ChatCluster Ready; the migration Job's pod exited 0; chat-node and
 //!               persister pods Running with every container started and ready
 //!   4 chat      through the edge only: two users on different chat-node pods chat, page
@@ -236,7 +236,24 @@ pub fn parse_toleration(s: &str) -> Result<Value> {
     Ok(t)
 }
 
+/// The addresses a host process (dev/edge's Traefik) reaches dev/k8s's real node's pods from:
+/// the CNI bridge's gateway 198.18.64.1 (the pods' range 198.18.64.0/18 is on that bridge,
+/// so the kernel picks it as the source) and the node address 198.18.1.1 (dev/k8s's
+/// `REAL_NODE_IP`, on the node bridge). See docs/k8s-test-env.md and docs/edge.md.
+pub const REAL_NODE_PROXIES: [&str; 2] = ["198.18.64.1/32", "198.18.1.1/32"];
+
 impl Options {
+    /// The ChatCluster's `exposure.trustedProxies`: the ingress controller's addresses as
+    /// the pods see them. On the real node, [`REAL_NODE_PROXIES`]; elsewhere none (the
+    /// chat-nodes then count every client as the controller's one address).
+    pub fn trusted_proxies(&self) -> Vec<String> {
+        if self.real_node {
+            REAL_NODE_PROXIES.iter().map(|s| (*s).to_owned()).collect()
+        } else {
+            Vec::new()
+        }
+    }
+
     /// The nodeSelector and tolerations every pod gets.
     pub fn scheduling(&self) -> Result<(BTreeMap<String, String>, Vec<Value>)> {
         let mut selector = BTreeMap::new();
@@ -631,6 +648,7 @@ impl Run<'_> {
             tolerations,
             ingress_host: self.host.clone(),
             ingress_class: self.o.ingress_class.clone(),
+            trusted_proxies: self.o.trusted_proxies(),
             topic_prefix: format!("e2e-{}", self.unique),
             partitions: 6,
             replicas: 2,
@@ -1859,6 +1877,12 @@ mod tests {
         assert_eq!(v["tolerations"][0]["effect"], "NoSchedule");
         assert_eq!(o.until, Until::All);
         assert_eq!(o.ingress_class, "traefik");
+        assert_eq!(o.trusted_proxies(), ["198.18.64.1/32", "198.18.1.1/32"]);
+        let elsewhere = Options {
+            real_node: false,
+            ..o
+        };
+        assert!(elsewhere.trusted_proxies().is_empty());
     }
 
     #[test]

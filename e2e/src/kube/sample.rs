@@ -1,6 +1,7 @@
 //! The sample a platform team applies (`examples/chatcluster.yaml`: Secrets, a ChatCluster,
 //! two ChatShards), read as YAML documents and patched for a test run: backends, images,
-//! scheduling, the ingress, a unique Kafka topic prefix. Pure: no I/O besides parsing.
+//! scheduling, the ingress and the proxies the chat-nodes trust, a unique Kafka topic
+//! prefix. Pure: no I/O besides parsing.
 //!
 //! Secrets are found by following the references of the ChatCluster and ChatShards
 //! (`directory.secretRef`, `redis.secretRef`, `media.credentialsSecretRef`,
@@ -37,6 +38,10 @@ pub struct Patch {
     pub tolerations: Vec<Value>,
     pub ingress_host: String,
     pub ingress_class: String,
+    /// `exposure.trustedProxies`: the addresses the ingress controller connects to the pods
+    /// from, so the chat-nodes' per-address limits count the run's clients one by one (they
+    /// all come through the one controller). None when empty.
+    pub trusted_proxies: Vec<String>,
     /// Kafka topic (and Redis key) prefix, unique per run.
     pub topic_prefix: String,
     /// Kafka partitions of the run's topics.
@@ -200,10 +205,11 @@ pub fn patch(documents: Vec<Value>, p: &Patch) -> Result<Sample> {
             json!({"nodeSelector": p.node_selector, "tolerations": p.tolerations}),
         );
     }
-    spec.insert(
-        "exposure".into(),
-        json!({"ingress": {"host": p.ingress_host, "className": p.ingress_class}}),
-    );
+    let mut exposure = json!({"ingress": {"host": p.ingress_host, "className": p.ingress_class}});
+    if !p.trusted_proxies.is_empty() {
+        exposure["trustedProxies"] = json!(p.trusted_proxies);
+    }
+    spec.insert("exposure".into(), exposure);
     spec.insert(
         "kafka".into(),
         json!({
@@ -418,6 +424,7 @@ spec: {clusterRef: {name: chat}, slots: ["0-2047"], postgres: {secretRef: {name:
             ],
             ingress_host: "chat.parley.test".into(),
             ingress_class: "traefik".into(),
+            trusted_proxies: vec!["198.18.64.1/32".into(), "198.18.1.1/32".into()],
             topic_prefix: "e2e1".into(),
             partitions: 6,
             replicas: 2,
@@ -442,6 +449,10 @@ spec: {clusterRef: {name: chat}, slots: ["0-2047"], postgres: {secretRef: {name:
         assert_eq!(spec["replicas"], 2);
         assert_eq!(spec["exposure"]["ingress"]["className"], "traefik");
         assert_eq!(spec["exposure"]["ingress"]["host"], "chat.parley.test");
+        assert_eq!(
+            spec["exposure"]["trustedProxies"],
+            json!(["198.18.64.1/32", "198.18.1.1/32"])
+        );
         assert_eq!(spec["kafka"]["topicPrefix"], "e2e1");
         assert_eq!(spec["kafka"]["bootstrapServers"], "198.18.1.1:19094");
         assert_eq!(
@@ -507,6 +518,29 @@ spec: {clusterRef: {name: chat}, slots: ["0-2047"], postgres: {secretRef: {name:
         p.tolerations.clear();
         let s = patch(parse_documents(SAMPLE).unwrap(), &p).unwrap();
         assert!(s.cluster["spec"].get("scheduling").is_none());
+    }
+
+    /// The sample's own trusted proxies (a placeholder pod CIDR) never reach a run: the run's
+    /// replace them, or none are left.
+    #[test]
+    fn trusted_proxies_are_the_runs() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/chatcluster.yaml");
+        let docs = parse_documents(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let s = patch(docs.clone(), &patch_of()).unwrap();
+        assert_eq!(
+            s.cluster["spec"]["exposure"]["trustedProxies"],
+            json!(["198.18.64.1/32", "198.18.1.1/32"])
+        );
+        let mut p = patch_of();
+        p.trusted_proxies.clear();
+        let s = patch(docs, &p).unwrap();
+        assert!(
+            s.cluster["spec"]["exposure"]
+                .get("trustedProxies")
+                .is_none(),
+            "{}",
+            s.cluster["spec"]["exposure"]
+        );
     }
 
     #[test]
