@@ -4,7 +4,10 @@ use chat_node::{ShutdownSignals, node};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Logs go to stderr: stdout carries the one line tools read the address from, and a
+    // warning logged before it (a data directory tightened at start) must not displace it.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,sqlx=warn".into()),
