@@ -314,13 +314,16 @@ mod tests {
         // Two slots, one waiting place: of 6 hashes started together, 3 are admitted (2
         // run, 1 waits) and 3 are shed at once.
         let (release, hold) = tokio::sync::watch::channel(false);
+        let working = Arc::new(AtomicUsize::new(0));
         let tasks: Vec<_> = (0..6)
             .map(|_| {
                 let gate = gate.clone();
                 let mut hold = hold.clone();
+                let working = working.clone();
                 tokio::spawn(async move {
                     gate.hash(move |memory| {
                         let len = memory.len();
+                        working.fetch_add(1, Ordering::SeqCst);
                         // Hold the slot until released, so the others find it busy.
                         while !*hold.borrow_and_update() {
                             std::thread::sleep(Duration::from_millis(2));
@@ -331,11 +334,13 @@ mod tests {
                 })
             })
             .collect();
-        // Wait (bounded) until the two slots are taken, one request waits and the other
-        // three were shed: only then is every request's fate decided.
+        // Wait (bounded) until two hashes hold their buffers, one request waits and the other
+        // three were shed: only then is every request's fate decided. (A slot counts as in
+        // flight before it has its buffer: released then, the first could hand its buffer
+        // to the second.)
         let settled = || {
             (
-                gate.slots.in_flight.load(Ordering::SeqCst),
+                working.load(Ordering::SeqCst),
                 gate.waiting.load(Ordering::SeqCst),
                 tasks.iter().filter(|t| t.is_finished()).count(),
             )
