@@ -1,6 +1,78 @@
-//! Token buckets: a sustained rate with a burst.
+//! Rate limits: [`KeyedLimiter`] (GCRA from the `governor` crate, for limits keyed by
+//! client address or user whose keys come and go), and [`RateLimiter`], token buckets for
+//! the send and frame rates.
 
 use std::collections::HashMap;
+use std::hash::Hash;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+
+/// How often a [`KeyedLimiter`] drops keys back at their fresh state.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// A [`KeyedLimiter`] with more keys than this is swept at once, whenever it was last swept.
+const SWEEP_ABOVE_KEYS: usize = 100_000;
+
+/// Why a [`KeyedLimiter`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Over {
+    /// The key's allowance is spent; it has room again after this wait.
+    Wait(Duration),
+    /// More was asked at once than the whole burst: it never fits.
+    Never,
+}
+
+/// One GCRA quota per key (`governor`'s keyed limiter), whose memory follows recent
+/// activity: keys back at their fresh state carry no information and are dropped once a
+/// minute, and at once when more than 100,000 are held.
+#[derive(Debug)]
+pub struct KeyedLimiter<K: Hash + Eq + Clone> {
+    limiter: DefaultKeyedRateLimiter<K>,
+    swept: Mutex<Instant>,
+}
+
+impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
+    pub fn new(quota: Quota) -> Self {
+        Self {
+            limiter: DefaultKeyedRateLimiter::keyed(quota),
+            swept: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Takes `cells` (0 takes nothing) from `key`'s allowance.
+    pub fn check(&self, key: &K, cells: u32) -> Result<(), Over> {
+        self.sweep();
+        let Some(n) = NonZeroU32::new(cells) else {
+            return Ok(());
+        };
+        match self.limiter.check_key_n(key, n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err(Over::Wait(
+                not_until.wait_time_from(DefaultClock::default().now()),
+            )),
+            Err(_) => Err(Over::Never),
+        }
+    }
+
+    /// Keys held now.
+    pub fn keys(&self) -> usize {
+        self.limiter.len()
+    }
+
+    fn sweep(&self) {
+        let Ok(mut swept) = self.swept.try_lock() else {
+            return;
+        };
+        if swept.elapsed() >= SWEEP_EVERY || self.limiter.len() > SWEEP_ABOVE_KEYS {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+            *swept = Instant::now();
+        }
+    }
+}
 
 /// One bucket.
 #[derive(Debug, Clone, Copy)]

@@ -58,20 +58,15 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::Quota;
 use parley_protocol::ErrorCode;
 use sha2::Digest as _;
 
 use crate::auth::Block;
 use crate::error::ApiError;
-
-/// How often limiter keys back at their fresh state are dropped.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
-/// A limiter with more keys than this is swept at once, whenever it was last swept.
-const SWEEP_ABOVE_KEYS: usize = 100_000;
+use crate::ratelimit::{KeyedLimiter, Over};
 
 #[derive(Debug)]
 struct Slots {
@@ -113,11 +108,10 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// One keyed GCRA limiter and when it was last swept.
+/// One keyed sign-in limit and what it counts, for messages.
 #[derive(Debug)]
 struct Keyed<K: std::hash::Hash + Eq + Clone> {
-    limiter: DefaultKeyedRateLimiter<K>,
-    swept: Mutex<Instant>,
+    limiter: KeyedLimiter<K>,
     what: &'static str,
 }
 
@@ -126,39 +120,27 @@ impl<K: std::hash::Hash + Eq + Clone> Keyed<K> {
         let nz = |n: u32| NonZeroU32::new(n.max(1)).expect("at least 1");
         let quota = Quota::per_minute(nz(per_min)).allow_burst(nz(burst));
         Self {
-            limiter: DefaultKeyedRateLimiter::keyed(quota),
-            swept: Mutex::new(Instant::now()),
+            limiter: KeyedLimiter::new(quota),
             what,
         }
     }
 
     fn check(&self, key: &K) -> Result<(), ApiError> {
-        self.sweep();
-        self.limiter.check_key(key).map_err(|not_until| {
-            ApiError::rate_limited(format!(
+        self.limiter.check(key, 1).map_err(|over| {
+            let e = ApiError::rate_limited(format!(
                 "too many sign-in attempts {}; try again later",
                 self.what
-            ))
-            .retry_after(not_until.wait_time_from(DefaultClock::default().now()))
+            ));
+            match over {
+                Over::Wait(wait) => e.retry_after(wait),
+                Over::Never => e,
+            }
         })
-    }
-
-    /// Drops keys whose state is back to fresh, once a minute (or at once when there are
-    /// many): what the limiter holds follows recent activity, not every key ever seen.
-    fn sweep(&self) {
-        let Ok(mut swept) = self.swept.try_lock() else {
-            return;
-        };
-        if swept.elapsed() >= SWEEP_EVERY || self.limiter.len() > SWEEP_ABOVE_KEYS {
-            self.limiter.retain_recent();
-            self.limiter.shrink_to_fit();
-            *swept = Instant::now();
-        }
     }
 
     #[cfg(test)]
     fn keys(&self) -> usize {
-        self.limiter.len()
+        self.limiter.keys()
     }
 }
 

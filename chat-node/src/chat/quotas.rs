@@ -11,21 +11,16 @@
 //! every minute, so the memory follows recent activity.
 
 use std::num::NonZeroU32;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use governor::clock::{Clock as _, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::Quota;
 use parley_protocol::Id;
 
 use crate::error::ApiError;
+use crate::ratelimit::{KeyedLimiter, Over};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 const HOUR: Duration = Duration::from_secs(3600);
-/// How often limiter states back at fresh are dropped.
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
-/// A limiter with more users than this is swept at once, whenever it was last swept.
-const SWEEP_ABOVE_KEYS: usize = 100_000;
 /// Upload bytes are counted in KiB (governor counts in `u32` cells).
 const KIB: u64 = 1024;
 
@@ -69,8 +64,7 @@ pub struct UserQuotas {
 /// One per-user cap over a period.
 #[derive(Debug)]
 struct Cap {
-    limiter: DefaultKeyedRateLimiter<Id>,
-    swept: Mutex<Instant>,
+    limiter: KeyedLimiter<Id>,
     /// What is counted, for messages: "groups created per day".
     what: &'static str,
     allowance: u32,
@@ -85,8 +79,7 @@ impl Cap {
             .unwrap_or_else(|| Quota::per_second(burst))
             .allow_burst(burst);
         Some(Self {
-            limiter: DefaultKeyedRateLimiter::keyed(quota),
-            swept: Mutex::new(Instant::now()),
+            limiter: KeyedLimiter::new(quota),
             what,
             allowance,
         })
@@ -94,32 +87,17 @@ impl Cap {
 
     /// Takes `cells` from `user`'s allowance, or says when they would fit.
     fn take(&self, user: Id, cells: u32) -> Result<(), ApiError> {
-        self.sweep();
-        let Some(n) = NonZeroU32::new(cells) else {
-            return Ok(());
-        };
-        match self.limiter.check_key_n(&user, n) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(not_until)) => Err(ApiError::rate_limited(format!(
+        match self.limiter.check(&user, cells) {
+            Ok(()) => Ok(()),
+            Err(Over::Wait(wait)) => Err(ApiError::rate_limited(format!(
                 "over the limit of {} {}; try again later",
                 self.allowance, self.what
             ))
-            .retry_after(not_until.wait_time_from(DefaultClock::default().now()))),
-            Err(_) => Err(ApiError::too_large(format!(
+            .retry_after(wait)),
+            Err(Over::Never) => Err(ApiError::too_large(format!(
                 "larger than the whole limit of {} {}",
                 self.allowance, self.what
             ))),
-        }
-    }
-
-    fn sweep(&self) {
-        let Ok(mut swept) = self.swept.try_lock() else {
-            return;
-        };
-        if swept.elapsed() >= SWEEP_EVERY || self.limiter.len() > SWEEP_ABOVE_KEYS {
-            self.limiter.retain_recent();
-            self.limiter.shrink_to_fit();
-            *swept = Instant::now();
         }
     }
 }
