@@ -15,8 +15,9 @@
 //! work in progress (its last append), deletes its lease and announces `RingChanged` on the
 //! `cluster` topic, so every node reads the leases again at once instead of at its next tick.
 
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -164,7 +165,7 @@ impl Cluster {
         if *old != members {
             tracing::info!(members = ?members.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), "ring members from the ChatCluster");
             {
-                let mut departing = lock(&self.departing);
+                let mut departing = self.departing.lock();
                 for m in old.iter() {
                     if m.name != self.me
                         && !members.iter().any(|n| n.name == m.name)
@@ -212,7 +213,7 @@ impl Cluster {
 
     /// Whether this node may start owner work now (its lease is fresh).
     pub fn may_own(&self) -> bool {
-        let renewed = *lock(&self.renewed);
+        let renewed = *self.renewed.lock();
         renewed.is_some_and(|at| at.elapsed() < self.leases.owner_window())
     }
 
@@ -244,7 +245,7 @@ impl Cluster {
                 .query_async(&mut conn)
                 .await;
             match renewed {
-                Ok(()) => *lock(&self.renewed) = Some(Instant::now()),
+                Ok(()) => *self.renewed.lock() = Some(Instant::now()),
                 Err(e) => {
                     tracing::warn!("renewing this node's lease failed: {e}");
                     // Keep the last view: during a Redis outage nobody's lease can be seen
@@ -252,7 +253,7 @@ impl Cluster {
                     return;
                 }
             }
-        } else if lock(&self.renewed).is_some() {
+        } else if self.renewed.lock().is_some() {
             tracing::info!(
                 listed = listed.is_some(),
                 leaving = self.is_leaving(),
@@ -260,7 +261,7 @@ impl Cluster {
             );
             self.give_up().await;
         }
-        let departing: Vec<Member> = lock(&self.departing).clone();
+        let departing: Vec<Member> = self.departing.lock().clone();
         let candidates: Vec<&Member> = members.iter().chain(departing.iter()).collect();
         let keys: Vec<String> = candidates.iter().map(|m| self.key(&m.name)).collect();
         let alive: Result<Vec<Option<String>>, _> =
@@ -278,7 +279,9 @@ impl Cluster {
             }
             live.push(m.clone());
         }
-        lock(&self.departing).retain(|d| still_departing.contains(&d.name));
+        self.departing
+            .lock()
+            .retain(|d| still_departing.contains(&d.name));
         let next = Ring::new(live);
         let current = self.view.load();
         if current.ring.members() != next.members() || current.epoch == 0 {
@@ -324,7 +327,7 @@ impl Cluster {
     /// node's appends before they sequence, so seqs continue without a gap or a repeat.
     pub async fn give_up(&self) {
         let _no_owner_work = self.gate.write().await;
-        let held = lock(&self.renewed).take().is_some();
+        let held = self.renewed.lock().take().is_some();
         let mut conn = self.redis.clone();
         let deleted: Result<i64, _> = redis::cmd("DEL")
             .arg(self.key(&self.me))
@@ -348,10 +351,6 @@ impl Cluster {
         self.leaving.store(true, Ordering::Relaxed);
         self.give_up().await;
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@
 //!          ─► wait for the sockets to end (window + slack), then the hard shutdown (1001)
 //! ```
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -90,8 +90,8 @@ pub struct Drain {
 }
 
 impl Drain {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Inner> {
+        self.inner.lock()
     }
 
     /// Whether the node is draining (`/readyz` answers 503 from the first moment, and

@@ -10,8 +10,9 @@
 //! subscription per socket). An event is serialized once by its publisher; every
 //! connection's queue gets a cheap clone of the same bytes.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -141,7 +142,7 @@ pub struct Hub {
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let s = self.state.lock();
         f.debug_struct("Hub")
             .field("connections", &s.conns.len())
             .field("channels", &s.channels.len())
@@ -159,8 +160,8 @@ impl Hub {
         }
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn state(&self) -> parking_lot::MutexGuard<'_, State> {
+        self.state.lock()
     }
 
     pub fn pubsub(&self) -> &Arc<dyn PubSub> {
@@ -173,7 +174,8 @@ impl Hub {
     }
 
     /// Whether the user has a live connection on this node.
-    pub fn is_connected(&self, user: Id) -> bool {
+    #[cfg(test)]
+    fn is_connected(&self, user: Id) -> bool {
         self.state().users.get(&user).is_some_and(|c| !c.is_empty())
     }
 
@@ -197,8 +199,8 @@ impl Hub {
         self.state().sessions.get(&user).copied().unwrap_or(0)
     }
 
-    fn budgets(&self) -> std::sync::MutexGuard<'_, Budgets> {
-        self.budgets.lock().unwrap_or_else(|e| e.into_inner())
+    fn budgets(&self) -> parking_lot::MutexGuard<'_, Budgets> {
+        self.budgets.lock()
     }
 
     /// Whether `user` may start a resume replay now (their replay budget is positive);

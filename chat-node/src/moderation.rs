@@ -288,7 +288,7 @@ pub struct Moderator {
     filter: ArcSwap<WordFilter>,
     file: Option<PathBuf>,
     /// Modification time and size of the file when it was last read.
-    stamp: std::sync::Mutex<Option<Stamp>>,
+    stamp: parking_lot::Mutex<Option<Stamp>>,
 }
 
 type Stamp = (SystemTime, u64);
@@ -318,7 +318,7 @@ impl Moderator {
             policy,
             filter: ArcSwap::from_pointee(filter),
             file: file.map(Path::to_owned),
-            stamp: std::sync::Mutex::new(stamp),
+            stamp: parking_lot::Mutex::new(stamp),
         })
     }
 
@@ -328,7 +328,7 @@ impl Moderator {
             policy,
             filter: ArcSwap::from_pointee(WordFilter::from_list(list)),
             file: None,
-            stamp: std::sync::Mutex::new(None),
+            stamp: parking_lot::Mutex::new(None),
         }
     }
 
@@ -345,7 +345,7 @@ impl Moderator {
         let Some(path) = &self.file else { return Ok(0) };
         let stamp = stamp_of(path);
         let filter = WordFilter::from_list(&read_list(path)?);
-        *self.stamp.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
+        *self.stamp.lock() = stamp;
         let n = filter.len();
         self.filter.store(Arc::new(filter));
         Ok(n)
@@ -368,7 +368,7 @@ impl Moderator {
                 () = shutdown.cancelled() => return,
             }
             let now = stamp_of(&path);
-            let last = *self.stamp.lock().unwrap_or_else(|e| e.into_inner());
+            let last = *self.stamp.lock();
             if now.is_some() && now != last {
                 match self.reload() {
                     Ok(n) => {

@@ -2,10 +2,10 @@
 //! client address or user whose keys come and go), and [`RateLimiter`], token buckets for
 //! the send and frame rates.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock as _, DefaultClock};
@@ -63,7 +63,7 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K> {
     }
 
     fn sweep(&self) {
-        let Ok(mut swept) = self.swept.try_lock() else {
+        let Some(mut swept) = self.swept.try_lock() else {
             return;
         };
         if swept.elapsed() >= SWEEP_EVERY || self.limiter.len() > SWEEP_ABOVE_KEYS {

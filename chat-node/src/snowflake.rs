@@ -6,7 +6,8 @@
 //! clock to catch up, up to a bound, and then refuses with [`SnowflakeError::ClockBehind`].
 //! The decision logic ([`Snowflake::try_next`]) is pure and tested with a fake clock.
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use parley_protocol::Id;
@@ -110,7 +111,7 @@ impl Snowflake {
         if !(0..=MAX_TIMESTAMP).contains(&now) {
             return Next::OutOfRange;
         }
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.lock();
         if now < state.last_ms {
             let behind = state.last_ms - now;
             return Next::Wait {

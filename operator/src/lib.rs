@@ -14,6 +14,3 @@ pub mod metrics;
 pub mod resources;
 pub mod run;
 pub mod status;
-
-/// Kubernetes API version the typed client is generated for.
-pub const KUBERNETES_API: &str = "1.35";

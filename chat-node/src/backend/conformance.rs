@@ -3,7 +3,8 @@
 //!
 //! Each check uses fresh random IDs and names, so it can run against long-lived servers.
 
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -556,13 +557,13 @@ pub async fn log_suite(log: &dyn Log) {
 pub fn recording_sink() -> (Sink, Arc<Mutex<Vec<Delivery>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
-    (Arc::new(move |d| s.lock().unwrap().push(d)), seen)
+    (Arc::new(move |d| s.lock().push(d)), seen)
 }
 
 async fn eventually(seen: &Mutex<Vec<Delivery>>, n: usize) -> Vec<Delivery> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let v = seen.lock().unwrap().clone();
+        let v = seen.lock().clone();
         if v.len() >= n || tokio::time::Instant::now() >= deadline {
             return v;
         }
@@ -624,7 +625,7 @@ pub async fn pubsub_suite(
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
-        only(&b_seen.lock().unwrap(), t1).len(),
+        only(&b_seen.lock(), t1).len(),
         1,
         "unsubscribed: no more deliveries"
     );

@@ -1,8 +1,9 @@
 //! In-process pub/sub: a [`MemoryBus`] shared by any number of endpoints (one per node),
 //! each with its own subscriptions, as nodes share a Redis server.
 
+use parking_lot::Mutex;
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -44,7 +45,7 @@ impl MemoryBus {
             subscriptions: Mutex::new(HashSet::new()),
             sink,
         });
-        let mut endpoints = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+        let mut endpoints = self.endpoints.lock();
         endpoints.retain(|e| e.strong_count() > 0);
         endpoints.push(Arc::downgrade(&endpoint));
         MemoryPubSub {
@@ -58,15 +59,11 @@ impl MemoryBus {
 impl PubSub for MemoryPubSub {
     async fn publish(&self, topic: Topic, payload: Bytes) -> Result<(), BackendError> {
         let targets: Vec<Arc<Endpoint>> = {
-            let endpoints = self.bus.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+            let endpoints = self.bus.endpoints.lock();
             endpoints.iter().filter_map(Weak::upgrade).collect()
         };
         for endpoint in targets {
-            let subscribed = endpoint
-                .subscriptions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&topic);
+            let subscribed = endpoint.subscriptions.lock().contains(&topic);
             if subscribed {
                 (endpoint.sink)(Delivery {
                     topic,
@@ -78,20 +75,12 @@ impl PubSub for MemoryPubSub {
     }
 
     async fn subscribe(&self, topic: Topic) -> Result<(), BackendError> {
-        self.endpoint
-            .subscriptions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(topic);
+        self.endpoint.subscriptions.lock().insert(topic);
         Ok(())
     }
 
     async fn unsubscribe(&self, topic: Topic) -> Result<(), BackendError> {
-        self.endpoint
-            .subscriptions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&topic);
+        self.endpoint.subscriptions.lock().remove(&topic);
         Ok(())
     }
 }

@@ -54,10 +54,11 @@ pub struct AuthLimits {
     pub auth_username_burst: u32,
 }
 
+use parking_lot::Mutex;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::Quota;
@@ -84,19 +85,17 @@ impl Slots {
     fn run<T>(&self, work: impl FnOnce(&mut Vec<Block>) -> T) -> T {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, Ordering::SeqCst);
-        let mut memory = lock(&self.memory)
+        let mut memory = self
+            .memory
+            .lock()
             .pop()
             .unwrap_or_else(crate::auth::hash_memory);
         let out = work(&mut memory);
-        lock(&self.memory).push(memory);
+        self.memory.lock().push(memory);
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.done.fetch_add(1, Ordering::SeqCst);
         out
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Counts a waiting request for as long as it lives (a client that goes away stops waiting).
@@ -269,7 +268,7 @@ impl AuthGate {
 
     /// Hash memory buffers allocated so far (at most the number of slots).
     pub fn hash_buffers(&self) -> usize {
-        lock(&self.slots.memory).len() + self.slots.in_flight.load(Ordering::SeqCst)
+        self.slots.memory.lock().len() + self.slots.in_flight.load(Ordering::SeqCst)
     }
 }
 

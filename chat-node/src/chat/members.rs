@@ -3,8 +3,9 @@
 //! joined elsewhere is checked against the directory), and every membership change
 //! invalidates the entry on every node through the `cluster` pub/sub topic.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parley_protocol::Id;
@@ -36,8 +37,8 @@ pub enum ClusterEvent {
 }
 
 impl MembershipCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Entry>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<Id, Entry>> {
+        self.map.lock()
     }
 
     pub fn get(&self, channel: Id) -> Option<Arc<HashSet<Id>>> {

@@ -119,7 +119,6 @@ impl Chat {
         let allowed = self
             .send_limiter
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .allow(author, self.now().unix_millis());
         if allowed {
             Ok(())

@@ -23,8 +23,9 @@ pub use messages::SendInput;
 pub use presence::PresenceStore;
 pub use sequencer::Sequencer;
 
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use parley_protocol::ws::ServerFrame;

@@ -27,8 +27,8 @@ pub enum PresenceStore {
 }
 
 impl Chat {
-    fn tracker(&self) -> std::sync::MutexGuard<'_, crate::presence::Tracker> {
-        self.presence.lock().unwrap_or_else(|e| e.into_inner())
+    fn tracker(&self) -> parking_lot::MutexGuard<'_, crate::presence::Tracker> {
+        self.presence.lock()
     }
 
     /// Announces a tracker change (embedded) or a Redis one (distributed).

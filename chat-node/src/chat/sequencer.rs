@@ -26,9 +26,10 @@
 //! are refused with `unavailable` ([`Sequencer::admit`]) instead of growing memory; retries
 //! of sends already made are still answered.
 
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use parley_protocol::{Id, Timestamp};
 
@@ -173,10 +174,6 @@ impl Default for Sequencer {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The bytes a message is counted for: its allocations and the bookkeeping around it.
 fn message_bytes(m: &StoredMessage) -> usize {
     std::mem::size_of::<StoredMessage>()
@@ -212,7 +209,7 @@ impl Sequencer {
     pub fn channel(&self, id: Id) -> Arc<ChannelSeq> {
         let tick = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
         let (state, made) = {
-            let mut channels = lock(&self.channels);
+            let mut channels = self.channels.lock();
             match channels.get(&id) {
                 Some(c) => (c.clone(), false),
                 None => {
@@ -242,7 +239,7 @@ impl Sequencer {
         }
         {
             let persisted = self.persisted.load(Ordering::SeqCst);
-            let mut recent = lock(&channel.recent);
+            let mut recent = channel.recent.lock();
             recent.push_back(Recent {
                 stamp,
                 bytes,
@@ -270,7 +267,7 @@ impl Sequencer {
             created_at: message.created_at,
             stamp,
         };
-        let mut ids = lock(&self.client_ids);
+        let mut ids = self.client_ids.lock();
         if ids.map.insert(key.clone(), entry).is_none() {
             ids.order.push_back((key, stamp, bytes));
             ids.bytes += bytes;
@@ -311,7 +308,7 @@ impl Sequencer {
         }
         let target = (self.recent_budget / 8 * EVICT_TO_EIGHTHS).saturating_sub(incoming);
         let persisted = self.persisted.load(Ordering::SeqCst);
-        let mut channels = lock(&self.channels);
+        let mut channels = self.channels.lock();
         let mut by_use: Vec<(u64, Id)> = channels
             .iter()
             .map(|(id, c)| (c.used.load(Ordering::Relaxed), *id))
@@ -325,7 +322,7 @@ impl Sequencer {
                 continue;
             };
             let empty = {
-                let mut recent = lock(&state.recent);
+                let mut recent = state.recent.lock();
                 while recent.front().is_some_and(|r| r.stamp <= persisted) {
                     if let Some(old) = recent.pop_front() {
                         self.recent_bytes.fetch_sub(old.bytes, Ordering::Relaxed);
@@ -380,7 +377,7 @@ impl Sequencer {
     pub fn persisted_through(&self, stamp: u64) {
         self.persisted.fetch_max(stamp, Ordering::SeqCst);
         self.evict_recent(0);
-        self.evict_client_ids(&mut lock(&self.client_ids));
+        self.evict_client_ids(&mut self.client_ids.lock());
     }
 
     /// Whether messages the store may lack take up so much of a budget that the store
@@ -389,7 +386,7 @@ impl Sequencer {
         let unconfirmed = self.stamp.load(Ordering::SeqCst) > self.persisted.load(Ordering::SeqCst);
         unconfirmed
             && (self.recent_bytes.load(Ordering::Relaxed) > self.recent_budget / 4 * 3
-                || lock(&self.client_ids).bytes > self.ids_budget / 4 * 3)
+                || self.client_ids.lock().bytes > self.ids_budget / 4 * 3)
     }
 
     /// Claims the one confirmation that may run at a time; `false` when one is running.
@@ -411,7 +408,8 @@ impl Sequencer {
         client_msg_id: &str,
         since: Timestamp,
     ) -> Option<ClientIdHit> {
-        lock(&self.client_ids)
+        self.client_ids
+            .lock()
             .map
             .get(&(author, Arc::from(client_msg_id)))
             .filter(|e| e.created_at >= since)
@@ -420,8 +418,8 @@ impl Sequencer {
 
     /// The recent message `id` of `channel`, if memory still holds it.
     pub fn recent_message(&self, channel: Id, id: Id) -> Option<Arc<StoredMessage>> {
-        let state = lock(&self.channels).get(&channel).cloned()?;
-        let recent = lock(&state.recent);
+        let state = self.channels.lock().get(&channel).cloned()?;
+        let recent = state.recent.lock();
         recent
             .iter()
             .rev()
@@ -431,16 +429,17 @@ impl Sequencer {
 
     /// The channel's recent messages, oldest first.
     pub fn recent(&self, id: Id) -> Vec<Arc<StoredMessage>> {
-        let Some(channel) = lock(&self.channels).get(&id).cloned() else {
+        let Some(channel) = self.channels.lock().get(&id).cloned() else {
             return Vec::new();
         };
-        let recent = lock(&channel.recent);
+        let recent = channel.recent.lock();
         recent.iter().map(|r| r.message.clone()).collect()
     }
 
     /// The last seq this node assigned in `id`, if it assigned any.
-    pub fn known_last_seq(&self, id: Id) -> Option<u64> {
-        let channel = lock(&self.channels).get(&id).cloned()?;
+    #[cfg(test)]
+    fn known_last_seq(&self, id: Id) -> Option<u64> {
+        let channel = self.channels.lock().get(&id).cloned()?;
         match channel.hint.load(Ordering::Relaxed) {
             0 => None,
             n => Some(n),
@@ -454,12 +453,12 @@ impl Sequencer {
 
     /// Bytes counted for idempotency keys.
     pub fn client_id_bytes(&self) -> usize {
-        lock(&self.client_ids).bytes
+        self.client_ids.lock().bytes
     }
 
     /// Channel states held.
     pub fn channels_held(&self) -> usize {
-        lock(&self.channels).len()
+        self.channels.lock().len()
     }
 }
 

@@ -17,13 +17,14 @@
 //! TLS-terminating proxy). Shutdown is axum's: stop accepting, let in-flight requests end,
 //! close idle connections, wait for the rest.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -346,8 +347,8 @@ impl ConnState {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Phase> {
-        self.phase.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Phase> {
+        self.phase.lock()
     }
 
     fn read_deadline(&self) -> Option<Instant> {
@@ -379,14 +380,14 @@ impl ConnState {
         }
         // hyper polled the socket while the request was served and waits on it: poll again,
         // now with the idle deadline.
-        let reader = self.reader.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let reader = self.reader.lock().take();
         if let Some(w) = reader {
             w.wake();
         }
     }
 
     fn wait_for_reads(&self, waker: &std::task::Waker) {
-        let mut reader = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reader = self.reader.lock();
         match &*reader {
             Some(w) if w.will_wake(waker) => {}
             _ => *reader = Some(waker.clone()),
@@ -566,11 +567,7 @@ struct Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(key) = self.key {
-            let mut counts = self
-                .caps
-                .per_address
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut counts = self.caps.per_address.lock();
             if let Some(n) = counts.get_mut(&key) {
                 *n -= 1;
                 if *n == 0 {
@@ -614,7 +611,7 @@ impl Caps {
             None
         } else {
             let key = address_key(peer);
-            let mut counts = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
+            let mut counts = self.per_address.lock();
             let n = counts.entry(key).or_insert(0);
             if *n >= self.max_per_address {
                 return Err(Over::PerAddress);

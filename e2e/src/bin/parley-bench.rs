@@ -248,12 +248,13 @@ async fn load(a: Args) {
 /// It prints figures; with `--check` it exits 1 when the RSS at the end is more than 50 MiB
 /// above idle or a probe failed. `--node-env K=V` (repeatable) passes a setting to the node.
 mod hostile {
+    use parking_lot::Mutex;
     use std::collections::BTreeMap;
     use std::net::{IpAddr, SocketAddr};
     use std::path::PathBuf;
     use std::process::Stdio;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -569,7 +570,7 @@ mod hostile {
                     };
                     let took = t0.elapsed();
                     for p in [&probes, &total] {
-                        let mut p = p.lock().unwrap();
+                        let mut p = p.lock();
                         p.worst = p.worst.max(took);
                         match &r {
                             Ok(()) => p.ok += 1,
@@ -583,7 +584,7 @@ mod hostile {
                 }
             })
         };
-        let take_probes = || std::mem::take(&mut *probes.lock().unwrap());
+        let take_probes = || std::mem::take(&mut *probes.lock());
         let settle = Duration::from_secs(a.settle_secs);
 
         let idle = rss.now();
@@ -652,7 +653,7 @@ mod hostile {
         stop.store(true, Ordering::Relaxed);
         let _ = prober.await;
         let _ = sampler.await;
-        let total = total_probes.lock().unwrap().clone();
+        let total = total_probes.lock().clone();
         report_probes("the whole run", &total);
         let grew = end.saturating_sub(idle);
         println!(

@@ -27,9 +27,10 @@ pub mod k8s;
 pub mod sample;
 pub mod traffic;
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
@@ -924,7 +925,7 @@ impl Run<'_> {
                     let l = ledger.clone();
                     let names = names.clone();
                     async move {
-                        let l = l.lock().map_err(|_| anyhow!("ledger poisoned"))?;
+                        let l = l.lock();
                         if let Some(f) = l.fatal.first() {
                             bail!("a client failed: {f}");
                         }
@@ -949,7 +950,7 @@ impl Run<'_> {
             self.o.listeners
         ));
         let check_clients = |ledger: &SharedLedger| -> Result<()> {
-            let l = ledger.lock().map_err(|_| anyhow!("ledger poisoned"))?;
+            let l = ledger.lock();
             if let Some(f) = l.fatal.first() {
                 bail!("a traffic client failed: {f}");
             }
@@ -1015,7 +1016,7 @@ impl Run<'_> {
                     let l = ledger.clone();
                     let receivers = receivers.clone();
                     async move {
-                        let l = l.lock().map_err(|_| anyhow!("ledger poisoned"))?;
+                        let l = l.lock();
                         if let Some(f) = l.fatal.first() {
                             bail!("a client failed: {f}");
                         }
@@ -1047,7 +1048,7 @@ impl Run<'_> {
             }
         }
         let history = fetch_history(edge, &chat.a, chat.channel).await?;
-        let l = ledger.lock().map_err(|_| anyhow!("ledger poisoned"))?;
+        let l = ledger.lock();
         let mut all_acked = chat.acked.clone();
         all_acked.extend(l.acked.iter().cloned());
         let traffic_acked: Vec<Acked> = l.acked.clone();
@@ -1138,7 +1139,7 @@ impl Run<'_> {
 
     async fn delete_node_pod(&mut self, ledger: &SharedLedger) -> Result<()> {
         let pod_name = {
-            let l = ledger.lock().map_err(|_| anyhow!("ledger poisoned"))?;
+            let l = ledger.lock();
             l.nodes
                 .get("a")
                 .cloned()

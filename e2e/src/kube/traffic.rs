@@ -5,8 +5,9 @@
 //! message, every message received and every disconnect; [`verify`] checks them against the
 //! channel's history at the end.
 
+use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -110,13 +111,9 @@ pub async fn run(
     let name = client.name.clone();
     let r = run_inner(edge, client, ledger.clone(), phase, t0).await;
     if let Err(e) = &r {
-        lock(&ledger).fatal.push(format!("{name}: {e:#}"));
+        ledger.lock().fatal.push(format!("{name}: {e:#}"));
     }
     r
-}
-
-fn lock(l: &SharedLedger) -> std::sync::MutexGuard<'_, Ledger> {
-    l.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A send waiting for its `ok`.
@@ -137,7 +134,7 @@ async fn run_inner(
     let mut next_number = 0u64;
     let mut delay = Duration::ZERO;
     let mut down_since: Option<Instant> = None;
-    lock(&ledger).received.entry(c.name.clone()).or_default();
+    ledger.lock().received.entry(c.name.clone()).or_default();
     loop {
         if *phase.borrow() == Phase::Finish && pending.is_empty() {
             return Ok(());
@@ -146,7 +143,7 @@ async fn run_inner(
         let (mut ws, ready) = match edge.connect(&c.user.token, last_seen).await {
             Ok(x) => x,
             Err(e) => {
-                lock(&ledger).failed_connects += 1;
+                ledger.lock().failed_connects += 1;
                 let since = *down_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > DOWN_LIMIT {
                     bail!("could not connect through the edge for {DOWN_LIMIT:?}: {e:#}");
@@ -156,7 +153,7 @@ async fn run_inner(
             }
         };
         down_since = None;
-        lock(&ledger).nodes.insert(
+        ledger.lock().nodes.insert(
             c.name.clone(),
             ready["node"].as_str().unwrap_or("?").to_owned(),
         );
@@ -187,7 +184,7 @@ async fn run_inner(
             Some(Cause::Closed(None))
         };
         {
-            let mut l = lock(&ledger);
+            let mut l = ledger.lock();
             l.pending.insert(c.name.clone(), pending.len());
             if let Some(cause) = &cause {
                 l.disconnects.push(Disconnect {
@@ -251,7 +248,7 @@ async fn connection(
                     let text = format!("traffic {cmid}");
                     let body = send_body(c.channel, &text, &cmid);
                     pending.insert(cmid.clone(), Pending { text, sent_at: Some(Instant::now()) });
-                    lock(ledger).pending.insert(c.name.clone(), pending.len());
+                    ledger.lock().pending.insert(c.name.clone(), pending.len());
                     if send_op(ws, "send", &cmid, body).await.is_err() {
                         return Some(Cause::Closed(None));
                     }
@@ -305,7 +302,7 @@ fn handle(
     match t {
         "ok" if pending.contains_key(r) => {
             let m = &f["d"]["message"];
-            let mut l = lock(ledger);
+            let mut l = ledger.lock();
             match (edge::id(&m["id"]), m["seq"].as_u64()) {
                 (Ok(id), Some(seq)) => {
                     pending.remove(r);
@@ -325,12 +322,13 @@ fn handle(
         }
         "error" if pending.contains_key(r) => {
             let code = f["d"]["code"].as_str().unwrap_or("?").to_owned();
-            *lock(ledger).send_errors.entry(code).or_default() += 1;
+            *ledger.lock().send_errors.entry(code).or_default() += 1;
             retry.push(r.to_owned());
         }
         "message" => {
             if let Ok(id) = edge::id(&f["d"]["id"]) {
-                lock(ledger)
+                ledger
+                    .lock()
                     .received
                     .entry(c.name.clone())
                     .or_default()
@@ -339,7 +337,7 @@ fn handle(
             }
         }
         "reconnect" => *drained = Some(f["d"]["after_ms"].as_u64().unwrap_or(0)),
-        "resync_required" => lock(ledger).resync_required += 1,
+        "resync_required" => ledger.lock().resync_required += 1,
         _ => {}
     }
 }

@@ -3,8 +3,9 @@
 pub mod cluster;
 pub mod shard;
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -98,7 +99,7 @@ impl Backoff {
 
     /// Records a failure of `key`; how long to wait before trying again.
     pub fn failed(&self, key: &str) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failures = self.failures.lock();
         let n = failures.entry(key.to_owned()).or_insert(0);
         *n = n.saturating_add(1);
         delay(*n)
@@ -106,7 +107,7 @@ impl Backoff {
 
     /// Records a success of `key`.
     pub fn succeeded(&self, key: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let mut failures = self.failures.lock();
         failures.remove(key);
     }
 }
