@@ -3,6 +3,7 @@
 
 mod blobs;
 pub mod extract;
+mod limits;
 mod rest;
 pub mod server;
 mod web;
@@ -48,6 +49,7 @@ pub fn app(state: AppState) -> Router {
         .route("/media", post(rest::create_media))
         .route("/media/{id}", get(rest::media))
         .route("/presence", get(rest::presence))
+        .route("/limits", get(limits::limits))
         .route("/ws", get(crate::ws::upgrade))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY));
     let blobs = Router::new()
