@@ -5,6 +5,7 @@
 //! Nothing here depends on tokio, a Kubernetes client or kube-runtime.
 #![forbid(unsafe_code)]
 
+pub mod env;
 mod hash;
 pub mod resources;
 mod ring;
