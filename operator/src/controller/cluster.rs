@@ -84,7 +84,7 @@ async fn ensure_generated_secret(
         return Ok(());
     }
     let secret = Secret {
-        metadata: r::meta(cluster, name.into(), "secret"),
+        metadata: r::meta(cluster, name.into(), r::Component::Secret),
         string_data: Some(BTreeMap::from([(key.into(), random_secret())])),
         ..Default::default()
     };
@@ -275,7 +275,7 @@ async fn reconcile_cluster(cluster: Arc<ChatCluster>, ctx: &Arc<Context>) -> Res
             .unwrap_or_default()
     };
     let shards_secret = Secret {
-        metadata: r::meta(&cluster, shards_name, "secret"),
+        metadata: r::meta(&cluster, shards_name, r::Component::Secret),
         string_data: Some(BTreeMap::from([
             ("shards".to_owned(), in_force),
             (r::PENDING_SHARDS_KEY.to_owned(), map_value),
@@ -394,7 +394,7 @@ async fn reconcile_cluster(cluster: Arc<ChatCluster>, ctx: &Arc<Context>) -> Res
 
     // The ring: ready chat-node pods within the desired ordinals.
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let selector = r::selector(&cluster, "chat-node")
+    let selector = r::selector(&cluster, r::Component::Node)
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()

@@ -11,6 +11,7 @@ use k8s_openapi::api::networking::v1::{
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use parley_crd::resources::ChatCluster;
 
+use super::names::{Component, Names};
 use super::support::*;
 
 /// The edge object a cluster asks for.
@@ -31,6 +32,7 @@ pub fn http_route_resource() -> ApiResource {
 
 pub fn edge(cluster: &ChatCluster) -> Option<Edge> {
     let exposure = &cluster.spec.exposure;
+    let names = Names::of(cluster);
     if let Some(i) = &exposure.ingress {
         let annotations = BTreeMap::from([
             (
@@ -50,11 +52,11 @@ pub fn edge(cluster: &ChatCluster) -> Option<Edge> {
                 "1m".to_owned(),
             ),
         ]);
-        let mut metadata = meta(cluster, name(cluster), "edge");
+        let mut metadata = meta(cluster, names.edge(), Component::Edge);
         metadata.annotations = Some(annotations);
         let backend = IngressBackend {
             service: Some(IngressServiceBackend {
-                name: name(cluster),
+                name: names.client_service(),
                 port: Some(ServiceBackendPort {
                     number: Some(80),
                     ..Default::default()
@@ -89,8 +91,8 @@ pub fn edge(cluster: &ChatCluster) -> Option<Edge> {
     }
     let g = exposure.gateway.as_ref()?;
     let mut route =
-        DynamicObject::new(&name(cluster), &http_route_resource()).within(&namespace(cluster));
-    route.metadata = meta(cluster, name(cluster), "edge");
+        DynamicObject::new(&names.edge(), &http_route_resource()).within(&namespace(cluster));
+    route.metadata = meta(cluster, names.edge(), Component::Edge);
     let mut parent = serde_json::json!({"name": g.parent_ref.name});
     if let Some(ns) = &g.parent_ref.namespace {
         parent["namespace"] = ns.clone().into();
@@ -104,7 +106,7 @@ pub fn edge(cluster: &ChatCluster) -> Option<Edge> {
             "hostnames": g.hostnames,
             "rules": [{
                 "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                "backendRefs": [{"name": name(cluster), "port": 80}],
+                "backendRefs": [{"name": names.client_service(), "port": 80}],
                 // WebSockets stay open for hours; the request timeout must not cut them.
                 "timeouts": {"request": "0s"}
             }]

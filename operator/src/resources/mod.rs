@@ -1,6 +1,6 @@
 //! Pure builders: from a `ChatCluster` (and what the operator decided about it) to the
 //! Kubernetes objects it implies. No I/O here; the controller applies what these return with
-//! server-side apply.
+//! server-side apply. Every object's name comes from [`names::Names`].
 //!
 //! ```text
 //!   ChatCluster ──► config()       ConfigMap   <name>-config    (non-secret settings)
@@ -14,14 +14,21 @@
 //!               └─► edge()         Ingress or HTTPRoute <name>
 //! ```
 
+mod access;
+mod config;
 mod edge;
+pub mod names;
 mod nodes;
 mod persister;
+mod pod;
 mod support;
 
+pub use access::{rbac, services};
+pub use config::config;
 pub use edge::{Edge, edge, http_route_resource};
-pub use nodes::{config, pdb, rbac, services, statefulset};
-pub use persister::{PENDING_SHARDS_KEY, SHARDS_ANNOTATION, migration, persister};
+pub use names::{Component, Names, PENDING_SHARDS_KEY, SHARDS_ANNOTATION};
+pub use nodes::{pdb, statefulset};
+pub use persister::{migration, persister};
 pub use support::*;
 
 #[cfg(test)]

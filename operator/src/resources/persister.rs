@@ -5,37 +5,33 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, EnvVar, KeyToPath, PodSpec,
-    PodTemplateSpec,
+    Container, ContainerPort, EnvVar, KeyToPath, PodSpec, PodTemplateSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use parley_crd::resources::ChatCluster;
 
-use super::nodes::{http_probe, restricted_container, restricted_pod, scheduled, secret_files};
+use super::names::{CONFIG_HASH_ANNOTATION, Component, Names, SHARDS_KEY};
+use super::pod::{
+    SHARDS_VOLUME, SecretFiles, env_from_config, http_probe, restricted_container, restricted_pod,
+    scheduled, secret_files,
+};
 use super::support::*;
 
-const PERSISTER: &str = "persister";
-const MIGRATE: &str = "migrate";
+use super::names::{PENDING_SHARDS_KEY, SHARDS_ANNOTATION};
 
 fn container(
     cluster: &ChatCluster,
     decided: &Decided,
-    component: &str,
+    component: Component,
     arg: &str,
 ) -> (Container, Vec<k8s_openapi::api::core::v1::Volume>) {
-    let (volumes, mounts) = secret_files(cluster, decided, false);
+    let (volumes, mounts) = secret_files(cluster, decided, SecretFiles::Shared);
     let c = Container {
-        name: component.to_owned(),
+        name: component.as_str().to_owned(),
         image: Some(cluster.spec.image.clone()),
         image_pull_policy: cluster.spec.image_pull_policy.clone(),
         args: Some(vec![arg.to_owned()]),
-        env_from: Some(vec![EnvFromSource {
-            config_map_ref: Some(ConfigMapEnvSource {
-                name: format!("{}-config", name(cluster)),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }]),
+        env_from: Some(env_from_config(cluster)),
         env: Some(vec![EnvVar {
             name: "PARLEY_LISTEN".into(),
             value: Some(format!("0.0.0.0:{PERSISTER_PORT}")),
@@ -50,7 +46,7 @@ fn container(
 
 /// The persisters: `chat-node persist`, health on port 8090.
 pub fn persister(cluster: &ChatCluster, decided: &Decided, config_hash: &str) -> Deployment {
-    let (mut c, volumes) = container(cluster, decided, PERSISTER, "persist");
+    let (mut c, volumes) = container(cluster, decided, Component::Persister, "persist");
     c.ports = Some(vec![ContainerPort {
         name: Some("http".into()),
         container_port: PERSISTER_PORT,
@@ -59,21 +55,25 @@ pub fn persister(cluster: &ChatCluster, decided: &Decided, config_hash: &str) ->
     c.liveness_probe = Some(http_probe("/healthz", "http", 10, 3));
     c.readiness_probe = Some(http_probe("/readyz", "http", 5, 2));
     c.resources = cluster.spec.persister.resources.clone();
-    let mut pod_labels = labels(cluster, PERSISTER);
-    pod_labels.extend(selector(cluster, PERSISTER));
+    let mut pod_labels = labels(cluster, Component::Persister);
+    pod_labels.extend(selector(cluster, Component::Persister));
     Deployment {
-        metadata: meta(cluster, format!("{}-persister", name(cluster)), PERSISTER),
+        metadata: meta(
+            cluster,
+            Names::of(cluster).persister(),
+            Component::Persister,
+        ),
         spec: Some(DeploymentSpec {
             replicas: Some(cluster.spec.persister.replicas),
             selector: LabelSelector {
-                match_labels: Some(selector(cluster, PERSISTER)),
+                match_labels: Some(selector(cluster, Component::Persister)),
                 ..Default::default()
             },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
                     annotations: Some(
-                        [("parley.dev/config-hash".to_owned(), config_hash.to_owned())].into(),
+                        [(CONFIG_HASH_ANNOTATION.to_owned(), config_hash.to_owned())].into(),
                     ),
                     ..Default::default()
                 }),
@@ -95,31 +95,25 @@ pub fn persister(cluster: &ChatCluster, decided: &Decided, config_hash: &str) ->
     }
 }
 
-/// The key of the `<cluster>-shards` Secret holding the newest map, before it is migrated.
-pub const PENDING_SHARDS_KEY: &str = "pending";
-
-/// The annotation of a migration Job listing the ChatShards it migrates (`a,b`).
-pub const SHARDS_ANNOTATION: &str = "parley.dev/shards";
-
 /// `chat-node migrate`: the directory and every shard to the newest schema, and the topics.
 /// The name carries a hash of what it migrates, so a new image or shard map runs it again.
 pub fn migration(cluster: &ChatCluster, decided: &Decided, hash: &str) -> Job {
-    let (mut c, mut volumes) = container(cluster, decided, MIGRATE, "migrate");
+    let (mut c, mut volumes) = container(cluster, decided, Component::Migrate, "migrate");
     c.env = None;
     // The migration reads the newest map, `pending`, where the others read `shards`.
     for v in &mut volumes {
-        if let Some(secret) = v.secret.as_mut().filter(|_| v.name == "shards") {
+        if let Some(secret) = v.secret.as_mut().filter(|_| v.name == SHARDS_VOLUME) {
             secret.items = Some(vec![KeyToPath {
                 key: PENDING_SHARDS_KEY.to_owned(),
-                path: "shards".to_owned(),
+                path: SHARDS_KEY.to_owned(),
                 mode: None,
             }]);
         }
     }
     let mut metadata = meta(
         cluster,
-        format!("{}-migrate-{hash}", name(cluster)),
-        MIGRATE,
+        Names::of(cluster).migration(hash),
+        Component::Migrate,
     );
     let shards: Vec<&str> = decided.shards.iter().map(|s| s.name.as_str()).collect();
     metadata.annotations = Some(BTreeMap::from([(
@@ -133,7 +127,7 @@ pub fn migration(cluster: &ChatCluster, decided: &Decided, hash: &str) -> Job {
             ttl_seconds_after_finished: Some(24 * 3600),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(cluster, MIGRATE)),
+                    labels: Some(labels(cluster, Component::Migrate)),
                     ..Default::default()
                 }),
                 spec: Some(scheduled(

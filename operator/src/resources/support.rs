@@ -1,10 +1,12 @@
-//! Names, labels, owner references and the settings every builder shares.
+//! Labels, owner references and the settings every builder shares (names: [`super::names`]).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource as _;
 use parley_crd::resources::{ChatCluster, ShardStatus, WorkerIdRange};
+
+use super::names::{COMPONENT_LABEL, Component, INSTANCE_LABEL, MANAGED_BY_LABEL, Names};
 
 /// The field manager of every server-side apply.
 pub const MANAGER: &str = "parley-operator";
@@ -28,10 +30,6 @@ pub struct Decided {
     pub jwt_secret: (String, String),
 }
 
-pub fn name(cluster: &ChatCluster) -> String {
-    cluster.metadata.name.clone().unwrap_or_default()
-}
-
 pub fn namespace(cluster: &ChatCluster) -> String {
     cluster
         .metadata
@@ -41,21 +39,30 @@ pub fn namespace(cluster: &ChatCluster) -> String {
 }
 
 /// `app.kubernetes.io/*` labels of a component.
-pub fn labels(cluster: &ChatCluster, component: &str) -> BTreeMap<String, String> {
+pub fn labels(cluster: &ChatCluster, component: Component) -> BTreeMap<String, String> {
     BTreeMap::from([
         ("app.kubernetes.io/name".into(), "parley".into()),
-        ("app.kubernetes.io/instance".into(), name(cluster)),
-        ("app.kubernetes.io/component".into(), component.into()),
-        ("app.kubernetes.io/managed-by".into(), MANAGER.into()),
+        (INSTANCE_LABEL.into(), Names::of(cluster).cluster().into()),
+        (COMPONENT_LABEL.into(), component.as_str().into()),
+        (MANAGED_BY_LABEL.into(), MANAGER.into()),
     ])
 }
 
 /// Labels that select a component's pods (stable across operator versions).
-pub fn selector(cluster: &ChatCluster, component: &str) -> BTreeMap<String, String> {
+pub fn selector(cluster: &ChatCluster, component: Component) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/instance".into(), name(cluster)),
-        ("app.kubernetes.io/component".into(), component.into()),
+        (INSTANCE_LABEL.into(), Names::of(cluster).cluster().into()),
+        (COMPONENT_LABEL.into(), component.as_str().into()),
     ])
+}
+
+/// A label selector as the API's `labelSelector` query parameter spells it (`k=v,k=v`).
+pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The owner reference that makes the cluster's children go away with it.
@@ -66,7 +73,7 @@ pub fn owner(cluster: &ChatCluster) -> OwnerReference {
 }
 
 /// Metadata of a child object.
-pub fn meta(cluster: &ChatCluster, name: String, component: &str) -> ObjectMeta {
+pub fn meta(cluster: &ChatCluster, name: String, component: Component) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: Some(namespace(cluster)),
@@ -83,7 +90,7 @@ pub fn topic_prefix(cluster: &ChatCluster) -> String {
         .kafka
         .topic_prefix
         .clone()
-        .unwrap_or_else(|| name(cluster))
+        .unwrap_or_else(|| Names::of(cluster).cluster().to_owned())
 }
 
 #[cfg(test)]
