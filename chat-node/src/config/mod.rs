@@ -1,0 +1,259 @@
+//! Typed configuration: flags and `PARLEY_*` environment variables, parsed once at start-up.
+//! A malformed or unknown value stops start-up with a message that names the key.
+//!
+//! ```text
+//!   argv + PARLEY_* (+ PARLEY_X_FILE files) ──clap──► Config ──distributed()──► Distributed
+//!                                                      │ limits, http, ws, quotas, ...
+//!                                                      └ flattened from the modules they bound
+//! ```
+//!
+//! - [`Config`] (here): the node's own keys; the groups other modules own are flattened in
+//!   (`limits`, `cluster`, `auth_limits`, `http`, `ws`, ...).
+//! - [`cluster`]: [`ClusterArgs`], distributed mode's keys as given, and [`Distributed`], the
+//!   same checked and complete ([`Config::distributed`] names the first key to fix).
+//! - [`files`]: `PARLEY_X_FILE` ([`Config::from_args_and_files`]).
+//! - [`parse`]: value parsers of URLs, secrets, the shard map and the ring.
+//!
+//! Every key's name is a constant of [`parley_crd::env`], shared with the operator.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use parley_crd::env;
+
+use crate::moderation::Policy;
+
+mod cluster;
+mod files;
+mod limits;
+mod parse;
+#[cfg(test)]
+mod tests;
+
+pub use cluster::{ClusterArgs, Distributed};
+pub use limits::Limits;
+pub use parse::parse_shards;
+use parse::{parse_secret, parse_url};
+
+/// What the process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Command {
+    /// Serve clients (the default).
+    #[default]
+    Serve,
+    /// Apply the database migrations and create the Kafka topics (distributed mode), then exit.
+    Migrate,
+    /// Move messages from the Kafka log into the PostgreSQL shards (distributed mode).
+    Persist,
+}
+
+/// Which backends the node runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    /// One process: SQLite, in-process pub/sub and log, local media files.
+    #[default]
+    Embedded,
+    /// Redis, Kafka, sharded PostgreSQL and S3, several nodes.
+    Distributed,
+}
+
+/// chat-node configuration.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "chat-node",
+    version,
+    about = "Parley chat node",
+    args_override_self = true
+)]
+pub struct Config {
+    /// What to do: serve (default), migrate or persist.
+    #[arg(value_enum, default_value = "serve")]
+    pub command: Command,
+
+    /// embedded (default) or distributed.
+    #[arg(
+        long,
+        env = env::MODE,
+        value_name = env::MODE,
+        value_enum,
+        default_value = "embedded"
+    )]
+    pub mode: Mode,
+    /// Address the HTTP/WebSocket server listens on.
+    #[arg(
+        long,
+        env = env::LISTEN,
+        value_name = env::LISTEN,
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: SocketAddr,
+
+    /// Directory for the embedded database, media and generated secrets.
+    #[arg(
+        long,
+        env = env::DATA_DIR,
+        value_name = env::DATA_DIR,
+        default_value = "./parley-data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Base URL clients reach this node at (used in signed media URLs).
+    /// Default: `http://<the address it listens on>`.
+    #[arg(long, env = env::PUBLIC_URL, value_name = env::PUBLIC_URL, value_parser = parse_url)]
+    pub public_url: Option<String>,
+
+    /// Secret that signs session tokens (HS256), at least 32 bytes. Embedded mode generates
+    /// one on first start and keeps it in the data directory.
+    #[arg(long, env = env::JWT_SECRET, value_name = env::JWT_SECRET, value_parser = parse_secret, hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+
+    /// How long a session token stays valid, in seconds.
+    #[arg(long, env = env::JWT_TTL_SECS, value_name = env::JWT_TTL_SECS, default_value_t = 7 * 24 * 3600,
+          value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
+    pub jwt_ttl_secs: u64,
+
+    /// File with one abusive word or phrase per line; reloaded when it changes.
+    #[arg(
+        long,
+        env = env::MODERATION_WORDS_FILE,
+        value_name = env::MODERATION_WORDS_FILE
+    )]
+    pub moderation_words_file: Option<PathBuf>,
+
+    /// What to do with a message that contains a listed word.
+    #[arg(
+        long,
+        env = env::MODERATION_POLICY,
+        value_name = env::MODERATION_POLICY,
+        value_enum,
+        default_value = "mask"
+    )]
+    pub moderation_policy: Policy,
+
+    /// Comma-separated origins allowed to open WebSockets (e.g. `https://chat.example.com`),
+    /// besides the node's own origin. `*` allows any.
+    #[arg(
+        long,
+        env = env::ALLOWED_ORIGINS,
+        value_name = env::ALLOWED_ORIGINS,
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Interval at which clients must ping, in milliseconds.
+    #[arg(long, env = env::HEARTBEAT_INTERVAL_MS, value_name = env::HEARTBEAT_INTERVAL_MS, default_value_t = 15_000,
+          value_parser = clap::value_parser!(u64).range(500..=600_000))]
+    pub heartbeat_interval_ms: u64,
+
+    /// Name of this node, reported in `ready`.
+    #[arg(
+        long,
+        env = env::NODE_NAME,
+        value_name = env::NODE_NAME,
+        default_value = "embedded"
+    )]
+    pub node_name: String,
+
+    /// Snowflake worker ID of this node (0..=1023).
+    #[arg(long, env = env::WORKER_ID, value_name = env::WORKER_ID, default_value_t = 0,
+          value_parser = clap::value_parser!(u16).range(0..=1023))]
+    pub worker_id: u16,
+
+    /// Snowflake epoch, milliseconds since the Unix epoch (default 2024-01-01T00:00:00Z).
+    #[arg(long, env = env::SNOWFLAKE_EPOCH_MS, value_name = env::SNOWFLAKE_EPOCH_MS, default_value_t = crate::snowflake::DEFAULT_EPOCH_MS)]
+    pub snowflake_epoch_ms: i64,
+
+    /// How long a clock that stepped back is waited for before sends are refused, in ms.
+    #[arg(
+        long,
+        env = env::MAX_CLOCK_WAIT_MS,
+        value_name = env::MAX_CLOCK_WAIT_MS,
+        default_value_t = 2_000
+    )]
+    pub max_clock_wait_ms: u64,
+
+    /// How long a stopping node spreads the closing of its WebSockets over, ms: each gets
+    /// `reconnect` and close 4010 at a jittered point of this window, so a rollout never
+    /// sends every client back at once. It must fit in the pod's termination grace period
+    /// (with the preStop hook and a few seconds to spare). 0 closes them all at once (still
+    /// with `reconnect` and 4010).
+    #[arg(long, env = env::DRAIN_MS, value_name = env::DRAIN_MS, default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub drain_ms: u64,
+
+    #[command(flatten)]
+    pub limits: Limits,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    #[command(flatten)]
+    pub auth_limits: crate::chat::auth_limits::AuthLimits,
+
+    #[command(flatten)]
+    pub sequencer_memory: crate::chat::sequencer::SequencerMemory,
+
+    #[command(flatten)]
+    pub quotas: crate::chat::quotas::UserQuotas,
+
+    #[command(flatten)]
+    pub http: crate::http::server::HttpLimits,
+
+    #[command(flatten)]
+    pub ws: crate::ws::WsLimits,
+
+    /// Which keys were read from `PARLEY_X_FILE` files, and from where (the shard map's file
+    /// is watched for changes).
+    #[arg(skip)]
+    pub files: BTreeMap<String, PathBuf>,
+}
+
+/// A configuration that cannot run, naming the key to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// clap's own answer (a malformed value naming its key, or `--help`).
+    #[error(transparent)]
+    Arguments(clap::Error),
+    #[error(transparent)]
+    Config(ConfigError),
+}
+
+impl Config {
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    /// The window a stopping node closes its WebSockets over (`PARLEY_DRAIN_MS`).
+    pub fn drain_window(&self) -> Duration {
+        Duration::from_millis(self.drain_ms)
+    }
+
+    /// Parses flags from `args` and variables from the process environment.
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        <Self as clap::Parser>::try_parse_from(args)
+    }
+
+    /// The defaults, with the data directory at `data_dir` (tests).
+    pub fn for_tests(data_dir: PathBuf) -> Self {
+        let mut c = Self::from_args(["chat-node"]).expect("defaults parse");
+        c.data_dir = data_dir;
+        c.listen = "127.0.0.1:0".parse().expect("valid address");
+        // Tests that stop a node need not wait out a drain window; drain tests set one.
+        c.drain_ms = 0;
+        c
+    }
+}

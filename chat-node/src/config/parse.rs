@@ -1,0 +1,64 @@
+//! The value parsers of keys whose values have a shape of their own: URLs, secrets, the
+//! shard map and the ring members. Each returns a message clap prints after the key's name.
+
+pub(super) fn parse_url(s: &str) -> Result<String, String> {
+    if (s.starts_with("http://") || s.starts_with("https://")) && s.len() > 8 {
+        Ok(s.trim_end_matches('/').to_owned())
+    } else {
+        Err("expected an http:// or https:// URL".into())
+    }
+}
+
+/// Parses a `PARLEY_SHARDS` value (`name:slots:url;...`).
+pub fn parse_shards(value: &str) -> Result<Vec<crate::backend::postgres::ShardSpec>, String> {
+    value
+        .split(';')
+        .filter(|s| !s.trim().is_empty())
+        .map(parse_shard)
+        .collect()
+}
+
+pub(super) fn parse_shard(s: &str) -> Result<crate::backend::postgres::ShardSpec, String> {
+    let mut parts = s.trim().splitn(3, ':');
+    let (Some(name), Some(ranges), Some(url)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("expected name:slot-ranges:postgres-url".into());
+    };
+    if name.is_empty() || !url.starts_with("postgres") {
+        return Err("expected name:slot-ranges:postgres-url".into());
+    }
+    let slots = ranges
+        .split('+')
+        .map(|r| {
+            r.parse::<parley_crd::SlotRange>()
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(crate::backend::postgres::ShardSpec {
+        name: name.to_owned(),
+        slots,
+        url: url.to_owned(),
+    })
+}
+
+pub(super) fn parse_member(s: &str) -> Result<parley_crd::Member, String> {
+    let (name, endpoint) = s
+        .trim()
+        .split_once('=')
+        .ok_or("expected name=http://host:port")?;
+    let endpoint = parse_url(endpoint)?;
+    if name.is_empty() {
+        return Err("expected name=http://host:port".into());
+    }
+    Ok(parley_crd::Member {
+        name: name.to_owned(),
+        endpoint,
+    })
+}
+
+pub(super) fn parse_secret(s: &str) -> Result<String, String> {
+    if s.len() >= 32 {
+        Ok(s.to_owned())
+    } else {
+        Err("the secret must be at least 32 bytes".into())
+    }
+}

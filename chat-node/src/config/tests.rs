@@ -1,0 +1,158 @@
+use std::path::PathBuf;
+
+use super::*;
+use crate::moderation::Policy;
+
+#[test]
+fn defaults_follow_the_protocol() {
+    let c = Config::from_args(["chat-node"]).unwrap();
+    assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(c.data_dir, PathBuf::from("./parley-data"));
+    assert_eq!(c.moderation_policy, Policy::Mask);
+    assert_eq!(c.heartbeat_interval_ms, 15_000);
+    assert_eq!(c.limits.max_text_chars, 4000);
+    assert_eq!(c.limits.max_frame_bytes, 64 * 1024);
+    assert_eq!((c.limits.send_rate, c.limits.send_burst), (20, 40));
+}
+
+#[test]
+fn malformed_values_name_the_key() {
+    for (flag, value, key) in [
+        ("--listen", "not-an-address", "PARLEY_LISTEN"),
+        ("--moderation-policy", "shout", "PARLEY_MODERATION_POLICY"),
+        (
+            "--heartbeat-interval-ms",
+            "12abc",
+            "PARLEY_HEARTBEAT_INTERVAL_MS",
+        ),
+        (
+            "--heartbeat-interval-ms",
+            "10",
+            "PARLEY_HEARTBEAT_INTERVAL_MS",
+        ),
+        ("--jwt-secret", "short", "PARLEY_JWT_SECRET"),
+        ("--worker-id", "1024", "PARLEY_WORKER_ID"),
+        ("--public-url", "ftp://x", "PARLEY_PUBLIC_URL"),
+    ] {
+        let err = Config::from_args(["chat-node", flag, value])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{flag}={value}: {err}");
+    }
+}
+
+#[test]
+fn distributed_mode_names_the_first_missing_key() {
+    let base = ["chat-node", "--mode", "distributed"];
+    let c = Config::from_args(base).unwrap();
+    assert_eq!(c.distributed().unwrap_err().key, "PARLEY_DIRECTORY_URL");
+    let c = Config::from_args(base.iter().copied().chain([
+        "--directory-url",
+        "postgres://d",
+        "--shards",
+        "a:0-2047:postgres://a",
+    ]))
+    .unwrap();
+    let err = c.distributed().unwrap_err();
+    assert_eq!(err.key, "PARLEY_SHARDS");
+    assert!(err.problem.contains("2048-4095"), "{err}");
+    let full = [
+        "--directory-url",
+        "postgres://d",
+        "--shards",
+        "a:0-2047:postgres://a;b:2048-4095:postgres://b?x=1",
+        "--redis-url",
+        "redis://r",
+        "--kafka-bootstrap",
+        "k:9092",
+        "--s3-bucket",
+        "m",
+        "--s3-access-key-id",
+        "k",
+        "--s3-secret-access-key",
+        "s",
+        "--jwt-secret",
+        "0123456789abcdef0123456789abcdef",
+        "--cluster-secret",
+        "0123456789abcdef0123456789abcdef",
+        "--internal-listen",
+        "127.0.0.1:9180",
+        "--node-name",
+        "n1",
+        "--nodes",
+        "n1=http://127.0.0.1:9180,n2=http://127.0.0.1:9181",
+    ];
+    let c = Config::from_args(base.iter().copied().chain(full)).unwrap();
+    let d = c.distributed().unwrap();
+    assert_eq!(d.shards[1].url, "postgres://b?x=1");
+    assert_eq!(d.nodes.len(), 2);
+    let mut other = full.to_vec();
+    let at = other.iter().position(|a| *a == "n1").unwrap();
+    other[at] = "n9";
+    let c = Config::from_args(base.iter().copied().chain(other)).unwrap();
+    assert_eq!(c.distributed().unwrap_err().key, "PARLEY_NODES");
+    let err = Config::from_args(["chat-node", "--shards", "a:0-99999:postgres://x"]).unwrap_err();
+    assert!(err.to_string().contains("PARLEY_SHARDS"), "{err}");
+    let c = Config::from_args(["chat-node", "migrate"]).unwrap();
+    assert_eq!(c.command, Command::Migrate);
+}
+
+#[test]
+fn values_can_come_from_files() {
+    let dir = std::env::temp_dir().join(format!("parley-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret = dir.join("jwt");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let path = secret.display().to_string();
+    let env = |k: &str| (k == "PARLEY_JWT_SECRET_FILE").then(|| path.clone());
+    let c = Config::from_args_and_files(["chat-node"], env).unwrap();
+    assert_eq!(
+        c.jwt_secret.as_deref(),
+        Some("0123456789abcdef0123456789abcdef"),
+        "trailing newline dropped"
+    );
+
+    let both = |k: &str| match k {
+        "PARLEY_JWT_SECRET_FILE" => Some(path.clone()),
+        "PARLEY_JWT_SECRET" => Some("x".repeat(40)),
+        _ => None,
+    };
+    let Err(StartError::Config(err)) = Config::from_args_and_files(["chat-node"], both) else {
+        panic!("both a value and a file were accepted")
+    };
+    assert_eq!(err.key, "PARLEY_JWT_SECRET");
+    let missing =
+        |k: &str| (k == "PARLEY_DIRECTORY_URL_FILE").then(|| "/nonexistent/url".to_owned());
+    let Err(StartError::Config(err)) = Config::from_args_and_files(["chat-node"], missing) else {
+        panic!("a missing file was accepted")
+    };
+    assert_eq!(err.key, "PARLEY_DIRECTORY_URL");
+    assert!(err.problem.contains("/nonexistent/url"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn shard_maps_parse_from_one_value() {
+    let specs = parse_shards(
+        "a:0-1023+2048-3071:postgres://a/db;b:1024-2047+3072-4095:postgres://b/db?x=1;",
+    )
+    .unwrap();
+    assert_eq!(specs.len(), 2);
+    assert_eq!(specs[0].slots.len(), 2);
+    assert_eq!(specs[1].url, "postgres://b/db?x=1");
+    assert!(parse_shards("a:0-99999:postgres://a").is_err());
+}
+
+#[test]
+fn origins_are_a_comma_separated_list() {
+    let c = Config::from_args([
+        "chat-node",
+        "--allowed-origins",
+        "https://a.example,https://b.example",
+    ])
+    .unwrap();
+    assert_eq!(
+        c.allowed_origins,
+        ["https://a.example", "https://b.example"]
+    );
+}
