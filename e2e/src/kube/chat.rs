@@ -27,6 +27,16 @@ pub struct Chat {
 /// after a reconnect with exactly the messages it missed. `limit` bounds the wait for the
 /// edge to route.
 pub async fn chat(edge: &Edge, unique: &str, limit: Duration) -> Result<Chat> {
+    wait_routed(edge, limit).await?;
+    let (a, b, channel) = group_of_two(edge, unique).await?;
+    let mut talk = Conversation::spread(edge, a, b, channel, limit).await?;
+    let ids = talk.exchange().await?;
+    talk.page_history(edge, &ids).await?;
+    talk.resume(edge).await
+}
+
+/// Waits until the edge routes `/readyz` to a ready chat-node, for at most `limit`.
+async fn wait_routed(edge: &Edge, limit: Duration) -> Result<()> {
     let probe = edge.clone();
     k8s::wait_for(
         "the edge to route to a ready chat-node (/readyz)",
@@ -47,7 +57,12 @@ pub async fn chat(edge: &Edge, unique: &str, limit: Duration) -> Result<Chat> {
         },
     )
     .await?;
+    Ok(())
+}
 
+/// Registers users `e2e-<unique>-a` and `-b`; `a` creates group `e2e-<unique>` and `b` joins
+/// it. Answers the users and the group's ID.
+async fn group_of_two(edge: &Edge, unique: &str) -> Result<(User, User, u64)> {
     let a = edge.register(&format!("e2e-{}-a", unique)).await?;
     let b = edge.register(&format!("e2e-{}-b", unique)).await?;
     let group = edge
@@ -68,164 +83,231 @@ pub async fn chat(edge: &Edge, unique: &str, limit: Duration) -> Result<Chat> {
         200,
     )
     .await?;
+    Ok((a, b, channel))
+}
 
-    // Two sockets on different chat-node pods.
-    let (mut wa, ra) = edge.connect(&a.token, None).await?;
-    let node_a = ra["node"].as_str().unwrap_or("").to_owned();
-    // The edge learns of each ready pod on its own schedule (Traefik throttles provider
-    // updates, 2 s by default), so b keeps reconnecting, a little apart, until it lands
-    // elsewhere or `limit` passes.
-    let mut attempt = 0;
-    let spread_deadline = tokio::time::Instant::now() + limit;
-    let (mut wb, node_b) = loop {
-        attempt += 1;
-        let (ws, rb) = edge.connect(&b.token, None).await?;
-        let node = rb["node"].as_str().unwrap_or("").to_owned();
-        if node != node_a {
-            break (ws, node);
+/// The two users of step 4 with a socket each (on different chat-node pods), the frames
+/// each socket gave besides the replies waited for, and the messages acknowledged so far.
+struct Conversation {
+    a: User,
+    b: User,
+    channel: u64,
+    wa: Socket,
+    wb: Socket,
+    seen_a: Vec<Value>,
+    seen_b: Vec<Value>,
+    acked: Vec<Acked>,
+}
+
+impl Conversation {
+    /// Connects `a`, then `b` until its socket lands on another pod than `a`'s (for at most
+    /// `limit`).
+    async fn spread(edge: &Edge, a: User, b: User, channel: u64, limit: Duration) -> Result<Self> {
+        // Two sockets on different chat-node pods.
+        let (wa, ra) = edge.connect(&a.token, None).await?;
+        let node_a = ra["node"].as_str().unwrap_or("").to_owned();
+        // The edge learns of each ready pod on its own schedule (Traefik throttles provider
+        // updates, 2 s by default), so b keeps reconnecting, a little apart, until it lands
+        // elsewhere or `limit` passes.
+        let mut attempt = 0;
+        let spread_deadline = tokio::time::Instant::now() + limit;
+        let (wb, node_b) = loop {
+            attempt += 1;
+            let (ws, rb) = edge.connect(&b.token, None).await?;
+            let node = rb["node"].as_str().unwrap_or("").to_owned();
+            if node != node_a {
+                break (ws, node);
+            }
+            ensure!(
+                tokio::time::Instant::now() < spread_deadline,
+                "{attempt} WebSockets through the edge in {limit:?} all landed on {node_a}; the edge does not spread them"
+            );
+            close(ws).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        log(format_args!(
+            "user a on {node_a}, user b on {node_b} ({attempt} connection(s) for b)"
+        ));
+        Ok(Self {
+            a,
+            b,
+            channel,
+            wa,
+            wb,
+            seen_a: Vec::new(),
+            seen_b: Vec::new(),
+            acked: Vec::new(),
+        })
+    }
+
+    /// a → b and b → a, each seen by the other, then four more from each: ten messages whose
+    /// seqs follow one another. Answers their IDs in order.
+    async fn exchange(&mut self) -> Result<Vec<u64>> {
+        let channel = self.channel;
+        // a → b and b → a.
+        let m = ws_send(
+            &mut self.wa,
+            channel,
+            "hello from a",
+            "chat-a-1",
+            &mut self.seen_a,
+        )
+        .await?;
+        expect_message(&mut self.wb, m.id, &mut self.seen_b)
+            .await
+            .context("b receiving a's message")?;
+        self.acked.push(acked_of(&m, &self.a, "chat"));
+        let m = ws_send(
+            &mut self.wb,
+            channel,
+            "hello from b",
+            "chat-b-1",
+            &mut self.seen_b,
+        )
+        .await?;
+        expect_message(&mut self.wa, m.id, &mut self.seen_a)
+            .await
+            .context("a receiving b's message")?;
+        self.acked.push(acked_of(&m, &self.b, "chat"));
+        for i in 2..=5 {
+            for (ws, seen, user, who) in [
+                (&mut self.wa, &mut self.seen_a, &self.a, "a"),
+                (&mut self.wb, &mut self.seen_b, &self.b, "b"),
+            ] {
+                let m = ws_send(
+                    ws,
+                    channel,
+                    &format!("message {i} from {who}"),
+                    &format!("chat-{who}-{i}"),
+                    seen,
+                )
+                .await?;
+                self.acked.push(acked_of(&m, user, "chat"));
+            }
         }
+        let ids: Vec<u64> = self.acked.iter().map(|m| m.id).collect();
+        let seqs: Vec<u64> = self.acked.iter().map(|m| m.seq).collect();
         ensure!(
-            tokio::time::Instant::now() < spread_deadline,
-            "{attempt} WebSockets through the edge in {limit:?} all landed on {node_a}; the edge does not spread them"
+            seqs.windows(2).all(|w| w[1] == w[0] + 1),
+            "seqs of ten messages in a row are not consecutive: {seqs:?}"
         );
-        close(ws).await;
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    log(format_args!(
-        "user a on {node_a}, user b on {node_b} ({attempt} connection(s) for b)"
-    ));
+        Ok(ids)
+    }
 
-    let mut acked = Vec::new();
-    let mut seen_a = Vec::new();
-    let mut seen_b = Vec::new();
-    // a → b and b → a.
-    let m = ws_send(&mut wa, channel, "hello from a", "chat-a-1", &mut seen_a).await?;
-    expect_message(&mut wb, m.id, &mut seen_b)
-        .await
-        .context("b receiving a's message")?;
-    acked.push(acked_of(&m, &a, "chat"));
-    let m = ws_send(&mut wb, channel, "hello from b", "chat-b-1", &mut seen_b).await?;
-    expect_message(&mut wa, m.id, &mut seen_a)
-        .await
-        .context("a receiving b's message")?;
-    acked.push(acked_of(&m, &b, "chat"));
-    for i in 2..=5 {
-        for (ws, seen, user, who) in [
-            (&mut wa, &mut seen_a, &a, "a"),
-            (&mut wb, &mut seen_b, &b, "b"),
-        ] {
-            let m = ws_send(
-                ws,
-                channel,
-                &format!("message {i} from {who}"),
-                &format!("chat-{who}-{i}"),
-                seen,
+    /// History pages of the ten messages `ids`, over the socket and over REST.
+    async fn page_history(&mut self, edge: &Edge, ids: &[u64]) -> Result<()> {
+        let channel = self.channel;
+        // History pages, over the socket and over REST.
+        let page = ws_history(&mut self.wa, channel, json!({"limit": 4}), &mut self.seen_a).await?;
+        let want: Vec<u64> = ids.iter().rev().take(4).copied().collect();
+        ensure!(
+            page.0 == want && page.1,
+            "history limit=4 gave {page:?}, wanted {want:?} and more"
+        );
+        let page = ws_history(
+            &mut self.wb,
+            channel,
+            json!({"before": ids[6].to_string(), "limit": 3}),
+            &mut self.seen_b,
+        )
+        .await?;
+        let want = vec![ids[5], ids[4], ids[3]];
+        ensure!(
+            page.0 == want,
+            "history before={} limit=3 gave {:?}, wanted {want:?}",
+            ids[6],
+            page.0
+        );
+        let r = edge
+            .expect(
+                reqwest::Method::GET,
+                &format!("/v1/channels/{channel}/messages?after={}&limit=3", ids[1]),
+                Some(&self.b.token),
+                None,
+                200,
             )
             .await?;
-            acked.push(acked_of(&m, user, "chat"));
-        }
+        let got = message_ids(&r["messages"])?;
+        ensure!(
+            got == ids[2..5] && r["has_more"] == true,
+            "GET messages after={} limit=3 gave {got:?} (has_more {}), wanted {:?}",
+            ids[1],
+            r["has_more"],
+            &ids[2..5]
+        );
+        Ok(())
     }
-    let ids: Vec<u64> = acked.iter().map(|m| m.id).collect();
-    let seqs: Vec<u64> = acked.iter().map(|m| m.seq).collect();
-    ensure!(
-        seqs.windows(2).all(|w| w[1] == w[0] + 1),
-        "seqs of ten messages in a row are not consecutive: {seqs:?}"
-    );
-    // History pages, over the socket and over REST.
-    let page = ws_history(&mut wa, channel, json!({"limit": 4}), &mut seen_a).await?;
-    let want: Vec<u64> = ids.iter().rev().take(4).copied().collect();
-    ensure!(
-        page.0 == want && page.1,
-        "history limit=4 gave {page:?}, wanted {want:?} and more"
-    );
-    let page = ws_history(
-        &mut wb,
-        channel,
-        json!({"before": ids[6].to_string(), "limit": 3}),
-        &mut seen_b,
-    )
-    .await?;
-    let want = vec![ids[5], ids[4], ids[3]];
-    ensure!(
-        page.0 == want,
-        "history before={} limit=3 gave {:?}, wanted {want:?}",
-        ids[6],
-        page.0
-    );
-    let r = edge
-        .expect(
-            reqwest::Method::GET,
-            &format!("/v1/channels/{channel}/messages?after={}&limit=3", ids[1]),
-            Some(&b.token),
-            None,
-            200,
-        )
-        .await?;
-    let got = message_ids(&r["messages"])?;
-    ensure!(
-        got == ids[2..5] && r["has_more"] == true,
-        "GET messages after={} limit=3 gave {got:?} (has_more {}), wanted {:?}",
-        ids[1],
-        r["has_more"],
-        &ids[2..5]
-    );
 
-    // b drops its socket; a sends three; b resumes and gets exactly those, in order.
-    drain(&mut wb, &mut seen_b).await;
-    let last_b = seen_b
-        .iter()
-        .filter(|f| f["t"] == "message")
-        .filter_map(|f| edge::id(&f["d"]["id"]).ok())
-        .chain(acked.iter().filter(|m| m.author == b.id).map(|m| m.id))
-        .max()
-        .context("b saw no message")?;
-    close(wb).await;
-    let mut missed = Vec::new();
-    for i in 1..=3 {
-        let m = ws_send(
-            &mut wa,
+    /// b drops its socket; a sends three; b resumes and gets exactly those, in order. Closes
+    /// both sockets and answers what step 5 needs.
+    async fn resume(self, edge: &Edge) -> Result<Chat> {
+        let Self {
+            a,
+            b,
             channel,
-            &format!("while b was away {i}"),
-            &format!("chat-a-away-{i}"),
-            &mut seen_a,
-        )
-        .await?;
-        missed.push(m.id);
-        acked.push(acked_of(&m, &a, "chat"));
-    }
-    let (mut wb, rb) = edge.connect(&b.token, Some(last_b)).await?;
-    let mut got = Vec::new();
-    while got.len() < missed.len() {
-        match edge::next_frame(&mut wb, FRAME_WAIT)
-            .await
-            .context("b resuming")?
-        {
-            Frame::Json(f) if f["t"] == "message" => {
-                let id = edge::id(&f["d"]["id"])?;
-                if id > last_b {
-                    got.push(id);
-                }
-            }
-            Frame::Json(_) => {}
-            Frame::Closed(code) => bail!("b's resumed socket closed ({code:?})"),
+            mut wa,
+            mut wb,
+            mut seen_a,
+            mut seen_b,
+            mut acked,
+        } = self;
+        // b drops its socket; a sends three; b resumes and gets exactly those, in order.
+        drain(&mut wb, &mut seen_b).await;
+        let last_b = seen_b
+            .iter()
+            .filter(|f| f["t"] == "message")
+            .filter_map(|f| edge::id(&f["d"]["id"]).ok())
+            .chain(acked.iter().filter(|m| m.author == b.id).map(|m| m.id))
+            .max()
+            .context("b saw no message")?;
+        close(wb).await;
+        let mut missed = Vec::new();
+        for i in 1..=3 {
+            let m = ws_send(
+                &mut wa,
+                channel,
+                &format!("while b was away {i}"),
+                &format!("chat-a-away-{i}"),
+                &mut seen_a,
+            )
+            .await?;
+            missed.push(m.id);
+            acked.push(acked_of(&m, &a, "chat"));
         }
+        let (mut wb, rb) = edge.connect(&b.token, Some(last_b)).await?;
+        let mut got = Vec::new();
+        while got.len() < missed.len() {
+            match edge::next_frame(&mut wb, FRAME_WAIT)
+                .await
+                .context("b resuming")?
+            {
+                Frame::Json(f) if f["t"] == "message" => {
+                    let id = edge::id(&f["d"]["id"])?;
+                    if id > last_b {
+                        got.push(id);
+                    }
+                }
+                Frame::Json(_) => {}
+                Frame::Closed(code) => bail!("b's resumed socket closed ({code:?})"),
+            }
+        }
+        ensure!(
+            got == missed,
+            "b resumed after {last_b} and got {got:?}, wanted {missed:?}"
+        );
+        log(format_args!(
+            "chatted both ways, paged history, b resumed on {} and got the 3 missed messages",
+            rb["node"].as_str().unwrap_or("?")
+        ));
+        close(wa).await;
+        close(wb).await;
+        Ok(Chat {
+            a,
+            b,
+            channel,
+            acked,
+        })
     }
-    ensure!(
-        got == missed,
-        "b resumed after {last_b} and got {got:?}, wanted {missed:?}"
-    );
-    log(format_args!(
-        "chatted both ways, paged history, b resumed on {} and got the 3 missed messages",
-        rb["node"].as_str().unwrap_or("?")
-    ));
-    close(wa).await;
-    close(wb).await;
-    Ok(Chat {
-        a,
-        b,
-        channel,
-        acked,
-    })
 }
 
 /// An acknowledged message as `send`'s `ok` returns it.

@@ -17,12 +17,26 @@ use super::run::Run;
 use super::{CLUSTER_CRD, MANAGER, k8s, log, sample};
 
 impl Run<'_> {
+    /// Step 1: the namespace, the CRDs, `helm install` of the operator chart, its Deployment
+    /// available and its Lease held by one of its pods.
     pub(super) async fn install(&mut self) -> Result<()> {
         let ns = self.ns.clone();
         log(format_args!(
             "namespace {ns}, release {}, operator image {}, node image {}, ingress host {}",
             self.release, self.o.operator_image, self.o.node_image, self.host
         ));
+        self.create_namespace().await?;
+        self.apply_crds().await?;
+        self.helm_install().await?;
+        self.wait_operator_available().await?;
+        let holder = self.wait_leader().await?;
+        log(format_args!("operator installed; leader {holder}"));
+        Ok(())
+    }
+
+    /// The run's namespace, labelled as the scenario's.
+    async fn create_namespace(&self) -> Result<()> {
+        let ns = self.ns.clone();
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
         let mut meta = kube::api::ObjectMeta {
             name: Some(ns.clone()),
@@ -42,7 +56,12 @@ impl Run<'_> {
             )
             .await
             .with_context(|| format!("creating namespace {ns}"))?;
+        Ok(())
+    }
 
+    /// The chart's CRDs applied server-side, each waited for until Established; notes
+    /// whether this run created them.
+    async fn apply_crds(&mut self) -> Result<()> {
         // The chart's CRDs, applied as an upgrade would (helm installs them only when absent).
         let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         self.created_crds = crds.get_opt(CLUSTER_CRD).await?.is_none();
@@ -90,7 +109,12 @@ impl Run<'_> {
             )
             .await?;
         }
+        Ok(())
+    }
 
+    /// `helm install` of the operator chart with the run's values.
+    async fn helm_install(&mut self) -> Result<()> {
+        let ns = self.ns.clone();
         let values = self.o.chart_values(&ns)?;
         let values_file =
             std::env::temp_dir().join(format!("parley-e2e-{}-values.json", self.unique));
@@ -117,7 +141,12 @@ impl Run<'_> {
         let _ = std::fs::remove_file(&values_file);
         out?;
         self.installed = true;
+        Ok(())
+    }
 
+    /// Waits until the operator Deployment is available with every replica.
+    async fn wait_operator_available(&self) -> Result<()> {
+        let ns = self.ns.clone();
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &ns);
         let selector = format!("app.kubernetes.io/instance={}", self.release);
         let release = self.release.clone();
@@ -154,7 +183,12 @@ impl Run<'_> {
         )
         .await;
         waited?;
+        Ok(())
+    }
 
+    /// Waits until the operator's Lease has a holder and checks the holder is one of the
+    /// operator's pods; answers its name.
+    async fn wait_leader(&self) -> Result<String> {
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.ns);
         let release = self.release.clone();
         let holder = k8s::wait_for(
@@ -191,7 +225,6 @@ impl Run<'_> {
                 .map(|p| p.name_any())
                 .collect::<Vec<_>>()
         );
-        log(format_args!("operator installed; leader {holder}"));
-        Ok(())
+        Ok(holder)
     }
 }
