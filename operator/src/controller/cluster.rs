@@ -32,8 +32,8 @@ use super::{Context, now, publish_event};
 use crate::error::{Error, Result};
 use crate::resources::{self as r, Decided, Edge, MANAGER};
 use crate::status::{
-    Problem, Rollout, cluster_conditions, degraded_event, job_failure, job_succeeded, next_ring,
-    ring_members, shard_map, statefulset_replicas,
+    Problem, Reason, RingScope, Rollout, Stamp, cluster_conditions, degraded_event, job_failure,
+    job_succeeded, next_ring, ring_members, shard_map, statefulset_replicas,
 };
 
 const KIND: &str = "ChatCluster";
@@ -142,7 +142,7 @@ async fn reconcile_cluster(cluster: Arc<ChatCluster>, ctx: &Arc<Context>) -> Res
         Ok(map) => map,
         Err(e) => {
             problems.push(Problem {
-                reason: "InvalidShardMap",
+                reason: Reason::InvalidShardMap,
                 message: e,
             });
             previous.shards.clone()
@@ -182,7 +182,7 @@ async fn reconcile_cluster(cluster: Arc<ChatCluster>, ctx: &Arc<Context>) -> Res
         }
         Err(e) => {
             problems.push(Problem {
-                reason: "WorkerIdsExhausted",
+                reason: Reason::WorkerIdsExhausted,
                 message: e.to_string(),
             });
             own
@@ -215,7 +215,7 @@ async fn reconcile_cluster(cluster: Arc<ChatCluster>, ctx: &Arc<Context>) -> Res
     }
     if !missing.is_empty() {
         problems.push(Problem {
-            reason: "MissingSecret",
+            reason: Reason::MissingSecret,
             message: format!("Secrets not found: {}", missing.join(", ")),
         });
     }
@@ -323,7 +323,7 @@ async fn reconcile_cluster(cluster: Arc<ChatCluster>, ctx: &Arc<Context>) -> Res
     // workloads move together.
     if let Some(failure) = job_failure(&job) {
         problems.push(Problem {
-            reason: "MigrationFailed",
+            reason: Reason::MigrationFailed,
             message: format!(
                 "the migration Job {migration_name} failed ({failure}); see kubectl logs job/{migration_name}"
             ),
@@ -403,7 +403,14 @@ async fn reconcile_cluster(cluster: Arc<ChatCluster>, ctx: &Arc<Context>) -> Res
         .list(&ListParams::default().labels(&selector))
         .await?
         .items;
-    let members = ring_members(&pods, &name, &ns, workers, desired);
+    let names = r::Names::new(name.clone());
+    let scope = RingScope {
+        names: &names,
+        namespace: &ns,
+        workers,
+        desired,
+    };
+    let members = ring_members(&pods, &scope);
     let ring = next_ring(previous.ring.as_ref(), members);
 
     let sts_status = sts.status.unwrap_or_default();
@@ -447,8 +454,12 @@ async fn finish(
 ) -> Result<Action> {
     let previous = status.conditions.clone();
     let generation = cluster.metadata.generation;
-    status.conditions =
-        cluster_conditions(&status.conditions, &problems, rollout, &now(), generation);
+    status.conditions = cluster_conditions(
+        &status.conditions,
+        &problems,
+        rollout,
+        &Stamp::at(now(), generation),
+    );
     status.observed_generation = generation;
     status.ready_replicas = rollout.ready;
     status.replicas_summary = Some(format!("{}/{}", rollout.ready, rollout.desired));

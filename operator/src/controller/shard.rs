@@ -10,11 +10,13 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use parley_crd::SlotRange;
-use parley_crd::resources::{ChatShard, ChatShardStatus};
+use parley_crd::resources::{ChatShard, ChatShardStatus, SecretKeyRef};
 
 use super::{Context, now};
 use crate::error::{Error, Result};
-use crate::status::{job_succeeded, migrated_shards, set_condition};
+use crate::status::{
+    ConditionState, ConditionType, Reason, Stamp, job_succeeded, migrated_shards, set_condition,
+};
 
 const KIND: &str = "ChatShard";
 
@@ -52,46 +54,27 @@ async fn reconcile_shard(shard: Arc<ChatShard>, ctx: &Arc<Context>) -> Result<Ac
         .items
         .iter()
         .any(|j| migrated_shard(j, &shard.name_any()));
-    let t = now();
-    let (ready, reason, message) = if !bad_slots.is_empty() {
-        (
-            false,
-            "InvalidSlots",
-            format!("not slot ranges within 0-4095: {}", bad_slots.join(", ")),
-        )
-    } else if !has_secret {
-        (
-            false,
-            "MissingSecret",
-            format!("Secret {}/{} not found", secret.name, secret.key),
-        )
-    } else if !migrated {
-        (
-            false,
-            "Migrating",
-            format!("waiting for ChatCluster {cluster}'s migration"),
-        )
-    } else {
-        (true, "Migrated", "the shard schema is applied".into())
-    };
-    set_condition(
-        &mut status.conditions,
-        "Degraded",
-        !bad_slots.is_empty() || !has_secret,
-        reason,
-        &message,
-        &t,
-        generation,
-    );
-    set_condition(
-        &mut status.conditions,
-        "Ready",
-        ready,
-        reason,
-        &message,
-        &t,
-        generation,
-    );
+    let verdict = verdict(&Observed {
+        bad_slots: &bad_slots,
+        has_secret,
+        migrated,
+        secret,
+        cluster,
+    });
+    let stamp = Stamp::at(now(), generation);
+    let ready = verdict.ready;
+    for (type_, status_) in [
+        (ConditionType::Degraded, verdict.degraded),
+        (ConditionType::Ready, verdict.ready),
+    ] {
+        let state = ConditionState {
+            type_,
+            status: status_,
+            reason: verdict.reason,
+            message: verdict.message.clone(),
+        };
+        set_condition(&mut status.conditions, state, &stamp);
+    }
     if ready {
         status.schema_version = Some(1);
     }
@@ -108,6 +91,62 @@ async fn reconcile_shard(shard: Arc<ChatShard>, ctx: &Arc<Context>) -> Result<Ac
     } else {
         Duration::from_secs(10)
     }))
+}
+
+/// What the shard controller read about a ChatShard.
+#[derive(Debug)]
+struct Observed<'a> {
+    /// Its slot ranges that do not parse.
+    bad_slots: &'a [String],
+    /// Whether its Postgres Secret and key exist.
+    has_secret: bool,
+    /// Whether a succeeded migration Job of its cluster covered it.
+    migrated: bool,
+    secret: &'a SecretKeyRef,
+    cluster: &'a str,
+}
+
+/// A ChatShard's conditions: `Degraded` while its spec is wrong, `Ready` once migrated.
+#[derive(Debug, PartialEq, Eq)]
+struct Verdict {
+    degraded: bool,
+    ready: bool,
+    reason: Reason,
+    message: String,
+}
+
+fn verdict(seen: &Observed<'_>) -> Verdict {
+    let (ready, reason, message) = if !seen.bad_slots.is_empty() {
+        (
+            false,
+            Reason::InvalidSlots,
+            format!(
+                "not slot ranges within 0-4095: {}",
+                seen.bad_slots.join(", ")
+            ),
+        )
+    } else if !seen.has_secret {
+        let secret = seen.secret;
+        (
+            false,
+            Reason::MissingSecret,
+            format!("Secret {}/{} not found", secret.name, secret.key),
+        )
+    } else if !seen.migrated {
+        (
+            false,
+            Reason::Migrating,
+            format!("waiting for ChatCluster {}'s migration", seen.cluster),
+        )
+    } else {
+        (true, Reason::Migrated, "the shard schema is applied".into())
+    };
+    Verdict {
+        degraded: !seen.bad_slots.is_empty() || !seen.has_secret,
+        ready,
+        reason,
+        message,
+    }
 }
 
 /// Whether `job` is a migration that succeeded and covered the shard `name` (an older
