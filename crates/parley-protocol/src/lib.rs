@@ -9,6 +9,8 @@ mod id;
 pub mod limits;
 mod model;
 pub mod rest;
+#[cfg(feature = "sqlx")]
+mod sql;
 mod time;
 pub mod ws;
 
