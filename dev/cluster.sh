@@ -1,27 +1,23 @@
+# shellcheck shell=bash
 # Shared by dev/up, dev/status and dev/down: a local distributed Parley cluster (chat-nodes
-# and persisters) over the services of dev/services. Sourced, not run.
+# and persisters) over the services of dev/services. Sourced, not run; it sources dev/lib.sh.
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CLUSTER_STATE=${PARLEY_STATE_DIR:-$ROOT/.state}/cluster
-BIN=${PARLEY_CHAT_NODE_BIN:-$ROOT/target/debug/chat-node}
-NODE_PORT_BASE=${PARLEY_NODE_PORT_BASE:-8080}          # node i: 8080+i (8081, 8082, ...)
-INTERNAL_PORT_BASE=${PARLEY_INTERNAL_PORT_BASE:-9180}  # node i: 9180+i
-PERSISTER_PORT_BASE=${PARLEY_PERSISTER_PORT_BASE:-8090}
+# shellcheck source=dev/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+LOG_TAG=cluster
 
-log() { printf '[cluster] %s\n' "$*" >&2; }
-die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }
-
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-
-cluster_secret() {
-    local file="$CLUSTER_STATE/$1"
-    if [ ! -s "$file" ]; then
-        mkdir -p "$CLUSTER_STATE"
-        od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$file"
-        chmod 600 "$file"
-    fi
-    cat "$file"
+CLUSTER_STATE=$STATE_ROOT/cluster
+# shellcheck disable=SC2034 # used by dev/up, dev/status and dev/down, which source this
+{
+    CHAT_NODE_BIN=${PARLEY_CHAT_NODE_BIN:-$ROOT/target/debug/chat-node}
+    NODE_PORT_BASE=${PARLEY_NODE_PORT_BASE:-8080}          # node i: 8080+i (8081, 8082, ...)
+    INTERNAL_PORT_BASE=${PARLEY_INTERNAL_PORT_BASE:-9180}  # node i: 9180+i
+    PERSISTER_PORT_BASE=${PARLEY_PERSISTER_PORT_BASE:-8090}
 }
+
+# cluster_secret NAME: a secret shared by the cluster's processes (32 random bytes as hex),
+# made once per state directory.
+cluster_secret() { stored_secret "$CLUSTER_STATE/$1" 32; }
 
 # Every PARLEY_* variable a node or persister of this cluster needs (but its own name and
 # ports).
@@ -35,13 +31,3 @@ cluster_env() {
 
 node_count() { cat "$CLUSTER_STATE/nodes" 2>/dev/null || echo 0; }
 persister_count() { cat "$CLUSTER_STATE/persisters" 2>/dev/null || echo 0; }
-
-stop_pidfile() {
-    local pidfile=$1
-    pid_alive "$pidfile" || { rm -f "$pidfile"; return 0; }
-    local pid; pid=$(cat "$pidfile")
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    rm -f "$pidfile"
-}
