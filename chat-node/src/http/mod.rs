@@ -60,6 +60,7 @@ pub fn app(state: AppState) -> Router {
         .merge(blobs)
         .route("/", get(web::index))
         .route("/app.js", get(web::script))
+        .route("/js/{*path}", get(web::module))
         .route("/app.css", get(web::style))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
