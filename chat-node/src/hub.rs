@@ -68,7 +68,7 @@ impl Closer {
         self.reason
             .get()
             .copied()
-            .unwrap_or((1011, "internal error"))
+            .unwrap_or((close::INTERNAL_ERROR, "internal error"))
     }
 }
 

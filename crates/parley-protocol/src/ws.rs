@@ -2,18 +2,25 @@
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use crate::rest::HistoryQuery;
 use crate::{Channel, Id, Message, Timestamp};
 
 /// Default interval at which a connection must ping.
 pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 15_000;
 
-/// Close codes of the protocol.
+/// Close codes of the protocol: the standard ones a node uses (RFC 6455 §7.4.1) and the
+/// protocol's own 4xxx codes.
 pub mod close {
     /// Node stopping at once (a hard shutdown: a second signal, or a drain window of 0);
     /// reconnect with `resume_after`.
     pub const GOING_AWAY: u16 = 1001;
+    /// The client broke the WebSocket protocol itself (a frame the server could not read).
+    pub const PROTOCOL_ERROR: u16 = 1002;
     /// Frame larger than the limit.
     pub const TOO_LARGE: u16 = 1009;
+    /// The server failed (a backend unavailable at `hello`, a session lost by the hub):
+    /// reconnect with `resume_after`.
+    pub const INTERNAL_ERROR: u16 = 1011;
     /// No `hello` in time, or a bad one.
     pub const BAD_HELLO: u16 = 4001;
     /// Heartbeat expired.
@@ -65,6 +72,17 @@ pub struct HistoryOp {
     pub after: Option<Id>,
     #[serde(default)]
     pub limit: Option<u32>,
+}
+
+impl HistoryOp {
+    /// The same query `GET /v1/channels/{channel_id}/messages` takes.
+    pub fn query(&self) -> HistoryQuery {
+        HistoryQuery {
+            before: self.before,
+            after: self.after,
+            limit: self.limit,
+        }
+    }
 }
 
 /// A client operation with its payload.
