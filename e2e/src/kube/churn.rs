@@ -1,27 +1,47 @@
-//! Steps 5 and 6: traffic through the edge (two senders, listeners) while the cluster
-//! changes under it (a chat-node pod deleted, scaled 2 → 3 → 2, a third ChatShard, a rollout
-//! restart), then everything acknowledged checked against the channel's history.
+//! Step 5: traffic through the edge (two senders, listeners) while the cluster changes under
+//! it: a chat-node pod deleted, scaled 2 → 3 → 2, a third ChatShard (see `shard.rs`), a
+//! rollout restart of the StatefulSet. Each change is a window of the figures step 6 prints
+//! (`verify.rs`).
 
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use anyhow::{Context as _, Result, anyhow, bail};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::watch;
 
-use super::chat::{Chat, fetch_history, message_ids};
-use super::edge::{self, Edge};
+use super::chat::Chat;
+use super::edge::Edge;
 use super::run::{Run, Tasks};
-use super::traffic::{self, Acked, Ledger, Phase, SharedLedger};
+use super::traffic::{self, Ledger, Phase, SharedLedger};
 use super::{backends, k8s, log, sample};
 
+/// A change of step 5 and when it ran, from the start of the traffic: (name, from, to).
+pub(super) type Window = (String, Duration, Duration);
+
+/// The traffic clients of steps 5 and 6 (their tasks are aborted when this is dropped).
+pub(super) struct Traffic {
+    /// When the traffic started; disconnects and windows count from it.
+    pub(super) t0: Instant,
+    /// The clients' names.
+    pub(super) names: Vec<String>,
+    /// Whose messages each client must receive (client → senders).
+    pub(super) receivers: BTreeMap<String, BTreeSet<String>>,
+    pub(super) tasks: Tasks,
+    pub(super) phase_tx: watch::Sender<Phase>,
+    /// What the clients saw.
+    pub(super) ledger: SharedLedger,
+}
+
 impl Run<'_> {
+    /// Steps 5 and 6: traffic flowing, the cluster churned under it, then everything
+    /// acknowledged verified.
     pub(super) async fn churn(
         &mut self,
         edge: &Edge,
@@ -29,6 +49,20 @@ impl Run<'_> {
         b: &backends::Backends,
         chat: Chat,
     ) -> Result<()> {
+        let traffic = self.start_traffic(edge, &chat);
+        warm_up(&traffic).await?;
+        log(format_args!(
+            "traffic flowing: 2 senders every {:?}, {} listeners",
+            Duration::from_millis(self.o.send_every_ms),
+            self.o.listeners
+        ));
+        let windows = self.disturb(edge, s, b, &chat, &traffic).await?;
+        self.verify(edge, &chat, traffic, &windows).await
+    }
+
+    /// Starts the traffic clients: senders `a` and `b` (a message every `--send-every-ms`)
+    /// and `--listeners` listeners, every one resuming after step 4's last message.
+    fn start_traffic(&self, edge: &Edge, chat: &Chat) -> Traffic {
         let t0 = Instant::now();
         let ledger: SharedLedger = Arc::new(Mutex::new(Ledger::default()));
         let (phase_tx, phase_rx) = watch::channel(Phase::Running);
@@ -81,60 +115,39 @@ impl Run<'_> {
                 t0,
             )));
         }
-        // Warm up: everyone connected, both senders acknowledged.
-        {
-            let ledger = ledger.clone();
-            let names = names.clone();
-            k8s::wait_for(
-                "the traffic clients to connect and the senders to get acknowledgements",
-                Duration::from_secs(60),
-                Duration::from_millis(200),
-                || {
-                    let l = ledger.clone();
-                    let names = names.clone();
-                    async move {
-                        let l = l.lock();
-                        if let Some(f) = l.fatal.first() {
-                            bail!("a client failed: {f}");
-                        }
-                        let connected = names.iter().all(|n| l.nodes.contains_key(n));
-                        let acked = |c: &str| l.acked.iter().filter(|a| a.client == c).count();
-                        if connected && acked("a") >= 5 && acked("b") >= 5 {
-                            return Ok(Some(()));
-                        }
-                        Err(anyhow!(
-                            "connected {:?}, acked a={} b={}",
-                            l.nodes,
-                            acked("a"),
-                            acked("b")
-                        ))
-                    }
-                },
-            )
-            .await?;
+        Traffic {
+            t0,
+            names,
+            receivers,
+            tasks,
+            phase_tx,
+            ledger,
         }
-        log(format_args!(
-            "traffic flowing: 2 senders every {every:?}, {} listeners",
-            self.o.listeners
-        ));
-        let check_clients = |ledger: &SharedLedger| -> Result<()> {
-            let l = ledger.lock();
-            if let Some(f) = l.fatal.first() {
-                bail!("a traffic client failed: {f}");
-            }
-            Ok(())
-        };
-        let mut windows: Vec<(String, Duration, Duration)> = Vec::new();
+    }
+
+    /// The four changes under traffic, in order, each checked to leave every client running:
+    /// (a) delete the chat-node pod sender `a` is on, (b) scale 2 → 3 → 2, (c) a third
+    /// ChatShard, (d) a rollout restart of the StatefulSet.
+    async fn disturb(
+        &mut self,
+        edge: &Edge,
+        s: &sample::Sample,
+        b: &backends::Backends,
+        chat: &Chat,
+        traffic: &Traffic,
+    ) -> Result<Vec<Window>> {
+        let (ledger, t0) = (&traffic.ledger, traffic.t0);
+        let mut windows: Vec<Window> = Vec::new();
 
         // (a) delete the chat-node pod that sender a is on.
         let t = Instant::now();
         let start = t0.elapsed();
-        self.delete_node_pod(&ledger)
+        self.delete_node_pod(ledger)
             .await
             .context("deleting a chat-node pod")?;
         windows.push(("pod_delete".into(), start, t0.elapsed()));
         self.step("pod_delete", t);
-        check_clients(&ledger)?;
+        check_clients(ledger)?;
 
         // (b) scale 2 → 3 → 2.
         for (n, name) in [(3, "scale_up"), (2, "scale_down")] {
@@ -145,18 +158,18 @@ impl Run<'_> {
                 .with_context(|| format!("scaling to {n}"))?;
             windows.push((name.into(), start, t0.elapsed()));
             self.step(name, t);
-            check_clients(&ledger)?;
+            check_clients(ledger)?;
         }
 
         // (c) a third ChatShard takes half of a shard's slots.
         let t = Instant::now();
         let start = t0.elapsed();
-        self.add_shard(edge, s, b, &chat)
+        self.add_shard(edge, s, b, chat)
             .await
             .context("adding a third ChatShard")?;
         windows.push(("add_shard".into(), start, t0.elapsed()));
         self.step("add_shard", t);
-        check_clients(&ledger)?;
+        check_clients(ledger)?;
 
         // (d) kubectl rollout restart of the StatefulSet.
         let t = Instant::now();
@@ -168,135 +181,8 @@ impl Run<'_> {
         tokio::time::sleep(Duration::from_secs(5)).await;
         windows.push(("rollout".into(), start, t0.elapsed()));
         self.step("rollout", t);
-        check_clients(&ledger)?;
-
-        // 6: stop sending, let everything pending be acknowledged and delivered.
-        let t = Instant::now();
-        phase_tx.send_replace(Phase::StopSending);
-        {
-            let ledger = ledger.clone();
-            let receivers = receivers.clone();
-            k8s::wait_for(
-                "every send to be acknowledged and delivered to the other clients",
-                Duration::from_secs(120),
-                Duration::from_millis(500),
-                || {
-                    let l = ledger.clone();
-                    let receivers = receivers.clone();
-                    async move {
-                        let l = l.lock();
-                        if let Some(f) = l.fatal.first() {
-                            bail!("a client failed: {f}");
-                        }
-                        let pending: usize = l.pending.values().sum();
-                        let v = traffic::verify(&l.acked, &[], &l.received, &receivers);
-                        let undelivered: usize = v.undelivered.values().map(Vec::len).sum();
-                        if pending == 0 && undelivered == 0 {
-                            return Ok(Some(()));
-                        }
-                        Err(anyhow!(
-                            "{pending} sends pending, {undelivered} deliveries missing: {:?}",
-                            v.undelivered
-                                .iter()
-                                .map(|(c, m)| (c, m.len()))
-                                .collect::<Vec<_>>()
-                        ))
-                    }
-                },
-            )
-            .await?;
-        }
-        phase_tx.send_replace(Phase::Finish);
-        for task in std::mem::take(&mut tasks.0) {
-            match tokio::time::timeout(Duration::from_secs(30), task).await {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => return Err(e.context("a traffic client")),
-                Ok(Err(e)) => bail!("a traffic client panicked: {e}"),
-                Err(_) => bail!("a traffic client did not finish within 30 s"),
-            }
-        }
-        let history = fetch_history(edge, &chat.a, chat.channel).await?;
-        let l = ledger.lock();
-        let mut all_acked = chat.acked.clone();
-        all_acked.extend(l.acked.iter().cloned());
-        let traffic_acked: Vec<Acked> = l.acked.clone();
-        let v = traffic::verify(&all_acked, &history, &l.received, &receivers);
-        let delivery = traffic::verify(&traffic_acked, &history, &l.received, &receivers);
-
-        // Figures.
-        let times = |from: Duration, to: Duration| -> Vec<Duration> {
-            l.disconnects
-                .iter()
-                .filter(|d| d.at >= from && d.at <= to)
-                .map(|d| d.at)
-                .collect()
-        };
-        let mut other_peak = 0;
-        for (name, from, to) in &windows {
-            let ts = times(*from, *to);
-            let peak = traffic::peak_per_second(&ts);
-            let drained = l
-                .disconnects
-                .iter()
-                .filter(|d| d.at >= *from && d.at <= *to)
-                .filter(|d| matches!(d.cause, traffic::Cause::Drained { .. }))
-                .count();
-            log(format_args!(
-                "{name}: {} disconnects ({drained} announced with reconnect), peak {peak} reconnects/s",
-                ts.len()
-            ));
-            if name == "rollout" {
-                self.summary.peak_reconnects_per_s_rollout = peak;
-            } else {
-                other_peak = other_peak.max(peak);
-            }
-        }
-        let codes: BTreeMap<String, usize> =
-            l.disconnects.iter().fold(BTreeMap::new(), |mut m, d| {
-                let k = match &d.cause {
-                    traffic::Cause::Drained { code, .. } => format!("reconnect+{code:?}"),
-                    traffic::Cause::Closed(code) => format!("closed {code:?}"),
-                    traffic::Cause::Silent => "silent".into(),
-                };
-                *m.entry(k).or_default() += 1;
-                m
-            });
-        log(format_args!(
-            "disconnects by cause: {codes:?}; failed connects {}; resync_required {}",
-            l.failed_connects, l.resync_required
-        ));
-        self.summary.peak_reconnects_per_s_other = other_peak;
-        self.summary.acked = all_acked.len();
-        self.summary.lost = v.lost.len();
-        self.summary.disconnects = l.disconnects.len();
-        self.summary.drained = l
-            .disconnects
-            .iter()
-            .filter(|d| matches!(d.cause, traffic::Cause::Drained { .. }))
-            .count();
-        self.summary.send_errors = l.send_errors.clone();
-        let resyncs = l.resync_required;
-        drop(l);
-        self.step("verify", t);
-        ensure!(
-            v.ok() && delivery.undelivered.is_empty(),
-            "the history of channel {} ({} messages) disagrees with what was acknowledged ({}): lost {:?}, duplicates {:?}, seq problems {:?}, seq mismatch {:?}, undelivered {:?}",
-            chat.channel,
-            history.len(),
-            all_acked.len(),
-            v.lost,
-            v.duplicates,
-            v.seq_problems,
-            v.seq_mismatch,
-            v.undelivered
-        );
-        ensure!(resyncs == 0, "clients got {resyncs} resync_required");
-        log(format_args!(
-            "verified: {} acknowledged messages, each in history once, seqs 1..={} gapless, all delivered",
-            all_acked.len(),
-            history.len()
-        ));
-        Ok(())
+        check_clients(ledger)?;
+        Ok(windows)
     }
 
     async fn delete_node_pod(&mut self, ledger: &SharedLedger) -> Result<()> {
@@ -395,122 +281,6 @@ impl Run<'_> {
         Ok(())
     }
 
-    async fn add_shard(
-        &mut self,
-        edge: &Edge,
-        s: &sample::Sample,
-        b: &backends::Backends,
-        chat: &Chat,
-    ) -> Result<()> {
-        // Slots of every channel of the two users: none of them may move (no data moves).
-        let mut busy = Vec::new();
-        for user in [&chat.a, &chat.b] {
-            let r = edge
-                .expect(
-                    reqwest::Method::GET,
-                    "/v1/channels",
-                    Some(&user.token),
-                    None,
-                    200,
-                )
-                .await?;
-            for c in r["channels"].as_array().into_iter().flatten() {
-                busy.push(parley_crd::slot_of(edge::id(&c["id"])?));
-            }
-        }
-        let ranges = s
-            .shards
-            .iter()
-            .map(sample::slot_range)
-            .collect::<Result<Vec<_>>>()?;
-        let split = sample::choose_split(&ranges, &busy).with_context(|| {
-            format!("no half of a shard is free of the test's channels (slots {busy:?})")
-        })?;
-        let donor = &s.shards[split.shard];
-        let new_name = format!("{}-c", self.cluster_name);
-        let (shard, secret) = sample::third_shard(donor, &new_name, &split, &b.shard_urls[2]);
-        log(format_args!(
-            "shard {} keeps {}-{}, new shard {new_name} takes {}-{}",
-            sample::name_of(donor),
-            split.keep.0,
-            split.keep.1,
-            split.moved.0,
-            split.moved.1
-        ));
-        self.apply(&secret).await?;
-        self.apply(&shard).await?;
-        let shards = k8s::dynamic(&self.client, &self.ns, &k8s::parley_resource("ChatShard"));
-        shards
-            .patch(
-                sample::name_of(donor),
-                &PatchParams::default(),
-                &Patch::Merge(
-                    json!({"spec": {"slots": [format!("{}-{}", split.keep.0, split.keep.1)]}}),
-                ),
-            )
-            .await?;
-        let new = new_name.clone();
-        self.wait_ready("the map in force to have three shards", |c| {
-            let map = c["status"]["shards"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
-            let ready = map.iter().all(|s| s["ready"] == true);
-            let has_new = map.iter().any(|s| s["name"] == new.as_str());
-            if map.len() == 3 && ready && has_new {
-                Ok(())
-            } else {
-                Err(format!("map in force {}", Value::Array(map)))
-            }
-        })
-        .await?;
-        // The new shard serves: a channel whose slot moved takes and gives back a message.
-        for attempt in 1..=32 {
-            let g = edge
-                .expect(
-                    reqwest::Method::POST,
-                    "/v1/channels",
-                    Some(&chat.a.token),
-                    Some(&json!({"name": format!("e2e-{}-s{attempt}", self.unique)})),
-                    201,
-                )
-                .await?;
-            let id = edge::id(&g["id"])?;
-            let slot = parley_crd::slot_of(id);
-            if !(split.moved.0..=split.moved.1).contains(&slot) {
-                continue;
-            }
-            let m = edge
-                .expect(
-                    reqwest::Method::POST,
-                    &format!("/v1/channels/{id}/messages"),
-                    Some(&chat.a.token),
-                    Some(&json!({"text": "on the new shard"})),
-                    201,
-                )
-                .await?;
-            let r = edge
-                .expect(
-                    reqwest::Method::GET,
-                    &format!("/v1/channels/{id}/messages"),
-                    Some(&chat.a.token),
-                    None,
-                    200,
-                )
-                .await?;
-            let ids = message_ids(&r["messages"])?;
-            ensure!(
-                ids == [edge::id(&m["id"])?],
-                "a channel in slot {slot} (moved to {new_name}) has history {ids:?}"
-            );
-            log(format_args!(
-                "channel {id} (slot {slot}) lives on {new_name}"
-            ));
-            return Ok(());
-        }
-        bail!("32 new channels all fell outside the moved slots")
-    }
-
     async fn rollout_restart(&mut self) -> Result<()> {
         let name = format!("{}-node", self.cluster_name);
         let sts: Api<StatefulSet> = Api::namespaced(self.client.clone(), &self.ns);
@@ -566,4 +336,51 @@ impl Run<'_> {
         .await?;
         Ok(())
     }
+}
+
+/// Waits until every client is connected and both senders have acknowledgements.
+async fn warm_up(traffic: &Traffic) -> Result<()> {
+    let (ledger, names) = (&traffic.ledger, &traffic.names);
+    // Warm up: everyone connected, both senders acknowledged.
+    {
+        let ledger = ledger.clone();
+        let names = names.clone();
+        k8s::wait_for(
+            "the traffic clients to connect and the senders to get acknowledgements",
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            || {
+                let l = ledger.clone();
+                let names = names.clone();
+                async move {
+                    let l = l.lock();
+                    if let Some(f) = l.fatal.first() {
+                        bail!("a client failed: {f}");
+                    }
+                    let connected = names.iter().all(|n| l.nodes.contains_key(n));
+                    let acked = |c: &str| l.acked.iter().filter(|a| a.client == c).count();
+                    if connected && acked("a") >= 5 && acked("b") >= 5 {
+                        return Ok(Some(()));
+                    }
+                    Err(anyhow!(
+                        "connected {:?}, acked a={} b={}",
+                        l.nodes,
+                        acked("a"),
+                        acked("b")
+                    ))
+                }
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Fails when a traffic client ran into a fatal problem.
+fn check_clients(ledger: &SharedLedger) -> Result<()> {
+    let l = ledger.lock();
+    if let Some(f) = l.fatal.first() {
+        bail!("a traffic client failed: {f}");
+    }
+    Ok(())
 }

@@ -20,6 +20,20 @@
 //!   cleanup     ChatCluster, helm uninstall, namespace (also on failure; `--keep` skips it)
 //! ```
 //! Every wait is bounded and says what it saw when it gives up.
+//!
+//! Where each part lives:
+//!
+//! ```text
+//!   options   Options (flags), Until, chart values, scheduling   (pure)
+//!   run       run(): the steps in order, Summary, Run (shared state, apply, waits)
+//!   install   step 1            ready    steps 2 and 3
+//!   chat      step 4            churn    step 5 (traffic, pod delete, scale, rollout)
+//!   shard     step 5's ChatShard verify   step 6 (settle, history check, figures)
+//!   cleanup   cleanup
+//!   sample    the sample, patched (pure)    backends  the backends file (pure)
+//!   traffic   the traffic clients, Ledger, verify()
+//!   edge      protocol client through the ingress    k8s  API helpers, wait_for, helm
+//! ```
 
 pub mod backends;
 pub mod edge;
@@ -34,6 +48,8 @@ mod install;
 mod options;
 mod ready;
 mod run;
+mod shard;
+mod verify;
 
 use std::time::Duration;
 
