@@ -25,6 +25,7 @@ pub mod node;
 pub mod persister;
 pub mod presence;
 pub mod ratelimit;
+pub mod secret;
 pub mod snowflake;
 pub mod text;
 pub mod ws;

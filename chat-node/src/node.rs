@@ -105,8 +105,12 @@ pub async fn embedded(config: Config, addr: SocketAddr) -> anyhow::Result<Arc<Ch
     // Private: 0700, files 0600, tightened if found looser (backend::datadir).
     crate::backend::datadir::prepare(&data)
         .with_context(|| format!("creating PARLEY_DATA_DIR {}", data.display()))?;
-    let jwt = load_or_create_secret(config.jwt_secret.as_deref(), &data, "jwt-secret")
-        .context("reading PARLEY_JWT_SECRET / the data directory's jwt-secret")?;
+    let jwt = load_or_create_secret(
+        config.jwt_secret.as_ref().map(|s| s.expose().as_str()),
+        &data,
+        "jwt-secret",
+    )
+    .context("reading PARLEY_JWT_SECRET / the data directory's jwt-secret")?;
     let blob_key = load_or_create_secret(None, &data, "blob-key")
         .context("reading the data directory's blob-key")?;
     let moderator = moderator(&config)?;
@@ -174,7 +178,11 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
     let config_cluster_name = config.cluster.cluster_name.clone();
     let shards_file = config.files.get("PARLEY_SHARDS").cloned();
     let config_namespace = config.cluster.namespace.clone();
-    let store = Arc::new(PgStore::new(&d.directory_url, &d.shards, d.pool_size)?);
+    let store = Arc::new(PgStore::new(
+        d.directory_url.expose().as_str(),
+        &d.shards,
+        d.pool_size,
+    )?);
     let shard_store = store.clone();
     let (messages, notifications) = topics(&d);
     let log = Arc::new(KafkaLog::new(d.kafka.clone(), &messages)?);
@@ -184,7 +192,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
     let ring_poke = Arc::new(Notify::new());
     let (sink, cell) = hub_sink(members_cache.clone(), ring_poke.clone());
     let pubsub: Arc<dyn PubSub> = Arc::new(
-        RedisPubSub::connect(&d.redis_url, sink)
+        RedisPubSub::connect(d.redis_url.expose().as_str(), sink)
             .await
             .context("connecting to PARLEY_REDIS_URL")?,
     );
@@ -194,7 +202,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
         .context("subscribing to the cluster topic")?;
     let hub = Arc::new(Hub::new(pubsub));
     let _ = cell.set(hub.clone());
-    let redis = redis_backend::commands(&d.redis_url)
+    let redis = redis_backend::commands(d.redis_url.expose().as_str())
         .await
         .context("connecting to PARLEY_REDIS_URL")?;
     let cluster = Arc::new(Cluster::new(
@@ -204,7 +212,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
             leases: d.leases,
             namespace: d.topic_prefix.clone(),
             redis: redis.clone(),
-            secret: d.cluster_secret.clone(),
+            secret: d.cluster_secret.expose().clone(),
             pubsub: hub.pubsub().clone(),
             poke: ring_poke,
         },
@@ -222,7 +230,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
     let (expired_tx, mut expired_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let restored = Arc::new(Notify::new());
     let mut expiry = redis_backend::subscriber(
-        &d.redis_url,
+        d.redis_url.expose().as_str(),
         move |push| {
             if push.kind == redis::PushKind::Message
                 && let Some(redis::Value::BulkString(key)) = push.data.get(1)
@@ -288,7 +296,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
         .with_context(|| format!("binding PARLEY_INTERNAL_LISTEN={}", d.internal_listen))?;
     let chat = Arc::new(Chat::new(Parts {
         ids: snowflake(&config),
-        tokens: Tokens::new(jwt.as_bytes(), config.jwt_ttl_secs),
+        tokens: Tokens::new(jwt.expose().as_bytes(), config.jwt_ttl_secs),
         config,
         backends: Backends {
             stores: Stores::from_backend(store),
@@ -541,7 +549,7 @@ async fn run_persister(
 /// topics.
 pub async fn migrate_all(config: &Config) -> anyhow::Result<()> {
     let d = config.distributed()?;
-    let store = PgStore::new(&d.directory_url, &d.shards, 2)?;
+    let store = PgStore::new(d.directory_url.expose().as_str(), &d.shards, 2)?;
     let n = migrate(store.directory(), Schema::Directory)
         .await
         .context("migrating PARLEY_DIRECTORY_URL")?;
@@ -570,7 +578,11 @@ pub async fn persist(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let d = config.distributed()?;
-    let store = Arc::new(PgStore::new(&d.directory_url, &d.shards, d.pool_size)?);
+    let store = Arc::new(PgStore::new(
+        d.directory_url.expose().as_str(),
+        &d.shards,
+        d.pool_size,
+    )?);
     let (messages, _) = topics(&d);
     let log = Arc::new(KafkaLog::new(d.kafka.clone(), &messages)?);
     let stop = CancellationToken::new();

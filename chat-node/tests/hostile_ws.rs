@@ -326,7 +326,7 @@ async fn typing_is_limited_per_user_over_all_their_sessions() {
 #[tokio::test]
 async fn a_session_is_closed_with_4003_when_its_token_expires() {
     const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
-    let node = TestNode::with(|c| c.jwt_secret = Some(SECRET.to_owned())).await;
+    let node = TestNode::with(|c| c.jwt_secret = Some(SECRET.into())).await;
     let alice = node.user("alice").await;
     // A token that lives 2 s, signed like the node's own.
     let short = chat_node::auth::Tokens::new(SECRET.as_bytes(), 2)

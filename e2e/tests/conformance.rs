@@ -90,8 +90,8 @@ async fn s3_blobs_pass_the_blobs_suite() {
         endpoint: Some(s3.endpoint.clone()),
         region: s3.region.clone(),
         bucket: s3.bucket.clone(),
-        access_key_id: s3.access_key_id.clone(),
-        secret_access_key: s3.secret_access_key.clone(),
+        access_key_id: s3.access_key_id.clone().into(),
+        secret_access_key: s3.secret_access_key.clone().into(),
         path_style: true,
     });
     blobs.ping().await.unwrap();

@@ -16,17 +16,19 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::presigning::PresigningConfig;
 
 use super::{BackendError, Blobs, ObjectMeta, PresignedRequest};
+use crate::secret::Secret;
 
 const BACKEND: &str = "s3";
 
-/// Where the bucket is and how to sign for it.
+/// Where the bucket is and how to sign for it. `Debug` shows no credential.
 #[derive(Debug, Clone)]
 pub struct S3Settings {
+    /// The S3 server (MinIO and others); AWS when `None`.
     pub endpoint: Option<String>,
     pub region: String,
     pub bucket: String,
-    pub access_key_id: String,
-    pub secret_access_key: String,
+    pub access_key_id: Secret,
+    pub secret_access_key: Secret,
     /// Path-style URLs (`endpoint/bucket/key`), as MinIO wants.
     pub path_style: bool,
 }
@@ -53,8 +55,8 @@ fn presigning(expires: Duration) -> Result<PresigningConfig, BackendError> {
 impl S3Blobs {
     pub fn new(s: &S3Settings) -> Self {
         let credentials = Credentials::new(
-            &s.access_key_id,
-            &s.secret_access_key,
+            s.access_key_id.expose(),
+            s.secret_access_key.expose(),
             None,
             None,
             "parley-config",

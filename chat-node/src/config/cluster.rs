@@ -6,21 +6,25 @@ use std::time::Duration;
 
 use parley_crd::env;
 
-use super::parse::{parse_member, parse_secret, parse_shard, parse_url};
+use url::Url;
+
+use super::parse::{parse_member, parse_secret, parse_secret_url, parse_shard, parse_url};
 use super::{Command, Config, ConfigError};
+use crate::secret::Secret;
 
 /// Distributed mode: where the services are and who the other nodes are. Checked by
 /// [`Config::distributed`], which names the first missing key.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ClusterArgs {
-    /// PostgreSQL URL of the directory database.
+    /// PostgreSQL URL of the directory database (with its credentials).
     #[arg(
         long,
         env = env::DIRECTORY_URL,
         value_name = env::DIRECTORY_URL,
+        value_parser = parse_secret_url,
         hide_env_values = true
     )]
-    pub directory_url: Option<String>,
+    pub directory_url: Option<Secret<Url>>,
 
     /// Message shards, `;`-separated, each `name:slot-ranges:postgres-url`, where slot ranges
     /// are `+`-joined (`a:0-2047:postgres://...;b:2048-4095:postgres://...`). Together they
@@ -33,14 +37,15 @@ pub struct ClusterArgs {
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub db_pool_size: u32,
 
-    /// Redis URL (pub/sub, presence, node liveness).
+    /// Redis URL (pub/sub, presence, node liveness), with its password if any.
     #[arg(
         long,
         env = env::REDIS_URL,
         value_name = env::REDIS_URL,
+        value_parser = parse_secret_url,
         hide_env_values = true
     )]
-    pub redis_url: Option<String>,
+    pub redis_url: Option<Secret<Url>>,
 
     /// Kafka bootstrap servers.
     #[arg(
@@ -91,7 +96,7 @@ pub struct ClusterArgs {
         value_name = env::S3_ACCESS_KEY_ID,
         hide_env_values = true
     )]
-    pub s3_access_key_id: Option<String>,
+    pub s3_access_key_id: Option<Secret>,
 
     #[arg(
         long,
@@ -99,7 +104,7 @@ pub struct ClusterArgs {
         value_name = env::S3_SECRET_ACCESS_KEY,
         hide_env_values = true
     )]
-    pub s3_secret_access_key: Option<String>,
+    pub s3_secret_access_key: Option<Secret>,
 
     /// Ring members, `,`-separated `name=internal-url` (`n1=http://10.0.0.1:9180,...`).
     #[arg(long, env = env::NODES, value_name = env::NODES, value_delimiter = ',', value_parser = parse_member)]
@@ -129,7 +134,7 @@ pub struct ClusterArgs {
 
     /// Secret the nodes share for the node-to-node API, at least 32 bytes.
     #[arg(long, env = env::CLUSTER_SECRET, value_name = env::CLUSTER_SECRET, value_parser = parse_secret, hide_env_values = true)]
-    pub cluster_secret: Option<String>,
+    pub cluster_secret: Option<Secret>,
 
     /// How long a node's lease in Redis lives without renewal, ms. A dead node's channels
     /// move to the others after this; it must exceed 5/3 of the Kafka delivery timeout.
@@ -156,11 +161,11 @@ pub struct ClusterArgs {
 #[derive(Debug, Clone)]
 pub struct Distributed {
     /// The directory database (`PARLEY_DIRECTORY_URL`).
-    pub directory_url: String,
+    pub directory_url: Secret<Url>,
     /// The message shards, covering every slot once (`PARLEY_SHARDS`).
     pub shards: Vec<crate::backend::postgres::ShardSpec>,
     /// Redis: pub/sub, presence and leases (`PARLEY_REDIS_URL`).
-    pub redis_url: String,
+    pub redis_url: Secret<Url>,
     /// The Kafka log.
     pub kafka: crate::backend::kafka::KafkaSettings,
     /// The media bucket.
@@ -170,7 +175,7 @@ pub struct Distributed {
     /// Where the node-to-node API listens (`127.0.0.1:0` for `migrate` and `persist`).
     pub internal_listen: SocketAddr,
     /// The node-to-node API's shared secret (empty for `migrate` and `persist`).
-    pub cluster_secret: String,
+    pub cluster_secret: Secret,
     /// Node lease lifetime and the Kafka delivery timeout it must outlast.
     pub leases: crate::cluster::Leases,
     /// Prefix of the Kafka topics.
@@ -224,7 +229,7 @@ impl Config {
 
     /// A serving node's address and secret for the node-to-node API, and its place in the
     /// ring; `migrate` and `persist` need none of them.
-    fn node_to_node(&self) -> Result<(SocketAddr, String), ConfigError> {
+    fn node_to_node(&self) -> Result<(SocketAddr, Secret), ConfigError> {
         let c = &self.cluster;
         if self.command != Command::Serve {
             let listen = c

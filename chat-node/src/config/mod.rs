@@ -24,6 +24,7 @@ use std::time::Duration;
 use parley_crd::env;
 
 use crate::moderation::Policy;
+pub use crate::secret::Secret;
 
 mod cluster;
 mod files;
@@ -107,7 +108,7 @@ pub struct Config {
     /// Secret that signs session tokens (HS256), at least 32 bytes. Embedded mode generates
     /// one on first start and keeps it in the data directory.
     #[arg(long, env = env::JWT_SECRET, value_name = env::JWT_SECRET, value_parser = parse_secret, hide_env_values = true)]
-    pub jwt_secret: Option<String>,
+    pub jwt_secret: Option<Secret>,
 
     /// How long a session token stays valid, in seconds.
     #[arg(long, env = env::JWT_TTL_SECS, value_name = env::JWT_TTL_SECS, default_value_t = 7 * 24 * 3600,

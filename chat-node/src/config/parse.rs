@@ -1,6 +1,10 @@
 //! The value parsers of keys whose values have a shape of their own: URLs, secrets, the
 //! shard map and the ring members. Each returns a message clap prints after the key's name.
 
+use url::Url;
+
+use crate::secret::Secret;
+
 pub(super) fn parse_url(s: &str) -> Result<String, String> {
     if (s.starts_with("http://") || s.starts_with("https://")) && s.len() > 8 {
         Ok(s.trim_end_matches('/').to_owned())
@@ -55,9 +59,18 @@ pub(super) fn parse_member(s: &str) -> Result<parley_crd::Member, String> {
     })
 }
 
-pub(super) fn parse_secret(s: &str) -> Result<String, String> {
+/// A URL that may hold credentials (the directory database, Redis). Any URL `url::Url`
+/// parses is taken (the driver checks its scheme); the message never repeats the value.
+pub(super) fn parse_secret_url(s: &str) -> Result<Secret<Url>, String> {
+    Url::parse(s)
+        .map(Secret::new)
+        .map_err(|e| format!("expected a URL ({e})"))
+}
+
+/// A shared secret (`PARLEY_JWT_SECRET`, `PARLEY_CLUSTER_SECRET`): at least 32 bytes.
+pub(super) fn parse_secret(s: &str) -> Result<Secret, String> {
     if s.len() >= 32 {
-        Ok(s.to_owned())
+        Ok(Secret::from(s))
     } else {
         Err("the secret must be at least 32 bytes".into())
     }

@@ -107,7 +107,7 @@ fn values_can_come_from_files() {
     let env = |k: &str| (k == "PARLEY_JWT_SECRET_FILE").then(|| path.clone());
     let c = Config::from_args_and_files(["chat-node"], env).unwrap();
     assert_eq!(
-        c.jwt_secret.as_deref(),
+        c.jwt_secret.as_ref().map(|s| s.expose().as_str()),
         Some("0123456789abcdef0123456789abcdef"),
         "trailing newline dropped"
     );
@@ -155,4 +155,58 @@ fn origins_are_a_comma_separated_list() {
         c.allowed_origins,
         ["https://a.example", "https://b.example"]
     );
+}
+
+#[test]
+fn debug_output_shows_no_secret() {
+    let secrets = [
+        "jwt-0123456789abcdef0123456789abcdef",
+        "internal-0123456789abcdef0123456789ab",
+        "AKIA-access-key-id",
+        "s3-secret-access-key",
+        "directory-password",
+        "redis-password",
+    ];
+    let c = Config::from_args([
+        "chat-node",
+        "--mode",
+        "distributed",
+        "--jwt-secret",
+        secrets[0],
+        "--cluster-secret",
+        secrets[1],
+        "--s3-access-key-id",
+        secrets[2],
+        "--s3-secret-access-key",
+        secrets[3],
+        "--directory-url",
+        "postgres://parley:directory-password@db/directory",
+        "--shards",
+        "a:0-2047:postgres://u:shard-a-password@a/db;b:2048-4095:postgres://u:shard-b-password@b/db",
+        "--redis-url",
+        "redis://:redis-password@redis:6379/0",
+        "--kafka-bootstrap",
+        "k:9092",
+        "--s3-bucket",
+        "media",
+        "--internal-listen",
+        "127.0.0.1:9180",
+        "--node-name",
+        "n1",
+        "--nodes",
+        "n1=http://127.0.0.1:9180",
+    ])
+    .unwrap();
+    let d = c.distributed().unwrap();
+    for (what, debug) in [
+        ("Config", format!("{c:?}")),
+        ("Config (pretty)", format!("{c:#?}")),
+        ("Distributed", format!("{d:?}")),
+        ("S3Settings", format!("{:?}", d.s3)),
+    ] {
+        for secret in secrets {
+            assert!(!debug.contains(secret), "{what} shows {secret}: {debug}");
+        }
+        assert!(debug.contains("[redacted]"), "{what}: {debug}");
+    }
 }
