@@ -144,8 +144,33 @@ fn field<'a>(obj: &'a Map<String, Value>, key: &str) -> &'a Value {
     obj.get(key).unwrap_or(&Value::Null)
 }
 
-/// Reads and patches the sample.
+/// Reads and patches the sample: the namespace on every object, the ChatCluster's spec, the
+/// Secrets its references name (added when the sample lacks them), the ChatShards in slot
+/// order each with its database.
 pub fn patch(documents: Vec<Value>, p: &Patch) -> Result<Sample> {
+    let (mut support, mut cluster, shards) = sort_documents(documents, p)?;
+    let cluster_name = name_of(&cluster).to_owned();
+    ensure!(
+        !cluster_name.is_empty(),
+        "the sample's ChatCluster has no name"
+    );
+    let spec = cluster
+        .get_mut("spec")
+        .and_then(Value::as_object_mut)
+        .context("the sample's ChatCluster has no spec")?;
+    patch_spec(spec, p);
+    patch_backends(spec, &mut support, &cluster_name, p)?;
+    let shards = patch_shards(shards, &mut support, &cluster_name, p)?;
+    Ok(Sample {
+        support,
+        cluster,
+        shards,
+    })
+}
+
+/// The documents in the run's namespace, sorted by kind: (Secrets and ConfigMaps, the one
+/// ChatCluster, the two ChatShards); any other kind or count is an error.
+fn sort_documents(documents: Vec<Value>, p: &Patch) -> Result<(Vec<Value>, Value, Vec<Value>)> {
     let mut support = Vec::new();
     let mut clusters = Vec::new();
     let mut shards = Vec::new();
@@ -175,19 +200,13 @@ pub fn patch(documents: Vec<Value>, p: &Patch) -> Result<Sample> {
         "the sample must hold two ChatShards, holds {}",
         shards.len()
     );
-    let mut cluster = clusters.remove(0);
-    let cluster_name = name_of(&cluster).to_owned();
-    ensure!(
-        !cluster_name.is_empty(),
-        "the sample's ChatCluster has no name"
-    );
-    let b = &p.backends;
-    let ns = p.namespace.as_str();
+    Ok((support, clusters.remove(0), shards))
+}
 
-    let spec = cluster
-        .get_mut("spec")
-        .and_then(Value::as_object_mut)
-        .context("the sample's ChatCluster has no spec")?;
+/// The ChatCluster's spec for the run: replicas, image, small resources, persisters,
+/// scheduling, the Ingress and trusted proxies, Kafka.
+fn patch_spec(spec: &mut Map<String, Value>, p: &Patch) {
+    let b = &p.backends;
     spec.insert("replicas".into(), json!(p.replicas));
     spec.insert("image".into(), json!(p.node_image));
     spec.insert("imagePullPolicy".into(), json!(p.pull_policy));
@@ -219,6 +238,19 @@ pub fn patch(documents: Vec<Value>, p: &Patch) -> Result<Sample> {
             "replicationFactor": b.kafka_replication_factor,
         }),
     );
+}
+
+/// Redis, the directory, S3 and the JWT secret: each through the Secret the spec references
+/// (Redis and S3 get one named after the cluster when the sample names none), holding the
+/// run's backends.
+fn patch_backends(
+    spec: &mut Map<String, Value>,
+    support: &mut Vec<Value>,
+    cluster_name: &str,
+    p: &Patch,
+) -> Result<()> {
+    let b = &p.backends;
+    let ns = p.namespace.as_str();
     // Redis: always through a Secret (the URL carries a password).
     let (redis_secret, redis_key) = secret_ref(&field(spec, "redis")["secretRef"], "url")
         .unwrap_or_else(|| (format!("{cluster_name}-redis"), "url".into()));
@@ -226,11 +258,11 @@ pub fn patch(documents: Vec<Value>, p: &Patch) -> Result<Sample> {
         "redis".into(),
         json!({"secretRef": {"name": redis_secret, "key": redis_key}}),
     );
-    set_secret(&mut support, ns, &redis_secret, &redis_key, &b.redis_url);
+    set_secret(support, ns, &redis_secret, &redis_key, &b.redis_url);
 
     let (dir_secret, dir_key) = secret_ref(&field(spec, "directory")["secretRef"], "url")
         .context("the sample's ChatCluster has no spec.directory.secretRef")?;
-    set_secret(&mut support, ns, &dir_secret, &dir_key, &b.directory_url);
+    set_secret(support, ns, &dir_secret, &dir_key, &b.directory_url);
 
     let media = spec
         .entry("media")
@@ -249,15 +281,9 @@ pub fn patch(documents: Vec<Value>, p: &Patch) -> Result<Sample> {
         "credentialsSecretRef".into(),
         json!({"name": s3_secret.clone()}),
     );
+    set_secret(support, ns, &s3_secret, "accessKeyId", &b.s3.access_key_id);
     set_secret(
-        &mut support,
-        ns,
-        &s3_secret,
-        "accessKeyId",
-        &b.s3.access_key_id,
-    );
-    set_secret(
-        &mut support,
+        support,
         ns,
         &s3_secret,
         "secretAccessKey",
@@ -265,9 +291,21 @@ pub fn patch(documents: Vec<Value>, p: &Patch) -> Result<Sample> {
     );
 
     if let Some((jwt_secret, jwt_key)) = secret_ref(field(spec, "jwtSecretRef"), "secret") {
-        set_secret(&mut support, ns, &jwt_secret, &jwt_key, &p.jwt_secret);
+        set_secret(support, ns, &jwt_secret, &jwt_key, &p.jwt_secret);
     }
+    Ok(())
+}
 
+/// The ChatShards in slot order, each in the cluster and with the database of its place
+/// (`shard_urls[i]`) in the Secret its spec references.
+fn patch_shards(
+    shards: Vec<Value>,
+    support: &mut Vec<Value>,
+    cluster_name: &str,
+    p: &Patch,
+) -> Result<Vec<Value>> {
+    let b = &p.backends;
+    let ns = p.namespace.as_str();
     // Shards: in slot order, each its database.
     let mut ordered = Vec::new();
     for shard in shards {
@@ -285,14 +323,10 @@ pub fn patch(documents: Vec<Value>, p: &Patch) -> Result<Sample> {
                     name_of(&shard)
                 )
             })?;
-        set_secret(&mut support, ns, &secret, &key, &b.shard_urls[i]);
+        set_secret(support, ns, &secret, &key, &b.shard_urls[i]);
         shards.push(shard);
     }
-    Ok(Sample {
-        support,
-        cluster,
-        shards,
-    })
+    Ok(shards)
 }
 
 /// How the scenario adds a third shard: which shard gives up which half of its slots.
