@@ -127,9 +127,8 @@ pub async fn embedded(config: Config, addr: SocketAddr) -> anyhow::Result<Arc<Ch
     }
 
     let base_url = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .public_base_url()
+        .map_or_else(|| format!("http://{addr}"), str::to_owned);
     let local = LocalBlobs::new(data.join("media"), blob_key, &base_url);
     let members_cache = Arc::new(MembershipCache::default());
     let (sink, cell) = hub_sink(members_cache.clone(), Arc::new(Notify::new()));

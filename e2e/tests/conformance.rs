@@ -87,7 +87,7 @@ async fn s3_blobs_pass_the_blobs_suite() {
     let services = services();
     let s3 = &services.s3;
     let blobs = S3Blobs::new(&S3Settings {
-        endpoint: Some(s3.endpoint.clone()),
+        endpoint: Some(s3.endpoint.parse().unwrap()),
         region: s3.region.clone(),
         bucket: s3.bucket.clone(),
         access_key_id: s3.access_key_id.clone().into(),

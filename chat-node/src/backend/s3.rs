@@ -24,7 +24,7 @@ const BACKEND: &str = "s3";
 #[derive(Debug, Clone)]
 pub struct S3Settings {
     /// The S3 server (MinIO and others); AWS when `None`.
-    pub endpoint: Option<String>,
+    pub endpoint: Option<url::Url>,
     pub region: String,
     pub bucket: String,
     pub access_key_id: Secret,
@@ -67,7 +67,7 @@ impl S3Blobs {
             .credentials_provider(credentials)
             .force_path_style(s.path_style);
         if let Some(endpoint) = &s.endpoint {
-            config = config.endpoint_url(endpoint);
+            config = config.endpoint_url(endpoint.as_str().trim_end_matches('/'));
         }
         Self {
             client: aws_sdk_s3::Client::from_conf(config.build()),

@@ -8,7 +8,7 @@ use parley_crd::env;
 
 use url::Url;
 
-use super::parse::{parse_member, parse_secret, parse_secret_url, parse_shard, parse_url};
+use super::parse::{parse_http_url, parse_member, parse_secret, parse_secret_url, parse_shard};
 use super::{Command, Config, ConfigError};
 use crate::secret::Secret;
 
@@ -75,8 +75,8 @@ pub struct ClusterArgs {
     pub kafka_delivery_timeout_ms: u64,
 
     /// S3 endpoint (MinIO and other S3 servers); AWS when absent.
-    #[arg(long, env = env::S3_ENDPOINT, value_name = env::S3_ENDPOINT, value_parser = parse_url)]
-    pub s3_endpoint: Option<String>,
+    #[arg(long, env = env::S3_ENDPOINT, value_name = env::S3_ENDPOINT, value_parser = parse_http_url)]
+    pub s3_endpoint: Option<Url>,
 
     #[arg(
         long,

@@ -35,8 +35,9 @@ mod tests;
 
 pub use cluster::{ClusterArgs, Distributed};
 pub use limits::Limits;
+pub use parse::base_url;
 pub use parse::parse_shards;
-use parse::{parse_secret, parse_url};
+use parse::{parse_http_url, parse_secret};
 
 /// What the process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -102,8 +103,9 @@ pub struct Config {
 
     /// Base URL clients reach this node at (used in signed media URLs).
     /// Default: `http://<the address it listens on>`.
-    #[arg(long, env = env::PUBLIC_URL, value_name = env::PUBLIC_URL, value_parser = parse_url)]
-    pub public_url: Option<String>,
+    /// [`Config::public_base_url`] is its text as URLs are built on it.
+    #[arg(long, env = env::PUBLIC_URL, value_name = env::PUBLIC_URL, value_parser = parse_http_url)]
+    pub public_url: Option<url::Url>,
 
     /// Secret that signs session tokens (HS256), at least 32 bytes. Embedded mode generates
     /// one on first start and keeps it in the data directory.
@@ -246,6 +248,12 @@ impl Config {
         T: Into<std::ffi::OsString> + Clone,
     {
         <Self as clap::Parser>::try_parse_from(args)
+    }
+
+    /// `PARLEY_PUBLIC_URL` without a trailing `/` (`https://chat.example.com`), the base of
+    /// the URLs the node hands out; `None` when it is not set.
+    pub fn public_base_url(&self) -> Option<&str> {
+        self.public_url.as_ref().map(base_url)
     }
 
     /// The defaults, with the data directory at `data_dir` (tests).

@@ -5,12 +5,22 @@ use url::Url;
 
 use crate::secret::Secret;
 
-pub(super) fn parse_url(s: &str) -> Result<String, String> {
-    if (s.starts_with("http://") || s.starts_with("https://")) && s.len() > 8 {
-        Ok(s.trim_end_matches('/').to_owned())
+/// An `http://` or `https://` URL with a host (`PARLEY_PUBLIC_URL`, `PARLEY_S3_ENDPOINT`,
+/// the ring members' endpoints).
+pub(super) fn parse_http_url(s: &str) -> Result<Url, String> {
+    const EXPECTED: &str = "expected an http:// or https:// URL";
+    let url = Url::parse(s).map_err(|e| format!("{EXPECTED} ({e})"))?;
+    if matches!(url.scheme(), "http" | "https") && url.has_host() {
+        Ok(url)
     } else {
-        Err("expected an http:// or https:// URL".into())
+        Err(EXPECTED.into())
     }
+}
+
+/// `url` as a base other URLs are built on: its text without a trailing `/` (`url::Url`
+/// writes one after a bare host), as `http://host:port` or `https://host/prefix`.
+pub fn base_url(url: &Url) -> &str {
+    url.as_str().trim_end_matches('/')
 }
 
 /// Parses a `PARLEY_SHARDS` value (`name:slots:url;...`).
@@ -49,7 +59,7 @@ pub(super) fn parse_member(s: &str) -> Result<parley_crd::Member, String> {
         .trim()
         .split_once('=')
         .ok_or("expected name=http://host:port")?;
-    let endpoint = parse_url(endpoint)?;
+    let endpoint = base_url(&parse_http_url(endpoint)?).to_owned();
     if name.is_empty() {
         return Err("expected name=http://host:port".into());
     }

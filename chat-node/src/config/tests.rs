@@ -210,3 +210,23 @@ fn debug_output_shows_no_secret() {
         assert!(debug.contains("[redacted]"), "{what}: {debug}");
     }
 }
+
+#[test]
+fn urls_are_bases_without_a_trailing_slash() {
+    for (given, base) in [
+        ("https://chat.example.com", "https://chat.example.com"),
+        ("https://chat.example.com/", "https://chat.example.com"),
+        ("http://10.0.0.5:8080/parley/", "http://10.0.0.5:8080/parley"),
+    ] {
+        let c = Config::from_args(["chat-node", "--public-url", given]).unwrap();
+        assert_eq!(c.public_base_url(), Some(base), "{given}");
+    }
+    let c = Config::from_args(["chat-node", "--nodes", "n1=http://10.0.0.1:9180/"]).unwrap();
+    assert_eq!(c.cluster.nodes[0].endpoint, "http://10.0.0.1:9180");
+    for bad in ["ftp://x", "http://", "localhost:8080", "http//x"] {
+        assert!(
+            Config::from_args(["chat-node", "--s3-endpoint", bad]).is_err(),
+            "{bad}"
+        );
+    }
+}

@@ -120,7 +120,7 @@ pub async fn upgrade(
     if let Err(e) = origin::check(
         &headers,
         &chat.config.allowed_origins,
-        chat.config.public_url.as_deref(),
+        chat.config.public_base_url(),
         local,
     ) {
         return e.into_response();
