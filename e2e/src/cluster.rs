@@ -102,6 +102,80 @@ fn unique() -> String {
     format!("t{}x{}", std::process::id(), nanos % 1_000_000_000_000)
 }
 
+/// The settings every process of a cluster gets: distributed mode over `services`, topics
+/// and Redis keys under `prefix`, limits raised for tests, then `options.extra_env` (a
+/// `PARLEY_X_FILE` there replaces the default `PARLEY_X`) and the ChatCluster to follow.
+fn settings(services: &Services, options: &Options, prefix: &str) -> Vec<(String, String)> {
+    let pg = |role: &str| services.postgres(role).url.clone();
+    let mut env: Vec<(String, String)> = vec![
+        ("PARLEY_MODE".into(), "distributed".into()),
+        ("PARLEY_DIRECTORY_URL".into(), pg("directory")),
+        (
+            "PARLEY_SHARDS".into(),
+            format!(
+                "shard-a:0-2047:{};shard-b:2048-4095:{}",
+                pg("shard-a"),
+                pg("shard-b")
+            ),
+        ),
+        ("PARLEY_REDIS_URL".into(), services.redis.url.clone()),
+        (
+            "PARLEY_KAFKA_BOOTSTRAP".into(),
+            services.kafka.bootstrap_servers.clone(),
+        ),
+        ("PARLEY_KAFKA_TOPIC_PREFIX".into(), prefix.to_owned()),
+        ("PARLEY_KAFKA_PARTITIONS".into(), "6".into()),
+        ("PARLEY_KAFKA_DELIVERY_TIMEOUT_MS".into(), "2000".into()),
+        ("PARLEY_NODE_LEASE_MS".into(), "4000".into()),
+        ("PARLEY_S3_ENDPOINT".into(), services.s3.endpoint.clone()),
+        ("PARLEY_S3_REGION".into(), services.s3.region.clone()),
+        ("PARLEY_S3_BUCKET".into(), services.s3.bucket.clone()),
+        (
+            "PARLEY_S3_ACCESS_KEY_ID".into(),
+            services.s3.access_key_id.clone(),
+        ),
+        (
+            "PARLEY_S3_SECRET_ACCESS_KEY".into(),
+            services.s3.secret_access_key.clone(),
+        ),
+        (
+            "PARLEY_JWT_SECRET".into(),
+            format!("jwt-secret-of-{prefix}-0123456789abcdef"),
+        ),
+        (
+            "PARLEY_CLUSTER_SECRET".into(),
+            format!("cluster-secret-of-{prefix}-0123456789ab"),
+        ),
+        (
+            "PARLEY_HEARTBEAT_INTERVAL_MS".into(),
+            options.heartbeat_interval_ms.to_string(),
+        ),
+        ("PARLEY_SEND_RATE".into(), "1000".into()),
+        ("PARLEY_SEND_BURST".into(), "1000".into()),
+        ("PARLEY_WS_FRAME_RATE".into(), "10000".into()),
+        ("PARLEY_WS_FRAME_BURST".into(), "10000".into()),
+        // Every test client signs in from 127.0.0.1: one address's budget would not do.
+        ("PARLEY_AUTH_ADDRESS_PER_MIN".into(), "100000".into()),
+        ("PARLEY_AUTH_ADDRESS_BURST".into(), "100000".into()),
+        ("RUST_LOG".into(), "warn,chat_node=info".into()),
+    ];
+    env.extend(options.extra_env.iter().cloned());
+    // `PARLEY_X_FILE` in the extra settings replaces the default `PARLEY_X`.
+    let from_files: Vec<String> = env
+        .iter()
+        .filter_map(|(k, _)| k.strip_suffix("_FILE").map(str::to_owned))
+        .collect();
+    env.retain(|(k, _)| !from_files.contains(k));
+    if let Some(k) = &options.kube {
+        env.extend([
+            ("KUBECONFIG".into(), k.kubeconfig.display().to_string()),
+            ("PARLEY_NAMESPACE".into(), k.namespace.clone()),
+            ("PARLEY_CLUSTER_NAME".into(), k.cluster_name.clone()),
+        ]);
+    }
+    env
+}
+
 impl Cluster {
     /// Migrates, starts the nodes and persisters, and waits until every node is ready and
     /// sees the whole ring.
@@ -109,73 +183,7 @@ impl Cluster {
         let prefix = unique();
         let dir = std::env::temp_dir().join(format!("parley-cluster-{prefix}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let pg = |role: &str| services.postgres(role).url.clone();
-        let mut env: Vec<(String, String)> = vec![
-            ("PARLEY_MODE".into(), "distributed".into()),
-            ("PARLEY_DIRECTORY_URL".into(), pg("directory")),
-            (
-                "PARLEY_SHARDS".into(),
-                format!(
-                    "shard-a:0-2047:{};shard-b:2048-4095:{}",
-                    pg("shard-a"),
-                    pg("shard-b")
-                ),
-            ),
-            ("PARLEY_REDIS_URL".into(), services.redis.url.clone()),
-            (
-                "PARLEY_KAFKA_BOOTSTRAP".into(),
-                services.kafka.bootstrap_servers.clone(),
-            ),
-            ("PARLEY_KAFKA_TOPIC_PREFIX".into(), prefix.clone()),
-            ("PARLEY_KAFKA_PARTITIONS".into(), "6".into()),
-            ("PARLEY_KAFKA_DELIVERY_TIMEOUT_MS".into(), "2000".into()),
-            ("PARLEY_NODE_LEASE_MS".into(), "4000".into()),
-            ("PARLEY_S3_ENDPOINT".into(), services.s3.endpoint.clone()),
-            ("PARLEY_S3_REGION".into(), services.s3.region.clone()),
-            ("PARLEY_S3_BUCKET".into(), services.s3.bucket.clone()),
-            (
-                "PARLEY_S3_ACCESS_KEY_ID".into(),
-                services.s3.access_key_id.clone(),
-            ),
-            (
-                "PARLEY_S3_SECRET_ACCESS_KEY".into(),
-                services.s3.secret_access_key.clone(),
-            ),
-            (
-                "PARLEY_JWT_SECRET".into(),
-                format!("jwt-secret-of-{prefix}-0123456789abcdef"),
-            ),
-            (
-                "PARLEY_CLUSTER_SECRET".into(),
-                format!("cluster-secret-of-{prefix}-0123456789ab"),
-            ),
-            (
-                "PARLEY_HEARTBEAT_INTERVAL_MS".into(),
-                options.heartbeat_interval_ms.to_string(),
-            ),
-            ("PARLEY_SEND_RATE".into(), "1000".into()),
-            ("PARLEY_SEND_BURST".into(), "1000".into()),
-            ("PARLEY_WS_FRAME_RATE".into(), "10000".into()),
-            ("PARLEY_WS_FRAME_BURST".into(), "10000".into()),
-            // Every test client signs in from 127.0.0.1: one address's budget would not do.
-            ("PARLEY_AUTH_ADDRESS_PER_MIN".into(), "100000".into()),
-            ("PARLEY_AUTH_ADDRESS_BURST".into(), "100000".into()),
-            ("RUST_LOG".into(), "warn,chat_node=info".into()),
-        ];
-        env.extend(options.extra_env.iter().cloned());
-        // `PARLEY_X_FILE` in the extra settings replaces the default `PARLEY_X`.
-        let from_files: Vec<String> = env
-            .iter()
-            .filter_map(|(k, _)| k.strip_suffix("_FILE").map(str::to_owned))
-            .collect();
-        env.retain(|(k, _)| !from_files.contains(k));
-        if let Some(k) = &options.kube {
-            env.extend([
-                ("KUBECONFIG".into(), k.kubeconfig.display().to_string()),
-                ("PARLEY_NAMESPACE".into(), k.namespace.clone()),
-                ("PARLEY_CLUSTER_NAME".into(), k.cluster_name.clone()),
-            ]);
-        }
+        let env = settings(services, &options, &prefix);
         let bin = chat_node_bin();
         let nodes: Vec<Proc> = (1..=options.nodes)
             .map(|i| Proc {
@@ -213,17 +221,7 @@ impl Cluster {
                 members
             },
         };
-        let out = Command::new(&cluster.bin)
-            .arg("migrate")
-            .envs(cluster.env.clone())
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "migrate failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        cluster.migrate().await;
         for i in 0..cluster.persisters.len() {
             cluster.spawn_persister(i);
         }
@@ -236,6 +234,21 @@ impl Cluster {
             .map_or(cluster.nodes.len(), |k| k.expect_members);
         cluster.wait_ring(members).await;
         cluster
+    }
+
+    /// `chat-node migrate` with the cluster's settings.
+    async fn migrate(&self) {
+        let out = Command::new(&self.bin)
+            .arg("migrate")
+            .envs(self.env.clone())
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "migrate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Node `i` as a ring member: its name and internal endpoint.
