@@ -71,7 +71,7 @@ fn snowflake(config: &Config) -> Snowflake {
     Snowflake::new(
         config.snowflake_epoch_ms,
         config.worker_id,
-        Duration::from_millis(config.max_clock_wait_ms),
+        config.max_clock_wait,
         Arc::new(SystemClock),
     )
 }
@@ -144,7 +144,7 @@ pub async fn embedded(config: Config, addr: SocketAddr) -> anyhow::Result<Arc<Ch
     })];
     Ok(Arc::new(Chat::new(Parts {
         ids: snowflake(&config),
-        tokens: Tokens::new(&jwt, config.jwt_ttl_secs),
+        tokens: Tokens::new(&jwt, config.jwt_ttl.as_secs()),
         config,
         backends: Backends {
             stores,
@@ -221,7 +221,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
         redis.clone(),
         &d.topic_prefix,
         &config.node_name,
-        config.heartbeat_interval(),
+        config.heartbeat_interval,
     );
     let blobs = Arc::new(S3Blobs::new(&d.s3));
 
@@ -295,7 +295,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
         .with_context(|| format!("binding PARLEY_INTERNAL_LISTEN={}", d.internal_listen))?;
     let chat = Arc::new(Chat::new(Parts {
         ids: snowflake(&config),
-        tokens: Tokens::new(jwt.expose().as_bytes(), config.jwt_ttl_secs),
+        tokens: Tokens::new(jwt.expose().as_bytes(), config.jwt_ttl.as_secs()),
         config,
         backends: Backends {
             stores: Stores::from_backend(store),
@@ -494,9 +494,7 @@ pub async fn drain(chat: &Arc<Chat>) {
             "this node's channels were handed over"
         );
     }
-    chat.drain
-        .spread(sessions, chat.config.drain_window())
-        .await;
+    chat.drain.spread(sessions, chat.config.drain_window).await;
     tracing::info!(open = chat.drain.open_sessions(), "drained");
 }
 

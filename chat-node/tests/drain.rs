@@ -64,7 +64,7 @@ async fn draining_spreads_reconnect_and_4010_over_the_window() {
     const SOCKETS: usize = 20;
     let window = Duration::from_millis(3000);
     let node = TestNode::with(|c| {
-        c.drain_ms = window.as_millis() as u64;
+        c.drain_window = window;
         // One user holds all the sockets.
         c.ws.ws_max_sessions_per_user = SOCKETS as u32;
     })
@@ -134,7 +134,7 @@ async fn draining_spreads_reconnect_and_4010_over_the_window() {
 
 #[tokio::test]
 async fn a_client_that_resumes_after_the_drain_misses_nothing() {
-    let node = TestNode::with(|c| c.drain_ms = 1500).await;
+    let node = TestNode::with(|c| c.drain_window = Duration::from_millis(1500)).await;
     let dir = node.dir.clone();
     let alice = node.user("alice").await;
     let bob = node.user("bob").await;
@@ -172,7 +172,7 @@ async fn a_client_that_resumes_after_the_drain_misses_nothing() {
 
     // The node comes back (a new pod on the same volume); more is sent before Bob returns.
     let mut config = chat_node::config::Config::for_tests(dir);
-    config.drain_ms = 0;
+    config.drain_window = Duration::ZERO;
     let node = TestNode::start_in(config).await;
     let alice = alice.on(&node.base);
     acked.push(id_of(&alice.send(group, "after").await["id"]));

@@ -85,7 +85,7 @@ async fn a_reader_that_stops_reading_is_dropped_at_the_write_timeout() {
     let node = TestNode::with(|c| {
         unlimited_sends(c);
         c.ws.ws_write_timeout_ms = 1000;
-        c.heartbeat_interval_ms = 600_000;
+        c.heartbeat_interval = Duration::from_millis(600_000);
     })
     .await;
     let alice = node.user("alice").await;
@@ -114,7 +114,7 @@ async fn a_reader_that_stops_reading_is_dropped_when_its_queue_overflows() {
         unlimited_sends(c);
         // Only the queue limit can end it.
         c.ws.ws_write_timeout_ms = 600_000;
-        c.heartbeat_interval_ms = 600_000;
+        c.heartbeat_interval = Duration::from_millis(600_000);
     })
     .await;
     let alice = node.user("alice").await;
@@ -137,7 +137,7 @@ async fn a_client_that_neither_reads_nor_pings_is_dropped_at_the_heartbeat_expir
         unlimited_sends(c);
         c.ws.ws_write_timeout_ms = 600_000;
         // Offline (and closed with 4002) after 5 missed intervals: 2.5 s.
-        c.heartbeat_interval_ms = 500;
+        c.heartbeat_interval = Duration::from_millis(500);
     })
     .await;
     let alice = node.user("alice").await;
@@ -156,7 +156,7 @@ async fn a_client_that_neither_reads_nor_pings_is_dropped_at_the_heartbeat_expir
 
 #[tokio::test]
 async fn a_client_that_stops_pinging_gets_4002() {
-    let node = TestNode::with(|c| c.heartbeat_interval_ms = 500).await;
+    let node = TestNode::with(|c| c.heartbeat_interval = Duration::from_millis(500)).await;
     let alice = node.user("alice").await;
     let (mut ws, _) = alice.connect(None).await;
     assert_eq!(ws.closed(BOUND).await, Some(4002));
@@ -164,7 +164,7 @@ async fn a_client_that_stops_pinging_gets_4002() {
 
 #[tokio::test]
 async fn websockets_opened_during_a_drain_are_refused_with_503() {
-    let node = TestNode::with(|c| c.drain_ms = 3000).await;
+    let node = TestNode::with(|c| c.drain_window = Duration::from_millis(3000)).await;
     let alice = node.user("alice").await;
     let (mut open, _) = alice.connect(None).await;
     open.keep_alive(Duration::from_millis(500));

@@ -366,7 +366,7 @@ async fn concurrent_senders_get_gapless_ordered_seqs() {
 
 #[tokio::test]
 async fn presence_follows_heartbeats() {
-    let node = TestNode::with(|c| c.heartbeat_interval_ms = 500).await;
+    let node = TestNode::with(|c| c.heartbeat_interval = Duration::from_millis(500)).await;
     let (alice, bob) = (node.user("alice").await, node.user("bob").await);
     bob.post("/v1/dms", &json!({"user_id": alice.id().to_string()}))
         .await;

@@ -130,7 +130,7 @@ impl Chat {
             .hash_now(|m| crate::auth::hash_password_in("no account has this password", m));
         Self {
             send_limiter: Mutex::new(RateLimiter::new(limits.send_rate, limits.send_burst)),
-            presence: Mutex::new(Tracker::new(p.config.heartbeat_interval())),
+            presence: Mutex::new(Tracker::new(p.config.heartbeat_interval)),
             auth_limits,
             quotas: quotas::Quotas::new(&p.config.quotas),
             presence_store: p.presence,

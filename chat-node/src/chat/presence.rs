@@ -255,7 +255,7 @@ impl Chat {
     /// Re-evaluates presence every quarter interval: closes connections whose heartbeat
     /// expired (4002) and, in embedded mode, announces idle/offline users. Ends on shutdown.
     pub async fn run_presence(&self) {
-        let every = (self.config.heartbeat_interval() / 4).max(Duration::from_millis(100));
+        let every = (self.config.heartbeat_interval / 4).max(Duration::from_millis(100));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -8,7 +8,9 @@ use parley_crd::env;
 
 use url::Url;
 
-use super::parse::{parse_http_url, parse_member, parse_secret, parse_secret_url, parse_shard};
+use super::parse::{
+    millis, parse_http_url, parse_member, parse_secret, parse_secret_url, parse_shard,
+};
 use super::{Command, Config, ConfigError};
 use crate::secret::Secret;
 
@@ -69,10 +71,11 @@ pub struct ClusterArgs {
           value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub kafka_partitions: i32,
 
-    /// How long a send waits for Kafka's acknowledgement before it answers `unavailable`, ms.
-    #[arg(long, env = env::KAFKA_DELIVERY_TIMEOUT_MS, value_name = env::KAFKA_DELIVERY_TIMEOUT_MS, default_value_t = 5_000,
-          value_parser = clap::value_parser!(u64).range(1000..=300_000))]
-    pub kafka_delivery_timeout_ms: u64,
+    /// How long a send waits for Kafka's acknowledgement before it answers `unavailable`,
+    /// given in milliseconds.
+    #[arg(long = "kafka-delivery-timeout-ms", env = env::KAFKA_DELIVERY_TIMEOUT_MS, value_name = env::KAFKA_DELIVERY_TIMEOUT_MS,
+          default_value = "5000", value_parser = millis(1000..=300_000))]
+    pub kafka_delivery_timeout: Duration,
 
     /// S3 endpoint (MinIO and other S3 servers); AWS when absent.
     #[arg(long, env = env::S3_ENDPOINT, value_name = env::S3_ENDPOINT, value_parser = parse_http_url)]
@@ -136,25 +139,22 @@ pub struct ClusterArgs {
     #[arg(long, env = env::CLUSTER_SECRET, value_name = env::CLUSTER_SECRET, value_parser = parse_secret, hide_env_values = true)]
     pub cluster_secret: Option<Secret>,
 
-    /// How long a node's lease in Redis lives without renewal, ms. A dead node's channels
-    /// move to the others after this; it must exceed 5/3 of the Kafka delivery timeout.
-    #[arg(long, env = env::NODE_LEASE_MS, value_name = env::NODE_LEASE_MS, default_value_t = 10_000,
-          value_parser = clap::value_parser!(u64).range(1000..=600_000))]
-    pub node_lease_ms: u64,
+    /// How long a node's lease in Redis lives without renewal, given in milliseconds. A dead
+    /// node's channels move to the others after this; it must exceed 5/3 of the Kafka
+    /// delivery timeout.
+    #[arg(long = "node-lease-ms", env = env::NODE_LEASE_MS, value_name = env::NODE_LEASE_MS,
+          default_value = "10000", value_parser = millis(1000..=600_000))]
+    pub node_lease: Duration,
 
     /// Most messages a persister writes in one batch.
     #[arg(long, env = env::PERSISTER_BATCH, value_name = env::PERSISTER_BATCH, default_value_t = 500,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub persister_batch: u32,
 
-    /// How long a persister waits for a batch to fill, ms.
-    #[arg(
-        long,
-        env = env::PERSISTER_LINGER_MS,
-        value_name = env::PERSISTER_LINGER_MS,
-        default_value_t = 20
-    )]
-    pub persister_linger_ms: u64,
+    /// How long a persister waits for a batch to fill, given in milliseconds.
+    #[arg(long = "persister-linger-ms", env = env::PERSISTER_LINGER_MS, value_name = env::PERSISTER_LINGER_MS,
+          default_value = "20", value_parser = millis(..))]
+    pub persister_linger: Duration,
 }
 
 /// The distributed settings, all present and checked ([`Config::distributed`]).
@@ -203,7 +203,7 @@ impl Config {
         let redis_url = required(&c.redis_url, env::REDIS_URL)?;
         let kafka = crate::backend::kafka::KafkaSettings {
             bootstrap_servers: required(&c.kafka_bootstrap, env::KAFKA_BOOTSTRAP)?,
-            delivery_timeout: Duration::from_millis(c.kafka_delivery_timeout_ms),
+            delivery_timeout: c.kafka_delivery_timeout,
         };
         let s3 = c.s3()?;
         let (internal_listen, cluster_secret) = self.node_to_node()?;
@@ -214,7 +214,7 @@ impl Config {
             pool_size: c.db_pool_size,
             batching: crate::persister::Batching {
                 max_messages: c.persister_batch as usize,
-                max_wait: Duration::from_millis(c.persister_linger_ms),
+                max_wait: c.persister_linger,
             },
             directory_url,
             shards: c.shards.clone(),
@@ -292,18 +292,18 @@ impl ClusterArgs {
     /// delivery timeout.
     fn leases(&self) -> Result<crate::cluster::Leases, ConfigError> {
         let leases = crate::cluster::Leases {
-            lease: Duration::from_millis(self.node_lease_ms),
-            delivery_timeout: Duration::from_millis(self.kafka_delivery_timeout_ms),
+            lease: self.node_lease,
+            delivery_timeout: self.kafka_delivery_timeout,
         };
         if leases.owner_window() <= leases.renew_every() {
             return Err(ConfigError {
                 key: env::NODE_LEASE_MS.into(),
                 problem: format!(
                     "{} ms leaves no time to own channels with {}={}; use more than {} ms",
-                    self.node_lease_ms,
+                    self.node_lease.as_millis(),
                     env::KAFKA_DELIVERY_TIMEOUT_MS,
-                    self.kafka_delivery_timeout_ms,
-                    self.kafka_delivery_timeout_ms * 5 / 3
+                    self.kafka_delivery_timeout.as_millis(),
+                    self.kafka_delivery_timeout.as_millis() * 5 / 3
                 ),
             });
         }

@@ -37,7 +37,7 @@ pub use cluster::{ClusterArgs, Distributed};
 pub use limits::Limits;
 pub use parse::base_url;
 pub use parse::parse_shards;
-use parse::{parse_http_url, parse_secret};
+use parse::{millis, parse_http_url, parse_secret, secs};
 
 /// What the process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -112,10 +112,10 @@ pub struct Config {
     #[arg(long, env = env::JWT_SECRET, value_name = env::JWT_SECRET, value_parser = parse_secret, hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
 
-    /// How long a session token stays valid, in seconds.
-    #[arg(long, env = env::JWT_TTL_SECS, value_name = env::JWT_TTL_SECS, default_value_t = 7 * 24 * 3600,
-          value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
-    pub jwt_ttl_secs: u64,
+    /// How long a session token stays valid, given in seconds (7 days by default).
+    #[arg(long = "jwt-ttl-secs", env = env::JWT_TTL_SECS, value_name = env::JWT_TTL_SECS,
+          default_value = "604800", value_parser = secs(60..=31_536_000))]
+    pub jwt_ttl: Duration,
 
     /// File with one abusive word or phrase per line; reloaded when it changes.
     #[arg(
@@ -145,10 +145,10 @@ pub struct Config {
     )]
     pub allowed_origins: Vec<String>,
 
-    /// Interval at which clients must ping, in milliseconds.
-    #[arg(long, env = env::HEARTBEAT_INTERVAL_MS, value_name = env::HEARTBEAT_INTERVAL_MS, default_value_t = 15_000,
-          value_parser = clap::value_parser!(u64).range(500..=600_000))]
-    pub heartbeat_interval_ms: u64,
+    /// Interval at which clients must ping, given in milliseconds.
+    #[arg(long = "heartbeat-interval-ms", env = env::HEARTBEAT_INTERVAL_MS, value_name = env::HEARTBEAT_INTERVAL_MS,
+          default_value = "15000", value_parser = millis(500..=600_000))]
+    pub heartbeat_interval: Duration,
 
     /// Name of this node, reported in `ready`.
     #[arg(
@@ -168,23 +168,21 @@ pub struct Config {
     #[arg(long, env = env::SNOWFLAKE_EPOCH_MS, value_name = env::SNOWFLAKE_EPOCH_MS, default_value_t = crate::snowflake::DEFAULT_EPOCH_MS)]
     pub snowflake_epoch_ms: i64,
 
-    /// How long a clock that stepped back is waited for before sends are refused, in ms.
-    #[arg(
-        long,
-        env = env::MAX_CLOCK_WAIT_MS,
-        value_name = env::MAX_CLOCK_WAIT_MS,
-        default_value_t = 2_000
-    )]
-    pub max_clock_wait_ms: u64,
+    /// How long a clock that stepped back is waited for before sends are refused, given in
+    /// milliseconds.
+    #[arg(long = "max-clock-wait-ms", env = env::MAX_CLOCK_WAIT_MS, value_name = env::MAX_CLOCK_WAIT_MS,
+          default_value = "2000", value_parser = millis(..))]
+    pub max_clock_wait: Duration,
 
-    /// How long a stopping node spreads the closing of its WebSockets over, ms: each gets
+    /// How long a stopping node spreads the closing of its WebSockets over, given in
+    /// milliseconds: each gets
     /// `reconnect` and close 4010 at a jittered point of this window, so a rollout never
     /// sends every client back at once. It must fit in the pod's termination grace period
     /// (with the preStop hook and a few seconds to spare). 0 closes them all at once (still
     /// with `reconnect` and 4010).
-    #[arg(long, env = env::DRAIN_MS, value_name = env::DRAIN_MS, default_value_t = 10_000,
-          value_parser = clap::value_parser!(u64).range(0..=600_000))]
-    pub drain_ms: u64,
+    #[arg(long = "drain-ms", env = env::DRAIN_MS, value_name = env::DRAIN_MS,
+          default_value = "10000", value_parser = millis(0..=600_000))]
+    pub drain_window: Duration,
 
     #[command(flatten)]
     pub limits: Limits,
@@ -232,15 +230,6 @@ pub enum StartError {
 }
 
 impl Config {
-    pub fn heartbeat_interval(&self) -> Duration {
-        Duration::from_millis(self.heartbeat_interval_ms)
-    }
-
-    /// The window a stopping node closes its WebSockets over (`PARLEY_DRAIN_MS`).
-    pub fn drain_window(&self) -> Duration {
-        Duration::from_millis(self.drain_ms)
-    }
-
     /// Parses flags from `args` and variables from the process environment.
     pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
     where
@@ -262,7 +251,7 @@ impl Config {
         c.data_dir = data_dir;
         c.listen = "127.0.0.1:0".parse().expect("valid address");
         // Tests that stop a node need not wait out a drain window; drain tests set one.
-        c.drain_ms = 0;
+        c.drain_window = Duration::ZERO;
         c
     }
 }

@@ -1,6 +1,10 @@
 //! The value parsers of keys whose values have a shape of their own: URLs, secrets, the
 //! shard map and the ring members. Each returns a message clap prints after the key's name.
 
+use std::ops::RangeBounds;
+use std::time::Duration;
+
+use clap::builder::TypedValueParser;
 use url::Url;
 
 use crate::secret::Secret;
@@ -84,4 +88,23 @@ pub(super) fn parse_secret(s: &str) -> Result<Secret, String> {
     } else {
         Err("the secret must be at least 32 bytes".into())
     }
+}
+
+/// A whole number of milliseconds in `range` (the `_MS` keys), as a [`Duration`]; clap's
+/// message for a value out of range names the range in milliseconds.
+pub(super) fn millis(
+    range: impl RangeBounds<u64>,
+) -> impl TypedValueParser<Value = Duration> + Clone + Send + Sync + 'static {
+    clap::value_parser!(u64)
+        .range(range)
+        .map(Duration::from_millis)
+}
+
+/// A whole number of seconds in `range` (the `_SECS` keys), as a [`Duration`].
+pub(super) fn secs(
+    range: impl RangeBounds<u64>,
+) -> impl TypedValueParser<Value = Duration> + Clone + Send + Sync + 'static {
+    clap::value_parser!(u64)
+        .range(range)
+        .map(Duration::from_secs)
 }

@@ -1,4 +1,5 @@
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::*;
 use crate::moderation::Policy;
@@ -9,7 +10,7 @@ fn defaults_follow_the_protocol() {
     assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
     assert_eq!(c.data_dir, PathBuf::from("./parley-data"));
     assert_eq!(c.moderation_policy, Policy::Mask);
-    assert_eq!(c.heartbeat_interval_ms, 15_000);
+    assert_eq!(c.heartbeat_interval, Duration::from_millis(15_000));
     assert_eq!(c.limits.max_text_chars, 4000);
     assert_eq!(c.limits.max_frame_bytes, 64 * 1024);
     assert_eq!((c.limits.send_rate, c.limits.send_burst), (20, 40));
@@ -216,7 +217,10 @@ fn urls_are_bases_without_a_trailing_slash() {
     for (given, base) in [
         ("https://chat.example.com", "https://chat.example.com"),
         ("https://chat.example.com/", "https://chat.example.com"),
-        ("http://10.0.0.5:8080/parley/", "http://10.0.0.5:8080/parley"),
+        (
+            "http://10.0.0.5:8080/parley/",
+            "http://10.0.0.5:8080/parley",
+        ),
     ] {
         let c = Config::from_args(["chat-node", "--public-url", given]).unwrap();
         assert_eq!(c.public_base_url(), Some(base), "{given}");
@@ -228,5 +232,40 @@ fn urls_are_bases_without_a_trailing_slash() {
             Config::from_args(["chat-node", "--s3-endpoint", bad]).is_err(),
             "{bad}"
         );
+    }
+}
+
+#[test]
+fn durations_keep_the_unit_their_key_names() {
+    let c = Config::from_args(["chat-node"]).unwrap();
+    assert_eq!(c.jwt_ttl, Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(c.max_clock_wait, Duration::from_millis(2_000));
+    assert_eq!(c.drain_window, Duration::from_millis(10_000));
+    assert_eq!(
+        c.cluster.kafka_delivery_timeout,
+        Duration::from_millis(5_000)
+    );
+    assert_eq!(c.cluster.node_lease, Duration::from_millis(10_000));
+    assert_eq!(c.cluster.persister_linger, Duration::from_millis(20));
+    let c = Config::from_args([
+        "chat-node",
+        "--jwt-ttl-secs",
+        "60",
+        "--heartbeat-interval-ms",
+        "500",
+        "--drain-ms",
+        "0",
+    ])
+    .unwrap();
+    assert_eq!(c.jwt_ttl, Duration::from_secs(60));
+    assert_eq!(c.heartbeat_interval, Duration::from_millis(500));
+    assert_eq!(c.drain_window, Duration::ZERO);
+    for (flag, value) in [
+        ("--jwt-ttl-secs", "59"),
+        ("--drain-ms", "600001"),
+        ("--node-lease-ms", "1.5"),
+    ] {
+        let err = Config::from_args(["chat-node", flag, value]).unwrap_err();
+        assert!(err.to_string().contains(value), "{flag}={value}: {err}");
     }
 }

@@ -178,7 +178,7 @@ where
             user_id: self.user,
             session_id: format!("{}-{}", chat.config.node_name, self.conn),
             node: chat.config.node_name.clone(),
-            heartbeat_interval_ms: chat.config.heartbeat_interval_ms,
+            heartbeat_interval_ms: chat.config.heartbeat_interval.as_millis() as u64,
             channels: chat.cursors(&channels).await?,
         };
         self.socket.send(frame(event::READY, r#ref, &ready)).await;
