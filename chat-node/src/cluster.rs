@@ -28,7 +28,10 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{PubSub, Topic};
-use crate::chat::ClusterEvent;
+use crate::internal::ClusterEvent;
+
+mod ring;
+pub use ring::ClusterRing;
 
 /// The ring as this node sees it.
 #[derive(Debug, Clone, Default)]
@@ -73,7 +76,7 @@ pub struct Cluster {
     leaving: AtomicBool,
     /// Owner work (a send being sequenced) holds it shared; giving the channels up takes it
     /// exclusively, so the lease goes only after the last append.
-    gate: tokio::sync::RwLock<()>,
+    gate: Arc<tokio::sync::RwLock<()>>,
     /// One tick at a time (the timer, pokes and refreshes).
     ticking: tokio::sync::Mutex<()>,
     /// Wakes the tick loop early (another node gave its channels up; the list changed).
@@ -86,8 +89,6 @@ pub struct Cluster {
     view: ArcSwap<View>,
     changes: watch::Sender<u64>,
     renewed: Mutex<Option<Instant>>,
-    pub secret: String,
-    pub http: reqwest::Client,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -105,7 +106,6 @@ pub struct Wiring {
     /// Namespace of the Redis keys (the topic prefix).
     pub namespace: String,
     pub redis: ConnectionManager,
-    pub secret: String,
     /// Announces `RingChanged` on the `cluster` topic.
     pub pubsub: Arc<dyn PubSub>,
     /// Notified when another node announces `RingChanged` (the pub/sub sink holds the other
@@ -128,7 +128,6 @@ impl Cluster {
             leases,
             namespace,
             redis,
-            secret,
             pubsub,
             poke,
         } = w;
@@ -138,7 +137,7 @@ impl Cluster {
             members: ArcSwap::from_pointee(members),
             departing: Mutex::new(Vec::new()),
             leaving: AtomicBool::new(false),
-            gate: tokio::sync::RwLock::new(()),
+            gate: Arc::new(tokio::sync::RwLock::new(())),
             ticking: tokio::sync::Mutex::new(()),
             poke,
             pubsub,
@@ -148,12 +147,6 @@ impl Cluster {
             view: ArcSwap::from_pointee(View::default()),
             changes,
             renewed: Mutex::new(None),
-            secret,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .pool_idle_timeout(Duration::from_secs(30))
-                .build()
-                .expect("a plain HTTP client builds"),
         }
     }
 
@@ -218,8 +211,8 @@ impl Cluster {
     }
 
     /// Held while sequencing: [`Cluster::give_up`] waits for every holder.
-    pub async fn owner_work(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
-        self.gate.read().await
+    pub async fn owner_work(&self) -> tokio::sync::OwnedRwLockReadGuard<()> {
+        self.gate.clone().read_owned().await
     }
 
     /// Whether this node is draining (it gave or is giving its channels up for good).

@@ -23,7 +23,7 @@ pub mod metrics;
 pub mod moderation;
 pub mod node;
 pub mod persister;
-pub mod presence;
+pub mod heartbeat;
 pub mod ratelimit;
 pub mod secret;
 pub mod snowflake;

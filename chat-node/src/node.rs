@@ -15,13 +15,14 @@ use crate::backend::kafka::{KafkaLog, ensure_topic};
 use crate::backend::local::LocalBlobs;
 use crate::backend::memory::MemoryBus;
 use crate::backend::postgres::{PgStore, Schema, migrate};
-use crate::backend::presence::RedisPresence;
+use crate::backend::presence_store::{MemoryPresence, RedisPresence};
 use crate::backend::redis::{self as redis_backend, RedisPubSub};
 use crate::backend::s3::S3Blobs;
 use crate::backend::sqlite::{self, SqliteLog, SqliteStore};
 use crate::backend::{Log, PubSub, Sink, Stores, Topic};
-use crate::chat::{Backends, Chat, MembershipCache, Parts, PresenceStore};
-use crate::cluster::Cluster;
+use crate::chat::owners::Ownership;
+use crate::chat::{Backends, Chat, MembershipCache, Parts};
+use crate::cluster::{Cluster, ClusterRing};
 use crate::config::{Config, Distributed, Mode};
 use crate::health::check;
 use crate::http::server;
@@ -34,11 +35,18 @@ use crate::snowflake::{Snowflake, SystemClock};
 pub type Task = Box<dyn FnOnce(Arc<Chat>) -> BoxFuture<'static, ()> + Send>;
 
 /// A node ready to serve: its chat service, the background tasks of its backends, and (in
-/// distributed mode) the node-to-node listener.
+/// distributed mode) the node-to-node API.
 pub struct Node {
     pub chat: Arc<Chat>,
     pub tasks: Vec<Task>,
-    pub internal: Option<tokio::net::TcpListener>,
+    pub internal: Option<InternalApi>,
+}
+
+/// Where the node-to-node API ([`crate::http::internal`]) listens, and the secret it wants.
+#[derive(Debug)]
+pub struct InternalApi {
+    pub listener: tokio::net::TcpListener,
+    pub secret: crate::secret::Secret,
 }
 
 impl std::fmt::Debug for Node {
@@ -57,7 +65,7 @@ fn hub_sink(cache: Arc<MembershipCache>, ring: Arc<Notify>) -> (Sink, Arc<OnceLo
     let sink: Sink = Arc::new(move |delivery: crate::backend::Delivery| {
         if delivery.topic == Topic::Cluster {
             match serde_json::from_slice(&delivery.payload) {
-                Ok(crate::chat::ClusterEvent::RingChanged) => ring.notify_one(),
+                Ok(crate::internal::ClusterEvent::RingChanged) => ring.notify_one(),
                 _ => cache.apply(&delivery.payload),
             }
         } else if let Some(hub) = target.get() {
@@ -71,7 +79,7 @@ fn snowflake(config: &Config) -> Snowflake {
     Snowflake::new(
         config.snowflake_epoch_ms,
         config.worker_id,
-        config.max_clock_wait,
+        Duration::from_millis(config.max_clock_wait_ms),
         Arc::new(SystemClock),
     )
 }
@@ -142,9 +150,10 @@ pub async fn embedded(config: Config, addr: SocketAddr) -> anyhow::Result<Arc<Ch
         let users = users.clone();
         async move { users.user(parley_protocol::Id(0)).await.map(|_| ()) }
     })];
+    let config_heartbeat = config.heartbeat_interval();
     Ok(Arc::new(Chat::new(Parts {
         ids: snowflake(&config),
-        tokens: Tokens::new(&jwt, config.jwt_ttl.as_secs()),
+        tokens: Tokens::new(&jwt, config.jwt_ttl_secs),
         config,
         backends: Backends {
             stores,
@@ -155,8 +164,8 @@ pub async fn embedded(config: Config, addr: SocketAddr) -> anyhow::Result<Arc<Ch
         },
         hub,
         moderator,
-        cluster: None,
-        presence: PresenceStore::Local,
+        ownership: Ownership::single_node(),
+        presence: Arc::new(MemoryPresence::new(config_heartbeat)),
         checks,
         members_cache,
     })))
@@ -211,7 +220,6 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
             leases: d.leases,
             namespace: d.topic_prefix.clone(),
             redis: redis.clone(),
-            secret: d.cluster_secret.expose().clone(),
             pubsub: hub.pubsub().clone(),
             poke: ring_poke,
         },
@@ -221,7 +229,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
         redis.clone(),
         &d.topic_prefix,
         &config.node_name,
-        config.heartbeat_interval,
+        config.heartbeat_interval(),
     );
     let blobs = Arc::new(S3Blobs::new(&d.s3));
 
@@ -295,7 +303,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
         .with_context(|| format!("binding PARLEY_INTERNAL_LISTEN={}", d.internal_listen))?;
     let chat = Arc::new(Chat::new(Parts {
         ids: snowflake(&config),
-        tokens: Tokens::new(jwt.expose().as_bytes(), config.jwt_ttl.as_secs()),
+        tokens: Tokens::new(jwt.expose().as_bytes(), config.jwt_ttl_secs),
         config,
         backends: Backends {
             stores: Stores::from_backend(store),
@@ -306,8 +314,11 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
         },
         hub,
         moderator,
-        cluster: Some(cluster.clone()),
-        presence: PresenceStore::Redis(presence),
+        ownership: Ownership::of(ClusterRing::new(
+            cluster.clone(),
+            crate::internal::PeerClient::new(d.cluster_secret.clone()),
+        )),
+        presence: Arc::new(presence),
         checks,
         members_cache,
     }));
@@ -337,8 +348,8 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
                     tokio::select! {
                         key = expired_rx.recv() => match key {
                             Some(key) => {
-                                if let Some(e) = parse.parse_expired(&key) {
-                                    chat.presence_expired(e).await;
+                                if let Some(e) = parse.expiry(&key) {
+                                    chat.presence().expired(e.user, e.gone).await;
                                 }
                             }
                             None => return,
@@ -352,7 +363,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
             Box::pin(async move {
                 loop {
                     tokio::select! {
-                        () = restored.notified() => chat.presence_restore().await,
+                        () = restored.notified() => chat.presence().restore().await,
                         () = chat.shutdown.cancelled() => return,
                     }
                 }
@@ -378,7 +389,10 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
     Ok(Node {
         chat,
         tasks,
-        internal: Some(internal),
+        internal: Some(InternalApi {
+            listener: internal,
+            secret: d.cluster_secret,
+        }),
     })
 }
 
@@ -405,14 +419,14 @@ pub async fn serve(
     }
     {
         let chat = chat.clone();
-        background.spawn(async move { chat.run_presence().await });
+        background.spawn(async move { chat.presence().run(chat.shutdown.clone()).await });
     }
     background.spawn(
         chat.moderator
             .clone()
             .watch(Duration::from_secs(2), token.clone()),
     );
-    if chat.cluster.is_none() {
+    if chat.config.mode == Mode::Embedded {
         // Embedded: the node persists its own log.
         let (log, store, stop) = (
             chat.log.clone(),
@@ -421,14 +435,19 @@ pub async fn serve(
         );
         background.spawn(run_persister(log, store, Batching::default(), stop));
     }
-    let internal_server = internal.map(|l| {
-        let stop = token.clone();
-        let app = crate::internal::router(chat.clone());
-        let limits = chat.config.http.clone();
-        tokio::spawn(async move {
-            server::serve(l, app, &limits, async move { stop.cancelled().await }).await
-        })
-    });
+    let internal_server = internal.map(
+        |InternalApi {
+             listener: l,
+             secret,
+         }| {
+            let stop = token.clone();
+            let app = crate::http::internal::router(chat.clone(), secret);
+            let limits = chat.config.http.clone();
+            tokio::spawn(async move {
+                server::serve(l, app, &limits, async move { stop.cancelled().await }).await
+            })
+        },
+    );
     let stop = token.clone();
     let draining = chat.clone();
     // The server keeps accepting during the drain (REST is served until the end); its
@@ -464,9 +483,7 @@ pub async fn serve(
     if let Some(server) = internal_server {
         let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     }
-    if let Some(cluster) = &chat.cluster {
-        cluster.release().await;
-    }
+    chat.membership.release().await;
     background.close();
     if tokio::time::timeout(Duration::from_secs(10), background.wait())
         .await
@@ -487,14 +504,10 @@ pub async fn serve(
 pub async fn drain(chat: &Arc<Chat>) {
     let sessions = chat.drain.begin();
     tracing::info!(sockets = sessions.len(), "draining");
-    if let Some(cluster) = &chat.cluster {
-        cluster.leave().await;
-        tracing::info!(
-            epoch = cluster.epoch(),
-            "this node's channels were handed over"
-        );
-    }
-    chat.drain.spread(sessions, chat.config.drain_window).await;
+    chat.membership.leave().await;
+    chat.drain
+        .spread(sessions, chat.config.drain_window())
+        .await;
     tracing::info!(open = chat.drain.open_sessions(), "drained");
 }
 

@@ -16,7 +16,7 @@ pub mod kafka;
 pub mod local;
 pub mod memory;
 pub mod postgres;
-pub mod presence;
+pub mod presence_store;
 pub mod redis;
 pub mod s3;
 pub mod sqlite;

@@ -127,7 +127,7 @@ impl Chat {
             },
         )
         .await;
-        self.presence_to_channel(user, channel).await;
+        self.presence.tell_channel(user, channel).await;
         Ok(joined)
     }
 

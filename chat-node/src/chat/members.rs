@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parley_protocol::Id;
-use serde::{Deserialize, Serialize};
 
 use super::Chat;
 use crate::backend::Topic;
 use crate::error::ApiError;
+use crate::internal::ClusterEvent;
 
 const TTL: Duration = Duration::from_secs(60);
 const MAX_CHANNELS: usize = 50_000;
@@ -25,15 +25,6 @@ type Entry = (Arc<HashSet<Id>>, Instant);
 #[derive(Debug, Default)]
 pub struct MembershipCache {
     map: Mutex<HashMap<Id, Entry>>,
-}
-
-/// What goes on the `cluster` topic.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ClusterEvent {
-    /// The members of this channel changed.
-    MembersChanged(Id),
-    /// A node gave its channels up (it deleted its lease): look at the ring again now.
-    RingChanged,
 }
 
 impl MembershipCache {

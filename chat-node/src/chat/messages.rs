@@ -9,12 +9,13 @@ use parley_protocol::rest::{HistoryQuery, MessagePage};
 use parley_protocol::ws::{ChannelCursor, ReadEvent, TypingEvent};
 use parley_protocol::{Attachment, ErrorCode, Id, Message, Timestamp, limits};
 
+use super::owners::Owner;
 use super::sequencer::{ChannelSeq, Sequencer, merge_page};
 use super::{Chat, DOWNLOAD_URL_TTL, ev};
 use crate::backend::{AttachmentRecord, LogRecord, Page, StoredMessage, Topic};
 use crate::error::ApiError;
 use crate::hub::Header;
-use crate::internal::{self, ChannelState, Prepared, StateRequest, StateResponse};
+use crate::internal::{ChannelState, Hop, Prepared, StateRequest};
 use crate::moderation::Verdict;
 
 /// Idempotency window of `client_msg_id`.
@@ -24,13 +25,6 @@ const CLIENT_MSG_ID_MAX: usize = 128;
 const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// How long a new owner waits for the persisters to store what earlier owners wrote.
 const HANDOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Who sequences a channel.
-#[derive(Debug, Clone)]
-pub(crate) enum Owner {
-    Me,
-    Other(parley_crd::Member),
-}
 
 /// A send, from REST or WebSocket.
 #[derive(Debug, Clone, Default)]
@@ -230,27 +224,22 @@ impl Chat {
     /// while it was tried (a node draining, a ring change), it is tried once more on the
     /// new owner: the refusal came before any append.
     async fn sequence_anywhere(self: &Arc<Self>, p: Prepared) -> Result<Message, ApiError> {
-        let first = self.owner_name(p.channel);
-        let result = self.sequence_on(self.owner_of(p.channel), &p).await;
+        let first = self.owners.owner_of(p.channel);
+        let result = self.sequence_on(first.clone(), &p).await;
         match result {
             // Only a send with a client_msg_id is tried again: `unavailable` may come after
             // the first owner appended (a connection reset while reading its answer, a
             // delivery that timed out yet landed), and the new owner can then find it by
             // (author, client_msg_id) instead of storing it twice. Without one, the client
             // decides.
-            Err(e)
-                if e.code == ErrorCode::Unavailable
-                    && self.cluster.is_some()
-                    && p.client_msg_id.is_some() =>
-            {
-                if let Some(cluster) = &self.cluster {
-                    cluster.refresh().await;
-                }
-                if self.owner_name(p.channel) == first {
+            Err(e) if e.code == ErrorCode::Unavailable && p.client_msg_id.is_some() => {
+                self.owners.refresh().await;
+                let now = self.owners.owner_of(p.channel);
+                if now.name() == first.name() {
                     return Err(e);
                 }
                 tracing::debug!(channel = %p.channel, "the owner changed during a send: trying the new one");
-                self.sequence_on(self.owner_of(p.channel), &p).await
+                self.sequence_on(now, &p).await
             }
             other => other,
         }
@@ -263,78 +252,35 @@ impl Chat {
     ) -> Result<Message, ApiError> {
         match owner {
             Owner::Me => self.sequence(p.clone()).await,
-            Owner::Other(member) => internal::call(self, &member, "/internal/v1/sequence", p).await,
-        }
-    }
-
-    fn owner_name(&self, channel: Id) -> Option<String> {
-        match self.owner_of(channel) {
-            Owner::Me => None,
-            Owner::Other(m) => Some(m.name),
+            Owner::Other(member) => self.owners.forward(&member, p, Hop::First).await,
         }
     }
 
     /// A send forwarded by another node, which takes this node for the owner. When this
     /// node's view disagrees, it reads the leases again; if the channel is still another
     /// node's (this node is draining, or the sender's view is behind), the send goes on to
-    /// that owner once (`hop` marks such a second forward, which is never forwarded again).
+    /// that owner once ([`Hop::Again`] marks such a second forward, which is never forwarded
+    /// again).
     pub async fn sequence_forwarded(
         self: &Arc<Self>,
         p: Prepared,
-        hop: bool,
+        hop: Hop,
     ) -> Result<Message, ApiError> {
-        if let (Owner::Other(_), Some(cluster)) = (self.owner_of(p.channel), &self.cluster) {
-            cluster.refresh().await;
+        if let Owner::Other(_) = self.owners.owner_of(p.channel) {
+            self.owners.refresh().await;
         }
-        match self.owner_of(p.channel) {
-            Owner::Other(member) if !hop => {
-                internal::call_hop(self, &member, "/internal/v1/sequence", &p).await
+        match self.owners.owner_of(p.channel) {
+            Owner::Other(member) if hop == Hop::First => {
+                self.owners.forward(&member, &p, Hop::Again).await
             }
             _ => self.sequence(p).await,
-        }
-    }
-
-    /// Who sequences `channel`.
-    pub(crate) fn owner_of(&self, channel: Id) -> Owner {
-        match &self.cluster {
-            None => Owner::Me,
-            Some(cluster) => match cluster.owner(channel) {
-                Some(m) if !cluster.is_me(&m) => Owner::Other(m),
-                _ => Owner::Me,
-            },
         }
     }
 
     /// Makes sure this node may sequence `channels` in the current epoch: the persisters
     /// have stored what earlier owners wrote, and each state is loaded from the store.
     async fn acquire(&self, channels: &[Id]) -> Result<u64, ApiError> {
-        let Some(cluster) = &self.cluster else {
-            return Ok(0);
-        };
-        if !cluster.may_own() {
-            return Err(ApiError::unavailable(
-                "this node cannot renew its cluster lease; try again shortly",
-            ));
-        }
-        let epoch = cluster.epoch();
-        for c in channels {
-            match cluster.owner(*c) {
-                Some(owner) if cluster.is_me(&owner) => {}
-                Some(owner) => {
-                    return Err(ApiError::unavailable(format!(
-                        "channel {c} moved to node {}; try again",
-                        owner.name
-                    )));
-                }
-                // An empty ring (no live member yet): nobody may sequence, or two nodes
-                // would both hand out the same seqs.
-                None => {
-                    return Err(ApiError::unavailable(
-                        "no chat-node is in the ring yet; try again shortly",
-                    ));
-                }
-            }
-        }
+        let epoch = self.owners.claim(channels)?;
         if channels
             .iter()
             .all(|c| self.sequencer.channel(*c).loaded_in() == epoch)
@@ -423,10 +369,7 @@ impl Chat {
     async fn sequence_now(&self, p: Prepared) -> Result<Message, ApiError> {
         let channel = p.channel;
         // Held to the end: a node giving its channels up waits for this append.
-        let _owner_work = match &self.cluster {
-            Some(c) => Some(c.owner_work().await),
-            None => None,
-        };
+        let _owner_work = self.owners.owner_work().await;
         let epoch = self.acquire(&[channel]).await?;
         let seq_state = self.sequencer.channel(channel);
         let mut last_seq = seq_state.last_seq.lock().await;
@@ -492,7 +435,9 @@ impl Chat {
             .await;
         drop(last_seq);
         self.metrics.messages_in.inc();
-        self.notify_offline_members(&stored).await;
+        if let Some(notifier) = &self.notifier {
+            notifier.message_sent(&stored).await;
+        }
         Ok(message)
     }
 
@@ -555,7 +500,7 @@ impl Chat {
         let mut theirs: std::collections::HashMap<String, (parley_crd::Member, Vec<Id>)> =
             Default::default();
         for c in channels {
-            match self.owner_of(*c) {
+            match self.owners.owner_of(*c) {
                 Owner::Me => mine.push(*c),
                 Owner::Other(m) => theirs
                     .entry(m.name.clone())
@@ -570,14 +515,9 @@ impl Chat {
             self.local_state(&mine, after).await?
         };
         let calls = theirs.into_values().map(|(member, channels)| async move {
-            let r: Result<StateResponse, ApiError> = internal::call(
-                self,
-                &member,
-                "/internal/v1/state",
-                &StateRequest { channels, after },
-            )
-            .await;
-            r
+            self.owners
+                .state_on(&member, &StateRequest { channels, after })
+                .await
         });
         for r in futures_util::future::join_all(calls).await {
             out.extend(r?.channels);

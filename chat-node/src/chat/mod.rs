@@ -11,16 +11,19 @@
 mod accounts;
 pub mod auth_limits;
 mod channels;
+pub mod events;
 mod media;
 mod members;
 mod messages;
-mod presence;
+pub mod notify;
+pub mod owners;
+pub mod presence;
 pub mod quotas;
 pub mod sequencer;
 
-pub use members::{ClusterEvent, MembershipCache};
+pub use members::MembershipCache;
 pub use messages::SendInput;
-pub use presence::PresenceStore;
+pub use presence::PresenceService;
 pub use sequencer::Sequencer;
 
 use parking_lot::Mutex;
@@ -28,21 +31,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use parley_protocol::ws::ServerFrame;
 use parley_protocol::{Id, Timestamp};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Tokens;
+use crate::backend::presence_store::PresenceStore;
 use crate::backend::{Blobs, Log, Stores, Topic, local::LocalBlobs};
-use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::hub::{Header, Hub};
 use crate::metrics::Metrics;
 use crate::moderation::Moderator;
-use crate::presence::Tracker;
 use crate::ratelimit::RateLimiter;
 use crate::snowflake::Snowflake;
 
@@ -72,9 +73,10 @@ pub struct Chat {
     pub log: Arc<dyn Log>,
     pub blobs: Arc<dyn Blobs>,
     pub local_blobs: Option<LocalBlobs>,
-    pub notifications: Option<Arc<dyn Log>>,
-    /// Ring membership (distributed mode); `None`: this node owns every channel.
-    pub cluster: Option<Arc<Cluster>>,
+    /// Who sequences each channel ([`owners::SingleNode`] on an embedded node).
+    owners: Arc<dyn owners::ChannelOwners>,
+    /// The node's part in the ring over its life (drain, shutdown, `/readyz`).
+    pub membership: Arc<dyn owners::Membership>,
     /// The last ring epoch for which the persisters were seen caught up.
     caught_up: tokio::sync::Mutex<u64>,
     pub hub: Arc<Hub>,
@@ -82,8 +84,12 @@ pub struct Chat {
     pub tokens: Tokens,
     pub moderator: Arc<Moderator>,
     pub sequencer: Sequencer,
-    pub presence: Mutex<Tracker>,
-    pub presence_store: PresenceStore,
+    /// Heartbeats and statuses.
+    presence: Arc<PresenceService>,
+    /// Notification records for offline members (distributed mode).
+    notifier: Option<notify::OfflineNotifier>,
+    /// Publishes events to the channels' and users' topics.
+    events: events::Events,
     pub members_cache: Arc<MembershipCache>,
     pub send_limiter: Mutex<RateLimiter<Id>>,
     /// Password hashing and rate limits of `/v1/auth/*`.
@@ -113,8 +119,10 @@ pub struct Parts {
     pub ids: Snowflake,
     pub tokens: Tokens,
     pub moderator: Arc<Moderator>,
-    pub cluster: Option<Arc<Cluster>>,
-    pub presence: PresenceStore,
+    /// Channel ownership: [`owners::Ownership::single_node`] or a ring's.
+    pub ownership: owners::Ownership,
+    /// Where users' statuses live.
+    pub presence: Arc<dyn PresenceStore>,
     pub checks: Vec<Arc<dyn crate::health::Check>>,
     /// Shared with the pub/sub sink, which applies other nodes' invalidations.
     pub members_cache: Arc<MembershipCache>,
@@ -128,12 +136,28 @@ impl Chat {
         // Through a hash slot like every hash: its buffer is the first of the pool.
         let dummy_hash = auth_limits
             .hash_now(|m| crate::auth::hash_password_in("no account has this password", m));
+        let events = events::Events::new(p.hub.pubsub().clone());
+        let stores = &p.backends.stores;
+        let presence = Arc::new(PresenceService::new(presence::PresenceParts {
+            store: p.presence,
+            hub: p.hub.clone(),
+            events: events.clone(),
+            channels: stores.channels.clone(),
+            members: stores.members.clone(),
+            interval: p.config.heartbeat_interval(),
+            max_ids: p.config.quotas.presence_max_ids,
+        }));
+        let notifier = p
+            .backends
+            .notifications
+            .map(|log| notify::OfflineNotifier::new(log, stores.members.clone(), presence.clone()));
         Self {
             send_limiter: Mutex::new(RateLimiter::new(limits.send_rate, limits.send_burst)),
-            presence: Mutex::new(Tracker::new(p.config.heartbeat_interval)),
+            presence,
+            notifier,
+            events,
             auth_limits,
             quotas: quotas::Quotas::new(&p.config.quotas),
-            presence_store: p.presence,
             members_cache: p.members_cache,
             checks: p.checks,
             config: p.config,
@@ -141,8 +165,8 @@ impl Chat {
             log: p.backends.log,
             blobs: p.backends.blobs,
             local_blobs: p.backends.local_blobs,
-            notifications: p.backends.notifications,
-            cluster: p.cluster,
+            owners: p.ownership.owners,
+            membership: p.ownership.membership,
             caught_up: tokio::sync::Mutex::new(0),
             hub: p.hub,
             ids: p.ids,
@@ -178,7 +202,7 @@ impl Chat {
         })
     }
 
-    /// Serializes a server event once and publishes it on `topic`.
+    /// Serializes a server event once and publishes it on `topic` ([`events::Events`]).
     pub async fn publish<T: Serialize>(
         &self,
         topic: Topic,
@@ -186,15 +210,7 @@ impl Chat {
         t: &str,
         d: &T,
     ) -> Result<(), ApiError> {
-        let frame = serde_json::to_vec(&ServerFrame { t, r#ref: None, d }).map_err(|e| {
-            tracing::error!("serializing {t}: {e}");
-            ApiError::new(parley_protocol::ErrorCode::Internal, "internal error")
-        })?;
-        self.hub
-            .pubsub()
-            .publish(topic, crate::hub::encode(header, &frame))
-            .await
-            .map_err(ApiError::from)
+        self.events.publish(topic, header, t, d).await
     }
 
     /// Publishes an event that is a courtesy (typing, read, presence): failures are logged.
@@ -205,9 +221,27 @@ impl Chat {
         t: &str,
         d: &T,
     ) {
-        if let Err(e) = self.publish(topic, header, t, d).await {
-            tracing::warn!(%topic, event = t, "publish failed: {e}");
-        }
+        self.events.publish_best_effort(topic, header, t, d).await;
+    }
+
+    /// Heartbeats and statuses.
+    pub fn presence(&self) -> &Arc<PresenceService> {
+        &self.presence
+    }
+
+    /// A hello of connection `conn` of `user` ([`PresenceService::connected`]).
+    pub async fn presence_connected(&self, user: Id, conn: crate::hub::ConnId) {
+        self.presence.connected(user, conn).await;
+    }
+
+    /// A ping of connection `conn` of `user` ([`PresenceService::ping`]).
+    pub async fn presence_ping(&self, user: Id, conn: crate::hub::ConnId) {
+        self.presence.ping(user, conn).await;
+    }
+
+    /// Connection `conn` of `user` closed ([`PresenceService::disconnected`]).
+    pub async fn presence_disconnected(&self, user: Id, conn: crate::hub::ConnId) {
+        self.presence.disconnected(user, conn).await;
     }
 
     pub fn now(&self) -> Timestamp {

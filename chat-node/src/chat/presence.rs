@@ -1,116 +1,132 @@
-//! Presence on a node. Heartbeats feed the local [`Tracker`](crate::presence::Tracker),
-//! which closes this node's connections that stop pinging (4002). The user's status is the
-//! tracker's in embedded mode, and Redis's (aggregated over every node) in distributed mode.
-//! Changes go to the users who share a DM, or a group of at most 1000 members, with that
-//! user; offline members of a channel get a notification record per message.
+//! Presence on a node ([`PresenceService`]). Heartbeats feed this node's
+//! [`Tracker`](crate::heartbeat::Tracker), which closes its connections that stop pinging
+//! (4002), and the [`PresenceStore`] the statuses live in: in memory on an embedded node, in
+//! Redis (aggregated over every node) in a cluster. Each change the store reports goes to
+//! the users who share a DM, or a group of at most 1000 members, with that user.
+//!
+//! ```text
+//!   ws: hello / ping / close ─► Tracker (this node's sockets: 4002 when silent)
+//!                            └► PresenceStore ─ changed? ─► Events on each shared channel
+//!   every interval / 4 ─► Tracker::tick (close) + PresenceStore::expire (idle, offline)
+//! ```
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use parking_lot::Mutex;
 use parley_protocol::ws::close;
-use parley_protocol::{ChannelKind, Id, Presence, PresenceStatus, limits};
+use parley_protocol::{ChannelKind, Id, Presence, PresenceStatus, Timestamp, limits};
+use tokio_util::sync::CancellationToken;
 
-use super::{Chat, ev};
-use crate::backend::presence::RedisPresence;
-use crate::backend::{LogRecord, StoredMessage, Topic};
+use super::ev;
+use super::events::Events;
+use crate::backend::presence_store::PresenceStore;
+use crate::backend::{BackendError, ChannelStore, MemberStore, Topic};
 use crate::error::ApiError;
-use crate::hub::{ConnId, Header, Outbound};
-use crate::presence::Change;
+use crate::heartbeat::Tracker;
+use crate::hub::{ConnId, Header, Hub, Outbound};
 
-/// Where users' statuses live.
+/// Everything [`PresenceService::new`] needs.
 #[derive(Debug)]
-pub enum PresenceStore {
-    /// This node's tracker (one node is the whole cluster).
-    Local,
-    /// Redis, shared by the nodes.
-    Redis(RedisPresence),
+pub struct PresenceParts {
+    pub store: Arc<dyn PresenceStore>,
+    pub hub: Arc<Hub>,
+    pub events: Events,
+    pub channels: Arc<dyn ChannelStore>,
+    pub members: Arc<dyn MemberStore>,
+    /// The heartbeat interval clients are told to ping at.
+    pub interval: Duration,
+    /// Most users one presence query may name (`PARLEY_PRESENCE_MAX_IDS`).
+    pub max_ids: u32,
 }
 
-impl Chat {
-    fn tracker(&self) -> parking_lot::MutexGuard<'_, crate::presence::Tracker> {
-        self.presence.lock()
-    }
+/// Presence as this node handles it: its connections' heartbeats, and every user's status.
+#[derive(Debug)]
+pub struct PresenceService {
+    /// This node's connections by heartbeat.
+    tracker: Mutex<Tracker>,
+    store: Arc<dyn PresenceStore>,
+    hub: Arc<Hub>,
+    events: Events,
+    channels: Arc<dyn ChannelStore>,
+    members: Arc<dyn MemberStore>,
+    interval: Duration,
+    max_ids: usize,
+}
 
-    /// Announces a tracker change (embedded) or a Redis one (distributed).
-    async fn settle(
-        &self,
-        local: Option<Change>,
-        shared: Option<Result<Option<Presence>, crate::backend::BackendError>>,
-    ) {
-        match (&self.presence_store, shared) {
-            (PresenceStore::Local, _) => {
-                if let Some(Change { presence }) = local {
-                    self.announce(presence).await;
-                }
-            }
-            (PresenceStore::Redis(_), Some(Ok(Some(presence)))) => self.announce(presence).await,
-            (PresenceStore::Redis(_), Some(Err(e))) => {
-                tracing::warn!("presence update failed: {e}")
-            }
-            _ => {}
+impl PresenceService {
+    pub fn new(p: PresenceParts) -> Self {
+        Self {
+            tracker: Mutex::new(Tracker::new(p.interval)),
+            store: p.store,
+            hub: p.hub,
+            events: p.events,
+            channels: p.channels,
+            members: p.members,
+            interval: p.interval,
+            max_ids: p.max_ids as usize,
         }
     }
 
-    pub async fn presence_connected(&self, user: Id, conn: ConnId) {
-        let now = self.now();
-        let local = self.tracker().connected(user, conn, now);
-        let shared = match &self.presence_store {
-            PresenceStore::Redis(r) => Some(r.heartbeat(user, conn, now).await),
-            PresenceStore::Local => None,
-        };
-        self.settle(local, shared).await;
+    /// Announces what the store reported, or logs why it could not say.
+    async fn settle(&self, changed: Result<Option<Presence>, BackendError>) {
+        match changed {
+            Ok(Some(presence)) => self.announce(presence).await,
+            Ok(None) => {}
+            Err(e) => tracing::warn!("presence update failed: {e}"),
+        }
     }
 
-    pub async fn presence_ping(&self, user: Id, conn: ConnId) {
-        let now = self.now();
-        let local = self.tracker().ping(user, conn, now);
-        let shared = match &self.presence_store {
-            PresenceStore::Redis(r) => Some(r.heartbeat(user, conn, now).await),
-            PresenceStore::Local => None,
-        };
-        self.settle(local, shared).await;
+    /// Connection `conn` of `user` said hello.
+    pub async fn connected(&self, user: Id, conn: ConnId) {
+        let now = Timestamp::now();
+        let _ = self.tracker.lock().connected(user, conn, now);
+        self.settle(self.store.connect(user, conn, now).await).await;
     }
 
-    pub async fn presence_disconnected(&self, user: Id, conn: ConnId) {
-        let local = self.tracker().disconnected(user, conn, self.now());
-        let shared = match &self.presence_store {
-            PresenceStore::Redis(r) => Some(r.remove(user, conn).await),
-            PresenceStore::Local => None,
-        };
-        self.settle(local, shared).await;
+    /// Connection `conn` of `user` pinged.
+    pub async fn ping(&self, user: Id, conn: ConnId) {
+        let now = Timestamp::now();
+        let _ = self.tracker.lock().ping(user, conn, now);
+        self.settle(self.store.heartbeat(user, conn, now).await)
+            .await;
     }
 
-    /// A presence key of `user` expired in Redis: re-evaluate, and close the connection
-    /// if it is this node's and its live key went.
-    pub async fn presence_expired(&self, expired: crate::backend::presence::Expired) {
-        let PresenceStore::Redis(r) = &self.presence_store else {
-            return;
-        };
-        if expired.live && expired.node == r.node() {
+    /// Connection `conn` of `user` closed (cleanly or not).
+    pub async fn disconnected(&self, user: Id, conn: ConnId) {
+        let now = Timestamp::now();
+        let _ = self.tracker.lock().disconnected(user, conn, now);
+        self.settle(self.store.disconnect(user, conn, now).await)
+            .await;
+    }
+
+    /// A presence key of `user` expired in the store: re-evaluate them, and close `gone`, a
+    /// connection of this node whose liveness expired there (4002).
+    pub async fn expired(&self, user: Id, gone: Option<ConnId>) {
+        if let Some(conn) = gone {
             self.hub.send_to(
-                expired.conn,
+                conn,
                 Outbound::Close(close::HEARTBEAT_EXPIRED, "heartbeat expired"),
             );
         }
-        let change = r.changed(expired.user).await;
-        self.settle(None, Some(change)).await;
+        let changed = self.store.reevaluate(user, Timestamp::now()).await;
+        self.settle(changed).await;
     }
 
-    /// After Redis lost its data: writes this node's connections back.
-    pub async fn presence_restore(&self) {
-        let PresenceStore::Redis(r) = &self.presence_store else {
-            return;
-        };
-        let conns = self.tracker().connections();
-        let now = self.now();
+    /// After the store lost its data (Redis restarted empty): writes this node's
+    /// connections back.
+    pub async fn restore(&self) {
+        let conns = self.tracker.lock().connections();
+        let now = Timestamp::now();
         for (user, conn) in conns {
-            let change = r.heartbeat(user, conn, now).await;
-            self.settle(None, Some(change)).await;
+            let changed = self.store.heartbeat(user, conn, now).await;
+            self.settle(changed).await;
         }
     }
 
     async fn announce(&self, presence: Presence) {
-        let channels = match self.stores.channels.channels_of(presence.user_id).await {
+        let channels = match self.channels.channels_of(presence.user_id).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!("presence fan-out skipped: {e}");
@@ -123,15 +139,16 @@ impl Chat {
         };
         for c in channels {
             if c.kind == ChannelKind::Dm || c.member_count <= limits::PRESENCE_FANOUT_MAX_MEMBERS {
-                self.publish_best_effort(Topic::Channel(c.id), &header, ev::PRESENCE, &presence)
+                self.events
+                    .publish_best_effort(Topic::Channel(c.id), &header, ev::PRESENCE, &presence)
                     .await;
             }
         }
     }
 
-    /// Tells a channel the presence of a user who just joined it.
-    pub(super) async fn presence_to_channel(&self, user: Id, channel: Id) {
-        let Ok(mut presence) = self.presence_of(&[user]).await else {
+    /// Tells `channel` the presence of `user`, who just joined it (nothing when offline).
+    pub async fn tell_channel(&self, user: Id, channel: Id) {
+        let Ok(mut presence) = self.of(&[user]).await else {
             return;
         };
         let Some(presence) = presence.pop() else {
@@ -144,7 +161,8 @@ impl Chat {
             p: Some((user, presence.status)),
             ..Default::default()
         };
-        self.publish_best_effort(Topic::Channel(channel), &header, ev::PRESENCE, &presence)
+        self.events
+            .publish_best_effort(Topic::Channel(channel), &header, ev::PRESENCE, &presence)
             .await;
     }
 
@@ -154,15 +172,14 @@ impl Chat {
     /// what a user who never connected reads as, so the answer tells nothing about
     /// strangers (not even whether they exist) and keeps its shape. At most
     /// `PARLEY_PRESENCE_MAX_IDS` IDs (`bad_request` beyond).
-    pub async fn presence_for(&self, caller: Id, users: &[Id]) -> Result<Vec<Presence>, ApiError> {
-        let max = self.config.quotas.presence_max_ids as usize;
-        if users.len() > max {
+    pub async fn visible_to(&self, caller: Id, users: &[Id]) -> Result<Vec<Presence>, ApiError> {
+        if users.len() > self.max_ids {
             return Err(ApiError::bad_request(format!(
-                "at most {max} user_ids per request"
+                "at most {} user_ids per request",
+                self.max_ids
             )));
         }
-        let mut shared: std::collections::HashSet<Id> = self
-            .stores
+        let mut shared: HashSet<Id> = self
             .members
             .co_members(caller, users)
             .await?
@@ -174,8 +191,8 @@ impl Chat {
             .copied()
             .filter(|u| shared.contains(u))
             .collect();
-        let known: std::collections::HashMap<Id, Presence> = self
-            .presence_of(&visible)
+        let known: HashMap<Id, Presence> = self
+            .of(&visible)
             .await?
             .into_iter()
             .map(|p| (p.user_id, p))
@@ -193,87 +210,37 @@ impl Chat {
     }
 
     /// The presence of `users`, whoever asks (fan-out, notifications; the REST answer is
-    /// [`Chat::presence_for`]).
-    pub async fn presence_of(&self, users: &[Id]) -> Result<Vec<Presence>, ApiError> {
-        match &self.presence_store {
-            PresenceStore::Local => {
-                let tracker = self.tracker();
-                Ok(users.iter().map(|u| tracker.get(*u)).collect())
-            }
-            PresenceStore::Redis(r) => Ok(r.get(users).await?),
-        }
-    }
-
-    /// One `<prefix>.notifications` record per member of the message's channel who has no
-    /// live connection anywhere (for a push gateway). Best effort: it never delays or fails
-    /// the send.
-    pub(super) async fn notify_offline_members(&self, m: &StoredMessage) {
-        let Some(log) = self.notifications.clone() else {
-            return;
-        };
-        let members = match self.stores.members.member_ids(m.channel_id).await {
-            Ok(ids) => ids
-                .into_iter()
-                .filter(|u| *u != m.author_id)
-                .collect::<Vec<_>>(),
-            Err(e) => return tracing::warn!("notifications skipped: {e}"),
-        };
-        let presence = match self.presence_of(&members).await {
-            Ok(p) => p,
-            Err(e) => return tracing::warn!("notifications skipped: {e}"),
-        };
-        let preview: String = m.text.chars().take(200).collect();
-        let records: Vec<LogRecord> = presence
-            .iter()
-            .filter(|p| p.status == PresenceStatus::Offline)
-            .map(|p| {
-                let body = serde_json::json!({
-                    "user_id": p.user_id,
-                    "channel_id": m.channel_id,
-                    "message_id": m.id,
-                    "seq": m.seq,
-                    "author_id": m.author_id,
-                    "text": preview,
-                    "created_at": m.created_at,
-                });
-                LogRecord {
-                    key: p.user_id,
-                    payload: Bytes::from(body.to_string()),
-                }
-            })
-            .collect();
-        if records.is_empty() {
-            return;
-        }
-        tokio::spawn(async move {
-            if let Err(e) = log.append(&records).await {
-                tracing::warn!(records = records.len(), "notifications not written: {e}");
-            }
-        });
+    /// [`PresenceService::visible_to`]).
+    pub async fn of(&self, users: &[Id]) -> Result<Vec<Presence>, ApiError> {
+        Ok(self.store.get(users).await?)
     }
 
     /// Re-evaluates presence every quarter interval: closes connections whose heartbeat
-    /// expired (4002) and, in embedded mode, announces idle/offline users. Ends on shutdown.
-    pub async fn run_presence(&self) {
-        let every = (self.config.heartbeat_interval / 4).max(Duration::from_millis(100));
+    /// expired (4002) and announces the users time made idle or offline. Ends on `shutdown`.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let every = (self.interval / 4).max(Duration::from_millis(100));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
-                () = self.shutdown.cancelled() => return,
+                () = shutdown.cancelled() => return,
             }
-            let result = self.tracker().tick(self.now());
-            for conn in result.expired {
+            let now = Timestamp::now();
+            let expired = self.tracker.lock().tick(now).expired;
+            for conn in expired {
                 self.hub.send_to(
                     conn,
                     Outbound::Close(close::HEARTBEAT_EXPIRED, "heartbeat expired"),
                 );
             }
-            if matches!(self.presence_store, PresenceStore::Local) {
-                for change in result.changes {
-                    self.announce(change.presence).await;
+            match self.store.expire(now).await {
+                Ok(changes) => {
+                    for presence in changes {
+                        self.announce(presence).await;
+                    }
                 }
+                Err(e) => tracing::warn!("presence expiry failed: {e}"),
             }
         }
     }

@@ -3,6 +3,7 @@
 
 mod blobs;
 pub mod extract;
+pub mod internal;
 mod limits;
 mod rest;
 pub mod server;
@@ -96,13 +97,7 @@ async fn readyz(State(chat): State<AppState>) -> Response {
             .into_response();
     }
     let mut report = crate::health::run(&chat.checks).await;
-    if let Some(cluster) = &chat.cluster {
-        let view = cluster.view();
-        report.ring = Some(crate::health::RingReport {
-            epoch: view.epoch,
-            members: view.ring.members().iter().map(|m| m.name.clone()).collect(),
-        });
-    }
+    report.ring = chat.membership.report();
     health_answer(report)
 }
 

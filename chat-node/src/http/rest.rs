@@ -251,6 +251,6 @@ pub(super) async fn presence(
         })
         .collect::<Result<Vec<Id>>>()?;
     Ok(Json(PresenceList {
-        presence: chat.presence_for(me, &ids).await?,
+        presence: chat.presence().visible_to(me, &ids).await?,
     }))
 }

@@ -1,4 +1,7 @@
-//! Presence by heartbeat, as a pure state machine over (time, connection events).
+//! Presence by heartbeat, as a pure state machine over (time, connection events): the
+//! [`Tracker`]. Each node keeps one over its own connections (it closes those that stop
+//! pinging, 4002), and the embedded node's presence store keeps another for the statuses
+//! (`backend::presence_store::MemoryPresence`).
 //!
 //! Per connection, `missed = (now - last ping) / interval`. A user is `online` while any of
 //! their connections has missed fewer than 3 intervals, `idle` while they have connections
@@ -11,7 +14,8 @@ use std::time::Duration;
 
 use parley_protocol::{Id, Presence, PresenceStatus, Timestamp};
 
-use crate::hub::ConnId;
+/// A connection on this node (`hub::ConnId`).
+type ConnId = u64;
 
 pub const IDLE_AFTER_MISSED: u64 = 3;
 pub const OFFLINE_AFTER_MISSED: u64 = 5;
@@ -106,6 +110,12 @@ impl Tracker {
     pub fn disconnected(&mut self, user: Id, conn: ConnId, now: Timestamp) -> Option<Change> {
         let state = self.users.get_mut(&user)?;
         state.conns.remove(&conn)?;
+        self.update(user, now.0)
+    }
+
+    /// Re-evaluates `user` at `now` without expiring any connection (the status of their
+    /// freshest connection).
+    pub fn evaluate(&mut self, user: Id, now: Timestamp) -> Option<Change> {
         self.update(user, now.0)
     }
 

@@ -1,0 +1,70 @@
+//! [`Events`]: how the chat service tells clients something happened. An event is serialized
+//! once as a server frame, prefixed with its routing [`Header`], and published on a pub/sub
+//! topic; every node subscribed to it hands the same bytes to its connections
+//! ([`crate::hub`]).
+//!
+//! ```text
+//!   Events::publish(topic, header, t, d) ─► PubSub ─► each node's Hub::dispatch ─► sockets
+//!   Events::cluster(ClusterEvent)        ─► PubSub `cluster` ─► membership caches, ring
+//! ```
+
+use std::sync::Arc;
+
+use parley_protocol::ws::ServerFrame;
+use serde::Serialize;
+
+use crate::backend::{PubSub, Topic};
+use crate::error::ApiError;
+use crate::hub::{self, Header};
+use crate::internal::ClusterEvent;
+
+/// Publishes events on the node's pub/sub.
+#[derive(Debug, Clone)]
+pub struct Events {
+    pubsub: Arc<dyn PubSub>,
+}
+
+impl Events {
+    pub fn new(pubsub: Arc<dyn PubSub>) -> Self {
+        Self { pubsub }
+    }
+
+    /// Serializes the server event `t` with data `d` once and publishes it on `topic`.
+    /// Errors: `internal` when `d` does not serialize, the pub/sub's error when it fails.
+    pub async fn publish<T: Serialize>(
+        &self,
+        topic: Topic,
+        header: &Header,
+        t: &str,
+        d: &T,
+    ) -> Result<(), ApiError> {
+        let frame = serde_json::to_vec(&ServerFrame { t, r#ref: None, d }).map_err(|e| {
+            tracing::error!("serializing {t}: {e}");
+            ApiError::new(parley_protocol::ErrorCode::Internal, "internal error")
+        })?;
+        self.pubsub
+            .publish(topic, hub::encode(header, &frame))
+            .await
+            .map_err(ApiError::from)
+    }
+
+    /// Publishes an event that is a courtesy (typing, read, presence): failures are logged.
+    pub async fn publish_best_effort<T: Serialize>(
+        &self,
+        topic: Topic,
+        header: &Header,
+        t: &str,
+        d: &T,
+    ) {
+        if let Err(e) = self.publish(topic, header, t, d).await {
+            tracing::warn!(%topic, event = t, "publish failed: {e}");
+        }
+    }
+
+    /// Tells every node (this one included) of `event` on the `cluster` topic. Errors: the
+    /// pub/sub's.
+    pub async fn cluster(&self, event: &ClusterEvent) -> Result<(), crate::backend::BackendError> {
+        let payload = serde_json::to_vec(event).unwrap_or_default();
+        self.pubsub.publish(Topic::Cluster, payload.into()).await
+    }
+}
