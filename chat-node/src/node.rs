@@ -79,7 +79,7 @@ fn snowflake(config: &Config) -> Snowflake {
     Snowflake::new(
         config.snowflake_epoch_ms,
         config.worker_id,
-        Duration::from_millis(config.max_clock_wait_ms),
+        config.max_clock_wait,
         Arc::new(SystemClock),
     )
 }
@@ -150,10 +150,10 @@ pub async fn embedded(config: Config, addr: SocketAddr) -> anyhow::Result<Arc<Ch
         let users = users.clone();
         async move { users.user(parley_protocol::Id(0)).await.map(|_| ()) }
     })];
-    let config_heartbeat = config.heartbeat_interval();
+    let config_heartbeat = config.heartbeat_interval;
     Ok(Arc::new(Chat::new(Parts {
         ids: snowflake(&config),
-        tokens: Tokens::new(&jwt, config.jwt_ttl_secs),
+        tokens: Tokens::new(&jwt, config.jwt_ttl.as_secs()),
         config,
         backends: Backends {
             stores,
@@ -229,7 +229,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
         redis.clone(),
         &d.topic_prefix,
         &config.node_name,
-        config.heartbeat_interval(),
+        config.heartbeat_interval,
     );
     let blobs = Arc::new(S3Blobs::new(&d.s3));
 
@@ -303,7 +303,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
         .with_context(|| format!("binding PARLEY_INTERNAL_LISTEN={}", d.internal_listen))?;
     let chat = Arc::new(Chat::new(Parts {
         ids: snowflake(&config),
-        tokens: Tokens::new(jwt.expose().as_bytes(), config.jwt_ttl_secs),
+        tokens: Tokens::new(jwt.expose().as_bytes(), config.jwt_ttl.as_secs()),
         config,
         backends: Backends {
             stores: Stores::from_backend(store),
@@ -505,9 +505,7 @@ pub async fn drain(chat: &Arc<Chat>) {
     let sessions = chat.drain.begin();
     tracing::info!(sockets = sessions.len(), "draining");
     chat.membership.leave().await;
-    chat.drain
-        .spread(sessions, chat.config.drain_window())
-        .await;
+    chat.drain.spread(sessions, chat.config.drain_window).await;
     tracing::info!(open = chat.drain.open_sessions(), "drained");
 }
 

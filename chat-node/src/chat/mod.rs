@@ -144,7 +144,7 @@ impl Chat {
             events: events.clone(),
             channels: stores.channels.clone(),
             members: stores.members.clone(),
-            interval: p.config.heartbeat_interval(),
+            interval: p.config.heartbeat_interval,
             max_ids: p.config.quotas.presence_max_ids,
         }));
         let notifier = p
