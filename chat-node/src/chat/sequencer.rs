@@ -31,6 +31,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use parley_crd::env;
 use parley_protocol::{Id, Timestamp};
 
 use crate::backend::{Page, StoredMessage};
@@ -58,14 +59,14 @@ pub struct SequencerMemory {
     /// and per-channel state kept in memory over all channels. Idle channels are evicted
     /// first; when messages the store does not have yet fill it, sends are refused with
     /// `unavailable` until the persisters catch up.
-    #[arg(long, env = "PARLEY_RECENT_MESSAGES_BYTES", value_name = "PARLEY_RECENT_MESSAGES_BYTES",
+    #[arg(long, env = env::RECENT_MESSAGES_BYTES, value_name = env::RECENT_MESSAGES_BYTES,
           default_value_t = 64 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(65_536..=68_719_476_736))]
     pub recent_messages_bytes: u64,
 
     /// Bytes of idempotency keys (`client_msg_id`s of recent sends, IDs only) kept in
     /// memory; older keys are looked up in the store.
-    #[arg(long, env = "PARLEY_IDEMPOTENCY_KEYS_BYTES", value_name = "PARLEY_IDEMPOTENCY_KEYS_BYTES",
+    #[arg(long, env = env::IDEMPOTENCY_KEYS_BYTES, value_name = env::IDEMPOTENCY_KEYS_BYTES,
           default_value_t = 16 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(65_536..=68_719_476_736))]
     pub idempotency_keys_bytes: u64,

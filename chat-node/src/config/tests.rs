@@ -269,3 +269,19 @@ fn durations_keep_the_unit_their_key_names() {
         assert!(err.to_string().contains(value), "{flag}={value}: {err}");
     }
 }
+
+#[test]
+fn every_key_is_in_the_shared_list() {
+    let command = <Config as clap::CommandFactory>::command();
+    let read: std::collections::BTreeSet<String> = command
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|k| k.to_string_lossy().into_owned())
+        .collect();
+    let listed: std::collections::BTreeSet<String> =
+        env::ALL.iter().map(|k| (*k).to_owned()).collect();
+    assert_eq!(
+        read, listed,
+        "parley_crd::env::ALL is every key chat-node reads"
+    );
+}
