@@ -51,12 +51,13 @@ pub async fn run(
     Ok(())
 }
 
-/// Persists everything the log holds now, then returns (start-up catch-up).
+/// Persists everything the log holds now, then returns how many records it handled
+/// (start-up catch-up).
 pub async fn drain(
     log: &dyn Log,
     store: &dyn MessageStore,
     batching: Batching,
-) -> Result<u64, BackendError> {
+) -> Result<usize, BackendError> {
     let mut consumer = log.consumer(GROUP).await?;
     let never = CancellationToken::new();
     let mut total = 0;
@@ -75,7 +76,7 @@ async fn step(
     store: &dyn MessageStore,
     batching: Batching,
     shutdown: &CancellationToken,
-) -> Result<u64, BackendError> {
+) -> Result<usize, BackendError> {
     let records = consumer
         .poll(batching.max_messages, batching.max_wait)
         .await?;
@@ -116,7 +117,7 @@ async fn step(
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
-    Ok(records.len() as u64)
+    Ok(records.len())
 }
 
 #[cfg(test)]

@@ -51,6 +51,7 @@ pub async fn store_suite(stores: &Stores) {
     messages(stores).await;
     read_markers(stores).await;
     media(stores).await;
+    ids_at_the_edges(stores).await;
 }
 
 async fn users(s: &Stores) {
@@ -425,6 +426,71 @@ async fn media(s: &Stores) {
     assert_eq!(s.media.attachments(&[a.id, Id(b + 9)]).await.unwrap(), [a]);
 }
 
+/// IDs up to `Id::MAX` and timestamps of any `i64` are stored as they are; an ID above
+/// `Id::MAX` (only code can build one) fails the call as `internal`, never wrapping to a
+/// negative number that would name something else.
+async fn ids_at_the_edges(s: &Stores) {
+    // Just below Id::MAX, random so runs against a persistent store do not collide.
+    let b = Id::MAX.0 - base() - 100;
+    let mut top = user(b, &format!("top{b}"));
+    top.created_at = Timestamp(i64::MAX);
+    s.users.create_user(&top).await.unwrap();
+    assert_eq!(s.users.user(top.id).await.unwrap(), Some(top.clone()));
+    let ch = Id(b + 1);
+    let mut m = message(ch, b + 2, 1, Id::MAX, None);
+    m.reply_to = Some(Id::MAX);
+    m.created_at = Timestamp(i64::MIN);
+    s.messages
+        .insert_messages(std::slice::from_ref(&m))
+        .await
+        .unwrap();
+    let latest = Page::Latest { limit: 5 };
+    assert_eq!(s.messages.history(ch, latest).await.unwrap(), [m.clone()]);
+
+    let internal = |r: Result<(), BackendError>, what: &str| {
+        let e = r.expect_err(what);
+        assert!(matches!(e, BackendError::Internal { .. }), "{what}: {e:?}");
+    };
+    for over in [Id(Id::MAX.0 + 1), Id(u64::MAX)] {
+        internal(s.users.user(over).await.map(drop), "user");
+        internal(s.users.users(&[top.id, over]).await.map(drop), "users");
+        internal(
+            s.users
+                .create_user(&user(over.0, &format!("over{b}")))
+                .await,
+            "create_user",
+        );
+        let name = format!("over-{b}");
+        internal(
+            s.channels
+                .create_group(over, &name, top.id, m.created_at)
+                .await
+                .map(drop),
+            "create_group",
+        );
+        internal(s.members.is_member(ch, over).await.map(drop), "is_member");
+        internal(s.messages.history(over, latest).await.map(drop), "history");
+        let mut bad = message(ch, b + 3, 2, top.id, None);
+        bad.reply_to = Some(over);
+        internal(
+            s.messages.insert_messages(&[bad]).await.map(drop),
+            "insert_messages",
+        );
+    }
+    assert_eq!(
+        s.messages.history(ch, latest).await.unwrap(),
+        [m],
+        "nothing was stored"
+    );
+    assert!(
+        s.users
+            .user_by_username(&format!("over{b}"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
 /// A Log: durable appends, per-key order, consumer groups that resume after their commit.
 pub async fn log_suite(log: &dyn Log) {
     let b = base();
@@ -648,7 +714,7 @@ where
         .presign_put(
             &key,
             "image/png",
-            bytes.len() as u64,
+            u64::try_from(bytes.len()).unwrap(),
             Duration::from_secs(300),
         )
         .await
@@ -684,7 +750,7 @@ where
     assert_eq!(
         meta,
         ObjectMeta {
-            size: bytes.len() as u64,
+            size: u64::try_from(bytes.len()).unwrap(),
             content_type: "image/png".into()
         }
     );

@@ -9,7 +9,9 @@
 //!   Blobs      local::LocalBlobs             s3
 //! ```
 //!
-//! `conformance` holds the one behavioural test suite every implementation runs.
+//! `sql` holds what the two SQL stores share (the directory tables, message reads, values,
+//! error mapping); `conformance` holds the one behavioural test suite every implementation
+//! runs.
 
 pub mod datadir;
 pub mod kafka;
@@ -19,6 +21,7 @@ pub mod postgres;
 pub mod presence_store;
 pub mod redis;
 pub mod s3;
+pub mod sql;
 pub mod sqlite;
 mod store;
 mod types;
@@ -78,20 +81,6 @@ impl BackendError {
             BackendError::Internal { .. } => ErrorCode::Internal,
         }
     }
-}
-
-/// An ID as the stores keep it: a signed 64-bit integer (SQLite `INTEGER`, PostgreSQL
-/// `bigint`). Every ID a client sends is range-checked where it is parsed
-/// ([`Id::MAX`](parley_protocol::Id::MAX)); one beyond it here was built in code, and is
-/// refused rather than wrapped to a negative number.
-pub(crate) fn sql_id(id: Id) -> Result<i64, BackendError> {
-    id.to_i64()
-        .ok_or_else(|| BackendError::internal("store", format!("ID {id} is beyond {}", Id::MAX)))
-}
-
-/// A count or size (a seq, bytes) as a signed 64-bit integer, checked like [`sql_id`].
-pub(crate) fn sql_u64(v: u64) -> Result<i64, BackendError> {
-    i64::try_from(v).map_err(|_| BackendError::internal("store", format!("{v} is beyond i64::MAX")))
 }
 
 /// A durable, partitioned log (Kafka's model): records with the same key keep their order.

@@ -1,11 +1,12 @@
 //! Records the backends store. They differ from the wire objects where the wire adds
-//! something computed per request (download URLs, member counts).
+//! something computed per request (download URLs, member counts). The SQL stores read them
+//! with `FromRow` (the columns are `backend::sql::rows`'s `*_COLUMNS`).
 
 use parley_protocol::{Id, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// A user as stored, with the password hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct UserRecord {
     pub id: Id,
     pub username: String,
@@ -15,7 +16,7 @@ pub struct UserRecord {
 }
 
 /// An uploaded (or announced) object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct AttachmentRecord {
     pub id: Id,
     pub owner_id: Id,
@@ -23,19 +24,24 @@ pub struct AttachmentRecord {
     pub key: String,
     pub filename: String,
     pub content_type: String,
+    /// Bytes.
+    #[sqlx(try_from = "i64")]
     pub size: u64,
     pub created_at: Timestamp,
 }
 
 /// A message as it travels through the log and sits in the store (no URLs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct StoredMessage {
     pub id: Id,
     pub channel_id: Id,
+    #[sqlx(try_from = "i64")]
     pub seq: u64,
     pub author_id: Id,
     pub text: String,
     pub client_msg_id: Option<String>,
+    /// A JSON array in the stores.
+    #[sqlx(json)]
     pub attachments: Vec<AttachmentRecord>,
     /// Read leniently: a `reply_to` beyond [`Id::MAX`], which a node from before the range
     /// check accepted and logged, reads as none (it named no message) instead of making the

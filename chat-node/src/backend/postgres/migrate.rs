@@ -97,7 +97,7 @@ pub async fn migrate(pool: &PgPool, schema: Schema) -> Result<usize, BackendErro
             let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(err)?;
             sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql)).execute(&mut *tx).await.map_err(err)?;
             if m.rekey_names {
-                super::store::rekey_names(&mut tx).await.map_err(|e| {
+                super::directory::rekey_names(&mut tx).await.map_err(|e| {
                     BackendError::internal("postgres", format!("migration {}: {e}", m.name))
                 })?;
             }

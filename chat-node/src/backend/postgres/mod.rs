@@ -4,12 +4,19 @@
 //!
 //! Pools connect lazily, so a node starts while a shard is down; calls that need a database
 //! that does not answer fail with `unavailable`.
+//!
+//! - `directory`: [`PgStore`] (the directory's Store traits are `backend::sql`'s shared
+//!   code), the idempotency keys of sends, the batched name-key migration.
+//! - `shards`: [`Shards`], the messages by channel slot.
+//! - `migrate`: the schema migrations of both kinds of database.
 
+mod directory;
 mod migrate;
-mod store;
+mod shards;
 
+pub use directory::PgStore;
 pub use migrate::{Schema, migrate};
-pub use store::PgStore;
+pub use shards::Shards;
 
 use std::time::Duration;
 
@@ -39,24 +46,7 @@ pub async fn ping_pool(pool: &sqlx::PgPool) -> Result<(), BackendError> {
 }
 
 pub(crate) fn err(e: sqlx::Error) -> BackendError {
-    match &e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => BackendError::unavailable(BACKEND, e),
-        // Class 08 (connection exception), 53 (insufficient resources), 57 (operator
-        // intervention, e.g. shutting down).
-        sqlx::Error::Database(db)
-            if db.code().is_some_and(|c| {
-                c.starts_with("08") || c.starts_with("53") || c.starts_with("57")
-            }) =>
-        {
-            BackendError::unavailable(BACKEND, e)
-        }
-        _ => BackendError::internal(BACKEND, e),
-    }
+    crate::backend::sql::error::backend_error::<sqlx::Postgres>(e)
 }
 
 /// A lazily connecting pool.

@@ -8,11 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use parley_protocol::Id;
-use sqlx::{Row as _, SqlitePool};
+use sqlx::SqlitePool;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::err;
-use crate::backend::{BackendError, Log, LogConsumer, LogRecord, sql_id};
+use crate::backend::{BackendError, Log, LogConsumer, LogRecord};
 
 /// Most appends one transaction carries.
 const MAX_GROUP: usize = 512;
@@ -73,7 +73,7 @@ async fn write_group(
         for r in records {
             sqlx::query("INSERT INTO log (topic, key, payload) VALUES (?, ?, ?)")
                 .bind(topic)
-                .bind(sql_id(r.key)?)
+                .bind(r.key)
                 .bind(&r.payload[..])
                 .execute(&mut *tx)
                 .await
@@ -162,24 +162,20 @@ struct SqliteConsumer {
 
 impl SqliteConsumer {
     async fn read(&self, max: usize) -> Result<Vec<(i64, LogRecord)>, BackendError> {
-        let rows = sqlx::query(r#"SELECT "offset", key, payload FROM log WHERE topic = ? AND "offset" > ? ORDER BY "offset" LIMIT ?"#)
-            .bind(&*self.topic)
-            .bind(self.position)
-            .bind(i64::try_from(max).unwrap_or(i64::MAX))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(err)?;
+        let rows: Vec<(i64, Id, Vec<u8>)> = sqlx::query_as(
+            r#"SELECT "offset", key, payload FROM log WHERE topic = ? AND "offset" > ? ORDER BY "offset" LIMIT ?"#,
+        )
+        .bind(&*self.topic)
+        .bind(self.position)
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(err)?;
         Ok(rows
-            .iter()
-            .map(|r| {
-                let payload: Vec<u8> = r.get("payload");
-                (
-                    r.get::<i64, _>("offset"),
-                    LogRecord {
-                        key: Id(r.get::<i64, _>("key") as u64),
-                        payload: Bytes::from(payload),
-                    },
-                )
+            .into_iter()
+            .map(|(offset, key, payload)| {
+                let payload = Bytes::from(payload);
+                (offset, LogRecord { key, payload })
             })
             .collect())
     }

@@ -5,7 +5,7 @@ mod log;
 mod store;
 
 pub use log::SqliteLog;
-pub use store::SqliteStore;
+pub use store::{SqliteMessages, SqliteStore};
 
 use std::path::Path;
 use std::str::FromStr as _;
@@ -16,6 +16,7 @@ use sqlx::sqlite::{
 };
 
 use super::BackendError;
+use super::sql::names::NameKeys;
 
 const BACKEND: &str = "sqlite";
 
@@ -39,15 +40,7 @@ const MIGRATIONS: &[Migration] = &[
 ];
 
 pub(crate) fn err(e: sqlx::Error) -> BackendError {
-    match &e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-            BackendError::unavailable(BACKEND, e)
-        }
-        sqlx::Error::Database(db) if db.message().contains("database is locked") => {
-            BackendError::unavailable(BACKEND, e)
-        }
-        _ => BackendError::internal(BACKEND, e),
-    }
+    super::sql::error::backend_error::<sqlx::Sqlite>(e)
 }
 
 /// Opens (creating if needed) the database file and brings its schema up to date. A new
@@ -96,14 +89,17 @@ async fn migrate(pool: &SqlitePool) -> Result<(), BackendError> {
         .fetch_one(&mut *conn)
         .await
         .map_err(err)?;
-    for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+    let applied = usize::try_from(version).map_err(|_| {
+        BackendError::internal(BACKEND, format!("unknown schema version {version}"))
+    })?;
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(applied) {
         let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(err)?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql))
             .execute(&mut *tx)
             .await
             .map_err(err)?;
         if m.rekey_names {
-            store::rekey_names(&mut tx).await.map_err(|e| {
+            rekey_names(&mut tx).await.map_err(|e| {
                 BackendError::internal(
                     BACKEND,
                     format!(
@@ -122,5 +118,29 @@ async fn migrate(pool: &SqlitePool) -> Result<(), BackendError> {
         .map_err(err)?;
         tx.commit().await.map_err(err)?;
     }
+    Ok(())
+}
+
+/// Recomputes the name keys of every existing row (schema version 2), row by row.
+async fn rekey_names(conn: &mut sqlx::SqliteConnection) -> Result<(), String> {
+    let keys = NameKeys::prepare::<sqlx::Sqlite>(conn).await?;
+    for u in &keys.users {
+        sqlx::query("UPDATE users SET username_key = $1, username_skeleton = $2 WHERE id = $3")
+            .bind(&u.key)
+            .bind(&u.skeleton)
+            .bind(u.id)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    for g in &keys.groups {
+        sqlx::query("UPDATE channels SET name_key = $1 WHERE id = $2")
+            .bind(&g.key)
+            .bind(g.id)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    keys.finish();
     Ok(())
 }
