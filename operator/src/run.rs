@@ -1,4 +1,10 @@
 //! Running the operator: metrics, leader election, both controllers.
+//!
+//! ```text
+//!   run ──► serve_metrics (/healthz, /metrics) ──► lead (Lease) ──► cluster_controller
+//!                                                                 └► shard_controller
+//!        ends on a signal (the Lease released) or when the Lease is lost (an error)
+//! ```
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +24,8 @@ use parley_crd::resources::{ChatCluster, ChatShard};
 use crate::controller::{Context, cluster, shard};
 use crate::leader::Elector;
 use crate::metrics::Metrics;
+use crate::resources::MANAGER;
+use crate::resources::names::{COMPONENT_LABEL, Component, INSTANCE_LABEL, MANAGED_BY_LABEL};
 
 /// Operator settings.
 #[derive(Debug, Clone, clap::Parser)]
@@ -62,21 +70,56 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
-    let listener = tokio::net::TcpListener::bind(args.metrics).await?;
-    let m = metrics.clone();
+    serve_metrics(args.metrics, metrics.clone()).await?;
+    let elector = lead(&client, &args).await?;
+    metrics.leader.set(1);
+    tracing::info!("leading: reconciling ChatClusters and ChatShards");
+
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        metrics.clone(),
+        &args.identity,
+    ));
+    let watch = args.watch_namespace.as_deref();
+    let clusters = cluster_controller(&client, watch, ctx.clone());
+    let shards = shard_controller(&client, watch, ctx);
+    tokio::select! {
+        _ = futures_util::future::join(clusters, shards) => {
+            // A signal stopped both controllers: hand the lease over now.
+            metrics.leader.set(0);
+            if let Err(e) = elector.release().await {
+                tracing::warn!("releasing the leader lease: {e}");
+            }
+            tracing::info!("stopped; the leader lease is released");
+            Ok(())
+        }
+        () = elector.hold() => {
+            metrics.leader.set(0);
+            anyhow::bail!("lost the leader lease; exiting so another replica leads")
+        }
+    }
+}
+
+/// Binds `addr` and serves `/healthz` and `/metrics` on a task.
+async fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
     tokio::spawn(async move {
         let app = axum::Router::new()
             .route("/healthz", axum::routing::get(|| async { "ok" }))
             .route(
                 "/metrics",
                 axum::routing::get(move || {
-                    let m = m.clone();
+                    let m = metrics.clone();
                     async move { m.render() }
                 }),
             );
         let _ = axum::serve(listener, app).await;
     });
+    Ok(())
+}
 
+/// Waits until this replica holds the leader Lease; its elector, to hold and release it.
+async fn lead(client: &Client, args: &Args) -> Result<Elector, crate::leader::ElectionError> {
     let lease_namespace = args
         .lease_namespace
         .clone()
@@ -93,38 +136,53 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "waiting for the leader lease"
     );
     elector.acquire().await?;
-    metrics.leader.set(1);
-    tracing::info!("leading: reconciling ChatClusters and ChatShards");
+    Ok(elector)
+}
 
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        metrics.clone(),
-        &args.identity,
-    ));
-    let watch = args.watch_namespace.as_deref();
-    let clusters = Controller::new(scoped::<ChatCluster>(&client, watch), Config::default())
-        .owns(scoped::<StatefulSet>(&client, watch), Config::default())
-        .owns(scoped::<Deployment>(&client, watch), Config::default())
-        .owns(scoped::<Job>(&client, watch), Config::default())
-        .watches(scoped::<ChatShard>(&client, watch), Config::default(), |s: ChatShard| {
-            Some(ObjectRef::new(&s.spec.cluster_ref.name).within(&s.namespace()?))
-        })
+/// The ChatCluster controller: it owns the StatefulSets, Deployments and Jobs it applies,
+/// and a ChatShard or chat-node Pod that changes brings its cluster back.
+fn cluster_controller(
+    client: &Client,
+    watch: Option<&str>,
+    ctx: Arc<Context>,
+) -> impl Future<Output = ()> + use<> {
+    let node_pods = format!(
+        "{MANAGED_BY_LABEL}={MANAGER},{COMPONENT_LABEL}={}",
+        Component::Node
+    );
+    Controller::new(scoped::<ChatCluster>(client, watch), Config::default())
+        .owns(scoped::<StatefulSet>(client, watch), Config::default())
+        .owns(scoped::<Deployment>(client, watch), Config::default())
+        .owns(scoped::<Job>(client, watch), Config::default())
         .watches(
-            scoped::<Pod>(&client, watch),
-            Config::default().labels("app.kubernetes.io/managed-by=parley-operator,app.kubernetes.io/component=chat-node"),
+            scoped::<ChatShard>(client, watch),
+            Config::default(),
+            |s: ChatShard| Some(ObjectRef::new(&s.spec.cluster_ref.name).within(&s.namespace()?)),
+        )
+        .watches(
+            scoped::<Pod>(client, watch),
+            Config::default().labels(&node_pods),
             |p: Pod| {
-                let cluster = p.labels().get("app.kubernetes.io/instance")?.clone();
+                let cluster = p.labels().get(INSTANCE_LABEL)?.clone();
                 Some(ObjectRef::new(&cluster).within(&p.namespace()?))
             },
         )
         .shutdown_on_signal()
-        .run(cluster::reconcile, cluster::error_policy, ctx.clone())
-        .for_each(|_| async {});
-    let shards = Controller::new(scoped::<ChatShard>(&client, watch), Config::default())
-        // A migration Job's progress decides its shards' Ready.
+        .run(cluster::reconcile, cluster::error_policy, ctx)
+        .for_each(|_| async {})
+}
+
+/// The ChatShard controller: a migration Job's progress decides its shards' Ready.
+fn shard_controller(
+    client: &Client,
+    watch: Option<&str>,
+    ctx: Arc<Context>,
+) -> impl Future<Output = ()> + use<> {
+    let migrations = format!("{COMPONENT_LABEL}={}", Component::Migrate);
+    Controller::new(scoped::<ChatShard>(client, watch), Config::default())
         .watches(
-            scoped::<Job>(&client, watch),
-            Config::default().labels("app.kubernetes.io/component=migrate"),
+            scoped::<Job>(client, watch),
+            Config::default().labels(&migrations),
             |j: Job| {
                 let ns = j.namespace().unwrap_or_default();
                 crate::status::migrated_shards(&j)
@@ -134,20 +192,5 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         )
         .shutdown_on_signal()
         .run(shard::reconcile, shard::error_policy, ctx)
-        .for_each(|_| async {});
-    tokio::select! {
-        _ = futures_util::future::join(clusters, shards) => {
-            // A signal stopped both controllers: hand the lease over now.
-            metrics.leader.set(0);
-            if let Err(e) = elector.release().await {
-                tracing::warn!("releasing the leader lease: {e}");
-            }
-            tracing::info!("stopped; the leader lease is released");
-            Ok(())
-        }
-        () = elector.hold() => {
-            metrics.leader.set(0);
-            anyhow::bail!("lost the leader lease; exiting so another replica leads")
-        }
-    }
+        .for_each(|_| async {})
 }

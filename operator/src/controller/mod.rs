@@ -1,12 +1,30 @@
-//! The controllers: one per kind, sharing a [`Context`].
+//! The controllers: one per kind, sharing a [`Context`] (controller-rs's shape: a
+//! `reconcile` and an `error_policy` per kind, one error type with a metric label).
+//!
+//! ```text
+//!   kube-runtime Controller ──► cluster::reconcile(ChatCluster, Context) ──► Action
+//!     watches: ChatClusters; owned StatefulSets, Deployments, Jobs;       │ Err
+//!              ChatShards and chat-node Pods (mapped to their cluster)    ▼
+//!   kube-runtime Controller ──► shard::reconcile(ChatShard, Context)   error_policy:
+//!     watches: ChatShards; migration Jobs (mapped to the shards they     metric + Backoff
+//!              name)
+//! ```
+//!
+//! Both reconcile through a [`target::Target`] (the object, its namespace, the names of what
+//! it owns, the client). `fixtures` (tests only) is a scripted API server behind a real
+//! `kube::Client`, so a reconcile runs in milliseconds against the requests it should make.
 
+mod backoff;
 pub mod cluster;
 pub mod shard;
+pub mod target;
 
-use parking_lot::Mutex;
-use std::collections::HashMap;
+#[cfg(test)]
+pub mod fixtures;
+
 use std::sync::Arc;
-use std::time::Duration;
+
+pub use backoff::Backoff;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
@@ -15,6 +33,7 @@ use kube::Client;
 use kube::api::{Api, PostParams};
 
 use crate::metrics::Metrics;
+use crate::status::ConditionEvent;
 
 /// What every reconcile gets.
 #[derive(Clone)]
@@ -54,9 +73,7 @@ impl Context {
 pub async fn publish_event(
     ctx: &Context,
     regarding: ObjectReference,
-    warning: bool,
-    reason: &str,
-    note: &str,
+    event: &ConditionEvent,
 ) -> Result<(), kube::Error> {
     let now = k8s_openapi::jiff::Timestamp::now();
     let namespace = regarding.namespace.clone().unwrap_or_default();
@@ -71,9 +88,9 @@ pub async fn publish_event(
             ..Default::default()
         },
         event_time: Some(MicroTime(now)),
-        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
-        reason: Some(reason.into()),
-        note: Some(note.into()),
+        type_: Some(if event.warning { "Warning" } else { "Normal" }.into()),
+        reason: Some(event.reason.clone()),
+        note: Some(event.note.clone()),
         action: Some("Validate".into()),
         regarding: Some(regarding),
         reporting_controller: Some(crate::resources::MANAGER.into()),
@@ -84,40 +101,6 @@ pub async fn publish_event(
         .create(&PostParams::default(), &event)
         .await
         .map(|_| ())
-}
-
-/// Exponential back-off of failing reconciles, per object: 5 s after the first failure,
-/// doubling up to 5 minutes; a success starts it afresh.
-#[derive(Debug, Default)]
-pub struct Backoff {
-    failures: Mutex<HashMap<String, u32>>,
-}
-
-impl Backoff {
-    pub const FIRST: Duration = Duration::from_secs(5);
-    pub const MAX: Duration = Duration::from_secs(300);
-
-    /// Records a failure of `key`; how long to wait before trying again.
-    pub fn failed(&self, key: &str) -> Duration {
-        let mut failures = self.failures.lock();
-        let n = failures.entry(key.to_owned()).or_insert(0);
-        *n = n.saturating_add(1);
-        delay(*n)
-    }
-
-    /// Records a success of `key`.
-    pub fn succeeded(&self, key: &str) {
-        let mut failures = self.failures.lock();
-        failures.remove(key);
-    }
-}
-
-/// The wait after `failures` failures in a row (at least one).
-fn delay(failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    Backoff::FIRST
-        .saturating_mul(1 << doublings)
-        .min(Backoff::MAX)
 }
 
 /// The back-off key of an object: kind, namespace and name.
@@ -134,23 +117,4 @@ pub fn key<K: kube::Resource<DynamicType = ()>>(object: &K) -> String {
 /// Now, as the RFC 3339 string conditions carry.
 pub fn now() -> String {
     k8s_openapi::jiff::Timestamp::now().to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_to_a_ceiling_and_a_success_resets_it() {
-        let b = Backoff::default();
-        let waits: Vec<u64> = (0..9).map(|_| b.failed("a").as_secs()).collect();
-        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
-        assert_eq!(b.failed("b").as_secs(), 5, "per object");
-        b.succeeded("a");
-        assert_eq!(b.failed("a").as_secs(), 5);
-        for _ in 0..100 {
-            b.failed("c");
-        }
-        assert_eq!(b.failed("c"), Backoff::MAX, "no overflow");
-    }
 }

@@ -1,5 +1,11 @@
 //! Reconciles a `ChatShard`: its Secret must exist and its slots parse; Ready once its
 //! cluster's migration has run. The cluster controller watches shards too (the map).
+//!
+//! ```text
+//!   observe: the Postgres Secret (GET), the cluster's migration Jobs (LIST)
+//!     └► verdict (pure): Degraded while the spec is wrong, Ready once migrated
+//!          └► status patch ──► Action (requeue in 2 min when Ready, else 10 s)
+//! ```
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,75 +16,49 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use parley_crd::SlotRange;
-use parley_crd::resources::{ChatShard, ChatShardStatus, SecretKeyRef};
+use parley_crd::resources::{ChatShard, SecretKeyRef};
 
 use super::{Context, now};
 use crate::error::{Error, Result};
+use crate::resources::{Component, Names, selector_string};
 use crate::status::{
     ConditionState, ConditionType, Reason, Stamp, job_succeeded, migrated_shards, set_condition,
 };
 
 const KIND: &str = "ChatShard";
 
+/// Reconciles one ChatShard (kube-runtime's Controller calls it); a success resets its
+/// back-off.
 pub async fn reconcile(shard: Arc<ChatShard>, ctx: Arc<Context>) -> Result<Action> {
     let key = super::key(&*shard);
-    let action = reconcile_shard(shard, &ctx).await?;
+    let action = reconcile_shard(&shard, &ctx).await?;
     ctx.backoff.succeeded(&key);
     Ok(action)
 }
 
-async fn reconcile_shard(shard: Arc<ChatShard>, ctx: &Arc<Context>) -> Result<Action> {
+async fn reconcile_shard(shard: &ChatShard, ctx: &Context) -> Result<Action> {
     ctx.metrics.reconciled(KIND);
     let ns = shard.namespace().ok_or(Error::Missing("namespace"))?;
-    let generation = shard.metadata.generation;
-    let mut status: ChatShardStatus = shard.status.clone().unwrap_or_default();
-    let bad_slots: Vec<String> = shard
-        .spec
-        .slots
-        .iter()
-        .filter(|s| s.0.parse::<SlotRange>().is_err())
-        .map(|s| s.0.clone())
-        .collect();
-    let secret = &shard.spec.postgres.secret_ref;
-    let has_secret = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&secret.name)
-        .await?
-        .and_then(|s| s.data)
-        .is_some_and(|d| d.contains_key(&secret.key));
-    let cluster = &shard.spec.cluster_ref.name;
-    let migrated = Api::<Job>::namespaced(ctx.client.clone(), &ns)
-        .list(&ListParams::default().labels(&format!(
-            "app.kubernetes.io/instance={cluster},app.kubernetes.io/component=migrate"
-        )))
-        .await?
-        .items
-        .iter()
-        .any(|j| migrated_shard(j, &shard.name_any()));
-    let verdict = verdict(&Observed {
-        bad_slots: &bad_slots,
-        has_secret,
-        migrated,
-        secret,
-        cluster,
-    });
-    let stamp = Stamp::at(now(), generation);
-    let ready = verdict.ready;
-    for (type_, status_) in [
+    let seen = observe(shard, ctx, &ns).await?;
+    let verdict = verdict(shard, &seen);
+    let mut status = shard.status.clone().unwrap_or_default();
+    let stamp = Stamp::at(now(), shard.metadata.generation);
+    for (type_, on) in [
         (ConditionType::Degraded, verdict.degraded),
         (ConditionType::Ready, verdict.ready),
     ] {
         let state = ConditionState {
             type_,
-            status: status_,
+            status: on,
             reason: verdict.reason,
             message: verdict.message.clone(),
         };
         set_condition(&mut status.conditions, state, &stamp);
     }
-    if ready {
+    if verdict.ready {
         status.schema_version = Some(1);
     }
-    status.observed_generation = generation;
+    status.observed_generation = shard.metadata.generation;
     Api::<ChatShard>::namespaced(ctx.client.clone(), &ns)
         .patch_status(
             &shard.name_any(),
@@ -86,7 +66,7 @@ async fn reconcile_shard(shard: Arc<ChatShard>, ctx: &Arc<Context>) -> Result<Ac
             &Patch::Merge(serde_json::json!({ "status": status })),
         )
         .await?;
-    Ok(Action::requeue(if ready {
+    Ok(Action::requeue(if verdict.ready {
         Duration::from_secs(120)
     } else {
         Duration::from_secs(10)
@@ -94,16 +74,34 @@ async fn reconcile_shard(shard: Arc<ChatShard>, ctx: &Arc<Context>) -> Result<Ac
 }
 
 /// What the shard controller read about a ChatShard.
-#[derive(Debug)]
-struct Observed<'a> {
-    /// Its slot ranges that do not parse.
-    bad_slots: &'a [String],
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Observed {
     /// Whether its Postgres Secret and key exist.
     has_secret: bool,
     /// Whether a succeeded migration Job of its cluster covered it.
     migrated: bool,
-    secret: &'a SecretKeyRef,
-    cluster: &'a str,
+}
+
+/// Reads the shard's Postgres Secret and lists its cluster's migration Jobs.
+async fn observe(shard: &ChatShard, ctx: &Context, ns: &str) -> Result<Observed> {
+    let secret = &shard.spec.postgres.secret_ref;
+    let has_secret = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(&secret.name)
+        .await?
+        .and_then(|s| s.data)
+        .is_some_and(|d| d.contains_key(&secret.key));
+    let names = Names::new(shard.spec.cluster_ref.name.clone());
+    let migrations = selector_string(&names.selector(Component::Migrate));
+    let migrated = Api::<Job>::namespaced(ctx.client.clone(), ns)
+        .list(&ListParams::default().labels(&migrations))
+        .await?
+        .items
+        .iter()
+        .any(|j| migrated_shard(j, &shard.name_any()));
+    Ok(Observed {
+        has_secret,
+        migrated,
+    })
 }
 
 /// A ChatShard's conditions: `Degraded` while its spec is wrong, `Ready` once migrated.
@@ -115,18 +113,22 @@ struct Verdict {
     message: String,
 }
 
-fn verdict(seen: &Observed<'_>) -> Verdict {
-    let (ready, reason, message) = if !seen.bad_slots.is_empty() {
+fn verdict(shard: &ChatShard, seen: &Observed) -> Verdict {
+    let bad_slots: Vec<&str> = shard
+        .spec
+        .slots
+        .iter()
+        .filter(|s| s.0.parse::<SlotRange>().is_err())
+        .map(|s| s.0.as_str())
+        .collect();
+    let secret: &SecretKeyRef = &shard.spec.postgres.secret_ref;
+    let (ready, reason, message) = if !bad_slots.is_empty() {
         (
             false,
             Reason::InvalidSlots,
-            format!(
-                "not slot ranges within 0-4095: {}",
-                seen.bad_slots.join(", ")
-            ),
+            format!("not slot ranges within 0-4095: {}", bad_slots.join(", ")),
         )
     } else if !seen.has_secret {
-        let secret = seen.secret;
         (
             false,
             Reason::MissingSecret,
@@ -136,13 +138,16 @@ fn verdict(seen: &Observed<'_>) -> Verdict {
         (
             false,
             Reason::Migrating,
-            format!("waiting for ChatCluster {}'s migration", seen.cluster),
+            format!(
+                "waiting for ChatCluster {}'s migration",
+                shard.spec.cluster_ref.name
+            ),
         )
     } else {
         (true, Reason::Migrated, "the shard schema is applied".into())
     };
     Verdict {
-        degraded: !seen.bad_slots.is_empty() || !seen.has_secret,
+        degraded: !bad_slots.is_empty() || !seen.has_secret,
         ready,
         reason,
         message,
@@ -167,10 +172,13 @@ pub fn error_policy(shard: Arc<ChatShard>, error: &Error, ctx: Arc<Context>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::fixtures::{self, Exchange, Reply};
     use k8s_openapi::api::batch::v1::JobStatus;
+    use parley_crd::resources::SlotString;
 
     fn job(shards: Option<&str>, succeeded: i32) -> Job {
         let mut j = Job::default();
+        j.metadata.name = Some("alpha-migrate-0".into());
         if let Some(list) = shards {
             j.metadata.annotations = Some(
                 [(
@@ -197,5 +205,74 @@ mod tests {
             "names, not substrings"
         );
         assert!(!migrated_shard(&job(None, 1), "a"));
+    }
+
+    fn observed(has_secret: bool, migrated: bool) -> Observed {
+        Observed {
+            has_secret,
+            migrated,
+        }
+    }
+
+    #[test]
+    fn the_verdict_names_the_first_thing_wrong() {
+        let ok = fixtures::shard("alpha-a", &["0-4095"]);
+        let v = verdict(&ok, &observed(true, true));
+        assert_eq!(
+            (v.degraded, v.ready, v.reason),
+            (false, true, Reason::Migrated)
+        );
+        let v = verdict(&ok, &observed(true, false));
+        assert_eq!(
+            (v.degraded, v.ready, v.reason),
+            (false, false, Reason::Migrating)
+        );
+        assert_eq!(v.message, "waiting for ChatCluster alpha's migration");
+        let v = verdict(&ok, &observed(false, true));
+        assert_eq!((v.degraded, v.reason), (true, Reason::MissingSecret));
+        assert_eq!(v.message, "Secret alpha-a-db/url not found");
+        let mut bad = ok;
+        bad.spec.slots = vec![SlotString("9000".into()), SlotString("0-10".into())];
+        let v = verdict(&bad, &observed(false, false));
+        assert_eq!((v.degraded, v.reason), (true, Reason::InvalidSlots));
+        assert_eq!(v.message, "not slot ranges within 0-4095: 9000");
+    }
+
+    #[tokio::test]
+    async fn a_migrated_shard_with_its_secret_becomes_ready() {
+        let shard = fixtures::shard("alpha-a", &["0-4095"]);
+        let db = fixtures::secret("alpha-a-db", &[("url", "postgres://a")]);
+        let status_path = format!(
+            "{}/status",
+            fixtures::path::<ChatShard>(Some("chat"), Some("alpha-a"))
+        );
+        let script = vec![
+            Exchange::get(
+                fixtures::path::<Secret>(Some("chat"), Some("alpha-a-db")),
+                Reply::object(&db),
+            ),
+            Exchange::get(
+                fixtures::path::<Job>(Some("chat"), None),
+                Reply::list(&[job(Some("alpha-a"), 1)]),
+            ),
+            Exchange::patch(status_path.clone(), Reply::object(&shard)),
+        ];
+        let (client, server) = fixtures::client();
+        let ctx = Arc::new(Context::new(client, Arc::default(), "test"));
+        let (result, seen) = server.replay(script, reconcile(Arc::new(shard), ctx)).await;
+        assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(120)));
+        assert_eq!(
+            seen[1].query,
+            "&labelSelector=app.kubernetes.io%2Fcomponent%3Dmigrate%2Capp.kubernetes.io%2Finstance%3Dalpha",
+            "the cluster's migrations"
+        );
+        let status = &seen[2].body["status"];
+        assert_eq!(status["schemaVersion"], 1);
+        let conditions = status["conditions"].as_array().unwrap();
+        let types: Vec<(&str, &str)> = conditions
+            .iter()
+            .map(|c| (c["type"].as_str().unwrap(), c["status"].as_str().unwrap()))
+            .collect();
+        assert_eq!(types, [("Degraded", "False"), ("Ready", "True")]);
     }
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use parley_crd::env;
 use parley_crd::resources::{ChatCluster, ModerationPolicy};
 
 use super::names::{Component, Names};
@@ -20,60 +21,51 @@ pub fn config(cluster: &ChatCluster) -> ConfigMap {
     let spec = &cluster.spec;
     let names = Names::of(cluster);
     let mut data = BTreeMap::from([
-        (s("PARLEY_MODE"), s("distributed")),
-        (s("PARLEY_LISTEN"), format!("0.0.0.0:{HTTP_PORT}")),
+        (s(env::MODE), s("distributed")),
+        (s(env::LISTEN), format!("0.0.0.0:{HTTP_PORT}")),
+        (s(env::INTERNAL_LISTEN), format!("0.0.0.0:{INTERNAL_PORT}")),
+        (s(env::CLUSTER_NAME), s(names.cluster())),
         (
-            s("PARLEY_INTERNAL_LISTEN"),
-            format!("0.0.0.0:{INTERNAL_PORT}"),
-        ),
-        (s("PARLEY_CLUSTER_NAME"), s(names.cluster())),
-        (
-            s("PARLEY_KAFKA_BOOTSTRAP"),
+            s(env::KAFKA_BOOTSTRAP),
             spec.kafka.bootstrap_servers.clone(),
         ),
-        (s("PARLEY_KAFKA_TOPIC_PREFIX"), topic_prefix(cluster)),
+        (s(env::KAFKA_TOPIC_PREFIX), topic_prefix(cluster)),
+        (s(env::KAFKA_PARTITIONS), spec.kafka.partitions.to_string()),
+        (s(env::S3_REGION), spec.media.region.clone()),
+        (s(env::S3_BUCKET), spec.media.bucket.clone()),
         (
-            s("PARLEY_KAFKA_PARTITIONS"),
-            spec.kafka.partitions.to_string(),
-        ),
-        (s("PARLEY_S3_REGION"), spec.media.region.clone()),
-        (s("PARLEY_S3_BUCKET"), spec.media.bucket.clone()),
-        (
-            s("PARLEY_S3_ACCESS_KEY_ID_FILE"),
+            env::file(env::S3_ACCESS_KEY_ID),
             format!("{SECRETS_DIR}/s3/accessKeyId"),
         ),
         (
-            s("PARLEY_S3_SECRET_ACCESS_KEY_FILE"),
+            env::file(env::S3_SECRET_ACCESS_KEY),
             format!("{SECRETS_DIR}/s3/secretAccessKey"),
         ),
         (
-            s("PARLEY_DIRECTORY_URL_FILE"),
+            env::file(env::DIRECTORY_URL),
             format!("{SECRETS_DIR}/directory/{}", spec.directory.secret_ref.key),
         ),
-        (
-            s("PARLEY_DB_POOL_SIZE"),
-            spec.directory.pool_size.to_string(),
-        ),
+        (s(env::DB_POOL_SIZE), spec.directory.pool_size.to_string()),
         // The shard map with URLs (`name:slots:url;...`), kept by the operator in the
         // `<name>-shards` Secret; nodes and persisters re-read it when it changes.
-        (s("PARLEY_SHARDS_FILE"), format!("{SHARDS_DIR}/shards")),
+        (env::file(env::SHARDS), format!("{SHARDS_DIR}/shards")),
         (
-            s("PARLEY_HEARTBEAT_INTERVAL_MS"),
+            s(env::HEARTBEAT_INTERVAL_MS),
             spec.heartbeat_interval_ms.to_string(),
         ),
         (
-            s("PARLEY_MODERATION_POLICY"),
+            s(env::MODERATION_POLICY),
             s(match spec.moderation.policy {
                 ModerationPolicy::Mask => "mask",
                 ModerationPolicy::Reject => "reject",
             }),
         ),
         (
-            s("PARLEY_PERSISTER_BATCH"),
+            s(env::PERSISTER_BATCH),
             spec.persister.batch_size.to_string(),
         ),
         (
-            s("PARLEY_PERSISTER_LINGER_MS"),
+            s(env::PERSISTER_LINGER_MS),
             spec.persister.linger_ms.to_string(),
         ),
     ]);
@@ -90,19 +82,19 @@ pub fn config(cluster: &ChatCluster) -> ConfigMap {
 fn optional_settings(cluster: &ChatCluster, data: &mut BTreeMap<String, String>) {
     let spec = &cluster.spec;
     if let Some(url) = &spec.redis.url {
-        data.insert(s("PARLEY_REDIS_URL"), url.clone());
+        data.insert(s(env::REDIS_URL), url.clone());
     }
     if let Some(r) = &spec.redis.secret_ref {
         data.insert(
-            s("PARLEY_REDIS_URL_FILE"),
+            env::file(env::REDIS_URL),
             format!("{SECRETS_DIR}/redis/{}", r.key),
         );
     }
     if let Some(e) = &spec.media.endpoint {
-        data.insert(s("PARLEY_S3_ENDPOINT"), e.clone());
+        data.insert(s(env::S3_ENDPOINT), e.clone());
     }
     if let Some(epoch) = spec.snowflake_epoch_ms {
-        data.insert(s("PARLEY_SNOWFLAKE_EPOCH_MS"), epoch.to_string());
+        data.insert(s(env::SNOWFLAKE_EPOCH_MS), epoch.to_string());
     }
 }
 

@@ -9,7 +9,7 @@ use k8s_openapi::api::networking::v1::{
     IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
 };
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-use parley_crd::resources::ChatCluster;
+use parley_crd::resources::{ChatCluster, GatewaySpec, IngressSpec as IngressExposure};
 
 use super::names::{Component, Names};
 use super::support::*;
@@ -30,66 +30,79 @@ pub fn http_route_resource() -> ApiResource {
     ))
 }
 
+/// The Ingress when `spec.exposure.ingress` is set, else the HTTPRoute when
+/// `spec.exposure.gateway` is, else none (the CRD refuses both at once).
 pub fn edge(cluster: &ChatCluster) -> Option<Edge> {
     let exposure = &cluster.spec.exposure;
-    let names = Names::of(cluster);
     if let Some(i) = &exposure.ingress {
-        let annotations = BTreeMap::from([
-            (
-                "nginx.ingress.kubernetes.io/upstream-hash-by".to_owned(),
-                "$arg_channel".to_owned(),
-            ),
-            (
-                "nginx.ingress.kubernetes.io/proxy-read-timeout".to_owned(),
-                "3700".to_owned(),
-            ),
-            (
-                "nginx.ingress.kubernetes.io/proxy-send-timeout".to_owned(),
-                "3700".to_owned(),
-            ),
-            (
-                "nginx.ingress.kubernetes.io/proxy-body-size".to_owned(),
-                "1m".to_owned(),
-            ),
-        ]);
-        let mut metadata = meta(cluster, names.edge(), Component::Edge);
-        metadata.annotations = Some(annotations);
-        let backend = IngressBackend {
-            service: Some(IngressServiceBackend {
-                name: names.client_service(),
-                port: Some(ServiceBackendPort {
-                    number: Some(80),
-                    ..Default::default()
-                }),
-            }),
-            ..Default::default()
-        };
-        return Some(Edge::Ingress(Ingress {
-            metadata,
-            spec: Some(IngressSpec {
-                ingress_class_name: i.class_name.clone(),
-                tls: i.tls_secret_name.as_ref().map(|s| {
-                    vec![IngressTLS {
-                        hosts: Some(vec![i.host.clone()]),
-                        secret_name: Some(s.clone()),
-                    }]
-                }),
-                rules: Some(vec![IngressRule {
-                    host: Some(i.host.clone()),
-                    http: Some(HTTPIngressRuleValue {
-                        paths: vec![HTTPIngressPath {
-                            path: Some("/".into()),
-                            path_type: "Prefix".into(),
-                            backend,
-                        }],
-                    }),
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }));
+        return Some(Edge::Ingress(ingress(cluster, i)));
     }
     let g = exposure.gateway.as_ref()?;
+    Some(Edge::HttpRoute(http_route(cluster, g)))
+}
+
+/// The Ingress: nginx hashes on the `channel` query parameter, with timeouts past an hour.
+fn ingress(cluster: &ChatCluster, i: &IngressExposure) -> Ingress {
+    let names = Names::of(cluster);
+    let annotations = BTreeMap::from([
+        (
+            "nginx.ingress.kubernetes.io/upstream-hash-by".to_owned(),
+            "$arg_channel".to_owned(),
+        ),
+        (
+            "nginx.ingress.kubernetes.io/proxy-read-timeout".to_owned(),
+            "3700".to_owned(),
+        ),
+        (
+            "nginx.ingress.kubernetes.io/proxy-send-timeout".to_owned(),
+            "3700".to_owned(),
+        ),
+        (
+            "nginx.ingress.kubernetes.io/proxy-body-size".to_owned(),
+            "1m".to_owned(),
+        ),
+    ]);
+    let mut metadata = meta(cluster, names.edge(), Component::Edge);
+    metadata.annotations = Some(annotations);
+    let backend = IngressBackend {
+        service: Some(IngressServiceBackend {
+            name: names.client_service(),
+            port: Some(ServiceBackendPort {
+                number: Some(80),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    };
+    Ingress {
+        metadata,
+        spec: Some(IngressSpec {
+            ingress_class_name: i.class_name.clone(),
+            tls: i.tls_secret_name.as_ref().map(|s| {
+                vec![IngressTLS {
+                    hosts: Some(vec![i.host.clone()]),
+                    secret_name: Some(s.clone()),
+                }]
+            }),
+            rules: Some(vec![IngressRule {
+                host: Some(i.host.clone()),
+                http: Some(HTTPIngressRuleValue {
+                    paths: vec![HTTPIngressPath {
+                        path: Some("/".into()),
+                        path_type: "Prefix".into(),
+                        backend,
+                    }],
+                }),
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The Gateway API HTTPRoute to the client Service.
+fn http_route(cluster: &ChatCluster, g: &GatewaySpec) -> DynamicObject {
+    let names = Names::of(cluster);
     let mut route =
         DynamicObject::new(&names.edge(), &http_route_resource()).within(&namespace(cluster));
     route.metadata = meta(cluster, names.edge(), Component::Edge);
@@ -112,7 +125,7 @@ pub fn edge(cluster: &ChatCluster) -> Option<Edge> {
             }]
         }
     });
-    Some(Edge::HttpRoute(route))
+    route
 }
 
 #[cfg(test)]

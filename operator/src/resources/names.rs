@@ -15,6 +15,8 @@
 //!     <name>-migrate-<hash>  Job
 //! ```
 
+use std::collections::BTreeMap;
+
 use parley_crd::resources::ChatCluster;
 
 use super::INTERNAL_PORT;
@@ -94,6 +96,15 @@ impl Names {
     /// The migration Job for the inputs that hash to `hash`.
     pub fn migration(&self, hash: &str) -> String {
         format!("{}-migrate-{hash}", self.cluster)
+    }
+
+    /// The labels that select the cluster's pods of `component` (stable across operator
+    /// versions).
+    pub fn selector(&self, component: Component) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (INSTANCE_LABEL.into(), self.cluster.clone()),
+            (COMPONENT_LABEL.into(), component.as_str().into()),
+        ])
     }
 
     /// The internal endpoint of the chat-node pod `pod` in `namespace`, through the headless

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use parley_crd::env;
 use parley_crd::resources::ChatCluster;
 
 use super::names::{CONFIG_HASH_ANNOTATION, Component, Names, POD_INDEX_LABEL};
@@ -34,25 +35,25 @@ fn node_env(cluster: &ChatCluster, decided: &Decided) -> Vec<EnvVar> {
         ..Default::default()
     };
     let mut env = vec![
-        field_env("PARLEY_NODE_NAME", "metadata.name"),
-        field_env("PARLEY_NAMESPACE", "metadata.namespace"),
+        field_env(env::NODE_NAME, "metadata.name"),
+        field_env(env::NAMESPACE, "metadata.namespace"),
         // The ordinal, which starts at the cluster's worker-ID base (Kubernetes >= 1.28).
         field_env(
-            "PARLEY_WORKER_ID",
+            env::WORKER_ID,
             &format!("metadata.labels['{POD_INDEX_LABEL}']"),
         ),
         value(
-            "PARLEY_JWT_SECRET_FILE",
+            &env::file(env::JWT_SECRET),
             format!("{SECRETS_DIR}/jwt/{}", decided.jwt_secret.1),
         ),
         value(
-            "PARLEY_CLUSTER_SECRET_FILE",
+            &env::file(env::CLUSTER_SECRET),
             format!("{SECRETS_DIR}/internal/secret"),
         ),
     ];
     if let Some(w) = &cluster.spec.moderation.word_list_config_map_ref {
         env.push(value(
-            "PARLEY_MODERATION_WORDS_FILE",
+            env::MODERATION_WORDS_FILE,
             format!("{WORDS_DIR}/{}", w.key),
         ));
     }
@@ -61,7 +62,7 @@ fn node_env(cluster: &ChatCluster, decided: &Decided) -> Vec<EnvVar> {
     // out: chat-node refuses to start on one, and every node would.
     let (ranges, _invalid) = cluster.spec.exposure.trusted_proxy_ranges();
     if !ranges.is_empty() {
-        env.push(value("PARLEY_TRUSTED_PROXIES", ranges.join(",")));
+        env.push(value(env::TRUSTED_PROXIES, ranges.join(",")));
     }
     env
 }

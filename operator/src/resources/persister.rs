@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, KeyToPath, PodSpec, PodTemplateSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use parley_crd::env;
 use parley_crd::resources::ChatCluster;
 
 use super::names::{CONFIG_HASH_ANNOTATION, Component, Names, SHARDS_KEY};
@@ -33,7 +34,7 @@ fn container(
         args: Some(vec![arg.to_owned()]),
         env_from: Some(env_from_config(cluster)),
         env: Some(vec![EnvVar {
-            name: "PARLEY_LISTEN".into(),
+            name: env::LISTEN.into(),
             value: Some(format!("0.0.0.0:{PERSISTER_PORT}")),
             ..Default::default()
         }]),

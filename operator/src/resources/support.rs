@@ -50,10 +50,7 @@ pub fn labels(cluster: &ChatCluster, component: Component) -> BTreeMap<String, S
 
 /// Labels that select a component's pods (stable across operator versions).
 pub fn selector(cluster: &ChatCluster, component: Component) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (INSTANCE_LABEL.into(), Names::of(cluster).cluster().into()),
-        (COMPONENT_LABEL.into(), component.as_str().into()),
-    ])
+    Names::of(cluster).selector(component)
 }
 
 /// A label selector as the API's `labelSelector` query parameter spells it (`k=v,k=v`).

@@ -1,0 +1,170 @@
+//! Phase 3, Secrets: those the spec references (present, or the cluster is Degraded naming
+//! them) and those the operator generates (the node-to-node secret, the JWT secret unless
+//! the spec names one). A generated Secret is created once and never overwritten.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt as _;
+use kube::api::PostParams;
+use parley_crd::resources::ChatShard;
+use rand::TryRngCore as _;
+
+use crate::controller::target::Target;
+use crate::error::{Error, Result};
+use crate::resources::{self as r, Component, names::GENERATED_SECRET_KEY};
+use crate::status::{Problem, Reason};
+
+/// The S3 credentials' keys, in the Secret `spec.media.credentialsSecretRef` names.
+const S3_KEYS: [&str; 2] = ["accessKeyId", "secretAccessKey"];
+
+/// What phase 3 found of the Secrets the spec references. URLs are read as UTF-8 (lossy).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReferencedSecrets {
+    /// The directory's database URL (`spec.directory.secretRef`).
+    pub directory_url: Option<String>,
+    /// Each ChatShard's database URL, by shard name.
+    pub shard_urls: BTreeMap<String, String>,
+    /// `name/key` of each one missing (a shard's with `(ChatShard <name>)`), in spec order.
+    pub missing: Vec<String>,
+}
+
+impl ReferencedSecrets {
+    /// [`Reason::MissingSecret`] naming every missing Secret key, if any is.
+    pub fn problem(&self) -> Option<Problem> {
+        (!self.missing.is_empty()).then(|| Problem {
+            reason: Reason::MissingSecret,
+            message: format!("Secrets not found: {}", self.missing.join(", ")),
+        })
+    }
+}
+
+/// Where the JWT secret is: the spec's `jwtSecretRef` or the generated Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeneratedSecrets {
+    /// `(Secret name, key)` of the JWT secret.
+    pub jwt_secret: (String, String),
+}
+
+fn value(secret: Option<&Secret>, key: &str) -> Option<ByteString> {
+    secret?.data.as_ref()?.get(key).cloned()
+}
+
+fn text(v: &ByteString) -> String {
+    String::from_utf8_lossy(&v.0).into_owned()
+}
+
+/// Phase 3a: reads the directory's, the S3 credentials' and each shard's Secret (one GET
+/// each, in that order).
+pub async fn read_referenced(t: &Target<'_>, shards: &[ChatShard]) -> Result<ReferencedSecrets> {
+    let spec = &t.cluster.spec;
+    let mut found = ReferencedSecrets::default();
+    let directory = &spec.directory.secret_ref;
+    let secret = t.get::<Secret>(&directory.name).await?;
+    found.directory_url = value(secret.as_ref(), &directory.key).map(|v| text(&v));
+    if found.directory_url.is_none() {
+        found
+            .missing
+            .push(format!("{}/{}", directory.name, directory.key));
+    }
+    let s3 = &spec.media.credentials_secret_ref.name;
+    let secret = t.get::<Secret>(s3).await?;
+    for key in S3_KEYS {
+        if value(secret.as_ref(), key).is_none() {
+            found.missing.push(format!("{s3}/{key}"));
+        }
+    }
+    for shard in shards {
+        let p = &shard.spec.postgres.secret_ref;
+        let secret = t.get::<Secret>(&p.name).await?;
+        match value(secret.as_ref(), &p.key) {
+            Some(v) => {
+                found.shard_urls.insert(shard.name_any(), text(&v));
+            }
+            None => found.missing.push(format!(
+                "{}/{} (ChatShard {})",
+                p.name,
+                p.key,
+                shard.name_any()
+            )),
+        }
+    }
+    Ok(found)
+}
+
+/// Phase 3b: creates the generated Secrets that do not exist yet.
+pub async fn ensure_generated(t: &Target<'_>) -> Result<GeneratedSecrets> {
+    ensure_secret(t, &t.names.internal_secret()).await?;
+    let jwt_secret = match &t.cluster.spec.jwt_secret_ref {
+        Some(s) => (s.name.clone(), s.key.clone()),
+        None => {
+            let name = t.names.generated_jwt_secret();
+            ensure_secret(t, &name).await?;
+            (name, GENERATED_SECRET_KEY.into())
+        }
+    };
+    Ok(GeneratedSecrets { jwt_secret })
+}
+
+/// Creates `name` with one random [`GENERATED_SECRET_KEY`] if it does not exist (never
+/// overwritten; another writer's create in between is fine).
+async fn ensure_secret(t: &Target<'_>, name: &str) -> Result<()> {
+    if t.get::<Secret>(name).await?.is_some() {
+        return Ok(());
+    }
+    let secret = Secret {
+        metadata: r::meta(t.cluster, name.into(), Component::Secret),
+        string_data: Some(BTreeMap::from([(
+            GENERATED_SECRET_KEY.into(),
+            random_secret()?,
+        )])),
+        ..Default::default()
+    };
+    match t
+        .api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// 32 bytes from the operating system's generator, hex-encoded (64 characters).
+/// [`Error::Random`] when the OS cannot give them: never a weak or all-zero secret.
+pub fn random_secret() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(Error::Random)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_secrets_are_64_hex_digits_and_differ() {
+        let a = random_secret().unwrap();
+        let b = random_secret().unwrap();
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+        assert_ne!(a, "0".repeat(64));
+    }
+
+    #[test]
+    fn every_missing_secret_is_named_in_one_problem() {
+        assert_eq!(ReferencedSecrets::default().problem(), None);
+        let found = ReferencedSecrets {
+            missing: vec!["dir/url".into(), "s3/accessKeyId".into()],
+            ..Default::default()
+        };
+        let p = found.problem().unwrap();
+        assert_eq!(p.reason, Reason::MissingSecret);
+        assert_eq!(p.message, "Secrets not found: dir/url, s3/accessKeyId");
+    }
+}
