@@ -7,6 +7,7 @@
 //! a test that needs a service fails when the service is not there.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod kube;
