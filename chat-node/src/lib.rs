@@ -15,6 +15,7 @@ pub mod config;
 pub mod drain;
 pub mod error;
 pub mod health;
+pub mod heartbeat;
 pub mod http;
 pub mod hub;
 pub mod internal;
@@ -23,17 +24,13 @@ pub mod metrics;
 pub mod moderation;
 pub mod node;
 pub mod persister;
-pub mod heartbeat;
 pub mod ratelimit;
 pub mod secret;
 pub mod snowflake;
 pub mod text;
 pub mod ws;
 
-pub use http::app;
-
-/// What every handler gets: the node's chat service (no globals).
-pub type AppState = std::sync::Arc<chat::Chat>;
+pub use node::app;
 
 /// SIGTERM and SIGINT as one source, registered once: tokio reports only the signals that
 /// arrive after a listener exists, so a process that waits for a second signal keeps this

@@ -31,6 +31,12 @@ use crate::moderation::Moderator;
 use crate::persister::{self, Batching};
 use crate::snowflake::{Snowflake, SystemClock};
 
+/// The node's router: the REST API and the rest of [`crate::http`], with the WebSocket
+/// endpoint of [`crate::ws`].
+pub fn app(chat: Arc<Chat>) -> axum::Router {
+    crate::http::app(chat, axum::routing::get(crate::ws::upgrade))
+}
+
 /// A background task a node runs while it serves.
 pub type Task = Box<dyn FnOnce(Arc<Chat>) -> BoxFuture<'static, ()> + Send>;
 
@@ -452,25 +458,20 @@ pub async fn serve(
     let draining = chat.clone();
     // The server keeps accepting during the drain (REST is served until the end); its
     // shutdown begins once the drain is over.
-    let result = server::serve(
-        listener,
-        crate::http::app(chat.clone()),
-        &chat.config.http,
-        async move {
-            tokio::select! {
-                () = shutdown => {
-                    tokio::select! {
-                        () = drain(&draining) => {}
-                        () = stop.cancelled() => tracing::warn!(
-                            "hard shutdown during the drain: the WebSockets still open close with 1001"
-                        ),
-                    }
+    let result = server::serve(listener, app(chat.clone()), &chat.config.http, async move {
+        tokio::select! {
+            () = shutdown => {
+                tokio::select! {
+                    () = drain(&draining) => {}
+                    () = stop.cancelled() => tracing::warn!(
+                        "hard shutdown during the drain: the WebSockets still open close with 1001"
+                    ),
                 }
-                () = stop.cancelled() => {}
             }
-            stop.cancel();
-        },
-    )
+            () = stop.cancelled() => {}
+        }
+        stop.cancel();
+    })
     .await;
     token.cancel();
     chat.sessions.close();

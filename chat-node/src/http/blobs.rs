@@ -8,9 +8,9 @@ use axum::response::{IntoResponse, Response};
 use futures_util::TryStreamExt as _;
 use parley_protocol::Timestamp;
 
-use crate::AppState;
 use crate::backend::local::{BlobQuery, Grant, GrantError, LocalBlobs};
 use crate::error::ApiError;
+use crate::http::AppState;
 
 fn grant(
     chat: &AppState,

@@ -7,8 +7,8 @@ use axum::http::request::Parts;
 use parley_protocol::Id;
 use serde::de::DeserializeOwned;
 
-use crate::AppState;
 use crate::error::ApiError;
+use crate::http::AppState;
 
 /// The authenticated caller (`Authorization: Bearer <token>`).
 #[derive(Debug, Clone, Copy)]

@@ -12,8 +12,8 @@ use axum::extract::State;
 use parley_protocol::limits as defaults;
 use parley_protocol::rest::{Limits, UploadLimits};
 
-use crate::AppState;
 use crate::config::Config;
+use crate::http::AppState;
 
 /// `GET /v1/limits`: 200 with [`Limits`]; never fails.
 pub(super) async fn limits(State(chat): State<AppState>) -> Json<Limits> {

@@ -1,5 +1,7 @@
-//! HTTP: the REST API, the WebSocket endpoint, health and metrics, local blobs and the web
-//! page. Every error is `{"error": {"code", "message"}}` with the protocol's status.
+//! HTTP: the REST API, health and metrics, local blobs and the web page, with the WebSocket
+//! endpoint the node mounts at `/v1/ws` ([`crate::ws`], which builds on this module's
+//! extractors and server). Every error is `{"error": {"code", "message"}}` with the
+//! protocol's status.
 
 mod blobs;
 pub mod extract;
@@ -13,17 +15,20 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, get, post, put};
 use parley_protocol::ErrorCode;
 
-use crate::AppState;
 use crate::error::ApiError;
+
+/// What every handler gets: the node's chat service (no globals).
+pub type AppState = std::sync::Arc<crate::chat::Chat>;
 
 /// Largest JSON body accepted.
 const MAX_JSON_BODY: usize = 64 * 1024;
 
-/// The node's router, without a listener, so tests can drive it directly.
-pub fn app(state: AppState) -> Router {
+/// The node's router, without a listener, so tests can drive it directly; `websocket`
+/// serves `GET /v1/ws` (`crate::ws::upgrade`).
+pub fn app(state: AppState, websocket: MethodRouter<AppState>) -> Router {
     let api = Router::new()
         .route("/auth/register", post(rest::register))
         .route("/auth/login", post(rest::login))
@@ -51,7 +56,7 @@ pub fn app(state: AppState) -> Router {
         .route("/media/{id}", get(rest::media))
         .route("/presence", get(rest::presence))
         .route("/limits", get(limits::limits))
-        .route("/ws", get(crate::ws::upgrade))
+        .route("/ws", websocket)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY));
     let blobs = Router::new()
         .route("/v1/blobs/{*key}", put(blobs::put).get(blobs::get))

@@ -13,9 +13,9 @@ use parley_protocol::rest::{
 use serde::Deserialize;
 
 use super::extract::{Body, Caller, ClientAddr, PathId, Query};
-use crate::AppState;
 use crate::chat::SendInput;
 use crate::error::ApiError;
+use crate::http::AppState;
 
 type Result<T> = std::result::Result<T, ApiError>;
 

@@ -24,8 +24,8 @@ use super::frame;
 use super::ops::error_frame;
 use super::session::{Go, Session, drained};
 use super::socket::{CloseReason, Socket};
-use crate::AppState;
 use crate::error::ApiError;
+use crate::http::AppState;
 use crate::hub::{Closer, Outbound, SessionSlot};
 
 /// How long a client has to say hello.

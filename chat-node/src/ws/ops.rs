@@ -19,9 +19,9 @@ use parley_protocol::{ErrorBody, Id, Timestamp};
 use serde::Serialize;
 
 use super::frame;
-use crate::AppState;
 use crate::chat::SendInput;
 use crate::error::ApiError;
+use crate::http::AppState;
 use crate::hub::ConnId;
 
 /// Who an op is run for: the session's user on its connection.

@@ -33,9 +33,9 @@ use super::frame;
 use super::hello;
 use super::ops::{self, Caller, Reply};
 use super::socket::{CloseReason, Socket, read_error};
-use crate::AppState;
 use crate::drain::Enrolled;
 use crate::error::ApiError;
+use crate::http::AppState;
 use crate::hub::{Closer, ConnId, Outbound, SessionSlot};
 use crate::ratelimit::RateLimiter;
 

@@ -15,9 +15,9 @@ use tokio_util::sync::PollSender;
 
 use super::ops::{self, Caller, Reply};
 use super::session;
-use crate::AppState;
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::http::AppState;
 
 /// How long a test waits for a frame that should come.
 const WAIT: Duration = Duration::from_secs(10);
