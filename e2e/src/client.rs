@@ -19,6 +19,15 @@ pub fn id_of(v: &Value) -> Id {
         .unwrap_or_else(|_| panic!("not an ID: {v}"))
 }
 
+/// A response body as JSON: `Null` when empty, the text itself when it is not JSON.
+pub fn body_of(text: String) -> Value {
+    if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    }
+}
+
 /// How long a test waits for an expected frame.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -73,12 +82,7 @@ impl Api {
     async fn finish(req: reqwest::RequestBuilder) -> Reply {
         let res = req.send().await.expect("request failed to send");
         let status = res.status().as_u16();
-        let text = res.text().await.unwrap_or_default();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
+        let body = body_of(res.text().await.unwrap_or_default());
         Reply { status, body }
     }
 

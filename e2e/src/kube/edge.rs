@@ -87,12 +87,7 @@ impl Edge {
             .await
             .with_context(|| format!("{method} {url} (Host {:?})", self.host))?;
         let status = res.status().as_u16();
-        let text = res.text().await.unwrap_or_default();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
+        let body = crate::client::body_of(res.text().await.unwrap_or_default());
         Ok((status, body))
     }
 
