@@ -63,7 +63,10 @@ mod tests {
     #[test]
     fn a_secret_prints_redacted_and_exposes_its_value() {
         let s = Secret::from("hunter2-hunter2");
-        assert_eq!(format!("{s:?} {s} {s:#?}"), "[redacted] [redacted] [redacted]");
+        assert_eq!(
+            format!("{s:?} {s} {s:#?}"),
+            "[redacted] [redacted] [redacted]"
+        );
         assert_eq!(s.expose(), "hunter2-hunter2");
         let nested = Some(Secret::new(vec![1, 2, 3]));
         assert_eq!(format!("{nested:?}"), "Some([redacted])");

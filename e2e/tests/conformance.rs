@@ -6,6 +6,7 @@ use std::sync::Arc;
 use chat_node::backend::Stores;
 use chat_node::backend::conformance;
 use chat_node::backend::postgres::{PgStore, Schema, ShardSpec, migrate};
+use chat_node::secret::Secret;
 use parley_e2e::{Services, services};
 
 /// The store over the three real servers: the directory, shard-a (slots 0-2047) and
@@ -15,12 +16,12 @@ pub async fn pg_store(services: &Services) -> PgStore {
         ShardSpec {
             name: "shard-a".into(),
             slots: vec!["0-2047".parse().unwrap()],
-            url: services.postgres("shard-a").url.clone(),
+            url: Secret::new(services.postgres("shard-a").url.parse().unwrap()),
         },
         ShardSpec {
             name: "shard-b".into(),
             slots: vec!["2048-4095".parse().unwrap()],
-            url: services.postgres("shard-b").url.clone(),
+            url: Secret::new(services.postgres("shard-b").url.parse().unwrap()),
         },
     ];
     let store = PgStore::new(&services.postgres("directory").url, &shards, 5).unwrap();
@@ -139,7 +140,7 @@ async fn postgres_store_swaps_its_shard_map_live() {
     let spec = |name: &str, slots: &str, role: &str| ShardSpec {
         name: name.into(),
         slots: slots.split('+').map(|r| r.parse().unwrap()).collect(),
-        url: services.postgres(role).url.clone(),
+        url: Secret::new(services.postgres(role).url.parse().unwrap()),
     };
     // An invalid map is refused; the one in force stays.
     assert!(

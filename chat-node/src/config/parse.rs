@@ -36,6 +36,7 @@ pub fn parse_shards(value: &str) -> Result<Vec<crate::backend::postgres::ShardSp
         .collect()
 }
 
+/// One shard, `name:slot-ranges:postgres-url` (slot ranges `+`-joined).
 pub(super) fn parse_shard(s: &str) -> Result<crate::backend::postgres::ShardSpec, String> {
     let mut parts = s.trim().splitn(3, ':');
     let (Some(name), Some(ranges), Some(url)) = (parts.next(), parts.next(), parts.next()) else {
@@ -54,7 +55,7 @@ pub(super) fn parse_shard(s: &str) -> Result<crate::backend::postgres::ShardSpec
     Ok(crate::backend::postgres::ShardSpec {
         name: name.to_owned(),
         slots,
-        url: url.to_owned(),
+        url: Secret::new(Url::parse(url).map_err(|e| format!("shard {name}: {e}"))?),
     })
 }
 

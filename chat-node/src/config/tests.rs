@@ -85,7 +85,7 @@ fn distributed_mode_names_the_first_missing_key() {
     ];
     let c = Config::from_args(base.iter().copied().chain(full)).unwrap();
     let d = c.distributed().unwrap();
-    assert_eq!(d.shards[1].url, "postgres://b?x=1");
+    assert_eq!(d.shards[1].url.expose().as_str(), "postgres://b?x=1");
     assert_eq!(d.nodes.len(), 2);
     let mut other = full.to_vec();
     let at = other.iter().position(|a| *a == "n1").unwrap();
@@ -140,7 +140,7 @@ fn shard_maps_parse_from_one_value() {
     .unwrap();
     assert_eq!(specs.len(), 2);
     assert_eq!(specs[0].slots.len(), 2);
-    assert_eq!(specs[1].url, "postgres://b/db?x=1");
+    assert_eq!(specs[1].url.expose().as_str(), "postgres://b/db?x=1");
     assert!(parse_shards("a:0-99999:postgres://a").is_err());
 }
 
@@ -166,6 +166,8 @@ fn debug_output_shows_no_secret() {
         "AKIA-access-key-id",
         "s3-secret-access-key",
         "directory-password",
+        "shard-a-password",
+        "shard-b-password",
         "redis-password",
     ];
     let c = Config::from_args([
@@ -204,6 +206,7 @@ fn debug_output_shows_no_secret() {
         ("Config (pretty)", format!("{c:#?}")),
         ("Distributed", format!("{d:?}")),
         ("S3Settings", format!("{:?}", d.s3)),
+        ("ShardSpec", format!("{:?}", d.shards)),
     ] {
         for secret in secrets {
             assert!(!debug.contains(secret), "{what} shows {secret}: {debug}");

@@ -23,17 +23,20 @@ use std::time::Duration;
 use parley_crd::SlotRange;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
+use url::Url;
 
 use crate::backend::BackendError;
+use crate::secret::Secret;
 
 const BACKEND: &str = "postgres";
 
-/// A message shard's place in the map.
+/// A message shard's place in the map. `Debug` shows no credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardSpec {
     pub name: String,
     pub slots: Vec<SlotRange>,
-    pub url: String,
+    /// The shard's database (`postgres://user:password@host/db`).
+    pub url: Secret<Url>,
 }
 
 /// `SELECT 1` on one database (a readiness check).

@@ -13,11 +13,13 @@ use parley_protocol::{Id, Timestamp};
 use sqlx::postgres::PgBindIterExt as _;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres};
+use url::Url;
 
 use super::directory::{find_send, record_sends};
 use super::{BACKEND, ShardSpec, err, pool};
 use crate::backend::sql::{MessageRows, Unsigned};
 use crate::backend::{BackendError, MessageStore, Page, StoredMessage};
+use crate::secret::Secret;
 
 type R<T> = Result<T, BackendError>;
 
@@ -34,7 +36,7 @@ pub struct Shards {
 #[derive(Debug, Clone)]
 struct Shard {
     name: String,
-    url: String,
+    url: Secret<Url>,
     pool: PgPool,
 }
 
@@ -105,7 +107,7 @@ fn build_map(shards: &[ShardSpec], pool_size: u32, reuse: &[Shard]) -> R<ShardMa
             .map(|o| o.pool.clone());
         let pool = match existing {
             Some(p) => p,
-            None => pool(&s.url, pool_size)?,
+            None => pool(s.url.expose().as_str(), pool_size)?,
         };
         let shard = Shard {
             name: s.name.clone(),
