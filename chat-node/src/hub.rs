@@ -1,8 +1,9 @@
 //! Local fan-out: which of this node's connections get what arrives on a pub/sub topic.
 //!
 //! ```text
-//!   PubSub sink ──► Hub::dispatch ──► channel topic ─► local members' connections
-//!                                └──► user topic ────► that user's connections
+//!   PubSub ─► Hub::connect's sink ─┬─ cluster topic ─► ClusterInbox (membership cache, ring)
+//!                                  └─ Hub::dispatch ─┬─ channel topic ─► local members' sockets
+//!                                                    └─ user topic ────► that user's sockets
 //! ```
 //!
 //! The hub subscribes a topic when its first local interested connection appears and
@@ -12,7 +13,9 @@
 
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, OnceLock};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,10 +25,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{BackendError, Delivery, PubSub, Topic};
+use crate::backend::{BackendError, Delivery, PubSub, Sink, Topic};
 
 /// Identifies one WebSocket connection on this node.
 pub type ConnId = u64;
+
+/// Where the payloads of the `cluster` topic go (membership invalidations, ring changes).
+pub type ClusterInbox = Arc<dyn Fn(&Bytes) + Send + Sync>;
 
 /// What a connection's writer receives.
 #[derive(Debug, Clone)]
@@ -138,6 +144,8 @@ pub struct Hub {
     /// Serializes subscription changes so subscribe/unsubscribe of a topic keep their order.
     subscriptions: tokio::sync::Mutex<()>,
     pubsub: Arc<dyn PubSub>,
+    /// The next connection ID to hand out.
+    next_conn: AtomicU64,
 }
 
 impl std::fmt::Debug for Hub {
@@ -151,13 +159,46 @@ impl std::fmt::Debug for Hub {
 }
 
 impl Hub {
+    /// A hub publishing on `pubsub`. What `pubsub` delivers must reach [`Hub::dispatch`]:
+    /// [`Hub::connect`] wires both ends.
     pub fn new(pubsub: Arc<dyn PubSub>) -> Self {
         Self {
             state: Mutex::new(State::default()),
             budgets: Mutex::new(Budgets::default()),
             subscriptions: tokio::sync::Mutex::new(()),
             pubsub,
+            next_conn: AtomicU64::new(1),
         }
+    }
+
+    /// Builds the hub and its pub/sub together: `pubsub` is given the sink its deliveries
+    /// must go to (the `cluster` topic to `cluster`, the others to this hub's
+    /// connections), and the hub subscribes the `cluster` topic. Errors: the pub/sub's, from
+    /// connecting or subscribing.
+    pub async fn connect<F, Fut>(pubsub: F, cluster: ClusterInbox) -> Result<Arc<Hub>, BackendError>
+    where
+        F: FnOnce(Sink) -> Fut,
+        Fut: Future<Output = Result<Arc<dyn PubSub>, BackendError>>,
+    {
+        // The pub/sub exists before the hub it delivers to: the sink finds the hub here.
+        let target: Arc<OnceLock<Weak<Hub>>> = Arc::default();
+        let hub_of = target.clone();
+        let sink: Sink = Arc::new(move |delivery: Delivery| {
+            if delivery.topic == Topic::Cluster {
+                cluster(&delivery.payload);
+            } else if let Some(hub) = hub_of.get().and_then(Weak::upgrade) {
+                hub.dispatch(&delivery);
+            }
+        });
+        let hub = Arc::new(Hub::new(pubsub(sink).await?));
+        let _ = target.set(Arc::downgrade(&hub));
+        hub.pubsub.subscribe(Topic::Cluster).await?;
+        Ok(hub)
+    }
+
+    /// A fresh connection ID.
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
     fn state(&self) -> parking_lot::MutexGuard<'_, State> {
@@ -538,15 +579,13 @@ mod tests {
 
     async fn hub() -> (Arc<Hub>, Arc<dyn PubSub>) {
         let bus = MemoryBus::new();
-        let cell: Arc<std::sync::OnceLock<Arc<Hub>>> = Arc::default();
-        let c = cell.clone();
-        let pubsub: Arc<dyn PubSub> = Arc::new(bus.endpoint(Arc::new(move |d| {
-            if let Some(h) = c.get() {
-                h.dispatch(&d);
-            }
-        })));
-        let hub = Arc::new(Hub::new(pubsub.clone()));
-        let _ = cell.set(hub.clone());
+        let hub = Hub::connect(
+            |sink| async move { Ok(Arc::new(bus.endpoint(sink)) as Arc<dyn PubSub>) },
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap();
+        let pubsub = hub.pubsub().clone();
         (hub, pubsub)
     }
 
@@ -635,6 +674,31 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(texts(&mut arx), ["m2"]);
+    }
+
+    #[tokio::test]
+    async fn the_cluster_topic_goes_to_the_inbox_never_to_sockets() {
+        let seen: Arc<Mutex<Vec<Bytes>>> = Arc::default();
+        let inbox = seen.clone();
+        let bus = MemoryBus::new();
+        let hub = Hub::connect(
+            |sink| async move { Ok(Arc::new(bus.endpoint(sink)) as Arc<dyn PubSub>) },
+            Arc::new(move |p: &Bytes| inbox.lock().push(p.clone())),
+        )
+        .await
+        .unwrap();
+        let (tx, mut rx) = mpsc::channel(4);
+        let conn = hub.next_conn_id();
+        hub.attach(conn, Id(1), &[Id(2)], tx, Closer::default())
+            .await
+            .unwrap();
+        hub.pubsub()
+            .publish(Topic::Cluster, Bytes::from_static(b"ring"))
+            .await
+            .unwrap();
+        assert_eq!(*seen.lock(), [Bytes::from_static(b"ring")]);
+        assert!(texts(&mut rx).is_empty());
+        assert!(hub.next_conn_id() > conn, "connection IDs are never reused");
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 //! distributed), `migrate` and `persist`.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -19,14 +19,14 @@ use crate::backend::presence_store::{MemoryPresence, RedisPresence};
 use crate::backend::redis::{self as redis_backend, RedisPubSub};
 use crate::backend::s3::S3Blobs;
 use crate::backend::sqlite::{self, SqliteLog, SqliteStore};
-use crate::backend::{Log, PubSub, Sink, Stores, Topic};
+use crate::backend::{Log, PubSub, Stores};
 use crate::chat::owners::Ownership;
 use crate::chat::{Backends, Chat, MembershipCache, Parts};
 use crate::cluster::{Cluster, ClusterRing};
 use crate::config::{Config, Distributed, Mode};
 use crate::health::check;
 use crate::http::server;
-use crate::hub::Hub;
+use crate::hub::{ClusterInbox, Hub};
 use crate::moderation::Moderator;
 use crate::persister::{self, Batching};
 use crate::snowflake::{Snowflake, SystemClock};
@@ -63,22 +63,13 @@ impl std::fmt::Debug for Node {
     }
 }
 
-/// A pub/sub sink: channel and user topics go to the hub created after it, the `cluster`
-/// topic to the membership cache, and its `RingChanged` to `ring` (the cluster's tick).
-fn hub_sink(cache: Arc<MembershipCache>, ring: Arc<Notify>) -> (Sink, Arc<OnceLock<Arc<Hub>>>) {
-    let cell: Arc<OnceLock<Arc<Hub>>> = Arc::default();
-    let target = cell.clone();
-    let sink: Sink = Arc::new(move |delivery: crate::backend::Delivery| {
-        if delivery.topic == Topic::Cluster {
-            match serde_json::from_slice(&delivery.payload) {
-                Ok(crate::internal::ClusterEvent::RingChanged) => ring.notify_one(),
-                _ => cache.apply(&delivery.payload),
-            }
-        } else if let Some(hub) = target.get() {
-            hub.dispatch(&delivery);
-        }
-    });
-    (sink, cell)
+/// The `cluster` topic's events: `RingChanged` to `ring` (the cluster's tick), the rest to
+/// the membership cache.
+fn cluster_inbox(cache: Arc<MembershipCache>, ring: Arc<Notify>) -> ClusterInbox {
+    Arc::new(move |payload| match serde_json::from_slice(payload) {
+        Ok(crate::internal::ClusterEvent::RingChanged) => ring.notify_one(),
+        _ => cache.apply(payload),
+    })
 }
 
 fn snowflake(config: &Config) -> Snowflake {
@@ -145,11 +136,11 @@ pub async fn embedded(config: Config, addr: SocketAddr) -> anyhow::Result<Arc<Ch
         .map_or_else(|| format!("http://{addr}"), str::to_owned);
     let local = LocalBlobs::new(data.join("media"), blob_key, &base_url);
     let members_cache = Arc::new(MembershipCache::default());
-    let (sink, cell) = hub_sink(members_cache.clone(), Arc::new(Notify::new()));
-    let pubsub: Arc<dyn PubSub> = Arc::new(MemoryBus::new().endpoint(sink));
-    pubsub.subscribe(Topic::Cluster).await?;
-    let hub = Arc::new(Hub::new(pubsub));
-    let _ = cell.set(hub.clone());
+    let hub = Hub::connect(
+        |sink| async move { Ok(Arc::new(MemoryBus::new().endpoint(sink)) as Arc<dyn PubSub>) },
+        cluster_inbox(members_cache.clone(), Arc::new(Notify::new())),
+    )
+    .await?;
     let stores = Stores::from_backend(store);
     let users = stores.users.clone();
     let checks = vec![check("store", true, move || {
@@ -204,18 +195,15 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
 
     let members_cache = Arc::new(MembershipCache::default());
     let ring_poke = Arc::new(Notify::new());
-    let (sink, cell) = hub_sink(members_cache.clone(), ring_poke.clone());
-    let pubsub: Arc<dyn PubSub> = Arc::new(
-        RedisPubSub::connect(d.redis_url.expose().as_str(), sink)
-            .await
-            .context("connecting to PARLEY_REDIS_URL")?,
-    );
-    pubsub
-        .subscribe(Topic::Cluster)
-        .await
-        .context("subscribing to the cluster topic")?;
-    let hub = Arc::new(Hub::new(pubsub));
-    let _ = cell.set(hub.clone());
+    let redis_url = d.redis_url.expose().as_str();
+    let hub = Hub::connect(
+        |sink| async move {
+            Ok(Arc::new(RedisPubSub::connect(redis_url, sink).await?) as Arc<dyn PubSub>)
+        },
+        cluster_inbox(members_cache.clone(), ring_poke.clone()),
+    )
+    .await
+    .context("connecting to PARLEY_REDIS_URL and subscribing to the cluster topic")?;
     let redis = redis_backend::commands(d.redis_url.expose().as_str())
         .await
         .context("connecting to PARLEY_REDIS_URL")?;

@@ -28,7 +28,6 @@ pub use sequencer::Sequencer;
 
 use parking_lot::Mutex;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parley_protocol::{Id, Timestamp};
@@ -107,7 +106,6 @@ pub struct Chat {
     pub checks: Vec<Arc<dyn crate::health::Check>>,
     /// A hash of no password, so logins for unknown users cost as much as wrong passwords.
     dummy_hash: String,
-    next_conn: AtomicU64,
 }
 
 /// Everything [`Chat::new`] needs.
@@ -178,13 +176,12 @@ impl Chat {
             sessions: TaskTracker::new(),
             drain: Arc::default(),
             dummy_hash,
-            next_conn: AtomicU64::new(1),
         }
     }
 
     /// A fresh connection ID.
     pub fn next_conn_id(&self) -> u64 {
-        self.next_conn.fetch_add(1, Ordering::Relaxed)
+        self.hub.next_conn_id()
     }
 
     /// The user a bearer token belongs to.
