@@ -29,4 +29,5 @@ impl Error {
     }
 }
 
+/// A reconcile's result.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

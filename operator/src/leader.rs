@@ -19,6 +19,7 @@ pub enum ElectionError {
          to an existing namespace, or create it with `kubectl create namespace {0}`"
     )]
     NoNamespace(String),
+    /// A request to the API server failed (retried while waiting to lead).
     #[error("leader election: {0}")]
     Kube(#[from] kube::Error),
 }
@@ -42,6 +43,8 @@ impl std::fmt::Debug for Elector {
 }
 
 impl Elector {
+    /// A candidate for the Lease `name` behind `api`, as `identity`; the Lease lasts
+    /// `duration` unrenewed.
     pub fn new(api: Api<Lease>, name: &str, identity: &str, duration: Duration) -> Self {
         Self {
             api,

@@ -13,7 +13,9 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// The wait after the first failure.
     pub const FIRST: Duration = Duration::from_secs(5);
+    /// The longest wait.
     pub const MAX: Duration = Duration::from_secs(300);
 
     /// Records a failure of `key`; how long to wait before trying again.

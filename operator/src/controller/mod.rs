@@ -38,9 +38,11 @@ use crate::status::ConditionEvent;
 /// What every reconcile gets.
 #[derive(Clone)]
 pub struct Context {
+    /// The API server's client.
     pub client: Client,
     /// This replica's name, as the Events it records say.
     pub instance: String,
+    /// The counters `/metrics` serves.
     pub metrics: Arc<Metrics>,
     /// Held from reading every cluster's worker-ID range to recording a new one, so two
     /// clusters reconciled at once cannot both take the same free range.
@@ -56,6 +58,7 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
+    /// A context for the replica `instance`, with a fresh back-off and worker-ID lock.
     pub fn new(client: Client, metrics: Arc<Metrics>, instance: &str) -> Self {
         Self {
             client,

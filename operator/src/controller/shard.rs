@@ -160,6 +160,7 @@ fn migrated_shard(job: &Job, name: &str) -> bool {
     job_succeeded(job) && migrated_shards(job).any(|s| s == name)
 }
 
+/// On failure: count it and try again with back-off.
 // The signature kube-runtime's Controller calls.
 #[allow(clippy::needless_pass_by_value)]
 pub fn error_policy(shard: Arc<ChatShard>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -36,9 +36,13 @@ impl<K> Namespaced for K where
 /// the client to reach them.
 #[derive(Clone)]
 pub struct Target<'a> {
+    /// The API server's client.
     pub client: &'a Client,
+    /// The ChatCluster as the reconcile got it (from the watch cache).
     pub cluster: &'a ChatCluster,
+    /// The cluster's namespace: its children's too.
     pub namespace: String,
+    /// The names of what the cluster owns.
     pub names: Names,
 }
 

@@ -17,7 +17,9 @@ use super::support::*;
 /// The edge object a cluster asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Edge {
+    /// `spec.exposure.ingress`: a networking.k8s.io Ingress.
     Ingress(Ingress),
+    /// `spec.exposure.gateway`: a Gateway API HTTPRoute (no Rust type ships it).
     HttpRoute(DynamicObject),
 }
 

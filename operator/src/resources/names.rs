@@ -122,6 +122,7 @@ impl Names {
 pub enum Component {
     /// The chat-nodes and what serves them (config, Services, RBAC, PDB).
     Node,
+    /// The persisters' Deployment.
     Persister,
     /// The migration Job.
     Migrate,

@@ -13,16 +13,20 @@ pub const MANAGER: &str = "parley-operator";
 
 /// Ports of a chat-node.
 pub const HTTP_PORT: i32 = 8080;
+/// The chat-nodes' node-to-node port (the ring's endpoints).
 pub const INTERNAL_PORT: i32 = 9180;
+/// The persisters' health port.
 pub const PERSISTER_PORT: i32 = 8090;
 
 /// Where pods find the Secrets they mount.
 pub const SECRETS_DIR: &str = "/var/run/parley/secrets";
+/// Where pods find the `<name>-shards` Secret's map.
 pub const SHARDS_DIR: &str = "/var/run/parley/shards";
 
 /// What the controller decided that the builders need besides the spec.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decided {
+    /// The cluster's worker-ID range: the StatefulSet's first ordinal.
     pub workers: WorkerIdRange,
     /// The shard map in force (names and slots; URLs are in the `<name>-shards` Secret).
     pub shards: Vec<ShardStatus>,
@@ -30,6 +34,7 @@ pub struct Decided {
     pub jwt_secret: (String, String),
 }
 
+/// The cluster's namespace (`default` when it has none, as a builder's input may).
 pub fn namespace(cluster: &ChatCluster) -> String {
     cluster
         .metadata

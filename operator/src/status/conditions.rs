@@ -6,8 +6,11 @@ use parley_crd::resources::Condition;
 /// The `type` of a condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConditionType {
+    /// Whether the cluster (or shard) serves as its spec says.
     Ready,
+    /// Whether the cluster's pods lag the spec.
     Progressing,
+    /// Whether something in the spec is wrong.
     Degraded,
 }
 
@@ -46,8 +49,11 @@ pub enum Reason {
     Migrating,
     /// Not every chat-node runs the current spec yet.
     RollingOut,
+    /// Not every chat-node is ready yet.
     WaitingForNodes,
+    /// Not every persister is ready yet.
     WaitingForPersisters,
+    /// Not every shard of the map in force is ready yet.
     WaitingForShards,
     /// Every chat-node and persister is ready (`Progressing` False).
     Settled,
@@ -91,7 +97,9 @@ impl std::fmt::Display for Reason {
 /// `lastTransitionTime` (RFC 3339), and the object's `metadata.generation`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stamp {
+    /// RFC 3339.
     pub now: String,
+    /// `metadata.generation` of the object observed.
     pub generation: Option<i64>,
 }
 
@@ -108,9 +116,13 @@ impl Stamp {
 /// One condition's new state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConditionState {
+    /// Which condition.
     pub type_: ConditionType,
+    /// `True` or `False`.
     pub status: bool,
+    /// Why, as one CamelCase word.
     pub reason: Reason,
+    /// Why, for a person.
     pub message: String,
 }
 
@@ -138,21 +150,30 @@ pub fn set_condition(conditions: &mut Vec<Condition>, state: ConditionState, sta
 /// What went wrong with a cluster's spec, to show as `Degraded`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    /// The reason `Degraded` (and `Ready`) take when this is the first problem.
     pub reason: Reason,
+    /// What is wrong and, where it can, how to mend it.
     pub message: String,
 }
 
 /// What the controller saw of the cluster's workloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Rollout {
+    /// `spec.replicas`.
     pub desired: i32,
+    /// Ready chat-nodes (at most `desired`).
     pub ready: i32,
+    /// Chat-nodes on the current spec (at most `desired`).
     pub updated: i32,
+    /// `spec.persister.replicas`.
     pub persisters_desired: i32,
+    /// Ready persisters.
     pub persisters_ready: i32,
+    /// Whether the newest shard map's migration succeeded.
     pub migrated: bool,
     /// Shards in the map in force, and how many of them are Ready.
     pub shards: i32,
+    /// Of `shards`, those whose ChatShard is Ready.
     pub shards_ready: i32,
 }
 
@@ -259,9 +280,11 @@ pub fn cluster_conditions(
 /// An Event to record about a change of the `Degraded` condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConditionEvent {
+    /// A Warning (the cluster became Degraded) or a Normal Event (it mended).
     pub warning: bool,
     /// The condition's reason (as read back from the API, so a string).
     pub reason: String,
+    /// The condition's message.
     pub note: String,
 }
 

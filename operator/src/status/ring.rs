@@ -10,9 +10,13 @@ use crate::resources::names::{Names, POD_INDEX_LABEL};
 /// whose ordinal is among the first `desired` of `workers`.
 #[derive(Debug, Clone, Copy)]
 pub struct RingScope<'a> {
+    /// The cluster's names (its headless Service gives the endpoints).
     pub names: &'a Names,
+    /// The cluster's namespace.
     pub namespace: &'a str,
+    /// The cluster's worker-ID range.
     pub workers: WorkerIdRange,
+    /// `spec.replicas`.
     pub desired: i32,
 }
 

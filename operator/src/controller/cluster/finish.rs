@@ -25,6 +25,7 @@ pub struct Outcome {
     pub requeue: Option<Duration>,
     /// The shard map in force.
     pub shards: Vec<ShardStatus>,
+    /// What the workloads showed (all zero when nothing was rendered).
     pub rollout: Rollout,
 }
 

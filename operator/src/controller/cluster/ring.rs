@@ -13,6 +13,7 @@ use crate::status::{RingScope, next_ring, ring_members};
 /// What phase 6 observed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ring {
+    /// The members and their epoch.
     pub ring: RingStatus,
     /// The chat-node pods' label selector (`k=v,...`), for the scale subresource.
     pub selector: String,

@@ -21,7 +21,9 @@ use crate::status::{Problem, Reason, Rollout, job_failure, statefulset_replicas}
 /// What phase 5 needs besides the cluster.
 #[derive(Debug, Clone, Copy)]
 pub struct Inputs<'a> {
+    /// The worker IDs, the shard map in force and the JWT Secret.
     pub decided: &'a Decided,
+    /// Which migration Job, and whether it succeeded.
     pub publication: &'a Publication,
     /// The ring in the status, which a scale-down waits on.
     pub previous_ring: Option<&'a RingStatus>,
