@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use parley_protocol::{ChannelKind, Id, Timestamp};
+use parley_protocol::{Channel, ChannelKind, Id, Timestamp};
 
 use super::*;
 
@@ -109,9 +109,16 @@ async fn users(s: &Stores) {
 
 async fn channels_and_members(s: &Stores) {
     let b = base();
-    let (alice, bob, carol) = (Id(b), Id(b + 1), Id(b + 2));
-    let name = format!("Rust-{b}");
     let at = Timestamp(1_700_000_000_000);
+    let group = group_names(s, b, at).await;
+    members_and_dms(s, b, &group, at).await;
+    co_members(s, b).await;
+}
+
+/// Groups by name: created with their creator as member, unique by name key.
+async fn group_names(s: &Stores, b: u64, at: Timestamp) -> Channel {
+    let (alice, bob) = (Id(b), Id(b + 1));
+    let name = format!("Rust-{b}");
     let group = s
         .channels
         .create_group(Id(b + 10), &name, alice, at)
@@ -168,7 +175,12 @@ async fn channels_and_members(s: &Stores) {
             .unwrap()
             .is_none()
     );
+    group
+}
 
+/// Joining and leaving `group` (created by `alice`), DMs, and the channels of a user.
+async fn members_and_dms(s: &Stores, b: u64, group: &Channel, at: Timestamp) {
+    let (alice, bob, carol) = (Id(b), Id(b + 1), Id(b + 2));
     assert!(s.members.is_member(group.id, alice).await.unwrap());
     assert!(s.members.join(group.id, bob, at).await.unwrap());
     assert!(
@@ -219,8 +231,12 @@ async fn channels_and_members(s: &Stores) {
         .map(|c| c.id)
         .collect();
     assert_eq!(ids, [dm.id]);
+}
 
-    // Who shares a channel with whom (bob left the group; carol shares the DM).
+/// Who shares a channel with whom, after [`members_and_dms`] (bob left the group; carol
+/// shares the DM).
+async fn co_members(s: &Stores, b: u64) {
+    let (alice, bob, carol) = (Id(b), Id(b + 1), Id(b + 2));
     let mut shared = s
         .members
         .co_members(alice, &[bob, carol, Id(b + 99), alice])
@@ -242,11 +258,16 @@ async fn channels_and_members(s: &Stores) {
     assert!(s.members.co_members(alice, &[]).await.unwrap().is_empty());
 }
 
+/// The id of `ch`'s message `seq` in [`messages`]: channel `ch` (`b`) gets ids b+102, b+104,
+/// ..., b+110 (seq 1..=5); `other` (`b + 1`) gets b+105.
+fn message_id(b: u64, seq: u64) -> u64 {
+    b + 100 + 2 * seq
+}
+
 async fn messages(s: &Stores) {
     let b = base();
     let (ch, other, author) = (Id(b), Id(b + 1), Id(b + 2));
-    // Channel `ch` gets ids b+102, b+104, ..., b+110 (seq 1..=5); `other` gets b+105.
-    let mid = |seq: u64| b + 100 + 2 * seq;
+    let mid = |seq: u64| message_id(b, seq);
     let batch: Vec<StoredMessage> = (1..=5)
         .map(|i| message(ch, mid(i), i, author, Some(&format!("c{i}"))))
         .collect();
@@ -275,7 +296,15 @@ async fn messages(s: &Stores) {
     );
     assert!(s.messages.message(ch, Id(b + 105)).await.unwrap().is_none());
     assert!(s.messages.message(ch, Id(mid(9))).await.unwrap().is_none());
+    history_pages(s, b).await;
+    after_and_lookups(s, b, &batch).await;
+    attachments_round_trip(s, b).await;
+}
 
+/// The pages of [`messages`]' channel.
+async fn history_pages(s: &Stores, b: u64) {
+    let ch = Id(b);
+    let mid = |seq: u64| message_id(b, seq);
     let seqs = |v: Vec<StoredMessage>| v.iter().map(|m| m.seq).collect::<Vec<_>>();
     assert_eq!(
         seqs(
@@ -316,7 +345,12 @@ async fn messages(s: &Stores) {
         ),
         [3, 4]
     );
+}
 
+/// Reads across [`messages`]' channels, by client message id and of the last seqs.
+async fn after_and_lookups(s: &Stores, b: u64, batch: &[StoredMessage]) {
+    let (ch, other, author) = (Id(b), Id(b + 1), Id(b + 2));
+    let mid = |seq: u64| message_id(b, seq);
     let after = s
         .messages
         .messages_after(&[ch, other], Id(mid(2)), 10)
@@ -370,8 +404,12 @@ async fn messages(s: &Stores) {
         .unwrap();
     seqs.sort();
     assert_eq!(seqs, [(ch, 5), (other, 1)]);
+}
 
-    // Attachments survive the round trip.
+/// Attachments, the moderated flag and a reply survive the round trip.
+async fn attachments_round_trip(s: &Stores, b: u64) {
+    let (ch, author) = (Id(b), Id(b + 2));
+    let mid = |seq: u64| message_id(b, seq);
     let mut with = message(ch, b + 200, 6, author, None);
     with.attachments.push(AttachmentRecord {
         id: Id(b + 300),
@@ -506,7 +544,6 @@ pub async fn log_suite(log: &dyn Log) {
     c.commit().await.unwrap();
     drop(c);
 
-    let mine = |r: &LogRecord| r.key.0 >= b && r.key.0 < b + 10;
     let records: Vec<LogRecord> = (0..20)
         .map(|i| LogRecord {
             key: Id(b + (i % 3)),
@@ -517,17 +554,7 @@ pub async fn log_suite(log: &dyn Log) {
     log.append(&records[10..]).await.unwrap();
 
     let mut c = log.consumer(&group).await.unwrap();
-    let mut got = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while got.len() < 20 && tokio::time::Instant::now() < deadline {
-        got.extend(
-            c.poll(7, Duration::from_millis(500))
-                .await
-                .unwrap()
-                .into_iter()
-                .filter(mine),
-        );
-    }
+    let got = poll_mine(c.as_mut(), b, 20, 7).await;
     assert_eq!(got.len(), 20, "every appended record is read once");
     for key in 0..3 {
         let of_key: Vec<&Bytes> = got
@@ -553,17 +580,7 @@ pub async fn log_suite(log: &dyn Log) {
     .await
     .unwrap();
     let mut c = log.consumer(&group).await.unwrap();
-    let mut next = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while next.is_empty() && tokio::time::Instant::now() < deadline {
-        next.extend(
-            c.poll(100, Duration::from_millis(500))
-                .await
-                .unwrap()
-                .into_iter()
-                .filter(mine),
-        );
-    }
+    let next = poll_mine(c.as_mut(), b, 1, 100).await;
     assert_eq!(
         next.iter().map(|r| &r.payload[..]).collect::<Vec<_>>(),
         [&b"after-commit"[..]]
@@ -571,17 +588,7 @@ pub async fn log_suite(log: &dyn Log) {
     // Not committed: a new consumer gets it again (at-least-once).
     drop(c);
     let mut c = log.consumer(&group).await.unwrap();
-    let mut again = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while again.is_empty() && tokio::time::Instant::now() < deadline {
-        again.extend(
-            c.poll(100, Duration::from_millis(500))
-                .await
-                .unwrap()
-                .into_iter()
-                .filter(mine),
-        );
-    }
+    let again = poll_mine(c.as_mut(), b, 1, 100).await;
     assert_eq!(again.len(), 1, "an uncommitted record is delivered again");
     c.commit().await.unwrap();
     log.wait_consumed(&group, Duration::from_secs(10))
@@ -602,21 +609,24 @@ pub async fn log_suite(log: &dyn Log) {
     assert!(matches!(err, BackendError::Unavailable { .. }), "{err:?}");
     drop(c);
     let mut c = log.consumer(&group).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut last = Vec::new();
-    while last.is_empty() && tokio::time::Instant::now() < deadline {
-        last.extend(
-            c.poll(100, Duration::from_millis(500))
-                .await
-                .unwrap()
-                .into_iter()
-                .filter(mine),
-        );
-    }
+    poll_mine(c.as_mut(), b, 1, 100).await;
     c.commit().await.unwrap();
     log.wait_consumed(&group, Duration::from_secs(10))
         .await
         .expect("caught up after the commit");
+}
+
+/// Polls `c`, `max` records at a time, until it has read `want` records of this run (keys
+/// `b..b + 10`; other records are other runs') or 30 s have passed.
+async fn poll_mine(c: &mut dyn LogConsumer, b: u64, want: usize, max: usize) -> Vec<LogRecord> {
+    let mine = |r: &LogRecord| r.key.0 >= b && r.key.0 < b + 10;
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got.len() < want && tokio::time::Instant::now() < deadline {
+        let polled = c.poll(max, Duration::from_millis(500)).await.unwrap();
+        got.extend(polled.into_iter().filter(mine));
+    }
+    got
 }
 
 /// A recording sink for pub/sub tests.

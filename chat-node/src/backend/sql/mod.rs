@@ -22,8 +22,8 @@
 //!   decode as themselves (parley-protocol's `sqlx` feature); a `u64` binds as [`Unsigned`].
 //!   Encoding an ID above `Id::MAX` or a `u64` above `i64::MAX` fails the query; nothing wraps.
 //! - Rows: the records derive `FromRow` (`UserRecord`, `AttachmentRecord`, `StoredMessage`);
-//!   a channel is read as [`rows::ChannelRow`].
-//! - Errors: [`error`] maps `sqlx::Error` to [`BackendError`](super::BackendError) for both.
+//!   a channel is read as `rows::ChannelRow`.
+//! - Errors: `error` maps `sqlx::Error` to [`BackendError`](super::BackendError) for both.
 
 mod dialect;
 mod directory;
