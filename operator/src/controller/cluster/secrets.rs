@@ -145,6 +145,64 @@ pub fn random_secret() -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::fixtures::{self, Exchange, Reply, cluster, path, secret};
+
+    fn secret_path(name: Option<&str>) -> String {
+        path::<Secret>(Some("chat"), name)
+    }
+
+    #[tokio::test]
+    async fn each_referenced_secret_is_read_once_and_missing_keys_are_named() {
+        let mut c = cluster();
+        c.spec.jwt_secret_ref = None;
+        let shards = [fixtures::shard("alpha-a", &["0-4095"])];
+        let script = vec![
+            Exchange::get(
+                secret_path(Some("alpha-directory")),
+                Reply::object(&secret("alpha-directory", &[("url", "postgres://dir")])),
+            ),
+            Exchange::get(
+                secret_path(Some("alpha-s3")),
+                Reply::object(&secret("alpha-s3", &[("accessKeyId", "k")])),
+            ),
+            Exchange::get(secret_path(Some("alpha-a-db")), Reply::Status(404)),
+        ];
+        let (client, server) = fixtures::client();
+        let t = Target::new(&client, &c).unwrap();
+        let (found, _) = server.replay(script, read_referenced(&t, &shards)).await;
+        let found = found.unwrap();
+        assert_eq!(found.directory_url.as_deref(), Some("postgres://dir"));
+        assert!(found.shard_urls.is_empty());
+        assert_eq!(
+            found.missing,
+            [
+                "alpha-s3/secretAccessKey",
+                "alpha-a-db/url (ChatShard alpha-a)"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_generated_secret_someone_else_created_first_is_kept() {
+        let mut c = cluster();
+        c.spec.jwt_secret_ref = Some(parley_crd::resources::SecretKeyRef {
+            name: "given".into(),
+            key: "jwt".into(),
+        });
+        let script = vec![
+            Exchange::get(secret_path(Some("alpha-internal")), Reply::Status(404)),
+            Exchange::post(secret_path(None), Reply::Status(409)),
+        ];
+        let (client, server) = fixtures::client();
+        let t = Target::new(&client, &c).unwrap();
+        let (generated, seen) = server.replay(script, ensure_generated(&t)).await;
+        assert_eq!(
+            generated.unwrap().jwt_secret,
+            ("given".to_owned(), "jwt".to_owned()),
+            "the spec's JWT Secret: nothing generated for it"
+        );
+        assert_eq!(seen[1].body["metadata"]["name"], "alpha-internal");
+    }
 
     #[test]
     fn random_secrets_are_64_hex_digits_and_differ() {

@@ -440,6 +440,42 @@ async fn a_settled_cluster_is_reapplied_and_changes_nothing_else() {
 }
 
 #[tokio::test]
+async fn scaling_down_waits_until_the_leaving_pods_are_out_of_the_ring() {
+    let mut world = settled();
+    // 5 chat-nodes run and all are in the ring; the spec now asks for 3.
+    let mut sts = world.statefulset.clone().unwrap();
+    sts.spec.as_mut().unwrap().replicas = Some(5);
+    world.statefulset = Some(sts);
+    world.cluster.status.as_mut().unwrap().ring = Some(RingStatus {
+        epoch: 7,
+        members: (0..5).map(member).collect(),
+    });
+    world.pods = (0..5).map(pod).collect();
+    let (result, seen, _) = world.reconcile(world.script(false)).await;
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(Duration::from_secs(5)),
+        "back soon to shrink"
+    );
+    let sts = body_of(&seen, &Method::PATCH, &at::<StatefulSet>("alpha-node"));
+    assert_eq!(
+        sts["spec"]["replicas"], 5,
+        "not yet: 3 and 4 are in the ring"
+    );
+    let ring = written_status(&seen).ring.unwrap();
+    assert_eq!(ring.epoch, 8, "the ring moved on without them");
+    assert_eq!(ring.members, (0..3).map(member).collect::<Vec<_>>());
+
+    // The next reconcile finds them out of the ring: the StatefulSet shrinks.
+    let mut next = world.clone();
+    next.cluster.status.as_mut().unwrap().ring = Some(ring);
+    let (result, seen, _) = next.reconcile(next.script(false)).await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(60)));
+    let sts = body_of(&seen, &Method::PATCH, &at::<StatefulSet>("alpha-node"));
+    assert_eq!(sts["spec"]["replicas"], 3);
+}
+
+#[tokio::test]
 async fn a_missing_secret_degrades_the_cluster_with_a_warning_event() {
     let mut world = settled();
     world.secrets.retain(|s| {
