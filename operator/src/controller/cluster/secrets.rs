@@ -20,7 +20,8 @@ use crate::status::{Problem, Reason};
 const S3_KEYS: [&str; 2] = ["accessKeyId", "secretAccessKey"];
 
 /// What phase 3 found of the Secrets the spec references. URLs are read as UTF-8 (lossy).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `Debug` shows which URLs were found, never one (they hold database passwords).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ReferencedSecrets {
     /// The directory's database URL (`spec.directory.secretRef`).
     pub directory_url: Option<String>,
@@ -37,6 +38,25 @@ impl ReferencedSecrets {
             reason: Reason::MissingSecret,
             message: format!("Secrets not found: {}", self.missing.join(", ")),
         })
+    }
+}
+
+impl std::fmt::Debug for ReferencedSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const REDACTED: &str = "[redacted]";
+        let shard_urls: BTreeMap<&str, &str> = self
+            .shard_urls
+            .keys()
+            .map(|k| (k.as_str(), REDACTED))
+            .collect();
+        f.debug_struct("ReferencedSecrets")
+            .field(
+                "directory_url",
+                &self.directory_url.as_ref().map(|_| REDACTED),
+            )
+            .field("shard_urls", &shard_urls)
+            .field("missing", &self.missing)
+            .finish()
     }
 }
 
@@ -212,6 +232,18 @@ mod tests {
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
         assert_ne!(a, "0".repeat(64));
+    }
+
+    #[test]
+    fn debug_shows_no_database_url() {
+        let found = ReferencedSecrets {
+            directory_url: Some("postgres://u:directory-password@db/d".into()),
+            shard_urls: [("a".to_owned(), "postgres://u:shard-password@a/d".to_owned())].into(),
+            missing: vec!["s3/accessKeyId".into()],
+        };
+        let debug = format!("{found:?}");
+        assert!(!debug.contains("password"), "{debug}");
+        assert!(debug.contains("\"a\": \"[redacted]\"") && debug.contains("s3/accessKeyId"));
     }
 
     #[test]
