@@ -15,8 +15,9 @@ fn s(v: impl Into<String>) -> String {
 
 /// `<name>-config`: every non-secret setting chat-nodes, persisters and the migration share,
 /// as `PARLEY_*` variables; secrets are files. Files only chat-nodes mount (the session and
-/// cluster secrets, the word list) are named in the StatefulSet's own env ([`super::nodes`]), so
-/// a persister or migration never points at a file it cannot read.
+/// cluster secrets, the word list) are named in the StatefulSet's own env
+/// ([`super::statefulset`]), so a persister or migration never points at a file it cannot
+/// read.
 pub fn config(cluster: &ChatCluster) -> ConfigMap {
     let spec = &cluster.spec;
     let names = Names::of(cluster);
