@@ -21,18 +21,24 @@
 //! ```
 //! Every wait is bounded and says what it saw when it gives up.
 //!
-//! Where each part lives:
+//! Where each part lives (`run` calls the steps in order; each step is an `impl Run` block in
+//! its own module; the pure parts are unit-tested):
 //!
 //! ```text
-//!   options   Options (flags), Until, chart values, scheduling   (pure)
-//!   run       run(): the steps in order, Summary, Run (shared state, apply, waits)
-//!   install   step 1            ready    steps 2 and 3
-//!   chat      step 4            churn    step 5 (traffic, pod delete, scale, rollout)
-//!   shard     step 5's ChatShard verify   step 6 (settle, history check, figures)
-//!   cleanup   cleanup
-//!   sample    the sample, patched (pure)    backends  the backends file (pure)
-//!   traffic   the traffic clients, Ledger, verify()
-//!   edge      protocol client through the ingress    k8s  API helpers, wait_for, helm
+//!   run.rs      run(), Summary, Run: the state the steps share, apply, wait_ready, wait_pods
+//!   options.rs  Options (flags), Until, chart values, scheduling, trusted proxies   (pure)
+//!   install.rs  step 1
+//!   ready.rs    steps 2 and 3
+//!   chat.rs     step 4; fetch_history for step 6
+//!   churn.rs    step 5: Traffic, the pod deletion, scaling, the rollout
+//!   shard.rs    step 5's third ChatShard; choose_split, third_shard             (pure)
+//!   verify.rs   step 6: settle, history check, figures
+//!   cleanup.rs  cleanup
+//!   sample.rs   the sample patched for a run                                    (pure)
+//!   backends.rs the backends file                                               (pure)
+//!   traffic.rs  the traffic clients, Ledger, verify()
+//!   edge.rs     the protocol client through the ingress
+//!   k8s.rs      API helpers, wait_for, reports, helm
 //! ```
 
 pub mod backends;
@@ -66,6 +72,7 @@ const CLUSTER_CRD: &str = "chatclusters.parley.dev";
 /// How long one WebSocket step may wait for a frame.
 const FRAME_WAIT: Duration = Duration::from_secs(15);
 
+/// One line of the scenario's log, on stdout.
 fn log(msg: impl std::fmt::Display) {
     println!("[parley-e2e-kube] {msg}");
 }

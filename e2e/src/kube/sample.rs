@@ -329,66 +329,12 @@ fn patch_shards(
     Ok(shards)
 }
 
-/// How the scenario adds a third shard: which shard gives up which half of its slots.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Split {
-    /// Index of the shard that shrinks.
-    pub shard: usize,
-    /// The slots it keeps.
-    pub keep: (u16, u16),
-    /// The slots the new shard takes.
-    pub moved: (u16, u16),
-}
-
-/// Chooses a shard and the half of its slots to move so that none of `busy` (the slots of
-/// channels holding messages) moves: moving slots moves no data.
-pub fn choose_split(ranges: &[(u16, u16)], busy: &[u16]) -> Option<Split> {
-    for (i, &(lo, hi)) in ranges.iter().enumerate() {
-        if hi <= lo {
-            continue;
-        }
-        let mid = lo + (hi - lo) / 2;
-        let halves = [((lo, mid), (mid + 1, hi)), ((mid + 1, hi), (lo, mid))];
-        for (keep, moved) in halves {
-            if !busy.iter().any(|s| (moved.0..=moved.1).contains(s)) {
-                return Some(Split {
-                    shard: i,
-                    keep,
-                    moved,
-                });
-            }
-        }
-    }
-    None
-}
-
-/// The new shard (and its Secret) for a split: a copy of `like` named `name`, with the moved
-/// slots and a Secret `<name>-db` holding `url`.
-pub fn third_shard(like: &Value, name: &str, split: &Split, url: &str) -> (Value, Value) {
-    let mut shard = like.clone();
-    let ns = like["metadata"]["namespace"].clone();
-    shard["metadata"] = json!({"name": name, "namespace": ns});
-    shard["spec"]["slots"] = json!([format!("{}-{}", split.moved.0, split.moved.1)]);
-    let secret_name = format!("{name}-db");
-    shard["spec"]["postgres"]["secretRef"] = json!({"name": secret_name, "key": "url"});
-    if let Some(status) = shard.as_object_mut() {
-        status.remove("status");
-    }
-    let secret = json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": secret_name, "namespace": ns},
-        "type": "Opaque",
-        "stringData": {"url": url},
-    });
-    (shard, secret)
-}
-
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::kube::backends::S3Backend;
 
-    const SAMPLE: &str = r#"
+    pub(in crate::kube) const SAMPLE: &str = r#"
 # A cluster
 apiVersion: v1
 kind: Secret
@@ -429,7 +375,7 @@ metadata: {name: chat-a}
 spec: {clusterRef: {name: chat}, slots: ["0-2047"], postgres: {secretRef: {name: chat-a-db, key: dsn}}}
 "#;
 
-    fn patch_of() -> Patch {
+    pub(in crate::kube) fn patch_of() -> Patch {
         Patch {
             namespace: "e2e-1".into(),
             backends: Backends {
@@ -582,41 +528,5 @@ spec: {clusterRef: {name: chat}, slots: ["0-2047"], postgres: {secretRef: {name:
         let one = SAMPLE.rsplit_once("---").unwrap().0;
         let err = patch(parse_documents(one).unwrap(), &patch_of()).unwrap_err();
         assert!(err.to_string().contains("two ChatShards"), "{err}");
-    }
-
-    #[test]
-    fn the_split_moves_no_busy_slot() {
-        let ranges = [(0, 2047), (2048, 4095)];
-        assert_eq!(
-            choose_split(&ranges, &[]),
-            Some(Split {
-                shard: 0,
-                keep: (0, 1023),
-                moved: (1024, 2047)
-            })
-        );
-        assert_eq!(choose_split(&ranges, &[1500]).unwrap().moved, (0, 1023));
-        let s = choose_split(&ranges, &[10, 1500, 3000]).unwrap();
-        assert_eq!((s.shard, s.moved), (1, (3072, 4095)));
-        assert_eq!(choose_split(&ranges, &[10, 1500, 3000, 4000]), None);
-    }
-
-    #[test]
-    fn the_third_shard_copies_the_shape() {
-        let s = patch(parse_documents(SAMPLE).unwrap(), &patch_of()).unwrap();
-        let split = Split {
-            shard: 1,
-            keep: (2048, 3071),
-            moved: (3072, 4095),
-        };
-        let (shard, secret) = third_shard(&s.shards[1], "chat-c", &split, "postgres://c");
-        assert_eq!(shard["spec"]["slots"], json!(["3072-4095"]));
-        assert_eq!(shard["metadata"]["namespace"], "e2e-1");
-        assert_eq!(shard["spec"]["clusterRef"]["name"], "chat");
-        assert_eq!(secret["stringData"]["url"], "postgres://c");
-        assert_eq!(
-            shard["spec"]["postgres"]["secretRef"]["name"],
-            secret["metadata"]["name"]
-        );
     }
 }
