@@ -288,3 +288,61 @@ fn every_key_is_in_the_shared_list() {
         "parley_crd::env::ALL is every key chat-node reads"
     );
 }
+
+#[test]
+fn vars_alone_make_a_config() {
+    let vars = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let c = Config::from_vars(
+        ["chat-node", "migrate"],
+        &vars(&[
+            ("PARLEY_LISTEN", "0.0.0.0:9000"),
+            ("PARLEY_HEARTBEAT_INTERVAL_MS", "500"),
+            (
+                "PARLEY_ALLOWED_ORIGINS",
+                "https://a.example,https://b.example",
+            ),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.command, Command::Migrate);
+    assert_eq!(c.listen, "0.0.0.0:9000".parse().unwrap());
+    assert_eq!(c.heartbeat_interval, Duration::from_millis(500));
+    assert_eq!(c.allowed_origins.len(), 2);
+    let Err(StartError::Config(err)) =
+        Config::from_vars(["chat-node"], &vars(&[("PARLEY_LISTN", "0.0.0.0:9000")]))
+    else {
+        panic!("an unknown key was accepted")
+    };
+    assert_eq!(err.key, "PARLEY_LISTN");
+    let Err(StartError::Arguments(err)) =
+        Config::from_vars(["chat-node"], &vars(&[("PARLEY_WORKER_ID", "1024")]))
+    else {
+        panic!("a worker ID out of range was accepted")
+    };
+    assert!(err.to_string().contains("PARLEY_WORKER_ID"), "{err}");
+}
+
+/// The chat service holds the configuration, the token keys and the media signing key; its
+/// `Debug` shows none of them.
+#[tokio::test]
+async fn an_embedded_chat_prints_no_secret() {
+    const JWT: &str = "jwt-of-the-embedded-node-0123456789abcdef";
+    let dir = std::env::temp_dir().join(format!("parley-cfg-debug-{}", std::process::id()));
+    let mut config = Config::for_tests(dir.clone());
+    config.jwt_secret = Some(JWT.into());
+    let chat = crate::node::embedded(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let blob_key = std::fs::read_to_string(dir.join("blob-key")).unwrap();
+    let debug = format!("{chat:?}");
+    assert!(!debug.contains(JWT), "{debug}");
+    assert!(!debug.contains(blob_key.trim()), "{debug}");
+    assert!(debug.contains("[redacted]"), "{debug}");
+    drop(chat);
+    std::fs::remove_dir_all(&dir).ok();
+}
