@@ -37,9 +37,9 @@ async fn main() -> anyhow::Result<()> {
     let node = node::build(config, addr).await?;
     // One line on stdout that tools (and people) can read the address from.
     println!("parley chat-node listening on http://{addr}");
-    tracing::info!(%addr, mode = ?node.chat.config.mode, "chat-node ready: open http://{addr}");
+    tracing::info!(%addr, mode = ?node.chat.config().mode, "chat-node ready: open http://{addr}");
     // The first signal drains the node; a second one stops it at once (close 1001).
-    let hard = node.chat.shutdown.clone();
+    let hard = node.chat.lifecycle().shutdown().clone();
     let mut signals = ShutdownSignals::new().context("installing signal handlers")?;
     node::serve(listener, node, async move {
         signals.recv().await;

@@ -181,7 +181,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
     let moderator = moderator(&config)?;
     let jwt = config.jwt_secret.clone().context("PARLEY_JWT_SECRET")?;
     let config_cluster_name = config.cluster.cluster_name.clone();
-    let shards_file = config.files.get("PARLEY_SHARDS").cloned();
+    let shards_file = config.files.get(parley_crd::env::SHARDS).cloned();
     let config_namespace = config.cluster.namespace.clone();
     let store = Arc::new(PgStore::new(
         d.directory_url.expose().as_str(),
@@ -331,7 +331,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
     let mut tasks: Vec<Task> = vec![
         Box::new(move |chat: Arc<Chat>| {
             Box::pin(async move {
-                let stop = chat.shutdown.clone();
+                let stop = chat.lifecycle().shutdown().clone();
                 cluster.run(stop).await;
             })
         }),
@@ -348,7 +348,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
                             }
                             None => return,
                         },
-                        () = chat.shutdown.cancelled() => return,
+                        () = chat.lifecycle().shutdown().cancelled() => return,
                     }
                 }
             })
@@ -358,7 +358,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
                 loop {
                     tokio::select! {
                         () = restored.notified() => chat.presence().restore().await,
-                        () = chat.shutdown.cancelled() => return,
+                        () = chat.lifecycle().shutdown().cancelled() => return,
                     }
                 }
             })
@@ -371,13 +371,17 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
                 namespace,
                 name,
                 ring_cluster,
-                chat.shutdown.clone(),
+                chat.lifecycle().shutdown().clone(),
             ))
         }));
     }
     if let Some(path) = shards_file {
         tasks.push(Box::new(move |chat: Arc<Chat>| {
-            Box::pin(watch_shards(shard_store, path, chat.shutdown.clone()))
+            Box::pin(watch_shards(
+                shard_store,
+                path,
+                chat.lifecycle().shutdown().clone(),
+            ))
         }));
     }
     Ok(Node {
@@ -394,7 +398,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
 /// connection caps of [`server`] (`PARLEY_HTTP_*`), until `shutdown` resolves, then drains
 /// it ([`drain`]): no new clients, the ring given up, the WebSockets closed with
 /// `reconnect` and 4010 over `PARLEY_DRAIN_MS`. Then it stops the background tasks.
-/// Cancelling `chat.shutdown` (a second signal) is the hard path: the sockets still open
+/// Cancelling `chat.lifecycle().shutdown()` (a second signal) is the hard path: the sockets still open
 /// close at once with 1001.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -406,27 +410,27 @@ pub async fn serve(
         tasks,
         internal,
     } = node;
-    let token = chat.shutdown.clone();
+    let token = chat.lifecycle().shutdown().clone();
     let background = tokio_util::task::TaskTracker::new();
     for task in tasks {
         background.spawn(task(chat.clone()));
     }
     {
         let chat = chat.clone();
-        background.spawn(async move { chat.presence().run(chat.shutdown.clone()).await });
+        background.spawn(async move {
+            chat.presence()
+                .run(chat.lifecycle().shutdown().clone())
+                .await
+        });
     }
     background.spawn(
-        chat.moderator
+        chat.moderator()
             .clone()
             .watch(Duration::from_secs(2), token.clone()),
     );
-    if chat.config.mode == Mode::Embedded {
+    if let Some(own) = chat.own_log() {
         // Embedded: the node persists its own log.
-        let (log, store, stop) = (
-            chat.log.clone(),
-            chat.stores.messages.clone(),
-            token.clone(),
-        );
+        let (log, store, stop) = (own.log.clone(), own.store.clone(), token.clone());
         background.spawn(run_persister(log, store, Batching::default(), stop));
     }
     let internal_server = internal.map(
@@ -436,7 +440,7 @@ pub async fn serve(
          }| {
             let stop = token.clone();
             let app = crate::http::internal::router(chat.clone(), secret);
-            let limits = chat.config.http.clone();
+            let limits = chat.config().http.clone();
             tokio::spawn(async move {
                 server::serve(l, app, &limits, async move { stop.cancelled().await }).await
             })
@@ -446,7 +450,7 @@ pub async fn serve(
     let draining = chat.clone();
     // The server keeps accepting during the drain (REST is served until the end); its
     // shutdown begins once the drain is over.
-    let result = server::serve(listener, app(chat.clone()), &chat.config.http, async move {
+    let result = server::serve(listener, app(chat.clone()), &chat.config().http, async move {
         tokio::select! {
             () = shutdown => {
                 tokio::select! {
@@ -462,8 +466,8 @@ pub async fn serve(
     })
     .await;
     token.cancel();
-    chat.sessions.close();
-    if tokio::time::timeout(Duration::from_secs(10), chat.sessions.wait())
+    chat.lifecycle().sessions().close();
+    if tokio::time::timeout(Duration::from_secs(10), chat.lifecycle().sessions().wait())
         .await
         .is_err()
     {
@@ -472,7 +476,7 @@ pub async fn serve(
     if let Some(server) = internal_server {
         let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
     }
-    chat.membership.release().await;
+    chat.lifecycle().membership().release().await;
     background.close();
     if tokio::time::timeout(Duration::from_secs(10), background.wait())
         .await
@@ -491,11 +495,14 @@ pub async fn serve(
 /// jittered point of `PARLEY_DRAIN_MS`. Returns when they have all ended, or a few seconds
 /// after the window.
 pub async fn drain(chat: &Arc<Chat>) {
-    let sessions = chat.drain.begin();
+    let sessions = chat.lifecycle().drain().begin();
     tracing::info!(sockets = sessions.len(), "draining");
-    chat.membership.leave().await;
-    chat.drain.spread(sessions, chat.config.drain_window).await;
-    tracing::info!(open = chat.drain.open_sessions(), "drained");
+    chat.lifecycle().membership().leave().await;
+    chat.lifecycle()
+        .drain()
+        .spread(sessions, chat.config().drain_window)
+        .await;
+    tracing::info!(open = chat.lifecycle().drain().open_sessions(), "drained");
 }
 
 /// Re-reads the shard map from `path` (a mounted Secret, `PARLEY_SHARDS_FILE`) every two
@@ -609,7 +616,7 @@ pub async fn persist(
                 async move { crate::http::health_answer(crate::health::run(&checks).await) }
             }),
         );
-    if let Some(path) = config.files.get("PARLEY_SHARDS").cloned() {
+    if let Some(path) = config.files.get(parley_crd::env::SHARDS).cloned() {
         tokio::spawn(watch_shards(store.clone(), path, stop.clone()));
     }
     let worker = tokio::spawn(run_persister(log, store, d.batching, stop.clone()));

@@ -103,7 +103,7 @@ async fn password_hashes_beyond_the_limit_are_shed_with_unavailable() {
     }
     // At most one hash ran at any time, and every answered login (known user or not) cost
     // one hash.
-    let hashing = &node.chat.auth_limits;
+    let hashing = &node.chat.accounts().gate();
     assert_eq!(hashing.peak_hashes(), 1, "hashes at once");
     // Once the burst is over, a slot is free again.
     let alice = node.user("alice").await;
@@ -124,14 +124,14 @@ async fn a_waiting_login_gets_the_slot_once_it_is_free() {
     })
     .await;
     let http = reqwest::Client::new();
-    let before = node.chat.auth_limits.hashes_done();
+    let before = node.chat.accounts().gate().hashes_done();
     let burst = (0..8).map(|i| {
         let (http, base) = (http.clone(), node.base.clone());
         async move { login(&http, &base, &format!("nobody{i}"), "some password").await }
     });
     let answers = futures_util::future::join_all(burst).await;
     assert!(answers.iter().all(|a| a.status == 401), "{answers:?}");
-    let hashing = &node.chat.auth_limits;
+    let hashing = &node.chat.accounts().gate();
     assert!(
         hashing.peak_hashes() <= 2,
         "{} at once",

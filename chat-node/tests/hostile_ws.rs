@@ -93,14 +93,14 @@ async fn a_reader_that_stops_reading_is_dropped_at_the_write_timeout() {
     let group = alice.create_group("flooded").await;
     bob.join(group).await;
     let _stuck = stop_reading_after_hello(&node, &alice).await;
-    assert_eq!(node.chat.hub.connections(), 1);
+    assert_eq!(node.chat.hub().connections(), 1);
     // Fewer events than the queue holds (1024) beyond what the socket buffers absorb: only
     // the write timeout can end it.
-    let hub = node.chat.hub.clone();
+    let hub = node.chat.hub().clone();
     let sent = flood(&bob, group, 900, || hub.connections() == 0).await;
     println!("{sent} messages sent before the reader was dropped");
     wait_for("the stuck reader dropped and forgotten", BOUND, || {
-        node.chat.hub.connections() == 0 && node.chat.drain.open_sessions() == 0
+        node.chat.hub().connections() == 0 && node.chat.lifecycle().drain().open_sessions() == 0
     })
     .await;
     let metrics = alice.get("/metrics").await;
@@ -122,11 +122,11 @@ async fn a_reader_that_stops_reading_is_dropped_when_its_queue_overflows() {
     let group = alice.create_group("flooded").await;
     bob.join(group).await;
     let _stuck = stop_reading_after_hello(&node, &alice).await;
-    let hub = node.chat.hub.clone();
+    let hub = node.chat.hub().clone();
     let sent = flood(&bob, group, 3000, || hub.connections() == 0).await;
     println!("{sent} messages sent before the reader was dropped");
     wait_for("the overflowing reader dropped", BOUND, || {
-        node.chat.hub.connections() == 0
+        node.chat.hub().connections() == 0
     })
     .await;
 }
@@ -146,10 +146,10 @@ async fn a_client_that_neither_reads_nor_pings_is_dropped_at_the_heartbeat_expir
     bob.join(group).await;
     let _stuck = stop_reading_after_hello(&node, &alice).await;
     // Enough to fill the socket buffers (~4 MB), not the queue.
-    let hub = node.chat.hub.clone();
+    let hub = node.chat.hub().clone();
     flood(&bob, group, 600, || hub.connections() == 0).await;
     wait_for("the silent reader dropped", BOUND, || {
-        node.chat.hub.connections() == 0
+        node.chat.hub().connections() == 0
     })
     .await;
 }
@@ -171,7 +171,7 @@ async fn websockets_opened_during_a_drain_are_refused_with_503() {
     let ws_url = alice.ws_url();
     let chat = node.chat.clone();
     let stopping = tokio::spawn(node.stop());
-    wait_for("draining", BOUND, || chat.drain.is_draining()).await;
+    wait_for("draining", BOUND, || chat.lifecycle().drain().is_draining()).await;
     let err = tokio_tungstenite::connect_async(ws_url)
         .await
         .expect_err("a WebSocket was upgraded during the drain");

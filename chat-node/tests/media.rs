@@ -186,5 +186,5 @@ async fn upload_limits_and_validation() {
 #[tokio::test]
 async fn local_blobs_pass_the_blobs_conformance_suite() {
     let node = TestNode::start().await;
-    conformance::blobs_suite_over_http(node.chat.blobs.as_ref()).await;
+    conformance::blobs_suite_over_http(node.chat.media().blobs().as_ref()).await;
 }

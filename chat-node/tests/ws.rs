@@ -463,7 +463,7 @@ async fn a_hard_shutdown_closes_sockets_with_1001() {
     let node = TestNode::start().await;
     let alice = node.user("alice").await;
     let (mut ws, _) = alice.connect(None).await;
-    node.chat.shutdown.cancel();
+    node.chat.lifecycle().shutdown().cancel();
     assert_eq!(ws.closed(Duration::from_secs(5)).await, Some(1001));
     node.stop().await;
 }

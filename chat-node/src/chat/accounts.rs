@@ -1,11 +1,15 @@
-//! Registration, login and user lookups.
+//! Accounts ([`Accounts`]): registration, login, session tokens and user lookups. Password
+//! hashing and the sign-in limits go through the [`AuthGate`].
+
+use std::sync::Arc;
 
 use parley_protocol::rest::AuthResponse;
-use parley_protocol::{ErrorCode, Id, User};
+use parley_protocol::{ErrorCode, Id, Timestamp, User};
 
-use super::Chat;
-use crate::auth::{hash_password_in, verify_password_in};
-use crate::backend::UserRecord;
+use super::Ids;
+use super::auth_limits::AuthGate;
+use crate::auth::{Tokens, hash_password_in, verify_password_in};
+use crate::backend::{UserRecord, UserStore};
 use crate::error::ApiError;
 
 const USERNAME_CHARS: std::ops::RangeInclusive<usize> = 3..=32;
@@ -49,7 +53,51 @@ fn clean_display_name(name: Option<&str>, username: &str) -> Result<String, ApiE
     Ok(name)
 }
 
-impl Chat {
+/// Users and their sessions.
+#[derive(Debug)]
+pub struct Accounts {
+    users: Arc<dyn UserStore>,
+    tokens: Tokens,
+    gate: AuthGate,
+    ids: Ids,
+    /// A hash of no password, so logins for unknown users cost as much as wrong passwords.
+    dummy_hash: String,
+}
+
+impl Accounts {
+    /// Accounts in `users`, signed in with `tokens`, hashing through `gate`.
+    pub fn new(users: Arc<dyn UserStore>, tokens: Tokens, gate: AuthGate, ids: Ids) -> Self {
+        // Through a hash slot like every hash: its buffer is the first of the pool.
+        let dummy_hash = gate.hash_now(|m| hash_password_in("no account has this password", m));
+        Self {
+            users,
+            tokens,
+            gate,
+            ids,
+            dummy_hash,
+        }
+    }
+
+    /// Password hashing and the rate limits of `/v1/auth/*`.
+    pub fn gate(&self) -> &AuthGate {
+        &self.gate
+    }
+
+    /// Signs and checks session tokens.
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
+    /// The user a bearer token belongs to (`unauthorized` when it is not valid).
+    pub fn authenticate(&self, token: &str) -> Result<Id, ApiError> {
+        self.tokens
+            .verify(token)
+            .map_err(|e| ApiError::unauthorized(e.to_string()))
+    }
+
+    /// Creates a user and signs them in. Errors: `bad_request` for a username, password or
+    /// display name out of shape, `conflict` for a taken username, `rate_limited` when no
+    /// hash slot frees up in time.
     pub async fn register(
         &self,
         username: &str,
@@ -61,13 +109,7 @@ impl Chat {
             return Err(ApiError::bad_request("a password is 8 to 1024 bytes"));
         }
         let display_name = clean_display_name(display_name, username)?;
-        if self
-            .stores
-            .users
-            .user_by_username(username)
-            .await?
-            .is_some()
-        {
+        if self.users.user_by_username(username).await?.is_some() {
             return Err(ApiError::new(
                 ErrorCode::Conflict,
                 format!("the username `{username}` is taken"),
@@ -75,18 +117,18 @@ impl Chat {
         }
         let password = password.to_owned();
         let password_hash = self
-            .auth_limits
+            .gate
             .hash(move |memory| hash_password_in(&password, memory))
             .await?;
-        let now = self.now();
+        let now = Timestamp::now();
         let record = UserRecord {
-            id: self.new_id().await?,
+            id: self.ids.next().await?,
             username: username.to_owned(),
             display_name,
             password_hash,
             created_at: now,
         };
-        self.stores.users.create_user(&record).await?;
+        self.users.create_user(&record).await?;
         Ok(AuthResponse {
             token: self.tokens.issue(record.id, now),
             user: User::from(&record),
@@ -96,18 +138,18 @@ impl Chat {
     /// Signs `username` in. An unknown username costs one hash like a wrong password (against
     /// a dummy hash), so the answer's timing does not tell which usernames exist.
     pub async fn login(&self, username: &str, password: &str) -> Result<AuthResponse, ApiError> {
-        let record = self.stores.users.user_by_username(username).await?;
+        let record = self.users.user_by_username(username).await?;
         let hash = record
             .as_ref()
             .map_or(self.dummy_hash.clone(), |r| r.password_hash.clone());
         let password = password.to_owned();
         let ok = self
-            .auth_limits
+            .gate
             .hash(move |memory| verify_password_in(&password, &hash, memory))
             .await?;
         match record {
             Some(r) if ok => Ok(AuthResponse {
-                token: self.tokens.issue(r.id, self.now()),
+                token: self.tokens.issue(r.id, Timestamp::now()),
                 user: User::from(&r),
             }),
             _ => Err(ApiError::unauthorized("wrong username or password")),
@@ -117,20 +159,18 @@ impl Chat {
     /// A fresh token for `user`, who holds a valid one (`POST /v1/auth/refresh`).
     pub async fn refresh(&self, user: Id) -> Result<AuthResponse, ApiError> {
         let record = self
-            .stores
             .users
             .user(user)
             .await?
             .ok_or_else(|| ApiError::unauthorized("the token's user no longer exists"))?;
         Ok(AuthResponse {
-            token: self.tokens.issue(record.id, self.now()),
+            token: self.tokens.issue(record.id, Timestamp::now()),
             user: User::from(&record),
         })
     }
 
     pub async fn user(&self, id: Id) -> Result<User, ApiError> {
-        self.stores
-            .users
+        self.users
             .user(id)
             .await?
             .map(|r| User::from(&r))
@@ -138,8 +178,7 @@ impl Chat {
     }
 
     pub async fn user_by_username(&self, username: &str) -> Result<User, ApiError> {
-        self.stores
-            .users
+        self.users
             .user_by_username(username)
             .await?
             .map(|r| User::from(&r))

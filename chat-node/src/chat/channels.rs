@@ -1,12 +1,19 @@
-//! Groups, DMs and memberships.
+//! Groups, DMs and memberships ([`Channels`]): creating, finding, joining and leaving them,
+//! with the events that tell the members' connections (here and on other nodes).
+
+use std::sync::Arc;
 
 use parley_protocol::ws::{ChannelJoined, MemberEvent};
-use parley_protocol::{Channel, ChannelKind, ErrorCode, Id, User};
+use parley_protocol::{Channel, ChannelKind, ErrorCode, Id, Timestamp, User};
 
-use super::{Chat, ev};
-use crate::backend::Topic;
+use super::events::Events;
+use super::members::Members;
+use super::presence::PresenceService;
+use super::quotas::Quotas;
+use super::{Ids, ev};
+use crate::backend::{ChannelStore, MemberStore, Topic, UserStore};
 use crate::error::ApiError;
-use crate::hub::Header;
+use crate::hub::{Header, Hub};
 
 /// Checks a group name and gives it as stored: trimmed, NFC-normalized, 1..=64 characters,
 /// no control characters, not blank (only White_Space and default-ignorable code points
@@ -26,7 +33,49 @@ pub(super) fn clean_group_name(name: &str) -> Result<String, ApiError> {
     Ok(name)
 }
 
-impl Chat {
+/// Everything [`Channels::new`] needs.
+#[derive(Debug)]
+pub struct ChannelParts {
+    pub channels: Arc<dyn ChannelStore>,
+    pub member_store: Arc<dyn MemberStore>,
+    pub users: Arc<dyn UserStore>,
+    pub members: Arc<Members>,
+    pub hub: Arc<Hub>,
+    pub events: Events,
+    pub quotas: Arc<Quotas>,
+    pub ids: Ids,
+    pub presence: Arc<PresenceService>,
+}
+
+/// Groups and DMs.
+#[derive(Debug)]
+pub struct Channels {
+    channels: Arc<dyn ChannelStore>,
+    member_store: Arc<dyn MemberStore>,
+    users: Arc<dyn UserStore>,
+    members: Arc<Members>,
+    hub: Arc<Hub>,
+    events: Events,
+    quotas: Arc<Quotas>,
+    ids: Ids,
+    presence: Arc<PresenceService>,
+}
+
+impl Channels {
+    pub fn new(p: ChannelParts) -> Self {
+        Self {
+            channels: p.channels,
+            member_store: p.member_store,
+            users: p.users,
+            members: p.members,
+            hub: p.hub,
+            events: p.events,
+            quotas: p.quotas,
+            ids: p.ids,
+            presence: p.presence,
+        }
+    }
+
     /// The user's connections (here and on other nodes) start receiving `channel`, and are
     /// told with `channel_joined`.
     async fn announce_joined(&self, channel: &Channel, user: Id) -> Result<(), ApiError> {
@@ -35,15 +84,16 @@ impl Chat {
             j: Some((channel.id, user)),
             ..Default::default()
         };
-        self.publish(
-            Topic::User(user),
-            &header,
-            ev::CHANNEL_JOINED,
-            &ChannelJoined {
-                channel: channel.clone(),
-            },
-        )
-        .await
+        self.events
+            .publish(
+                Topic::User(user),
+                &header,
+                ev::CHANNEL_JOINED,
+                &ChannelJoined {
+                    channel: channel.clone(),
+                },
+            )
+            .await
     }
 
     /// Creates a group with `user` as its first member. A taken name is `conflict` and
@@ -51,7 +101,7 @@ impl Chat {
     /// (`rate_limited` with `Retry-After` beyond).
     pub async fn create_group(&self, user: Id, name: &str) -> Result<Channel, ApiError> {
         let name = clean_group_name(name)?;
-        if self.stores.channels.group_by_name(&name).await?.is_some() {
+        if self.channels.group_by_name(&name).await?.is_some() {
             return Err(ApiError::new(
                 ErrorCode::Conflict,
                 format!("a group named `{name}` exists"),
@@ -59,81 +109,76 @@ impl Chat {
         }
         self.quotas.group(user)?;
         let channel = self
-            .stores
             .channels
-            .create_group(self.new_id().await?, &name, user, self.now())
+            .create_group(self.ids.next().await?, &name, user, Timestamp::now())
             .await?;
-        self.members_changed(channel.id).await;
+        self.members.changed(channel.id).await;
         self.announce_joined(&channel, user).await?;
         Ok(channel)
     }
 
     pub async fn lookup_group(&self, name: &str) -> Result<Channel, ApiError> {
-        self.stores
-            .channels
+        self.channels
             .group_by_name(name.trim())
             .await?
             .ok_or_else(|| ApiError::not_found("no group by that name"))
     }
 
     pub async fn channel_for(&self, user: Id, channel: Id) -> Result<Channel, ApiError> {
-        self.require_member(channel, user).await?;
-        self.stores
-            .channels
+        self.members.require(channel, user).await?;
+        self.channels
             .channel(channel)
             .await?
             .ok_or_else(|| ApiError::not_found("no such channel"))
     }
 
     pub async fn channels_of(&self, user: Id) -> Result<Vec<Channel>, ApiError> {
-        Ok(self.stores.channels.channels_of(user).await?)
+        Ok(self.channels.channels_of(user).await?)
     }
 
     pub async fn join(&self, user: Id, channel: Id) -> Result<Channel, ApiError> {
         let found = self
-            .stores
             .channels
             .channel(channel)
             .await?
             .ok_or_else(|| ApiError::not_found("no such channel"))?;
         if found.kind == ChannelKind::Dm {
-            if self.stores.members.is_member(channel, user).await? {
+            if self.member_store.is_member(channel, user).await? {
                 return Ok(found);
             }
             return Err(ApiError::forbidden("a DM cannot be joined"));
         }
-        if !self.stores.members.join(channel, user, self.now()).await? {
+        if !self
+            .member_store
+            .join(channel, user, Timestamp::now())
+            .await?
+        {
             return Ok(found);
         }
-        self.members_changed(channel).await;
-        let joined = self
-            .stores
-            .channels
-            .channel(channel)
-            .await?
-            .unwrap_or(found);
+        self.members.changed(channel).await;
+        let joined = self.channels.channel(channel).await?.unwrap_or(found);
         self.announce_joined(&joined, user).await?;
         let header = Header {
             x: Some(user),
             ..Default::default()
         };
-        self.publish_best_effort(
-            Topic::Channel(channel),
-            &header,
-            ev::MEMBER_JOINED,
-            &MemberEvent {
-                channel_id: channel,
-                user_id: user,
-            },
-        )
-        .await;
+        self.events
+            .publish_best_effort(
+                Topic::Channel(channel),
+                &header,
+                ev::MEMBER_JOINED,
+                &MemberEvent {
+                    channel_id: channel,
+                    user_id: user,
+                },
+            )
+            .await;
         self.presence.tell_channel(user, channel).await;
         Ok(joined)
     }
 
     pub async fn leave(&self, user: Id, channel: Id) -> Result<(), ApiError> {
         let found = self
-            .stores
             .channels
             .channel(channel)
             .await?
@@ -141,35 +186,35 @@ impl Chat {
         if found.kind == ChannelKind::Dm {
             return Err(ApiError::forbidden("a DM cannot be left"));
         }
-        if !self.stores.members.leave(channel, user).await? {
+        if !self.member_store.leave(channel, user).await? {
             return Err(ApiError::forbidden("you are not a member of this channel"));
         }
-        self.members_changed(channel).await;
+        self.members.changed(channel).await;
         // Every node with a connection of the leaver is subscribed to the channel: the `l`
         // header makes them stop delivering it to the leaver once this event is out.
         let header = Header {
             l: Some((channel, user)),
             ..Default::default()
         };
-        self.publish_best_effort(
-            Topic::Channel(channel),
-            &header,
-            ev::MEMBER_LEFT,
-            &MemberEvent {
-                channel_id: channel,
-                user_id: user,
-            },
-        )
-        .await;
+        self.events
+            .publish_best_effort(
+                Topic::Channel(channel),
+                &header,
+                ev::MEMBER_LEFT,
+                &MemberEvent {
+                    channel_id: channel,
+                    user_id: user,
+                },
+            )
+            .await;
         self.hub.set_member(channel, user, false).await?;
         Ok(())
     }
 
     pub async fn members(&self, user: Id, channel: Id) -> Result<Vec<User>, ApiError> {
-        self.require_member(channel, user).await?;
-        let ids = self.stores.members.member_ids(channel).await?;
+        self.members.require(channel, user).await?;
+        let ids = self.member_store.member_ids(channel).await?;
         let mut users: Vec<User> = self
-            .stores
             .users
             .users(&ids)
             .await?
@@ -188,12 +233,11 @@ impl Chat {
         if user == other {
             return Err(ApiError::bad_request("a DM needs another user"));
         }
-        if self.stores.users.user(other).await?.is_none() {
+        if self.users.user(other).await?.is_none() {
             return Err(ApiError::not_found("no such user"));
         }
         if self
-            .stores
-            .members
+            .member_store
             .co_members(user, &[other])
             .await?
             .is_empty()
@@ -201,12 +245,11 @@ impl Chat {
             self.quotas.stranger_dm(user)?;
         }
         let (channel, created) = self
-            .stores
             .channels
-            .dm(self.new_id().await?, user, other, self.now())
+            .dm(self.ids.next().await?, user, other, Timestamp::now())
             .await?;
         if created {
-            self.members_changed(channel.id).await;
+            self.members.changed(channel.id).await;
             self.announce_joined(&channel, user).await?;
             self.announce_joined(&channel, other).await?;
         }

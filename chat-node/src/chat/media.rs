@@ -1,14 +1,26 @@
-//! Media: the node signs upload and download URLs; the bytes never pass through it (in
-//! embedded mode they go to the node's own blob endpoint, a separate route).
+//! Media ([`Media`]): the node signs upload and download URLs; the bytes never pass through
+//! it (in embedded mode they go to the node's own blob endpoint, a separate route). Messages
+//! reach their attachments through it: checked at send time, given fresh download URLs
+//! whenever a message goes out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
 
 use parley_protocol::rest::{MediaRequest, MediaResponse, UploadTarget};
-use parley_protocol::{Id, Timestamp};
+use parley_protocol::{Attachment, Id, Message, Timestamp};
 
-use super::{Chat, UPLOAD_URL_TTL};
-use crate::backend::AttachmentRecord;
+use super::Ids;
+use super::quotas::Quotas;
+use crate::backend::local::LocalBlobs;
+use crate::backend::{AttachmentRecord, Blobs, MediaStore, StoredMessage};
+use crate::config::Limits;
 use crate::error::ApiError;
+
+/// How long download URLs handed out in messages stay valid.
+pub const DOWNLOAD_URL_TTL: Duration = Duration::from_secs(6 * 3600);
+/// How long an upload URL stays valid.
+pub const UPLOAD_URL_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// Checks a MIME type's shape (`type/subtype`, no parameters).
 pub(super) fn valid_content_type(ct: &str) -> bool {
@@ -56,7 +68,54 @@ pub(super) fn key_safe_filename(name: &str) -> String {
     }
 }
 
-impl Chat {
+/// Everything [`Media::new`] needs.
+#[derive(Debug)]
+pub struct MediaParts {
+    pub store: Arc<dyn MediaStore>,
+    pub blobs: Arc<dyn Blobs>,
+    /// Set when blobs are local files this node serves itself.
+    pub local_blobs: Option<LocalBlobs>,
+    pub quotas: Arc<Quotas>,
+    pub ids: Ids,
+    /// Upload sizes and attachments per message.
+    pub limits: Limits,
+}
+
+/// Attachments: announced uploads, signed URLs, and the wire form of messages that carry
+/// them.
+#[derive(Debug)]
+pub struct Media {
+    store: Arc<dyn MediaStore>,
+    blobs: Arc<dyn Blobs>,
+    local_blobs: Option<LocalBlobs>,
+    quotas: Arc<Quotas>,
+    ids: Ids,
+    limits: Limits,
+}
+
+impl Media {
+    pub fn new(p: MediaParts) -> Self {
+        Self {
+            store: p.store,
+            blobs: p.blobs,
+            local_blobs: p.local_blobs,
+            quotas: p.quotas,
+            ids: p.ids,
+            limits: p.limits,
+        }
+    }
+
+    /// Where the bytes are kept.
+    pub fn blobs(&self) -> &Arc<dyn Blobs> {
+        &self.blobs
+    }
+
+    /// The blobs this node serves itself (`/v1/blobs/...`, embedded mode); `None` when
+    /// they are elsewhere (S3).
+    pub fn local_blobs(&self) -> Option<&LocalBlobs> {
+        self.local_blobs.as_ref()
+    }
+
     /// `POST /v1/media`: announces an upload and returns where to PUT it. Each announcement
     /// counts against `user`'s `PARLEY_UPLOADS_PER_HOUR` and its declared size against
     /// `PARLEY_UPLOAD_MIB_PER_HOUR` (`rate_limited` with `Retry-After` beyond; one upload
@@ -82,7 +141,7 @@ impl Chat {
                 "content_type must be a MIME type such as image/png",
             ));
         }
-        let limits = &self.config.limits;
+        let limits = &self.limits;
         let max = if is_media(&content_type) {
             limits.max_media_bytes
         } else {
@@ -97,7 +156,7 @@ impl Chat {
             )));
         }
         self.quotas.upload(user, req.size)?;
-        let id = self.new_id().await?;
+        let id = self.ids.next().await?;
         let record = AttachmentRecord {
             id,
             owner_id: user,
@@ -105,7 +164,7 @@ impl Chat {
             filename: filename.to_owned(),
             content_type,
             size: req.size,
-            created_at: self.now(),
+            created_at: Timestamp::now(),
         };
         let upload = self
             .blobs
@@ -116,8 +175,9 @@ impl Chat {
                 UPLOAD_URL_TTL,
             )
             .await?;
-        self.stores.media.create_attachment(&record).await?;
-        let expires_at = Timestamp(self.now().unix_millis() + UPLOAD_URL_TTL.as_millis() as i64);
+        self.store.create_attachment(&record).await?;
+        let expires_at =
+            Timestamp(Timestamp::now().unix_millis() + UPLOAD_URL_TTL.as_millis() as i64);
         Ok(MediaResponse {
             attachment: self.attachment_wire(&record).await?,
             upload: Some(UploadTarget {
@@ -131,7 +191,7 @@ impl Chat {
 
     /// `GET /v1/media/{id}`: the attachment with a fresh download URL (its uploader only).
     pub async fn media(&self, user: Id, id: Id) -> Result<MediaResponse, ApiError> {
-        let found = self.stores.media.attachments(&[id]).await?;
+        let found = self.store.attachments(&[id]).await?;
         let a = found
             .into_iter()
             .find(|a| a.owner_id == user)
@@ -140,6 +200,94 @@ impl Chat {
             attachment: self.attachment_wire(&a).await?,
             upload: None,
         })
+    }
+
+    /// The wire form of an attachment, with a fresh download URL.
+    pub async fn attachment_wire(&self, a: &AttachmentRecord) -> Result<Attachment, ApiError> {
+        Ok(Attachment {
+            id: a.id,
+            filename: a.filename.clone(),
+            content_type: a.content_type.clone(),
+            size: a.size,
+            url: self.blobs.presign_get(&a.key, DOWNLOAD_URL_TTL).await?,
+        })
+    }
+
+    /// The wire form of a stored message, with fresh download URLs.
+    pub async fn message_wire(&self, m: &StoredMessage) -> Result<Message, ApiError> {
+        let mut attachments = Vec::with_capacity(m.attachments.len());
+        for a in &m.attachments {
+            attachments.push(self.attachment_wire(a).await?);
+        }
+        Ok(Message {
+            id: m.id,
+            channel_id: m.channel_id,
+            seq: m.seq,
+            author_id: m.author_id,
+            text: m.text.clone(),
+            client_msg_id: m.client_msg_id.clone(),
+            attachments,
+            reply_to: m.reply_to,
+            created_at: m.created_at,
+            moderated: m.moderated,
+        })
+    }
+
+    /// [`Media::message_wire`] of each message, in order.
+    pub async fn messages_wire(
+        &self,
+        messages: &[StoredMessage],
+    ) -> Result<Vec<Message>, ApiError> {
+        let mut out = Vec::with_capacity(messages.len());
+        for m in messages {
+            out.push(self.message_wire(m).await?);
+        }
+        Ok(out)
+    }
+
+    /// The attachments of a send: at most `PARLEY_MAX_ATTACHMENTS`, each listed once, each
+    /// `author`'s and uploaded as declared (else `bad_request`).
+    pub async fn attachments_of(
+        &self,
+        author: Id,
+        ids: &[Id],
+    ) -> Result<Vec<AttachmentRecord>, ApiError> {
+        let max = self.limits.max_attachments as usize;
+        if ids.len() > max {
+            return Err(ApiError::bad_request(format!(
+                "at most {max} attachments per message"
+            )));
+        }
+        if ids.iter().collect::<HashSet<_>>().len() != ids.len() {
+            return Err(ApiError::bad_request("an attachment is listed twice"));
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found = self.store.attachments(ids).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(a) = found.iter().find(|a| a.id == *id && a.owner_id == author) else {
+                return Err(ApiError::bad_request(format!(
+                    "attachment {id} does not exist or is not yours"
+                )));
+            };
+            match self.blobs.stat(&a.key).await? {
+                None => {
+                    return Err(ApiError::bad_request(format!(
+                        "attachment {id} has not been uploaded yet"
+                    )));
+                }
+                Some(meta) if meta.size != a.size || meta.content_type != a.content_type => {
+                    return Err(ApiError::bad_request(format!(
+                        "attachment {id} was uploaded as {} bytes of {}, not the declared {} bytes of {}",
+                        meta.size, meta.content_type, a.size, a.content_type
+                    )));
+                }
+                Some(_) => out.push(a.clone()),
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -1,4 +1,4 @@
-//! Membership, cached on each node: a channel's member set is read from the directory once
+//! Membership ([`Members`]), cached on each node: a channel's member set is read from the directory once
 //! and kept for a minute. Only positive answers are trusted from the cache (a user who just
 //! joined elsewhere is checked against the directory), and every membership change
 //! invalidates the entry on every node through the `cluster` pub/sub topic.
@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use parley_protocol::Id;
 
-use super::Chat;
-use crate::backend::Topic;
+use super::events::Events;
+use crate::backend::{ChannelStore, MemberStore};
 use crate::error::ApiError;
 use crate::internal::ClusterEvent;
 
@@ -67,46 +67,67 @@ impl MembershipCache {
     }
 }
 
-impl Chat {
+/// Who is a member of which channel, as the checks of every operation need it.
+#[derive(Debug)]
+pub struct Members {
+    members: Arc<dyn MemberStore>,
+    channels: Arc<dyn ChannelStore>,
+    /// Shared with the pub/sub's cluster inbox, which applies other nodes' invalidations.
+    cache: Arc<MembershipCache>,
+    events: Events,
+}
+
+impl Members {
+    pub fn new(
+        members: Arc<dyn MemberStore>,
+        channels: Arc<dyn ChannelStore>,
+        cache: Arc<MembershipCache>,
+        events: Events,
+    ) -> Self {
+        Self {
+            members,
+            channels,
+            cache,
+            events,
+        }
+    }
+
     /// The member IDs of `channel` (cached).
     pub async fn member_set(&self, channel: Id) -> Result<Arc<HashSet<Id>>, ApiError> {
-        if let Some(set) = self.members_cache.get(channel) {
+        if let Some(set) = self.cache.get(channel) {
             return Ok(set);
         }
-        let ids = self.stores.members.member_ids(channel).await?;
-        Ok(self.members_cache.put(channel, ids))
+        let ids = self.members.member_ids(channel).await?;
+        Ok(self.cache.put(channel, ids))
     }
 
     /// Fails with 403 unless `user` is a member of `channel` (404 if it does not exist).
-    pub async fn require_member(&self, channel: Id, user: Id) -> Result<(), ApiError> {
+    pub async fn require(&self, channel: Id, user: Id) -> Result<(), ApiError> {
         if self
-            .members_cache
+            .cache
             .get(channel)
             .is_some_and(|set| set.contains(&user))
         {
             return Ok(());
         }
         // Not in the cache: the directory decides (the user may have joined a moment ago).
-        let ids = self.stores.members.member_ids(channel).await?;
-        let set = self.members_cache.put(channel, ids);
+        let ids = self.members.member_ids(channel).await?;
+        let set = self.cache.put(channel, ids);
         if set.contains(&user) {
             return Ok(());
         }
-        if self.stores.channels.channel(channel).await?.is_none() {
+        if self.channels.channel(channel).await?.is_none() {
             return Err(ApiError::not_found("no such channel"));
         }
         Err(ApiError::forbidden("you are not a member of this channel"))
     }
 
     /// Drops `channel`'s member set here and on every other node.
-    pub(super) async fn members_changed(&self, channel: Id) {
-        self.members_cache.invalidate(channel);
-        let payload =
-            serde_json::to_vec(&ClusterEvent::MembersChanged(channel)).unwrap_or_default();
+    pub async fn changed(&self, channel: Id) {
+        self.cache.invalidate(channel);
         if let Err(e) = self
-            .hub
-            .pubsub()
-            .publish(Topic::Cluster, payload.into())
+            .events
+            .cluster(&ClusterEvent::MembersChanged(channel))
             .await
         {
             tracing::warn!(%channel, "membership invalidation not published: {e}");

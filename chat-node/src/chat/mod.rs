@@ -1,55 +1,68 @@
 //! The chat service: every operation of the protocol, shared by the REST handlers and the
-//! WebSocket sessions. It talks to the backends only through their ports.
+//! WebSocket sessions, one type per concern. [`Chat`] composes them; callers reach a
+//! concern through its accessor (`chat.messages().send(..)`, `chat.history().page(..)`).
+//! Each talks to the backends only through their ports.
 //!
 //! ```text
-//!   http/ (REST) ─┐                 ┌─ Stores (users, channels, members, messages, ...)
-//!                 ├─► Chat ─────────┼─ Log (durable messages) ──► persister ──► Stores
-//!   ws/ (session)─┘   │             ├─ PubSub ──► Hub ──► connections
-//!                     └─ Sequencer  └─ Blobs (signed URLs)
+//!   http/ (REST), ws/ ──► Chat ─┬─ accounts()   Accounts        users, tokens, sign-in limits
+//!                               ├─ channels()   Channels        groups, DMs, join/leave
+//!                               ├─ members()    Members         member sets (cached), checks
+//!                               ├─ messages()   Messages        send: check, moderate, route
+//!                               ├─ sequencing() Sequencing      owner: dedupe, seq, log, publish
+//!                               │                └ Handover     epochs, persisters caught up
+//!                               ├─ history()    History         pages, sync, resume, cursors
+//!                               ├─ receipts()   Receipts        read markers, typing
+//!                               ├─ presence()   PresenceService heartbeats, statuses
+//!                               ├─ media()      Media           uploads, signed URLs
+//!                               └─ lifecycle()  Lifecycle       shutdown, drain, readiness
+//!   shared: Events (publish on the pub/sub), ChannelOwners (who sequences a channel),
+//!           Sequencer (recent messages, idempotency keys), Hub (this node's sockets)
 //! ```
 
 mod accounts;
 pub mod auth_limits;
 mod channels;
 pub mod events;
+mod handover;
+mod history;
+mod lifecycle;
 mod media;
 mod members;
-mod messages;
 pub mod notify;
 pub mod owners;
 pub mod presence;
 pub mod quotas;
+mod receipts;
+mod send;
 pub mod sequencer;
+mod sequencing;
 
-pub use members::MembershipCache;
-pub use messages::SendInput;
+pub use accounts::Accounts;
+pub use channels::Channels;
+pub use handover::Handover;
+pub use history::History;
+pub use lifecycle::Lifecycle;
+pub use media::{DOWNLOAD_URL_TTL, Media, UPLOAD_URL_TTL};
+pub use members::{Members, MembershipCache};
 pub use presence::PresenceService;
+pub use receipts::Receipts;
+pub use send::{Messages, SendInput};
 pub use sequencer::Sequencer;
+pub use sequencing::Sequencing;
 
-use parking_lot::Mutex;
 use std::sync::Arc;
-use std::time::Duration;
 
-use parley_protocol::{Id, Timestamp};
-use serde::Serialize;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use parley_protocol::Id;
 
 use crate::auth::Tokens;
 use crate::backend::presence_store::PresenceStore;
-use crate::backend::{Blobs, Log, Stores, Topic, local::LocalBlobs};
-use crate::config::Config;
+use crate::backend::{Blobs, Log, MessageStore, Stores, local::LocalBlobs};
+use crate::config::{Config, Mode};
 use crate::error::ApiError;
-use crate::hub::{Header, Hub};
+use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::moderation::Moderator;
-use crate::ratelimit::RateLimiter;
 use crate::snowflake::Snowflake;
-
-/// How long download URLs handed out in messages stay valid.
-pub const DOWNLOAD_URL_TTL: Duration = Duration::from_secs(6 * 3600);
-/// How long an upload URL stays valid.
-pub const UPLOAD_URL_TTL: Duration = Duration::from_secs(15 * 60);
 
 /// The backends a node runs on.
 #[derive(Debug, Clone)]
@@ -62,50 +75,6 @@ pub struct Backends {
     /// `<prefix>.notifications` (distributed mode): one record per message for each member
     /// with no live connection.
     pub notifications: Option<Arc<dyn Log>>,
-}
-
-/// One node's chat service.
-#[derive(Debug)]
-pub struct Chat {
-    pub config: Config,
-    pub stores: Stores,
-    pub log: Arc<dyn Log>,
-    pub blobs: Arc<dyn Blobs>,
-    pub local_blobs: Option<LocalBlobs>,
-    /// Who sequences each channel ([`owners::SingleNode`] on an embedded node).
-    owners: Arc<dyn owners::ChannelOwners>,
-    /// The node's part in the ring over its life (drain, shutdown, `/readyz`).
-    pub membership: Arc<dyn owners::Membership>,
-    /// The last ring epoch for which the persisters were seen caught up.
-    caught_up: tokio::sync::Mutex<u64>,
-    pub hub: Arc<Hub>,
-    pub ids: Snowflake,
-    pub tokens: Tokens,
-    pub moderator: Arc<Moderator>,
-    pub sequencer: Sequencer,
-    /// Heartbeats and statuses.
-    presence: Arc<PresenceService>,
-    /// Notification records for offline members (distributed mode).
-    notifier: Option<notify::OfflineNotifier>,
-    /// Publishes events to the channels' and users' topics.
-    events: events::Events,
-    pub members_cache: Arc<MembershipCache>,
-    pub send_limiter: Mutex<RateLimiter<Id>>,
-    /// Password hashing and rate limits of `/v1/auth/*`.
-    pub auth_limits: auth_limits::AuthGate,
-    /// Per-user caps: groups, DMs with strangers, uploads ([`quotas`]).
-    pub quotas: quotas::Quotas,
-    pub metrics: Metrics,
-    /// Cancelled when the node shuts down.
-    pub shutdown: CancellationToken,
-    /// WebSocket sessions, awaited on shutdown.
-    pub sessions: TaskTracker,
-    /// Whether the node is draining, and the sessions it will close ([`crate::drain`]).
-    pub drain: Arc<crate::drain::Drain>,
-    /// Readiness checks of the backends.
-    pub checks: Vec<Arc<dyn crate::health::Check>>,
-    /// A hash of no password, so logins for unknown users cost as much as wrong passwords.
-    dummy_hash: String,
 }
 
 /// Everything [`Chat::new`] needs.
@@ -122,20 +91,86 @@ pub struct Parts {
     /// Where users' statuses live.
     pub presence: Arc<dyn PresenceStore>,
     pub checks: Vec<Arc<dyn crate::health::Check>>,
-    /// Shared with the pub/sub sink, which applies other nodes' invalidations.
+    /// Shared with the hub's cluster inbox, which applies other nodes' invalidations.
     pub members_cache: Arc<MembershipCache>,
+}
+
+/// New Snowflake IDs for the concerns that create things.
+#[derive(Debug, Clone)]
+pub struct Ids(Arc<Snowflake>);
+
+impl Ids {
+    pub fn new(ids: Snowflake) -> Self {
+        Self(Arc::new(ids))
+    }
+
+    /// A new ID. Errors: `unavailable` when the clock went backwards too far.
+    pub async fn next(&self) -> Result<Id, ApiError> {
+        self.0.next_id().await.map_err(|e| {
+            tracing::error!("{e}");
+            ApiError::unavailable(e.to_string())
+        })
+    }
+}
+
+/// The log an embedded node appends to and the store its own persister moves it into.
+#[derive(Debug, Clone)]
+pub struct OwnLog {
+    pub log: Arc<dyn Log>,
+    pub store: Arc<dyn MessageStore>,
+}
+
+/// One node's chat service.
+#[derive(Debug)]
+pub struct Chat {
+    config: Config,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    moderator: Arc<Moderator>,
+    accounts: Accounts,
+    channels: Channels,
+    members: Arc<Members>,
+    messages: Messages,
+    sequencing: Arc<Sequencing>,
+    history: Arc<History>,
+    receipts: Receipts,
+    presence: Arc<PresenceService>,
+    media: Arc<Media>,
+    lifecycle: Lifecycle,
+    own_log: Option<OwnLog>,
+}
+
+/// What the concerns share while [`Chat::new`] builds them.
+struct Common {
+    ids: Ids,
+    events: events::Events,
+    stores: Stores,
+    metrics: Arc<Metrics>,
+    owners: Arc<dyn owners::ChannelOwners>,
+    members: Arc<Members>,
+    media: Arc<Media>,
+}
+
+/// The message concerns, built together ([`Chat::messaging`]).
+struct Messaging {
+    sequencing: Arc<Sequencing>,
+    history: Arc<History>,
+    messages: Messages,
+    receipts: Receipts,
 }
 
 impl Chat {
     pub fn new(p: Parts) -> Self {
-        let limits = &p.config.limits;
-        let auth_limits = auth_limits::AuthGate::new(&p.config.auth_limits);
-        let sequencer = Sequencer::new(&p.config.sequencer_memory);
-        // Through a hash slot like every hash: its buffer is the first of the pool.
-        let dummy_hash = auth_limits
-            .hash_now(|m| crate::auth::hash_password_in("no account has this password", m));
+        let ids = Ids::new(p.ids);
         let events = events::Events::new(p.hub.pubsub().clone());
-        let stores = &p.backends.stores;
+        let stores = p.backends.stores.clone();
+        let quotas = Arc::new(quotas::Quotas::new(&p.config.quotas));
+        let members = Arc::new(Members::new(
+            stores.members.clone(),
+            stores.channels.clone(),
+            p.members_cache,
+            events.clone(),
+        ));
         let presence = Arc::new(PresenceService::new(presence::PresenceParts {
             store: p.presence,
             hub: p.hub.clone(),
@@ -145,80 +180,177 @@ impl Chat {
             interval: p.config.heartbeat_interval,
             max_ids: p.config.quotas.presence_max_ids,
         }));
-        let notifier = p
-            .backends
-            .notifications
-            .map(|log| notify::OfflineNotifier::new(log, stores.members.clone(), presence.clone()));
-        Self {
-            send_limiter: Mutex::new(RateLimiter::new(limits.send_rate, limits.send_burst)),
-            presence,
-            notifier,
+        let media = Arc::new(Media::new(media::MediaParts {
+            store: stores.media.clone(),
+            blobs: p.backends.blobs.clone(),
+            local_blobs: p.backends.local_blobs.clone(),
+            quotas: quotas.clone(),
+            ids: ids.clone(),
+            limits: p.config.limits.clone(),
+        }));
+        let accounts = Accounts::new(
+            stores.users.clone(),
+            p.tokens,
+            auth_limits::AuthGate::new(&p.config.auth_limits),
+            ids.clone(),
+        );
+        let channels = Channels::new(channels::ChannelParts {
+            channels: stores.channels.clone(),
+            member_store: stores.members.clone(),
+            users: stores.users.clone(),
+            members: members.clone(),
+            hub: p.hub.clone(),
+            events: events.clone(),
+            quotas,
+            ids: ids.clone(),
+            presence: presence.clone(),
+        });
+        let common = Common {
+            ids,
             events,
-            auth_limits,
-            quotas: quotas::Quotas::new(&p.config.quotas),
-            members_cache: p.members_cache,
-            checks: p.checks,
-            config: p.config,
-            stores: p.backends.stores,
-            log: p.backends.log,
-            blobs: p.backends.blobs,
-            local_blobs: p.backends.local_blobs,
+            stores,
+            metrics: Arc::new(Metrics::new()),
             owners: p.ownership.owners,
-            membership: p.ownership.membership,
-            caught_up: tokio::sync::Mutex::new(0),
+            members,
+            media,
+        };
+        let messaging = Self::messaging(&common, &p.config, &p.backends, &p.moderator, &presence);
+        let own_log = (p.config.mode == Mode::Embedded).then(|| OwnLog {
+            log: p.backends.log.clone(),
+            store: common.stores.messages.clone(),
+        });
+        Self {
+            lifecycle: Lifecycle::new(p.checks, p.ownership.membership),
             hub: p.hub,
-            ids: p.ids,
-            tokens: p.tokens,
+            metrics: common.metrics,
             moderator: p.moderator,
-            sequencer,
-            metrics: Metrics::new(),
-            shutdown: CancellationToken::new(),
-            sessions: TaskTracker::new(),
-            drain: Arc::default(),
-            dummy_hash,
+            accounts,
+            channels,
+            members: common.members,
+            messages: messaging.messages,
+            sequencing: messaging.sequencing,
+            history: messaging.history,
+            receipts: messaging.receipts,
+            presence,
+            media: common.media,
+            own_log,
+            config: p.config,
         }
     }
 
-    /// A fresh connection ID.
-    pub fn next_conn_id(&self) -> u64 {
-        self.hub.next_conn_id()
+    /// The message concerns: the owner's sequencing, reads, sends and receipts.
+    fn messaging(
+        c: &Common,
+        config: &Config,
+        backends: &Backends,
+        moderator: &Arc<Moderator>,
+        presence: &Arc<PresenceService>,
+    ) -> Messaging {
+        let sequencer = Arc::new(Sequencer::new(&config.sequencer_memory));
+        let sequencing = Arc::new(Sequencing::new(sequencing::SequencingParts {
+            owners: c.owners.clone(),
+            handover: Handover::new(
+                c.owners.clone(),
+                backends.log.clone(),
+                c.stores.messages.clone(),
+                sequencer.clone(),
+            ),
+            sequencer,
+            log: backends.log.clone(),
+            messages: c.stores.messages.clone(),
+            ids: c.ids.clone(),
+            media: c.media.clone(),
+            events: c.events.clone(),
+            metrics: c.metrics.clone(),
+            notifier: backends.notifications.clone().map(|log| {
+                notify::OfflineNotifier::new(log, c.stores.members.clone(), presence.clone())
+            }),
+        }));
+        let history = Arc::new(History::new(history::HistoryParts {
+            messages: c.stores.messages.clone(),
+            channels: c.stores.channels.clone(),
+            members: c.members.clone(),
+            owners: c.owners.clone(),
+            sequencing: sequencing.clone(),
+            media: c.media.clone(),
+        }));
+        let messages = Messages::new(send::MessagesParts {
+            limits: config.limits.clone(),
+            members: c.members.clone(),
+            moderator: moderator.clone(),
+            media: c.media.clone(),
+            history: history.clone(),
+            owners: c.owners.clone(),
+            sequencing: sequencing.clone(),
+            metrics: c.metrics.clone(),
+        });
+        let receipts = Receipts::new(
+            c.stores.read_markers.clone(),
+            c.members.clone(),
+            history.clone(),
+            c.events.clone(),
+        );
+        Messaging {
+            sequencing,
+            history,
+            messages,
+            receipts,
+        }
     }
 
-    /// The user a bearer token belongs to.
-    pub fn authenticate(&self, token: &str) -> Result<Id, ApiError> {
-        self.tokens
-            .verify(token)
-            .map_err(|e| ApiError::unauthorized(e.to_string()))
+    /// The node's settings.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
-    /// A new Snowflake ID, or `unavailable` when the clock went backwards too far.
-    pub async fn new_id(&self) -> Result<Id, ApiError> {
-        self.ids.next_id().await.map_err(|e| {
-            tracing::error!("{e}");
-            ApiError::unavailable(e.to_string())
-        })
+    /// This node's WebSocket connections and their subscriptions.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
     }
 
-    /// Serializes a server event once and publishes it on `topic` ([`events::Events`]).
-    pub async fn publish<T: Serialize>(
-        &self,
-        topic: Topic,
-        header: &Header,
-        t: &str,
-        d: &T,
-    ) -> Result<(), ApiError> {
-        self.events.publish(topic, header, t, d).await
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
-    /// Publishes an event that is a courtesy (typing, read, presence): failures are logged.
-    pub async fn publish_best_effort<T: Serialize>(
-        &self,
-        topic: Topic,
-        header: &Header,
-        t: &str,
-        d: &T,
-    ) {
-        self.events.publish_best_effort(topic, header, t, d).await;
+    /// The moderation policy and its word list.
+    pub fn moderator(&self) -> &Arc<Moderator> {
+        &self.moderator
+    }
+
+    /// Users, sign-in and session tokens.
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+
+    /// Groups and DMs.
+    pub fn channels(&self) -> &Channels {
+        &self.channels
+    }
+
+    /// Member sets and membership checks.
+    pub fn members(&self) -> &Members {
+        &self.members
+    }
+
+    /// Sending messages.
+    pub fn messages(&self) -> &Messages {
+        &self.messages
+    }
+
+    /// Sequencing on the channels' owner (this node's share of them).
+    pub fn sequencing(&self) -> &Arc<Sequencing> {
+        &self.sequencing
+    }
+
+    /// Reading messages.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Read markers and typing.
+    pub fn receipts(&self) -> &Receipts {
+        &self.receipts
     }
 
     /// Heartbeats and statuses.
@@ -226,23 +358,20 @@ impl Chat {
         &self.presence
     }
 
-    /// A hello of connection `conn` of `user` ([`PresenceService::connected`]).
-    pub async fn presence_connected(&self, user: Id, conn: crate::hub::ConnId) {
-        self.presence.connected(user, conn).await;
+    /// Uploads and signed URLs.
+    pub fn media(&self) -> &Media {
+        &self.media
     }
 
-    /// A ping of connection `conn` of `user` ([`PresenceService::ping`]).
-    pub async fn presence_ping(&self, user: Id, conn: crate::hub::ConnId) {
-        self.presence.ping(user, conn).await;
+    /// Shutdown, drain and readiness.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
     }
 
-    /// Connection `conn` of `user` closed ([`PresenceService::disconnected`]).
-    pub async fn presence_disconnected(&self, user: Id, conn: crate::hub::ConnId) {
-        self.presence.disconnected(user, conn).await;
-    }
-
-    pub fn now(&self) -> Timestamp {
-        Timestamp::now()
+    /// The log an embedded node persists itself (`None` in distributed mode, where the
+    /// persisters are processes of their own).
+    pub fn own_log(&self) -> Option<&OwnLog> {
+        self.own_log.as_ref()
     }
 }
 

@@ -680,14 +680,18 @@ mod tests {
     }
 
     async fn persist_all(chat: &crate::chat::Chat) {
+        let own = chat.own_log().expect("an embedded node");
         crate::persister::drain(
-            chat.log.as_ref(),
-            chat.stores.messages.as_ref(),
+            own.log.as_ref(),
+            own.store.as_ref(),
             crate::persister::Batching::default(),
         )
         .await
         .unwrap();
-        assert!(chat.confirm_persisted().await, "the log is consumed");
+        assert!(
+            chat.sequencing().confirm_persisted().await,
+            "the log is consumed"
+        );
     }
 
     #[tokio::test]
@@ -702,6 +706,7 @@ mod tests {
         })
         .await;
         let alice = chat
+            .accounts()
             .register("alice", "password-alice", None)
             .await
             .unwrap()
@@ -710,7 +715,8 @@ mod tests {
         let mut groups = Vec::new();
         for g in 0..4 {
             groups.push(
-                chat.create_group(alice, &format!("group{g}"))
+                chat.channels()
+                    .create_group(alice, &format!("group{g}"))
                     .await
                     .unwrap()
                     .id,
@@ -724,7 +730,7 @@ mod tests {
                     client_msg_id: Some(cmid),
                     ..SendInput::default()
                 };
-                chat.send(alice, channel, input).await
+                chat.messages().send(alice, channel, input).await
             }
         };
         // Rounds of sends, the store catching up after each: what was sent (cmid -> id).
@@ -743,16 +749,17 @@ mod tests {
                         }
                     }
                     assert!(
-                        chat.sequencer.recent_bytes() <= budget + 1024,
+                        chat.sequencing().sequencer().recent_bytes() <= budget + 1024,
                         "{} bytes",
-                        chat.sequencer.recent_bytes()
+                        chat.sequencing().sequencer().recent_bytes()
                     );
                 }
             }
             // Before the store has them, every message is read back (from memory).
             for channel in &groups {
                 let page = chat
-                    .history(alice, *channel, &HistoryQuery::default())
+                    .history()
+                    .page(alice, *channel, &HistoryQuery::default())
                     .await
                     .unwrap();
                 let want = sent.iter().filter(|(c, _, _)| c == channel).count();
@@ -762,18 +769,20 @@ mod tests {
         }
         assert!(refused > 0, "12 KiB holds fewer than 48 unstored messages");
         assert!(sent.len() > 48, "sends resumed once the store caught up");
-        assert!(chat.sequencer.recent_bytes() <= budget);
-        assert!(chat.sequencer.client_id_bytes() <= 2 * 1024);
+        assert!(chat.sequencing().sequencer().recent_bytes() <= budget);
+        assert!(chat.sequencing().sequencer().client_id_bytes() <= 2 * 1024);
 
         // Evicted: the first message and its key are no longer in memory...
         let (first_channel, first_cmid, first_id) = sent[0].clone();
         assert!(
-            chat.sequencer
+            chat.sequencing()
+                .sequencer()
                 .recent_message(first_channel, first_id)
                 .is_none()
         );
         assert!(
-            chat.sequencer
+            chat.sequencing()
+                .sequencer()
                 .by_client_id(alice, &first_cmid, Timestamp(0))
                 .is_none()
         );
@@ -786,7 +795,8 @@ mod tests {
         // History still returns every message of every channel, in order.
         for channel in &groups {
             let page = chat
-                .history(
+                .history()
+                .page(
                     alice,
                     *channel,
                     &HistoryQuery {

@@ -19,8 +19,9 @@ fn grant(
     query: Option<&str>,
 ) -> Result<(LocalBlobs, Grant), ApiError> {
     let blobs = chat
-        .local_blobs
-        .clone()
+        .media()
+        .local_blobs()
+        .cloned()
         .ok_or_else(|| ApiError::not_found("this node does not serve blobs"))?;
     let q: BlobQuery = serde_urlencoded::from_str(query.unwrap_or(""))
         .map_err(|_| ApiError::bad_request("malformed blob URL"))?;

@@ -32,7 +32,7 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header must be `Bearer <token>`")
             })?;
-        state.authenticate(token.trim()).map(Caller)
+        state.accounts().authenticate(token.trim()).map(Caller)
     }
 }
 

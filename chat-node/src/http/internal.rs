@@ -60,7 +60,7 @@ async fn sequence(
     } else {
         Hop::First
     };
-    Ok(Json(chat.sequence_forwarded(p, hop).await?))
+    Ok(Json(chat.sequencing().sequence_forwarded(p, hop).await?))
 }
 
 async fn channel_state(
@@ -68,7 +68,7 @@ async fn channel_state(
     Json(r): Json<StateRequest>,
 ) -> Result<Json<StateResponse>, ApiError> {
     Ok(Json(StateResponse {
-        channels: chat.local_state(&r.channels, r.after).await?,
+        channels: chat.sequencing().local_state(&r.channels, r.after).await?,
     }))
 }
 

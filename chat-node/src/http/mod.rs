@@ -82,7 +82,7 @@ pub fn app(state: AppState, websocket: MethodRouter<AppState>) -> Router {
 
 async fn count_errors(State(chat): State<AppState>, res: Response) -> Response {
     if let Some(code) = res.extensions().get::<ErrorCode>() {
-        chat.metrics.error(*code);
+        chat.metrics().error(*code);
     }
     res
 }
@@ -94,16 +94,10 @@ async fn healthz() -> impl IntoResponse {
 /// Ready when the node is not draining or shutting down and its critical backends answer;
 /// the body names every backend's state.
 async fn readyz(State(chat): State<AppState>) -> Response {
-    if chat.shutdown.is_cancelled() {
-        return ApiError::unavailable("the node is shutting down").into_response();
+    match chat.lifecycle().ready().await {
+        Ok(report) => health_answer(report),
+        Err(e) => e.into_response(),
     }
-    if chat.drain.is_draining() {
-        return ApiError::unavailable("the node is draining: it takes no new clients")
-            .into_response();
-    }
-    let mut report = crate::health::run(&chat.checks).await;
-    report.ring = chat.membership.report();
-    health_answer(report)
 }
 
 /// 200 with the report when ready, 503 `unavailable` (with the report) when not.
@@ -128,14 +122,16 @@ pub fn health_answer(report: crate::health::Report) -> Response {
 }
 
 async fn metrics(State(chat): State<AppState>) -> Response {
-    chat.metrics.connections.set(chat.hub.connections() as i64);
+    chat.metrics()
+        .connections
+        .set(chat.hub().connections() as i64);
     (
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        chat.metrics.render(),
+        chat.metrics().render(),
     )
         .into_response()
 }

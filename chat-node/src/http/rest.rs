@@ -24,8 +24,9 @@ pub(super) async fn register(
     ClientAddr(addr): ClientAddr,
     Body(req): Body<RegisterRequest>,
 ) -> std::result::Result<Response, ApiError> {
-    chat.auth_limits.check_address(addr)?;
+    chat.accounts().gate().check_address(addr)?;
     let auth = chat
+        .accounts()
         .register(&req.username, &req.password, req.display_name.as_deref())
         .await?;
     Ok((StatusCode::CREATED, Json(auth)).into_response())
@@ -36,9 +37,11 @@ pub(super) async fn login(
     ClientAddr(addr): ClientAddr,
     Body(req): Body<LoginRequest>,
 ) -> std::result::Result<Json<AuthResponse>, ApiError> {
-    chat.auth_limits.check_address(addr)?;
-    chat.auth_limits.check_username(&req.username)?;
-    Ok(Json(chat.login(&req.username, &req.password).await?))
+    chat.accounts().gate().check_address(addr)?;
+    chat.accounts().gate().check_username(&req.username)?;
+    Ok(Json(
+        chat.accounts().login(&req.username, &req.password).await?,
+    ))
 }
 
 /// `POST /v1/auth/refresh`: a fresh token for the holder of a valid one.
@@ -47,15 +50,15 @@ pub(super) async fn refresh(
     ClientAddr(addr): ClientAddr,
     Caller(me): Caller,
 ) -> std::result::Result<Json<AuthResponse>, ApiError> {
-    chat.auth_limits.check_address(addr)?;
-    Ok(Json(chat.refresh(me).await?))
+    chat.accounts().gate().check_address(addr)?;
+    Ok(Json(chat.accounts().refresh(me).await?))
 }
 
 pub(super) async fn me(
     State(chat): State<AppState>,
     Caller(me): Caller,
 ) -> Result<impl IntoResponse> {
-    Ok(Json(chat.user(me).await?))
+    Ok(Json(chat.accounts().user(me).await?))
 }
 
 pub(super) async fn user(
@@ -63,7 +66,7 @@ pub(super) async fn user(
     _: Caller,
     PathId(id): PathId,
 ) -> Result<impl IntoResponse> {
-    Ok(Json(chat.user(id).await?))
+    Ok(Json(chat.accounts().user(id).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,7 +82,7 @@ pub(super) async fn user_by_name(
     let name = q
         .username
         .ok_or_else(|| ApiError::bad_request("give ?username="))?;
-    Ok(Json(chat.user_by_username(&name).await?))
+    Ok(Json(chat.accounts().user_by_username(&name).await?))
 }
 
 pub(super) async fn create_channel(
@@ -89,7 +92,7 @@ pub(super) async fn create_channel(
 ) -> std::result::Result<Response, ApiError> {
     Ok((
         StatusCode::CREATED,
-        Json(chat.create_group(me, &req.name).await?),
+        Json(chat.channels().create_group(me, &req.name).await?),
     )
         .into_response())
 }
@@ -99,7 +102,7 @@ pub(super) async fn list_channels(
     Caller(me): Caller,
 ) -> Result<Json<ChannelList>> {
     Ok(Json(ChannelList {
-        channels: chat.channels_of(me).await?,
+        channels: chat.channels().channels_of(me).await?,
     }))
 }
 
@@ -114,7 +117,7 @@ pub(super) async fn lookup_channel(
     Query(q): Query<NameQuery>,
 ) -> Result<impl IntoResponse> {
     let name = q.name.ok_or_else(|| ApiError::bad_request("give ?name="))?;
-    Ok(Json(chat.lookup_group(&name).await?))
+    Ok(Json(chat.channels().lookup_group(&name).await?))
 }
 
 pub(super) async fn channel(
@@ -122,7 +125,7 @@ pub(super) async fn channel(
     Caller(me): Caller,
     PathId(id): PathId,
 ) -> Result<impl IntoResponse> {
-    Ok(Json(chat.channel_for(me, id).await?))
+    Ok(Json(chat.channels().channel_for(me, id).await?))
 }
 
 pub(super) async fn join(
@@ -130,7 +133,7 @@ pub(super) async fn join(
     Caller(me): Caller,
     PathId(id): PathId,
 ) -> Result<impl IntoResponse> {
-    Ok(Json(chat.join(me, id).await?))
+    Ok(Json(chat.channels().join(me, id).await?))
 }
 
 pub(super) async fn leave(
@@ -138,7 +141,7 @@ pub(super) async fn leave(
     Caller(me): Caller,
     PathId(id): PathId,
 ) -> Result<StatusCode> {
-    chat.leave(me, id).await?;
+    chat.channels().leave(me, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -148,7 +151,7 @@ pub(super) async fn members(
     PathId(id): PathId,
 ) -> Result<Json<MemberList>> {
     Ok(Json(MemberList {
-        members: chat.members(me, id).await?,
+        members: chat.channels().members(me, id).await?,
     }))
 }
 
@@ -157,7 +160,7 @@ pub(super) async fn dm(
     Caller(me): Caller,
     Body(req): Body<DmRequest>,
 ) -> std::result::Result<Response, ApiError> {
-    let (channel, created) = chat.dm(me, req.user_id).await?;
+    let (channel, created) = chat.channels().dm(me, req.user_id).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -178,7 +181,11 @@ pub(super) async fn send(
         attachments: req.attachments,
         reply_to: req.reply_to,
     };
-    Ok((StatusCode::CREATED, Json(chat.send(me, id, input).await?)).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(chat.messages().send(me, id, input).await?),
+    )
+        .into_response())
 }
 
 pub(super) async fn history(
@@ -187,7 +194,7 @@ pub(super) async fn history(
     PathId(id): PathId,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<MessagePage>> {
-    Ok(Json(chat.history(me, id, &q).await?))
+    Ok(Json(chat.history().page(me, id, &q).await?))
 }
 
 pub(super) async fn read(
@@ -196,7 +203,7 @@ pub(super) async fn read(
     PathId(id): PathId,
     Body(req): Body<ReadRequest>,
 ) -> Result<StatusCode> {
-    chat.mark_read(me, id, req.message_id).await?;
+    chat.receipts().mark_read(me, id, req.message_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -205,7 +212,7 @@ pub(super) async fn sync(
     Caller(me): Caller,
     Query(q): Query<SyncQuery>,
 ) -> Result<Json<MessagePage>> {
-    Ok(Json(chat.sync(me, q.after, q.limit).await?))
+    Ok(Json(chat.history().sync(me, q.after, q.limit).await?))
 }
 
 pub(super) async fn create_media(
@@ -215,7 +222,7 @@ pub(super) async fn create_media(
 ) -> std::result::Result<Response, ApiError> {
     Ok((
         StatusCode::CREATED,
-        Json(chat.create_media(me, &req).await?),
+        Json(chat.media().create_media(me, &req).await?),
     )
         .into_response())
 }
@@ -225,7 +232,7 @@ pub(super) async fn media(
     Caller(me): Caller,
     PathId(id): PathId,
 ) -> Result<impl IntoResponse> {
-    Ok(Json(chat.media(me, id).await?))
+    Ok(Json(chat.media().media(me, id).await?))
 }
 
 #[derive(Debug, Deserialize)]

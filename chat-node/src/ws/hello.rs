@@ -54,7 +54,7 @@ where
     R: Stream<Item = Result<WsMessage, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let max = chat.config.limits.max_frame_bytes as usize;
+    let max = chat.config().limits.max_frame_bytes as usize;
     let said = tokio::select! {
         said = tokio::time::timeout(HELLO_TIMEOUT, socket.next_text(max)) => said,
         after_ms = &mut *go => {
@@ -86,7 +86,7 @@ fn check(chat: &AppState, text: &str) -> Result<Greeting, CloseReason> {
     else {
         return Err((close::BAD_HELLO, "the first frame must be a valid hello"));
     };
-    let Ok((user, exp)) = chat.tokens.verify_with_expiry(&hello.token) else {
+    let Ok((user, exp)) = chat.accounts().tokens().verify_with_expiry(&hello.token) else {
         return Err((close::BAD_HELLO, "invalid or expired token"));
     };
     Ok(Greeting {
@@ -108,9 +108,9 @@ fn expiry_instant(exp: i64) -> Instant {
 /// The per-user limits a hello must pass: the sessions a user may hold on this node, and,
 /// for a resume, the replay budget. Errors: `rate_limited`.
 pub(super) fn admit(chat: &AppState, greeting: &Greeting) -> Result<SessionSlot, ApiError> {
-    let limits = &chat.config.ws;
+    let limits = &chat.config().ws;
     let Some(slot) = chat
-        .hub
+        .hub()
         .admit(greeting.user, limits.ws_max_sessions_per_user)
     else {
         return Err(ApiError::rate_limited(format!(
@@ -119,7 +119,7 @@ pub(super) fn admit(chat: &AppState, greeting: &Greeting) -> Result<SessionSlot,
         )));
     };
     if greeting.resume_after.is_some()
-        && let Err(wait) = chat.hub.may_resume(greeting.user, limits.resume_budget())
+        && let Err(wait) = chat.hub().may_resume(greeting.user, limits.resume_budget())
     {
         return Err(ApiError::rate_limited(format!(
             "too many messages replayed by resume_after lately (PARLEY_WS_RESUME_PER_MINUTE); \
@@ -164,22 +164,23 @@ where
     ) -> Result<(), ApiError> {
         let chat = self.chat.clone();
         let channels: Vec<Id> = chat
+            .channels()
             .channels_of(self.user)
             .await?
             .iter()
             .map(|c| c.id)
             .collect();
         // Subscribed before reading the backlog, so nothing falls between the two.
-        chat.hub
+        chat.hub()
             .attach(self.conn, self.user, &channels, tx, closer)
             .await?;
-        chat.presence_connected(self.user, self.conn).await;
+        chat.presence().connected(self.user, self.conn).await;
         let ready = Ready {
             user_id: self.user,
-            session_id: format!("{}-{}", chat.config.node_name, self.conn),
-            node: chat.config.node_name.clone(),
-            heartbeat_interval_ms: chat.config.heartbeat_interval.as_millis() as u64,
-            channels: chat.cursors(&channels).await?,
+            session_id: format!("{}-{}", chat.config().node_name, self.conn),
+            node: chat.config().node_name.clone(),
+            heartbeat_interval_ms: chat.config().heartbeat_interval.as_millis() as u64,
+            channels: chat.history().cursors(&channels).await?,
         };
         self.socket.send(frame(event::READY, r#ref, &ready)).await;
         match resume_after {
@@ -198,17 +199,18 @@ where
     ) -> Result<(), ApiError> {
         let chat = self.chat.clone();
         let (missed, has_more) = chat
+            .history()
             .messages_after(channels, after, limits::MAX_RESUME as u32)
             .await?;
         // One for the query, one per message replayed.
-        chat.hub.charge_resume(
+        chat.hub().charge_resume(
             self.user,
             1 + missed.len() as u32,
-            chat.config.ws.resume_budget(),
+            chat.config().ws.resume_budget(),
         );
         for m in &missed {
             self.sent_upto.insert(m.channel_id, m.id);
-            chat.metrics.messages_out.inc();
+            chat.metrics().messages_out.inc();
             if !self.socket.send(frame(event::MESSAGE, None, m)).await {
                 return Ok(());
             }
@@ -233,6 +235,7 @@ where
                 Some(seq) => c.last_seq > *seq,
                 None => !self
                     .chat
+                    .history()
                     .messages_after(&[c.id], after, 1)
                     .await?
                     .0

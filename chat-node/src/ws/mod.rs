@@ -116,19 +116,19 @@ pub async fn upgrade(
 ) -> Response {
     // The address the connection reached (from the server), or the configured one when the
     // router runs without it.
-    let local = local.map_or(chat.config.listen, |Extension(LocalAddr(a))| a);
+    let local = local.map_or(chat.config().listen, |Extension(LocalAddr(a))| a);
     if let Err(e) = origin::check(
         &headers,
-        &chat.config.allowed_origins,
-        chat.config.public_base_url(),
+        &chat.config().allowed_origins,
+        chat.config().public_base_url(),
         local,
     ) {
         return e.into_response();
     }
-    if chat.shutdown.is_cancelled() {
+    if chat.lifecycle().shutdown().is_cancelled() {
         return ApiError::unavailable("the node is shutting down").into_response();
     }
-    if chat.drain.is_draining() {
+    if chat.lifecycle().drain().is_draining() {
         // Not upgraded: an upgraded socket would hold a connection the drain then has to
         // close again.
         return ApiError::unavailable("the node is draining: connect to another node")
@@ -136,13 +136,13 @@ pub async fn upgrade(
     }
     // tungstenite's own cap is above the protocol limit: a frame it refuses is left unread
     // and the close turns into a reset, while one it reads can be refused with a clean 1009.
-    let cap = (chat.config.limits.max_frame_bytes as usize * 4).max(1 << 20);
+    let cap = (chat.config().limits.max_frame_bytes as usize * 4).max(1 << 20);
     ws.max_frame_size(cap)
         .max_message_size(cap)
         .read_buffer_size(4 * 1024)
         .write_buffer_size(4 * 1024)
         .on_upgrade(move |socket| {
-            let tracker = chat.sessions.clone();
+            let tracker = chat.lifecycle().sessions().clone();
             tracker.track_future(run(socket, chat))
         })
 }

@@ -78,7 +78,7 @@ pub(super) fn answer(
 
 /// An `error` frame {code, message} (counted in the metrics).
 pub(super) fn error_frame(chat: &AppState, r#ref: Option<&str>, e: &ApiError) -> WsMessage {
-    chat.metrics.error(e.code);
+    chat.metrics().error(e.code);
     let body = ErrorBody {
         code: e.code,
         message: e.message.clone(),
@@ -102,7 +102,7 @@ pub(super) async fn dispatch(caller: Caller<'_>, op: ClientOp) -> Result<Reply, 
 
 /// `ping`: the connection's heartbeat (it keeps the user's presence).
 async fn ping(c: Caller<'_>) -> Reply {
-    c.chat.presence_ping(c.user, c.conn).await;
+    c.chat.presence().ping(c.user, c.conn).await;
     Reply::Pong(Pong {
         server_time: Timestamp::now(),
     })
@@ -113,26 +113,31 @@ async fn ping(c: Caller<'_>) -> Reply {
 /// every other member.
 async fn send(c: Caller<'_>, op: SendOp) -> Result<Reply, ApiError> {
     let channel = op.channel_id;
-    let message = c.chat.send(c.user, channel, op.into()).await?;
+    let message = c.chat.messages().send(c.user, channel, op.into()).await?;
     Ok(Reply::Sent(SendOk { message }))
 }
 
 /// `typing`: limited per user over all their sessions (more sessions do not multiply it).
 async fn typing(c: Caller<'_>, op: TypingOp) -> Result<Reply, ApiError> {
-    let ws = &c.chat.config.ws;
-    if c.chat.hub.allow_typing(c.user, ws.typing_budget()).is_err() {
+    let ws = &c.chat.config().ws;
+    if c.chat
+        .hub()
+        .allow_typing(c.user, ws.typing_budget())
+        .is_err()
+    {
         return Err(ApiError::rate_limited(format!(
             "at most {} typing events per second per user (bursts of {})",
             ws.ws_typing_rate, ws.ws_typing_burst
         )));
     }
-    c.chat.typing(c.user, op.channel_id).await?;
+    c.chat.receipts().typing(c.user, op.channel_id).await?;
     Ok(Reply::Done)
 }
 
 /// `read`: moves the user's read marker.
 async fn read(c: Caller<'_>, op: ReadOp) -> Result<Reply, ApiError> {
     c.chat
+        .receipts()
         .mark_read(c.user, op.channel_id, op.message_id)
         .await?;
     Ok(Reply::Done)
@@ -140,7 +145,11 @@ async fn read(c: Caller<'_>, op: ReadOp) -> Result<Reply, ApiError> {
 
 /// `history`: a page of a channel's messages, as `GET /v1/channels/{id}/messages`.
 async fn history(c: Caller<'_>, op: HistoryOp) -> Result<Reply, ApiError> {
-    let page = c.chat.history(c.user, op.channel_id, &op.query()).await?;
+    let page = c
+        .chat
+        .history()
+        .page(c.user, op.channel_id, &op.query())
+        .await?;
     Ok(Reply::Page(page))
 }
 

@@ -66,16 +66,16 @@ where
     R: Stream<Item = Result<WsMessage, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut socket = Socket::new(sink, stream, chat.config.ws.write_timeout());
-    let conn = chat.next_conn_id();
-    let (go, _guard) = match chat.drain.enrol(conn) {
+    let mut socket = Socket::new(sink, stream, chat.config().ws.write_timeout());
+    let conn = chat.hub().next_conn_id();
+    let (go, _guard) = match chat.lifecycle().drain().enrol(conn) {
         // Upgraded just before the drain began.
         Enrolled::Draining(after_ms) => return drained(&mut socket, after_ms).await,
         Enrolled::Live { go, guard } => (go, guard),
     };
     let mut go = go_when_told(go);
     session(socket, &chat, conn, &mut go).await;
-    chat.drain.leave(conn);
+    chat.lifecycle().drain().leave(conn);
 }
 
 /// What a draining node says before it closes: `reconnect` {after_ms}, then close 4010.
@@ -128,8 +128,8 @@ where
                 .await;
         }
     }
-    chat.hub.detach(conn).await;
-    chat.presence_disconnected(greeting.user, conn).await;
+    chat.hub().detach(conn).await;
+    chat.presence().disconnected(greeting.user, conn).await;
 }
 
 /// What the live loop does next.
@@ -194,7 +194,7 @@ where
         go: &mut Go,
         expires: Instant,
     ) {
-        let shutdown = self.chat.shutdown.clone();
+        let shutdown = self.chat.lifecycle().shutdown().clone();
         let expiry = tokio::time::sleep_until(expires);
         tokio::pin!(expiry);
         loop {
@@ -263,7 +263,7 @@ where
             return true;
         }
         if message.is_some() {
-            self.chat.metrics.messages_out.inc();
+            self.chat.metrics().messages_out.inc();
         }
         match Utf8Bytes::try_from(bytes) {
             Ok(text) => self.socket.feed(WsMessage::Text(text)).await,
@@ -276,7 +276,7 @@ where
 
     /// One read from the client.
     async fn incoming(&mut self, incoming: Option<Result<WsMessage, E>>) -> Flow {
-        let max = self.chat.config.limits.max_frame_bytes as usize;
+        let max = self.chat.config().limits.max_frame_bytes as usize;
         match incoming {
             None | Some(Ok(WsMessage::Close(_))) => Flow::End,
             Some(Ok(WsMessage::Text(t))) if t.len() > max => {
@@ -339,7 +339,7 @@ enum Admission {
 
 impl FrameRate {
     fn new(chat: &AppState) -> Self {
-        let limits = &chat.config.limits;
+        let limits = &chat.config().limits;
         Self {
             limiter: RateLimiter::new(limits.ws_frame_rate, limits.ws_frame_burst),
             over: 0,
@@ -355,7 +355,7 @@ impl FrameRate {
         if self.over > MAX_OVER_RATE {
             return Admission::Close;
         }
-        let limits = &chat.config.limits;
+        let limits = &chat.config().limits;
         Admission::Refuse(ApiError::rate_limited(format!(
             "at most {} frames per second (bursts of {})",
             limits.ws_frame_rate, limits.ws_frame_burst

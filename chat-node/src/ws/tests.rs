@@ -48,6 +48,7 @@ impl Node {
     async fn user(&self, name: &str) -> (Id, String) {
         let auth = self
             .chat
+            .accounts()
             .register(name, "correct horse battery", None)
             .await
             .unwrap();
@@ -151,7 +152,12 @@ impl Client {
 async fn hello_gets_ready_with_the_users_channels() {
     let node = Node::start().await;
     let (ann, token) = node.user("ann").await;
-    let room = node.chat.create_group(ann, "room").await.unwrap();
+    let room = node
+        .chat
+        .channels()
+        .create_group(ann, "room")
+        .await
+        .unwrap();
     let mut c = node.connect();
     let ready = c.hello(&token).await;
     assert_eq!(ready.r#ref.as_deref(), Some("h"));
@@ -259,7 +265,12 @@ async fn an_unknown_op_gets_an_error_echoing_its_ref() {
 async fn a_send_gets_ok_with_its_ref_and_the_message_event_follows() {
     let node = Node::start().await;
     let (ann, token) = node.user("ann").await;
-    let room = node.chat.create_group(ann, "room").await.unwrap();
+    let room = node
+        .chat
+        .channels()
+        .create_group(ann, "room")
+        .await
+        .unwrap();
     let mut c = node.connect();
     c.hello(&token).await;
     c.say(&format!(
@@ -297,7 +308,7 @@ async fn a_send_gets_ok_with_its_ref_and_the_message_event_follows() {
 #[tokio::test]
 async fn a_draining_node_says_reconnect_and_closes_with_4010() {
     let node = Node::start().await;
-    let _ = node.chat.drain.begin();
+    let _ = node.chat.lifecycle().drain().begin();
     let mut c = node.connect();
     let reconnect = c.frame().await;
     assert_eq!(reconnect.t, event::RECONNECT);
@@ -311,7 +322,7 @@ async fn a_close_asked_for_by_the_hub_ends_the_session_with_its_code() {
     let (_, token) = node.user("ann").await;
     let mut c = node.connect();
     c.hello(&token).await;
-    node.chat.hub.broadcast(&crate::hub::Outbound::Close(
+    node.chat.hub().broadcast(&crate::hub::Outbound::Close(
         close::HEARTBEAT_EXPIRED,
         "heartbeat expired",
     ));
@@ -322,7 +333,12 @@ async fn a_close_asked_for_by_the_hub_ends_the_session_with_its_code() {
 async fn ops_dispatch_without_a_session() {
     let node = Node::start().await;
     let (ann, _) = node.user("ann").await;
-    let room = node.chat.create_group(ann, "room").await.unwrap();
+    let room = node
+        .chat
+        .channels()
+        .create_group(ann, "room")
+        .await
+        .unwrap();
     let caller = Caller {
         chat: &node.chat,
         user: ann,
