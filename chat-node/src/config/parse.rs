@@ -93,18 +93,14 @@ pub(super) fn parse_secret(s: &str) -> Result<Secret, String> {
 
 /// A whole number of milliseconds in `range` (the `_MS` keys), as a [`Duration`]; clap's
 /// message for a value out of range names the range in milliseconds.
-pub(super) fn millis(
-    range: impl RangeBounds<u64>,
-) -> impl TypedValueParser<Value = Duration> + Clone + Send + Sync + 'static {
+pub(super) fn millis(range: impl RangeBounds<u64>) -> impl TypedValueParser<Value = Duration> {
     clap::value_parser!(u64)
         .range(range)
         .map(Duration::from_millis)
 }
 
 /// A whole number of seconds in `range` (the `_SECS` keys), as a [`Duration`].
-pub(super) fn secs(
-    range: impl RangeBounds<u64>,
-) -> impl TypedValueParser<Value = Duration> + Clone + Send + Sync + 'static {
+pub(super) fn secs(range: impl RangeBounds<u64>) -> impl TypedValueParser<Value = Duration> {
     clap::value_parser!(u64)
         .range(range)
         .map(Duration::from_secs)
