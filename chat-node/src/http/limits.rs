@@ -17,7 +17,7 @@ use crate::http::AppState;
 
 /// `GET /v1/limits`: 200 with [`Limits`]; never fails.
 pub(super) async fn limits(State(chat): State<AppState>) -> Json<Limits> {
-    Json(limits_of(&chat.config()))
+    Json(limits_of(chat.config()))
 }
 
 /// The limits a node with this configuration enforces. History page sizes and group
