@@ -25,8 +25,11 @@ const BACKEND: &str = "s3";
 pub struct S3Settings {
     /// The S3 server (MinIO and others); AWS when `None`.
     pub endpoint: Option<url::Url>,
+    /// The bucket's region (`us-east-1` for MinIO).
     pub region: String,
+    /// The media bucket's name.
     pub bucket: String,
+    /// The credentials requests are signed with.
     pub access_key_id: Secret,
     pub secret_access_key: Secret,
     /// Path-style URLs (`endpoint/bucket/key`), as MinIO wants.

@@ -81,6 +81,7 @@ pub struct ClusterArgs {
     #[arg(long, env = env::S3_ENDPOINT, value_name = env::S3_ENDPOINT, value_parser = parse_http_url)]
     pub s3_endpoint: Option<Url>,
 
+    /// S3 region.
     #[arg(
         long,
         env = env::S3_REGION,
@@ -93,6 +94,7 @@ pub struct ClusterArgs {
     #[arg(long, env = env::S3_BUCKET, value_name = env::S3_BUCKET)]
     pub s3_bucket: Option<String>,
 
+    /// S3 access key ID.
     #[arg(
         long,
         env = env::S3_ACCESS_KEY_ID,
@@ -101,6 +103,7 @@ pub struct ClusterArgs {
     )]
     pub s3_access_key_id: Option<Secret>,
 
+    /// S3 secret access key.
     #[arg(
         long,
         env = env::S3_SECRET_ACCESS_KEY,

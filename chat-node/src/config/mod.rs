@@ -9,12 +9,21 @@
 //!
 //! - [`Config`] (here): the node's own keys; the groups other modules own are flattened in
 //!   (`limits`, `cluster`, `auth_limits`, `http`, `ws`, ...).
-//! - [`cluster`]: [`ClusterArgs`], distributed mode's keys as given, and [`Distributed`], the
+//! - `cluster`: [`ClusterArgs`], distributed mode's keys as given, and [`Distributed`], the
 //!   same checked and complete ([`Config::distributed`] names the first key to fix).
-//! - [`files`]: `PARLEY_X_FILE` ([`Config::from_args_and_files`]).
-//! - [`parse`]: value parsers of URLs, secrets, the shard map and the ring.
+//! - `limits`: [`Limits`], the protocol's size and rate limits.
+//! - `files`: `PARLEY_X_FILE` ([`Config::from_args_and_files`], what `main` uses) and
+//!   [`Config::from_vars`] (a map of variables alone, the process environment unread).
+//! - `parse`: value parsers of durations (`_MS`/`_SECS` keys become [`Duration`]s), URLs
+//!   (`url::Url`), secrets, the shard map and the ring.
 //!
-//! Every key's name is a constant of [`parley_crd::env`], shared with the operator.
+//! Every key's name is a constant of [`parley_crd::env`], shared with the operator. Values
+//! that are credentials (session and cluster secrets, database and Redis URLs, S3 keys) are
+//! [`Secret`]s: `{:?}` of a `Config` prints `[redacted]` for them.
+//!
+//! A new setting: its constant in `parley_crd::env`, then a field here (or in the group it
+//! bounds) with `env = env::NEW_KEY, value_name = env::NEW_KEY`, a typed value and a
+//! default; `Duration`s through `millis(range)`/`secs(range)`, credentials as `Secret`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -215,7 +224,9 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {problem}")]
 pub struct ConfigError {
+    /// The `PARLEY_*` key to fix.
     pub key: String,
+    /// What is wrong with it, for a person.
     pub problem: String,
 }
 
@@ -225,6 +236,8 @@ pub enum StartError {
     /// clap's own answer (a malformed value naming its key, or `--help`).
     #[error(transparent)]
     Arguments(clap::Error),
+    /// A value clap accepted that cannot run (a missing key in distributed mode, a file
+    /// that cannot be read, an unknown key given to [`Config::from_vars`]).
     #[error(transparent)]
     Config(ConfigError),
 }
