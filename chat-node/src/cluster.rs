@@ -30,9 +30,6 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::{PubSub, Topic};
 use crate::internal::ClusterEvent;
 
-mod ring;
-pub use ring::ClusterRing;
-
 /// The ring as this node sees it.
 #[derive(Debug, Clone, Default)]
 pub struct View {

@@ -5,7 +5,7 @@
 //! backend's records, so neither side imports the other.
 //!
 //! ```text
-//!   node A: chat ─► ChannelOwners (cluster::ClusterRing) ─► PeerClient ──POST──┐
+//!   node A: chat ─► ChannelOwners (node::ClusterRing) ─► PeerClient ─── POST ────┐
 //!   node B: http::internal (checks SECRET_HEADER) ─► chat (the channel's owner) ◄┘
 //! ```
 //!

@@ -1,9 +1,33 @@
 //! Parley chat-node: the WebSocket + REST server.
 //!
+//! The modules form layers; each imports only modules below it, so there is no cycle
+//! (`use crate::` in `chat/` names no `http`, `ws`, `cluster` or `node`, and so on down):
+//!
 //! ```text
-//! main.rs ── Config ── node::embedded(config) ── node::serve(listener, chat, shutdown)
-//!                          │                          └── http::app(chat): axum Router
-//!                          └── Chat: the protocol's operations over the backend ports
+//!   main.rs
+//!    node      build (embedded | distributed), serve, drain, migrate, persist; the wiring:
+//!              node::ClusterRing = cluster::Cluster + internal::PeerClient behind chat's traits
+//!    ws        WebSocket sessions: hello, ops, the live loop
+//!    http      REST, the internal API (http::internal), health, blobs, the server; AppState
+//!    chat      the protocol's operations, one type per concern (Chat composes them); it
+//!              defines the traits it needs: owners::ChannelOwners, owners::Membership
+//!    config    typed settings (with cluster::Leases)
+//!    cluster   leases in Redis and the ring this node sees
+//!    hub       this node's sockets: Hub::connect wires pub/sub deliveries to them
+//!    internal  the node-to-node contract: paths, bodies, ClusterEvent, the client
+//!    backend   ports (Store, Log, PubSub, Blobs, PresenceStore) and their implementations
+//!    leaves    heartbeat, drain, health, auth, error, metrics, moderation, persister, ...
+//! ```
+//!
+//! A message's way from a socket to its shard:
+//!
+//! ```text
+//!   ws::session ─► ws::ops ─► chat::Messages::send (rate, text, member, moderation, files)
+//!     ─► ChannelOwners::owner_of(channel)
+//!          ├─ Me ───► chat::Sequencing::sequence ─► Handover::acquire ─► Log::append
+//!          │            ─► Events::publish ─► PubSub ─► each node's Hub::dispatch ─► sockets
+//!          └─ Other ─► internal::PeerClient ─POST─► owner's http::internal ─► its Sequencing
+//!   persister: Log (SQLite table | Kafka topic) ─► MessageStore (SQLite | the PostgreSQL shard)
 //! ```
 #![forbid(unsafe_code)]
 

@@ -2,7 +2,7 @@
 //!
 //! Every channel has one owner at a time, the node that gives its messages their seqs.
 //! [`ChannelOwners`] is all the chat service knows of it: [`SingleNode`] is the embedded node,
-//! owner of every channel; `cluster::ClusterRing` is a node of a ring (leases in Redis, the
+//! owner of every channel; `node::ClusterRing` is a node of a ring (leases in Redis, the
 //! internal HTTP API to the others). [`Membership`] is the node's part in the ring over its
 //! life (drain, shutdown, readiness).
 //!

@@ -16,10 +16,12 @@
 mod distributed;
 mod embedded;
 mod persist;
+mod ring;
 
 pub use distributed::distributed;
 pub use embedded::embedded;
 pub use persist::{migrate_all, persist};
+pub use ring::ClusterRing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

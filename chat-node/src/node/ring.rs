@@ -1,6 +1,7 @@
 //! [`ClusterRing`]: channel ownership in a ring of nodes, for the chat service. The owners
 //! come from [`Cluster`]'s view of the leases; sends and state reads for channels of other
-//! nodes go over the internal HTTP API ([`PeerClient`]).
+//! nodes go over the internal HTTP API ([`PeerClient`]). It lives with the wiring: the chat
+//! service knows only its traits, and the cluster module knows nothing of the chat.
 
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use async_trait::async_trait;
 use parley_crd::Member;
 use parley_protocol::{Id, Message};
 
-use super::Cluster;
+use crate::cluster::Cluster;
 use crate::chat::owners::{ChannelOwners, Membership, NotOwner, Owner, OwnerWork};
 use crate::error::ApiError;
 use crate::health::RingReport;
