@@ -31,10 +31,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use parley_crd::env;
 use parley_protocol::{Id, Timestamp};
 
 use crate::backend::{Page, StoredMessage};
+use crate::config::SequencerMemory;
 use crate::error::ApiError;
 
 /// Recent messages kept per channel at most (of those the store has; the ones it may lack
@@ -51,26 +51,6 @@ const EVICT_TO_EIGHTHS: usize = 7;
 
 /// The epoch of a channel state that was never loaded.
 pub(crate) const UNLOADED: u64 = u64::MAX;
-
-/// How much memory the sequencer may hold.
-#[derive(Debug, Clone, clap::Args)]
-pub struct SequencerMemory {
-    /// Bytes of recent messages (those not yet stored, and a cache of the newest stored ones)
-    /// and per-channel state kept in memory over all channels. Idle channels are evicted
-    /// first; when messages the store does not have yet fill it, sends are refused with
-    /// `unavailable` until the persisters catch up.
-    #[arg(long, env = env::RECENT_MESSAGES_BYTES, value_name = env::RECENT_MESSAGES_BYTES,
-          default_value_t = 64 * 1024 * 1024,
-          value_parser = clap::value_parser!(u64).range(65_536..=68_719_476_736))]
-    pub recent_messages_bytes: u64,
-
-    /// Bytes of idempotency keys (`client_msg_id`s of recent sends, IDs only) kept in
-    /// memory; older keys are looked up in the store.
-    #[arg(long, env = env::IDEMPOTENCY_KEYS_BYTES, value_name = env::IDEMPOTENCY_KEYS_BYTES,
-          default_value_t = 16 * 1024 * 1024,
-          value_parser = clap::value_parser!(u64).range(65_536..=68_719_476_736))]
-    pub idempotency_keys_bytes: u64,
-}
 
 /// One recent message with its stamp and the bytes it is counted for.
 #[derive(Debug)]

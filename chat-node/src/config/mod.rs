@@ -35,18 +35,28 @@ use parley_crd::env;
 use crate::moderation::Policy;
 pub use crate::secret::Secret;
 
+mod auth;
 mod cluster;
 mod files;
+mod http;
 mod limits;
+mod memory;
 mod parse;
+mod quotas;
 #[cfg(test)]
 mod tests;
 
+pub use auth::AuthLimits;
 pub use cluster::{ClusterArgs, Distributed};
+pub use http::HttpLimits;
+#[cfg(test)]
+pub(crate) use http::parse_net;
 pub use limits::Limits;
+pub use memory::SequencerMemory;
 pub use parse::base_url;
 pub use parse::parse_shards;
 use parse::{millis, parse_http_url, parse_secret, secs};
+pub use quotas::UserQuotas;
 
 /// What the process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -200,16 +210,16 @@ pub struct Config {
     pub cluster: ClusterArgs,
 
     #[command(flatten)]
-    pub auth_limits: crate::chat::auth_limits::AuthLimits,
+    pub auth_limits: AuthLimits,
 
     #[command(flatten)]
-    pub sequencer_memory: crate::chat::sequencer::SequencerMemory,
+    pub sequencer_memory: SequencerMemory,
 
     #[command(flatten)]
-    pub quotas: crate::chat::quotas::UserQuotas,
+    pub quotas: UserQuotas,
 
     #[command(flatten)]
-    pub http: crate::http::server::HttpLimits,
+    pub http: HttpLimits,
 
     #[command(flatten)]
     pub ws: crate::ws::WsLimits,
