@@ -10,6 +10,14 @@
 //! unsubscribes when the last goes (reference counts per node, never one broker
 //! subscription per socket). An event is serialized once by its publisher; every
 //! connection's queue gets a cheap clone of the same bytes.
+//!
+//! `payload` is the wire form of what goes through the pub/sub (routing header + frame);
+//! `budgets` the per-user budgets of resume replays and typing.
+
+mod budgets;
+mod payload;
+#[cfg(test)]
+mod tests;
 
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
@@ -21,11 +29,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parley_protocol::ws::close;
 use parley_protocol::{Id, PresenceStatus};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{BackendError, Delivery, PubSub, Sink, Topic};
+
+pub use budgets::Budget;
+use budgets::Budgets;
+pub use payload::{Header, decode, encode};
 
 /// Identifies one WebSocket connection on this node.
 pub type ConnId = u64;
@@ -76,41 +87,6 @@ impl Closer {
             .copied()
             .unwrap_or((close::INTERNAL_ERROR, "internal error"))
     }
-}
-
-/// Routing information published with a frame.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Header {
-    /// Do not deliver to this user's connections (typing, read: "to the other members").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub x: Option<Id>,
-    /// (channel, user): the user joined the channel; their connections start receiving it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub j: Option<(Id, Id)>,
-    /// (channel, user): the user left the channel; their connections stop receiving it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub l: Option<(Id, Id)>,
-    /// (user, status) of a presence event, so a connection gets each change once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub p: Option<(Id, PresenceStatus)>,
-    /// (channel, message id) of a message event.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub m: Option<(Id, Id)>,
-}
-
-/// `header JSON \n frame JSON`: the pub/sub payload.
-pub fn encode(header: &Header, frame: &[u8]) -> Bytes {
-    let mut out = serde_json::to_vec(header).expect("header serializes");
-    out.push(b'\n');
-    out.extend_from_slice(frame);
-    Bytes::from(out)
-}
-
-/// Splits a payload into header and frame (the frame shares the payload's memory).
-pub fn decode(payload: &Bytes) -> Option<(Header, Bytes)> {
-    let nl = payload.iter().position(|&b| b == b'\n')?;
-    let header = serde_json::from_slice(&payload[..nl]).ok()?;
-    Some((header, payload.slice(nl + 1..)))
 }
 
 struct Conn {
@@ -511,299 +487,5 @@ impl Drop for SessionSlot {
                 s.sessions.remove(&self.user);
             }
         }
-    }
-}
-
-/// A per-user token bucket's shape: `per_sec` tokens a second, up to `burst`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Budget {
-    pub per_sec: f64,
-    pub burst: f64,
-}
-
-/// Token buckets by user that may go into debt (a charge larger than what is left).
-#[derive(Debug, Default)]
-struct Buckets {
-    /// Tokens and when they were counted.
-    users: HashMap<Id, (f64, Instant)>,
-}
-
-impl Buckets {
-    /// Refills `user`'s bucket to `now` and returns its tokens.
-    fn refill(&mut self, user: Id, b: Budget, now: Instant) -> &mut (f64, Instant) {
-        if self.users.len() > 100_000 {
-            // Full buckets carry no state.
-            self.users.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * b.per_sec < b.burst
-            });
-        }
-        let entry = self.users.entry(user).or_insert((b.burst, now));
-        let elapsed = now.saturating_duration_since(entry.1).as_secs_f64();
-        entry.0 = (entry.0 + elapsed * b.per_sec).min(b.burst);
-        entry.1 = now;
-        entry
-    }
-
-    /// `Ok` while at least one token is left; else how long until one is.
-    fn check(&mut self, user: Id, b: Budget, now: Instant) -> Result<(), Duration> {
-        let (tokens, _) = *self.refill(user, b, now);
-        if tokens >= 1.0 {
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - tokens) / b.per_sec.max(1e-9),
-            ))
-        }
-    }
-
-    fn charge(&mut self, user: Id, cost: f64, b: Budget, now: Instant) {
-        self.refill(user, b, now).0 -= cost;
-    }
-}
-
-/// The per-user budgets the WebSocket endpoint keeps (`PARLEY_WS_*`).
-#[derive(Debug, Default)]
-struct Budgets {
-    resume: Buckets,
-    typing: Buckets,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::memory::MemoryBus;
-
-    fn frame(header: &Header, text: &str) -> Bytes {
-        encode(header, text.as_bytes())
-    }
-
-    async fn hub() -> (Arc<Hub>, Arc<dyn PubSub>) {
-        let bus = MemoryBus::new();
-        let hub = Hub::connect(
-            |sink| async move { Ok(Arc::new(bus.endpoint(sink)) as Arc<dyn PubSub>) },
-            Arc::new(|_| {}),
-        )
-        .await
-        .unwrap();
-        let pubsub = hub.pubsub().clone();
-        (hub, pubsub)
-    }
-
-    fn texts(rx: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
-        let mut v = Vec::new();
-        while let Ok(Outbound::Frame { bytes, .. }) = rx.try_recv() {
-            v.push(String::from_utf8(bytes.to_vec()).unwrap());
-        }
-        v
-    }
-
-    #[test]
-    fn header_round_trips() {
-        let h = Header {
-            x: Some(Id(1)),
-            m: Some((Id(2), Id(3))),
-            ..Default::default()
-        };
-        let payload = frame(&h, "{\"t\":\"x\"}");
-        let (back, f) = decode(&payload).unwrap();
-        assert_eq!(back, h);
-        assert_eq!(&f[..], b"{\"t\":\"x\"}");
-    }
-
-    #[tokio::test]
-    async fn delivers_to_members_excluding_and_deduping() {
-        let (hub, pubsub) = hub().await;
-        let (alice, bob, ch) = (Id(1), Id(2), Id(10));
-        let (atx, mut arx) = mpsc::channel(16);
-        let (btx, mut brx) = mpsc::channel(16);
-        let (b2tx, mut b2rx) = mpsc::channel(16);
-        hub.attach(1, alice, &[ch], atx, Closer::default())
-            .await
-            .unwrap();
-        hub.attach(2, bob, &[ch], btx, Closer::default())
-            .await
-            .unwrap();
-        hub.attach(3, bob, &[ch], b2tx, Closer::default())
-            .await
-            .unwrap();
-
-        pubsub
-            .publish(Topic::Channel(ch), frame(&Header::default(), "m1"))
-            .await
-            .unwrap();
-        pubsub
-            .publish(
-                Topic::Channel(ch),
-                frame(
-                    &Header {
-                        x: Some(alice),
-                        ..Default::default()
-                    },
-                    "typing",
-                ),
-            )
-            .await
-            .unwrap();
-        let presence = Header {
-            p: Some((Id(3), PresenceStatus::Online)),
-            ..Default::default()
-        };
-        pubsub
-            .publish(Topic::Channel(ch), frame(&presence, "p"))
-            .await
-            .unwrap();
-        pubsub
-            .publish(Topic::Channel(ch), frame(&presence, "p"))
-            .await
-            .unwrap();
-        pubsub
-            .publish(Topic::User(bob), frame(&Header::default(), "for bob"))
-            .await
-            .unwrap();
-
-        assert_eq!(texts(&mut arx), ["m1", "p"]);
-        assert_eq!(texts(&mut brx), ["m1", "typing", "p", "for bob"]);
-        assert_eq!(texts(&mut b2rx), ["m1", "typing", "p", "for bob"]);
-
-        // Bob's last connection goes: the channel stays subscribed for Alice only.
-        hub.detach(2).await;
-        hub.detach(3).await;
-        assert!(!hub.is_connected(bob));
-        pubsub
-            .publish(Topic::Channel(ch), frame(&Header::default(), "m2"))
-            .await
-            .unwrap();
-        assert_eq!(texts(&mut arx), ["m2"]);
-    }
-
-    #[tokio::test]
-    async fn the_cluster_topic_goes_to_the_inbox_never_to_sockets() {
-        let seen: Arc<Mutex<Vec<Bytes>>> = Arc::default();
-        let inbox = seen.clone();
-        let bus = MemoryBus::new();
-        let hub = Hub::connect(
-            |sink| async move { Ok(Arc::new(bus.endpoint(sink)) as Arc<dyn PubSub>) },
-            Arc::new(move |p: &Bytes| inbox.lock().push(p.clone())),
-        )
-        .await
-        .unwrap();
-        let (tx, mut rx) = mpsc::channel(4);
-        let conn = hub.next_conn_id();
-        hub.attach(conn, Id(1), &[Id(2)], tx, Closer::default())
-            .await
-            .unwrap();
-        hub.pubsub()
-            .publish(Topic::Cluster, Bytes::from_static(b"ring"))
-            .await
-            .unwrap();
-        assert_eq!(*seen.lock(), [Bytes::from_static(b"ring")]);
-        assert!(texts(&mut rx).is_empty());
-        assert!(hub.next_conn_id() > conn, "connection IDs are never reused");
-    }
-
-    #[tokio::test]
-    async fn join_and_leave_headers_change_what_a_user_receives() {
-        let (hub, pubsub) = hub().await;
-        let (carol, ch) = (Id(5), Id(20));
-        let (tx, mut rx) = mpsc::channel(16);
-        hub.attach(9, carol, &[], tx, Closer::default())
-            .await
-            .unwrap();
-        pubsub
-            .publish(Topic::Channel(ch), frame(&Header::default(), "before"))
-            .await
-            .unwrap();
-        hub.set_member(ch, carol, true).await.unwrap();
-        pubsub
-            .publish(Topic::Channel(ch), frame(&Header::default(), "after"))
-            .await
-            .unwrap();
-        hub.set_member(ch, carol, false).await.unwrap();
-        pubsub
-            .publish(Topic::Channel(ch), frame(&Header::default(), "gone"))
-            .await
-            .unwrap();
-        assert_eq!(texts(&mut rx), ["after"]);
-    }
-
-    #[tokio::test]
-    async fn a_full_queue_flags_the_slow_connection() {
-        let (hub, pubsub) = hub().await;
-        let (tx, _rx) = mpsc::channel(2);
-        let overflow = Closer::default();
-        hub.attach(7, Id(1), &[Id(2)], tx, overflow.clone())
-            .await
-            .unwrap();
-        for _ in 0..2 {
-            pubsub
-                .publish(Topic::Channel(Id(2)), frame(&Header::default(), "x"))
-                .await
-                .unwrap();
-        }
-        assert!(!overflow.is_closed());
-        pubsub
-            .publish(Topic::Channel(Id(2)), frame(&Header::default(), "x"))
-            .await
-            .unwrap();
-        assert!(overflow.is_closed());
-        assert_eq!(overflow.closed().await.0, close::POLICY);
-    }
-
-    #[tokio::test]
-    async fn a_close_reaches_a_connection_whose_queue_is_full() {
-        let (hub, _pubsub) = hub().await;
-        let (tx, _rx) = mpsc::channel(1);
-        let closer = Closer::default();
-        hub.attach(8, Id(1), &[], tx, closer.clone()).await.unwrap();
-        let frame = Outbound::Frame {
-            bytes: Bytes::from_static(b"x"),
-            message: None,
-        };
-        assert!(hub.send_to(8, frame.clone()));
-        assert!(!hub.send_to(8, frame), "the queue is full");
-        assert!(hub.send_to(
-            8,
-            Outbound::Close(close::HEARTBEAT_EXPIRED, "heartbeat expired")
-        ));
-        assert_eq!(closer.closed().await.0, close::HEARTBEAT_EXPIRED);
-        // The first reason stays.
-        closer.close(close::POLICY, "other");
-        assert_eq!(closer.closed().await.0, close::HEARTBEAT_EXPIRED);
-    }
-
-    #[tokio::test]
-    async fn sessions_per_user_are_capped_until_one_ends() {
-        let (hub, _pubsub) = hub().await;
-        let a = hub.admit(Id(1), 2).unwrap();
-        let _b = hub.admit(Id(1), 2).unwrap();
-        assert!(hub.admit(Id(1), 2).is_none());
-        assert!(hub.admit(Id(2), 2).is_some(), "per user");
-        drop(a);
-        assert_eq!(hub.sessions_of(Id(1)), 1);
-        assert!(hub.admit(Id(1), 2).is_some());
-    }
-
-    #[test]
-    fn budgets_refill_and_may_go_into_debt() {
-        let mut b = Buckets::default();
-        let budget = Budget {
-            per_sec: 2.0,
-            burst: 10.0,
-        };
-        let t0 = Instant::now();
-        assert!(b.check(Id(1), budget, t0).is_ok());
-        b.charge(Id(1), 14.0, budget, t0);
-        // 4 in debt: 5 tokens short of one, 2.5 s at 2/s.
-        let wait = b.check(Id(1), budget, t0).unwrap_err();
-        assert!((wait.as_secs_f64() - 2.5).abs() < 0.01, "{wait:?}");
-        assert!(b.check(Id(2), budget, t0).is_ok(), "per user");
-        assert!(
-            b.check(Id(1), budget, t0 + Duration::from_millis(2600))
-                .is_ok()
-        );
-        // Never above the burst.
-        let later = t0 + Duration::from_secs(3600);
-        b.charge(Id(1), 10.0, budget, later);
-        assert!(b.check(Id(1), budget, later).is_err());
     }
 }

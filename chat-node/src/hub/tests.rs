@@ -1,0 +1,204 @@
+//! The hub over an in-process bus: who gets what, subscriptions, slow readers, caps.
+
+use super::*;
+use crate::backend::memory::MemoryBus;
+use bytes::Bytes;
+use parley_protocol::PresenceStatus;
+use parley_protocol::ws::close;
+
+fn frame(header: &Header, text: &str) -> Bytes {
+    encode(header, text.as_bytes())
+}
+
+async fn hub() -> (Arc<Hub>, Arc<dyn PubSub>) {
+    let bus = MemoryBus::new();
+    let hub = Hub::connect(
+        |sink| async move { Ok(Arc::new(bus.endpoint(sink)) as Arc<dyn PubSub>) },
+        Arc::new(|_| {}),
+    )
+    .await
+    .unwrap();
+    let pubsub = hub.pubsub().clone();
+    (hub, pubsub)
+}
+
+fn texts(rx: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
+    let mut v = Vec::new();
+    while let Ok(Outbound::Frame { bytes, .. }) = rx.try_recv() {
+        v.push(String::from_utf8(bytes.to_vec()).unwrap());
+    }
+    v
+}
+
+#[tokio::test]
+async fn delivers_to_members_excluding_and_deduping() {
+    let (hub, pubsub) = hub().await;
+    let (alice, bob, ch) = (Id(1), Id(2), Id(10));
+    let (atx, mut arx) = mpsc::channel(16);
+    let (btx, mut brx) = mpsc::channel(16);
+    let (b2tx, mut b2rx) = mpsc::channel(16);
+    hub.attach(1, alice, &[ch], atx, Closer::default())
+        .await
+        .unwrap();
+    hub.attach(2, bob, &[ch], btx, Closer::default())
+        .await
+        .unwrap();
+    hub.attach(3, bob, &[ch], b2tx, Closer::default())
+        .await
+        .unwrap();
+
+    pubsub
+        .publish(Topic::Channel(ch), frame(&Header::default(), "m1"))
+        .await
+        .unwrap();
+    pubsub
+        .publish(
+            Topic::Channel(ch),
+            frame(
+                &Header {
+                    x: Some(alice),
+                    ..Default::default()
+                },
+                "typing",
+            ),
+        )
+        .await
+        .unwrap();
+    let presence = Header {
+        p: Some((Id(3), PresenceStatus::Online)),
+        ..Default::default()
+    };
+    pubsub
+        .publish(Topic::Channel(ch), frame(&presence, "p"))
+        .await
+        .unwrap();
+    pubsub
+        .publish(Topic::Channel(ch), frame(&presence, "p"))
+        .await
+        .unwrap();
+    pubsub
+        .publish(Topic::User(bob), frame(&Header::default(), "for bob"))
+        .await
+        .unwrap();
+
+    assert_eq!(texts(&mut arx), ["m1", "p"]);
+    assert_eq!(texts(&mut brx), ["m1", "typing", "p", "for bob"]);
+    assert_eq!(texts(&mut b2rx), ["m1", "typing", "p", "for bob"]);
+
+    // Bob's last connection goes: the channel stays subscribed for Alice only.
+    hub.detach(2).await;
+    hub.detach(3).await;
+    assert!(!hub.is_connected(bob));
+    pubsub
+        .publish(Topic::Channel(ch), frame(&Header::default(), "m2"))
+        .await
+        .unwrap();
+    assert_eq!(texts(&mut arx), ["m2"]);
+}
+
+#[tokio::test]
+async fn the_cluster_topic_goes_to_the_inbox_never_to_sockets() {
+    let seen: Arc<Mutex<Vec<Bytes>>> = Arc::default();
+    let inbox = seen.clone();
+    let bus = MemoryBus::new();
+    let hub = Hub::connect(
+        |sink| async move { Ok(Arc::new(bus.endpoint(sink)) as Arc<dyn PubSub>) },
+        Arc::new(move |p: &Bytes| inbox.lock().push(p.clone())),
+    )
+    .await
+    .unwrap();
+    let (tx, mut rx) = mpsc::channel(4);
+    let conn = hub.next_conn_id();
+    hub.attach(conn, Id(1), &[Id(2)], tx, Closer::default())
+        .await
+        .unwrap();
+    hub.pubsub()
+        .publish(Topic::Cluster, Bytes::from_static(b"ring"))
+        .await
+        .unwrap();
+    assert_eq!(*seen.lock(), [Bytes::from_static(b"ring")]);
+    assert!(texts(&mut rx).is_empty());
+    assert!(hub.next_conn_id() > conn, "connection IDs are never reused");
+}
+
+#[tokio::test]
+async fn join_and_leave_headers_change_what_a_user_receives() {
+    let (hub, pubsub) = hub().await;
+    let (carol, ch) = (Id(5), Id(20));
+    let (tx, mut rx) = mpsc::channel(16);
+    hub.attach(9, carol, &[], tx, Closer::default())
+        .await
+        .unwrap();
+    pubsub
+        .publish(Topic::Channel(ch), frame(&Header::default(), "before"))
+        .await
+        .unwrap();
+    hub.set_member(ch, carol, true).await.unwrap();
+    pubsub
+        .publish(Topic::Channel(ch), frame(&Header::default(), "after"))
+        .await
+        .unwrap();
+    hub.set_member(ch, carol, false).await.unwrap();
+    pubsub
+        .publish(Topic::Channel(ch), frame(&Header::default(), "gone"))
+        .await
+        .unwrap();
+    assert_eq!(texts(&mut rx), ["after"]);
+}
+
+#[tokio::test]
+async fn a_full_queue_flags_the_slow_connection() {
+    let (hub, pubsub) = hub().await;
+    let (tx, _rx) = mpsc::channel(2);
+    let overflow = Closer::default();
+    hub.attach(7, Id(1), &[Id(2)], tx, overflow.clone())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        pubsub
+            .publish(Topic::Channel(Id(2)), frame(&Header::default(), "x"))
+            .await
+            .unwrap();
+    }
+    assert!(!overflow.is_closed());
+    pubsub
+        .publish(Topic::Channel(Id(2)), frame(&Header::default(), "x"))
+        .await
+        .unwrap();
+    assert!(overflow.is_closed());
+    assert_eq!(overflow.closed().await.0, close::POLICY);
+}
+
+#[tokio::test]
+async fn a_close_reaches_a_connection_whose_queue_is_full() {
+    let (hub, _pubsub) = hub().await;
+    let (tx, _rx) = mpsc::channel(1);
+    let closer = Closer::default();
+    hub.attach(8, Id(1), &[], tx, closer.clone()).await.unwrap();
+    let frame = Outbound::Frame {
+        bytes: Bytes::from_static(b"x"),
+        message: None,
+    };
+    assert!(hub.send_to(8, frame.clone()));
+    assert!(!hub.send_to(8, frame), "the queue is full");
+    assert!(hub.send_to(
+        8,
+        Outbound::Close(close::HEARTBEAT_EXPIRED, "heartbeat expired")
+    ));
+    assert_eq!(closer.closed().await.0, close::HEARTBEAT_EXPIRED);
+    // The first reason stays.
+    closer.close(close::POLICY, "other");
+    assert_eq!(closer.closed().await.0, close::HEARTBEAT_EXPIRED);
+}
+
+#[tokio::test]
+async fn sessions_per_user_are_capped_until_one_ends() {
+    let (hub, _pubsub) = hub().await;
+    let a = hub.admit(Id(1), 2).unwrap();
+    let _b = hub.admit(Id(1), 2).unwrap();
+    assert!(hub.admit(Id(1), 2).is_none());
+    assert!(hub.admit(Id(2), 2).is_some(), "per user");
+    drop(a);
+    assert_eq!(hub.sessions_of(Id(1)), 1);
+    assert!(hub.admit(Id(1), 2).is_some());
+}
