@@ -45,6 +45,7 @@ mod parse;
 mod quotas;
 #[cfg(test)]
 mod tests;
+mod ws;
 
 pub use auth::AuthLimits;
 pub use cluster::{ClusterArgs, Distributed};
@@ -57,6 +58,7 @@ pub use parse::base_url;
 pub use parse::parse_shards;
 use parse::{millis, parse_http_url, parse_secret, secs};
 pub use quotas::UserQuotas;
+pub use ws::WsLimits;
 
 /// What the process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -222,7 +224,7 @@ pub struct Config {
     pub http: HttpLimits,
 
     #[command(flatten)]
-    pub ws: crate::ws::WsLimits,
+    pub ws: WsLimits,
 
     /// Which keys were read from `PARLEY_X_FILE` files, and from where (the shard map's file
     /// is watched for changes).
