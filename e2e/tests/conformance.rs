@@ -83,6 +83,27 @@ async fn redis_pubsub_passes_the_pubsub_suite() {
 }
 
 #[tokio::test]
+async fn redis_presence_passes_the_presence_suite() {
+    use chat_node::backend::presence_store::{RedisPresence, presence_suite};
+    let services = services();
+    let conn = chat_node::backend::redis::commands(&services.redis.url)
+        .await
+        .unwrap();
+    let store = RedisPresence::new(
+        conn,
+        &unique("conformance"),
+        "node-1",
+        std::time::Duration::from_secs(10),
+    );
+    presence_suite(
+        &store,
+        parley_protocol::Id(100),
+        parley_protocol::Timestamp::now(),
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn s3_blobs_pass_the_blobs_suite() {
     use chat_node::backend::s3::{S3Blobs, S3Settings};
     let services = services();
