@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::TestNode;
 use serde_json::{Value, json};
 
@@ -76,7 +78,7 @@ async fn password_hashes_beyond_the_limit_are_shed_with_unavailable() {
         no_rate_limits(c);
         c.auth_limits.auth_hash_concurrency = Some(1);
         c.auth_limits.auth_hash_queue = 1;
-        c.auth_limits.auth_hash_wait_ms = 10_000;
+        c.auth_limits.auth_hash_wait = Duration::from_millis(10_000);
     })
     .await;
     let http = reqwest::Client::new();
@@ -120,7 +122,7 @@ async fn a_waiting_login_gets_the_slot_once_it_is_free() {
         no_rate_limits(c);
         c.auth_limits.auth_hash_concurrency = Some(2);
         c.auth_limits.auth_hash_queue = 100;
-        c.auth_limits.auth_hash_wait_ms = 60_000;
+        c.auth_limits.auth_hash_wait = Duration::from_millis(60_000);
     })
     .await;
     let http = reqwest::Client::new();

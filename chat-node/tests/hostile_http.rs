@@ -44,7 +44,7 @@ async fn healthz(node: &TestNode) -> u16 {
 
 #[tokio::test]
 async fn a_connection_that_sends_nothing_is_closed_at_the_header_timeout() {
-    let node = TestNode::with(|c| c.http.http_header_timeout_ms = 500).await;
+    let node = TestNode::with(|c| c.http.http_header_timeout = Duration::from_millis(500)).await;
     let mut silent = TcpStream::connect(addr(&node)).await.unwrap();
     let started = Instant::now();
     let got = read_until_closed(&mut silent, BOUND).await;
@@ -58,7 +58,7 @@ async fn a_connection_that_sends_nothing_is_closed_at_the_header_timeout() {
 
 #[tokio::test]
 async fn headers_sent_a_byte_at_a_time_are_cut_off_at_the_header_timeout() {
-    let node = TestNode::with(|c| c.http.http_header_timeout_ms = 1000).await;
+    let node = TestNode::with(|c| c.http.http_header_timeout = Duration::from_millis(1000)).await;
     let stream = TcpStream::connect(addr(&node)).await.unwrap();
     let (mut read, mut write) = stream.into_split();
     // A request head that never ends: one byte every 100 ms, well inside any idle bound.
@@ -85,7 +85,7 @@ async fn headers_sent_a_byte_at_a_time_are_cut_off_at_the_header_timeout() {
 #[tokio::test]
 async fn a_body_that_trickles_is_cut_off_at_the_body_timeout() {
     let node = TestNode::with(|c| {
-        c.http.http_body_timeout_ms = 1000;
+        c.http.http_body_timeout = Duration::from_millis(1000);
         c.http.http_body_min_rate = 1024;
     })
     .await;
@@ -118,8 +118,8 @@ async fn a_body_that_trickles_is_cut_off_at_the_body_timeout() {
 #[tokio::test]
 async fn a_kept_alive_connection_waits_the_idle_timeout_for_its_next_request() {
     let node = TestNode::with(|c| {
-        c.http.http_header_timeout_ms = 300;
-        c.http.http_idle_timeout_ms = 3000;
+        c.http.http_header_timeout = Duration::from_millis(300);
+        c.http.http_idle_timeout = Duration::from_millis(3000);
     })
     .await;
     let mut conn = TcpStream::connect(addr(&node)).await.unwrap();

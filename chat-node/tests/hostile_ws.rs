@@ -84,7 +84,7 @@ fn unlimited_sends(c: &mut chat_node::config::Config) {
 async fn a_reader_that_stops_reading_is_dropped_at_the_write_timeout() {
     let node = TestNode::with(|c| {
         unlimited_sends(c);
-        c.ws.ws_write_timeout_ms = 1000;
+        c.ws.ws_write_timeout = Duration::from_millis(1000);
         c.heartbeat_interval = Duration::from_millis(600_000);
     })
     .await;
@@ -113,7 +113,7 @@ async fn a_reader_that_stops_reading_is_dropped_when_its_queue_overflows() {
     let node = TestNode::with(|c| {
         unlimited_sends(c);
         // Only the queue limit can end it.
-        c.ws.ws_write_timeout_ms = 600_000;
+        c.ws.ws_write_timeout = Duration::from_millis(600_000);
         c.heartbeat_interval = Duration::from_millis(600_000);
     })
     .await;
@@ -135,7 +135,7 @@ async fn a_reader_that_stops_reading_is_dropped_when_its_queue_overflows() {
 async fn a_client_that_neither_reads_nor_pings_is_dropped_at_the_heartbeat_expiry() {
     let node = TestNode::with(|c| {
         unlimited_sends(c);
-        c.ws.ws_write_timeout_ms = 600_000;
+        c.ws.ws_write_timeout = Duration::from_millis(600_000);
         // Offline (and closed with 4002) after 5 missed intervals: 2.5 s.
         c.heartbeat_interval = Duration::from_millis(500);
     })

@@ -141,7 +141,7 @@ impl AuthGate {
             }),
             waiting: AtomicUsize::new(0),
             queue: limits.auth_hash_queue as usize,
-            wait: Duration::from_millis(limits.auth_hash_wait_ms),
+            wait: limits.auth_hash_wait,
             by_address: Keyed::new(
                 limits.auth_address_per_min,
                 limits.auth_address_burst,
@@ -242,7 +242,7 @@ mod tests {
         AuthLimits {
             auth_hash_concurrency: Some(2),
             auth_hash_queue: 1,
-            auth_hash_wait_ms: 60_000,
+            auth_hash_wait: Duration::from_millis(60_000),
             auth_address_per_min: 1,
             auth_address_burst: 2,
             auth_username_per_min: 1,

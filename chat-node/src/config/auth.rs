@@ -1,7 +1,11 @@
 //! `/v1/auth/*` limits: concurrent password hashes and request rates
 //! ([`crate::chat::auth_limits`] enforces them).
 
+use std::time::Duration;
+
 use parley_crd::env;
+
+use super::parse::millis;
 
 /// Limits on `/v1/auth/*`: concurrent password hashes and request rates.
 #[derive(Debug, Clone, clap::Args)]
@@ -17,10 +21,11 @@ pub struct AuthLimits {
           value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub auth_hash_queue: u32,
 
-    /// How long a request waits for a hash slot before it is answered `unavailable`, in ms.
-    #[arg(long, env = env::AUTH_HASH_WAIT_MS, value_name = env::AUTH_HASH_WAIT_MS, default_value_t = 2_000,
-          value_parser = clap::value_parser!(u64).range(0..=60_000))]
-    pub auth_hash_wait_ms: u64,
+    /// How long a request waits for a hash slot before it is answered `unavailable`, given in
+    /// milliseconds.
+    #[arg(long = "auth-hash-wait-ms", env = env::AUTH_HASH_WAIT_MS, value_name = env::AUTH_HASH_WAIT_MS,
+          default_value = "2000", value_parser = millis(0..=60_000))]
+    pub auth_hash_wait: Duration,
 
     /// Sustained `/v1/auth/*` requests per client address, per minute.
     #[arg(long, env = env::AUTH_ADDRESS_PER_MIN, value_name = env::AUTH_ADDRESS_PER_MIN, default_value_t = 30,

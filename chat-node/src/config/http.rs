@@ -2,9 +2,12 @@
 //! ([`crate::http::server`] applies them).
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use parley_crd::env;
+
+use super::parse::millis;
 
 /// Timeouts and connection caps of every listener a node serves (the public one, the
 /// node-to-node one and the persister's).
@@ -13,17 +16,17 @@ pub struct HttpLimits {
     /// How long a client has to send a complete request head (request line and headers),
     /// in milliseconds: from the accept on a new connection, from the first byte of the
     /// next request on a kept-alive one. The connection is closed when it passes.
-    #[arg(long, env = env::HTTP_HEADER_TIMEOUT_MS, value_name = env::HTTP_HEADER_TIMEOUT_MS,
-          default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
-    pub http_header_timeout_ms: u64,
+    #[arg(long = "http-header-timeout-ms", env = env::HTTP_HEADER_TIMEOUT_MS, value_name = env::HTTP_HEADER_TIMEOUT_MS,
+          default_value = "10000", value_parser = millis(100..=600_000))]
+    pub http_header_timeout: Duration,
 
     /// How long a request body may take, in milliseconds, extended by one second for every
     /// `PARLEY_HTTP_BODY_MIN_RATE` bytes received (a large upload at a fair rate finishes;
     /// a body that trickles does not). Past it the body read fails and the connection is
     /// closed after the answer.
-    #[arg(long, env = env::HTTP_BODY_TIMEOUT_MS, value_name = env::HTTP_BODY_TIMEOUT_MS,
-          default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
-    pub http_body_timeout_ms: u64,
+    #[arg(long = "http-body-timeout-ms", env = env::HTTP_BODY_TIMEOUT_MS, value_name = env::HTTP_BODY_TIMEOUT_MS,
+          default_value = "30000", value_parser = millis(100..=3_600_000))]
+    pub http_body_timeout: Duration,
 
     /// The body rate, in bytes per second, that earns a request body one more second
     /// beyond `PARLEY_HTTP_BODY_TIMEOUT_MS`.
@@ -37,9 +40,9 @@ pub struct HttpLimits {
     /// the idle timeouts reverse proxies keep their upstream connections for (ingress-nginx
     /// 60 s, Traefik 90 s), so that the proxy, not the node, ends an idle one: a node that
     /// closes a connection the proxy is reusing at that moment costs a client a 502.
-    #[arg(long, env = env::HTTP_IDLE_TIMEOUT_MS, value_name = env::HTTP_IDLE_TIMEOUT_MS,
-          default_value_t = 120_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
-    pub http_idle_timeout_ms: u64,
+    #[arg(long = "http-idle-timeout-ms", env = env::HTTP_IDLE_TIMEOUT_MS, value_name = env::HTTP_IDLE_TIMEOUT_MS,
+          default_value = "120000", value_parser = millis(100..=3_600_000))]
+    pub http_idle_timeout: Duration,
 
     /// Open connections (WebSockets included) one listener holds at most; more are closed
     /// as soon as they are accepted. Keep it under the process's open-file limit

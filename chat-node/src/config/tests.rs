@@ -250,6 +250,11 @@ fn durations_keep_the_unit_their_key_names() {
     );
     assert_eq!(c.cluster.node_lease, Duration::from_millis(10_000));
     assert_eq!(c.cluster.persister_linger, Duration::from_millis(20));
+    assert_eq!(c.auth_limits.auth_hash_wait, Duration::from_millis(2_000));
+    assert_eq!(c.http.http_header_timeout, Duration::from_millis(10_000));
+    assert_eq!(c.http.http_body_timeout, Duration::from_millis(30_000));
+    assert_eq!(c.http.http_idle_timeout, Duration::from_millis(120_000));
+    assert_eq!(c.ws.ws_write_timeout, Duration::from_millis(10_000));
     let c = Config::from_args([
         "chat-node",
         "--jwt-ttl-secs",

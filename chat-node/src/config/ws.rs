@@ -1,6 +1,10 @@
 //! Per-session and per-user bounds of the WebSocket endpoint ([`crate::ws`] applies them).
 
+use std::time::Duration;
+
 use parley_crd::env;
+
+use super::parse::millis;
 
 /// Per-session and per-user bounds of the WebSocket endpoint.
 #[derive(Debug, Clone, clap::Args)]
@@ -9,9 +13,9 @@ pub struct WsLimits {
     /// reading fills its socket's buffers; its next write then cannot progress, and when
     /// this passes the connection is dropped (no close handshake is possible any more) and
     /// forgotten. The client reconnects with `resume_after`.
-    #[arg(long, env = env::WS_WRITE_TIMEOUT_MS, value_name = env::WS_WRITE_TIMEOUT_MS,
-          default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
-    pub ws_write_timeout_ms: u64,
+    #[arg(long = "ws-write-timeout-ms", env = env::WS_WRITE_TIMEOUT_MS, value_name = env::WS_WRITE_TIMEOUT_MS,
+          default_value = "10000", value_parser = millis(100..=600_000))]
+    pub ws_write_timeout: Duration,
 
     /// WebSocket sessions one user may hold open on one node. The next `hello` is answered
     /// with `error` `rate_limited` and close 4008.

@@ -124,9 +124,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
     let settings = Arc::new(Settings {
-        header: Duration::from_millis(limits.http_header_timeout_ms),
-        idle: Duration::from_millis(limits.http_idle_timeout_ms),
-        body: Duration::from_millis(limits.http_body_timeout_ms),
+        header: limits.http_header_timeout,
+        idle: limits.http_idle_timeout,
+        body: limits.http_body_timeout,
         body_min_rate: limits.http_body_min_rate.max(1),
         trusted: limits.trusted_proxies.clone(),
     });

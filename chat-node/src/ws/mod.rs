@@ -48,7 +48,7 @@ use crate::hub::Budget;
 
 impl WsLimits {
     fn write_timeout(&self) -> Duration {
-        Duration::from_millis(self.ws_write_timeout_ms)
+        self.ws_write_timeout
     }
 
     fn resume_budget(&self) -> Budget {
