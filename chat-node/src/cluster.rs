@@ -48,6 +48,7 @@ pub struct Leases {
 }
 
 impl Leases {
+    /// How often the lease is renewed: a fifth of its length.
     pub fn renew_every(self) -> Duration {
         self.lease / 5
     }
@@ -120,6 +121,8 @@ impl std::fmt::Debug for Wiring {
 }
 
 impl Cluster {
+    /// Node `me` of the configured `members`, with its leases and pub/sub in `w`; the ring
+    /// is empty until the first [`Cluster::tick`].
     pub fn new(me: &str, members: Vec<Member>, w: Wiring) -> Self {
         let Wiring {
             leases,
@@ -171,6 +174,7 @@ impl Cluster {
         }
     }
 
+    /// This node's name.
     pub fn me(&self) -> &str {
         &self.me
     }
@@ -179,10 +183,12 @@ impl Cluster {
         format!("parley:{}:node:{name}", self.namespace)
     }
 
+    /// The ring as this node sees it now.
     pub fn view(&self) -> std::sync::Arc<View> {
         self.view.load_full()
     }
 
+    /// The current view's epoch.
     pub fn epoch(&self) -> u64 {
         self.view.load().epoch
     }
@@ -197,6 +203,7 @@ impl Cluster {
         self.view.load().ring.owner(channel.0).cloned()
     }
 
+    /// Whether `member` is this node.
     pub fn is_me(&self, member: &Member) -> bool {
         member.name == self.me
     }

@@ -9,10 +9,12 @@ use crate::backend::BackendError;
 /// One backend's check.
 #[async_trait]
 pub trait Check: Send + Sync + std::fmt::Debug {
+    /// The name the report gives it (`postgres directory`, `redis`, ...).
     fn name(&self) -> &str;
     /// Whether the node is useless without it (an unreachable message shard only makes its
     /// channels unavailable: the node stays ready and says so).
     fn critical(&self) -> bool;
+    /// One probe; an error is its failure.
     async fn check(&self) -> Result<(), BackendError>;
 
     /// The checks to run in its place, when the set is only known at run time.
@@ -91,6 +93,7 @@ where
     }
 }
 
+/// A check named `name` that calls `f` (each run waits 3 s for it at most).
 pub fn check<F, Fut>(name: impl Into<String>, critical: bool, f: F) -> Arc<dyn Check>
 where
     F: Fn() -> Fut + Send + Sync + 'static,
@@ -106,20 +109,28 @@ where
 /// The outcome of every check.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
+    /// Every critical check passed.
     pub ready: bool,
+    /// `ready`, `degraded` (a non-critical check failed) or `unavailable`.
     pub status: &'static str,
+    /// Each check's name and `ok` or `unavailable: <why>`.
     pub backends: std::collections::BTreeMap<String, String>,
     /// The ring this node sees (distributed mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ring: Option<RingReport>,
 }
 
+/// The ring in a readiness report.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RingReport {
+    /// The view's epoch (it grows at every membership change).
     pub epoch: u64,
+    /// The names of the live members.
     pub members: Vec<String>,
 }
 
+/// Runs every check (dynamic ones expanded) at once: ready when every critical one
+/// passed.
 pub async fn run(checks: &[Arc<dyn Check>]) -> Report {
     let checks: Vec<Arc<dyn Check>> = checks
         .iter()

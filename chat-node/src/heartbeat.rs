@@ -17,7 +17,9 @@ use parley_protocol::{Id, Presence, PresenceStatus, Timestamp};
 /// A connection on this node (`hub::ConnId`).
 type ConnId = u64;
 
+/// Missed intervals after which a connection no longer keeps its user online.
 pub const IDLE_AFTER_MISSED: u64 = 3;
+/// Missed intervals after which a connection expires (closed with 4002).
 pub const OFFLINE_AFTER_MISSED: u64 = 5;
 
 #[derive(Debug, Default)]
@@ -50,6 +52,7 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// A tracker of heartbeats sent every `interval`.
     pub fn new(interval: Duration) -> Self {
         Self {
             interval_ms: interval.as_millis().max(1) as i64,

@@ -39,20 +39,26 @@ pub const STATE_PATH: &str = "/internal/v1/state";
 /// A send that passed every check on the receiving node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Prepared {
+    /// Who sends it (a member of `channel`).
     pub author: Id,
+    /// Where it goes; its owner sequences it.
     pub channel: Id,
     /// Trimmed and, when `moderated`, masked.
     pub text: String,
+    /// Whether moderation masked words of `text`.
     pub moderated: bool,
+    /// The client's idempotency key (1..=128 bytes).
     pub client_msg_id: Option<String>,
     /// Uploaded attachments of the author, checked against the blob store.
     pub attachments: Vec<AttachmentRecord>,
+    /// A message of `channel` this one answers.
     pub reply_to: Option<Id>,
 }
 
 /// Body of [`STATE_PATH`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StateRequest {
+    /// Channels the called node owns.
     pub channels: Vec<Id>,
     /// Only recent messages with a larger id (none: all recent messages).
     pub after: Option<Id>,
@@ -61,7 +67,9 @@ pub struct StateRequest {
 /// One channel's state on its owner.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChannelState {
+    /// The channel.
     pub id: Id,
+    /// Its last seq (0: no message yet).
     pub last_seq: u64,
     /// Messages the owner remembers (maybe not yet in the store), oldest first.
     pub recent: Vec<StoredMessage>,
@@ -70,6 +78,7 @@ pub struct ChannelState {
 /// Answer of [`STATE_PATH`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StateResponse {
+    /// One state per channel asked for.
     pub channels: Vec<ChannelState>,
 }
 

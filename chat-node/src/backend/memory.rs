@@ -35,6 +35,7 @@ pub struct MemoryPubSub {
 }
 
 impl MemoryBus {
+    /// A bus with no endpoint yet.
     pub fn new() -> Self {
         Self::default()
     }

@@ -172,8 +172,11 @@ pub struct Expiry {
 /// What an expired presence key says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expired {
+    /// Whose key it was.
     pub user: Id,
+    /// The node the connection was on.
     pub node: String,
+    /// The connection, on that node.
     pub conn: u64,
     /// The live key expired (the connection is gone), not only the hot one (idle).
     pub live: bool,

@@ -120,6 +120,8 @@ fn bulk(v: &Value) -> Option<&[u8]> {
 }
 
 impl RedisPubSub {
+    /// Connects a publisher and a subscriber (RESP3) to `url`; what arrives on subscribed
+    /// topics goes to `sink`. Errors: `unavailable` when Redis cannot be reached.
     pub async fn connect(url: &str, sink: Sink) -> Result<Self, BackendError> {
         let on_push = move |push: PushInfo| {
             if push.kind != PushKind::Message {

@@ -169,6 +169,7 @@ impl Accounts {
         })
     }
 
+    /// The user `id`; `not_found` when there is none.
     pub async fn user(&self, id: Id) -> Result<User, ApiError> {
         self.users
             .user(id)
@@ -177,6 +178,7 @@ impl Accounts {
             .ok_or_else(|| ApiError::not_found("no such user"))
     }
 
+    /// The user named `username` (compared by name key); `not_found` when there is none.
     pub async fn user_by_username(&self, username: &str) -> Result<User, ApiError> {
         self.users
             .user_by_username(username)

@@ -62,6 +62,7 @@ pub struct Channels {
 }
 
 impl Channels {
+    /// Groups and DMs over the stores and services in `p`.
     pub fn new(p: ChannelParts) -> Self {
         Self {
             channels: p.channels,
@@ -117,6 +118,7 @@ impl Channels {
         Ok(channel)
     }
 
+    /// The group named `name` (trimmed, compared by name key); `not_found` when there is none.
     pub async fn lookup_group(&self, name: &str) -> Result<Channel, ApiError> {
         self.channels
             .group_by_name(name.trim())
@@ -124,6 +126,8 @@ impl Channels {
             .ok_or_else(|| ApiError::not_found("no group by that name"))
     }
 
+    /// `channel` as its member `user` sees it. Errors: `not_found` (no such channel),
+    /// `forbidden` (not a member).
     pub async fn channel_for(&self, user: Id, channel: Id) -> Result<Channel, ApiError> {
         self.members.require(channel, user).await?;
         self.channels
@@ -132,10 +136,14 @@ impl Channels {
             .ok_or_else(|| ApiError::not_found("no such channel"))
     }
 
+    /// Every channel `user` is a member of.
     pub async fn channels_of(&self, user: Id) -> Result<Vec<Channel>, ApiError> {
         Ok(self.channels.channels_of(user).await?)
     }
 
+    /// Makes `user` a member of the group `channel` and tells its members and `user`'s
+    /// connections; joining again changes nothing. Errors: `not_found` (no such channel),
+    /// `forbidden` (a DM of others).
     pub async fn join(&self, user: Id, channel: Id) -> Result<Channel, ApiError> {
         let found = self
             .channels
@@ -177,6 +185,9 @@ impl Channels {
         Ok(joined)
     }
 
+    /// Takes `user` out of the group `channel`; their connections stop receiving it once the
+    /// other members were told. Errors: `not_found` (no such channel), `forbidden` (a DM, or
+    /// not a member).
     pub async fn leave(&self, user: Id, channel: Id) -> Result<(), ApiError> {
         let found = self
             .channels
@@ -211,6 +222,7 @@ impl Channels {
         Ok(())
     }
 
+    /// The members of `channel`, by ID, for its member `user` (`forbidden` otherwise).
     pub async fn members(&self, user: Id, channel: Id) -> Result<Vec<User>, ApiError> {
         self.members.require(channel, user).await?;
         let ids = self.member_store.member_ids(channel).await?;

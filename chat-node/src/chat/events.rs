@@ -25,6 +25,7 @@ pub struct Events {
 }
 
 impl Events {
+    /// Events published on `pubsub`.
     pub fn new(pubsub: Arc<dyn PubSub>) -> Self {
         Self { pubsub }
     }

@@ -34,6 +34,8 @@ pub struct Handover {
 }
 
 impl Handover {
+    /// Hand-over of the channels `owners` gives this node: waits on `log`'s persisters,
+    /// loads last seqs from `messages` into `sequencer`'s states.
     pub fn new(
         owners: Arc<dyn ChannelOwners>,
         log: Arc<dyn Log>,

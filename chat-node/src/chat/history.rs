@@ -72,6 +72,7 @@ pub struct History {
 }
 
 impl History {
+    /// Reads over the stores and owners in `p`.
     pub fn new(p: HistoryParts) -> Self {
         Self {
             messages: p.messages,

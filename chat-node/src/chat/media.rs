@@ -94,6 +94,7 @@ pub struct Media {
 }
 
 impl Media {
+    /// Attachments over the store and blobs in `p`.
     pub fn new(p: MediaParts) -> Self {
         Self {
             store: p.store,

@@ -32,6 +32,7 @@ impl MembershipCache {
         self.map.lock()
     }
 
+    /// The cached member set of `channel`, if read less than a minute ago.
     pub fn get(&self, channel: Id) -> Option<Arc<HashSet<Id>>> {
         self.lock()
             .get(&channel)
@@ -39,6 +40,7 @@ impl MembershipCache {
             .map(|(set, _)| set.clone())
     }
 
+    /// Caches `members` as `channel`'s member set (a full cache is swept, then emptied).
     pub fn put(&self, channel: Id, members: Vec<Id>) -> Arc<HashSet<Id>> {
         let set: Arc<HashSet<Id>> = Arc::new(members.into_iter().collect());
         let mut map = self.lock();
@@ -52,6 +54,7 @@ impl MembershipCache {
         set
     }
 
+    /// Forgets `channel`'s member set.
     pub fn invalidate(&self, channel: Id) {
         self.lock().remove(&channel);
     }
@@ -78,6 +81,8 @@ pub struct Members {
 }
 
 impl Members {
+    /// Membership checks over the stores, cached in `cache`; changes are announced with
+    /// `events` on the `cluster` topic.
     pub fn new(
         members: Arc<dyn MemberStore>,
         channels: Arc<dyn ChannelStore>,

@@ -67,8 +67,11 @@ use crate::snowflake::Snowflake;
 /// The backends a node runs on.
 #[derive(Debug, Clone)]
 pub struct Backends {
+    /// Users, channels, members, messages, read markers, attachments.
     pub stores: Stores,
+    /// The durable log sends are appended to (`<prefix>.messages`, or SQLite's table).
     pub log: Arc<dyn Log>,
+    /// Where attachments' bytes are kept.
     pub blobs: Arc<dyn Blobs>,
     /// Set when blobs are local files this node serves itself.
     pub local_blobs: Option<LocalBlobs>,
@@ -80,16 +83,21 @@ pub struct Backends {
 /// Everything [`Chat::new`] needs.
 #[derive(Debug)]
 pub struct Parts {
+    /// The node's settings.
     pub config: Config,
     pub backends: Backends,
+    /// This node's sockets, over the node's pub/sub.
     pub hub: Arc<Hub>,
+    /// The node's Snowflake generator (its worker ID).
     pub ids: Snowflake,
+    /// Signs and checks session tokens.
     pub tokens: Tokens,
     pub moderator: Arc<Moderator>,
     /// Channel ownership: [`owners::Ownership::single_node`] or a ring's.
     pub ownership: owners::Ownership,
     /// Where users' statuses live.
     pub presence: Arc<dyn PresenceStore>,
+    /// Readiness checks of the backends (`/readyz`).
     pub checks: Vec<Arc<dyn crate::health::Check>>,
     /// Shared with the hub's cluster inbox, which applies other nodes' invalidations.
     pub members_cache: Arc<MembershipCache>,
@@ -100,6 +108,7 @@ pub struct Parts {
 pub struct Ids(Arc<Snowflake>);
 
 impl Ids {
+    /// IDs from `ids`, shared by every concern.
     pub fn new(ids: Snowflake) -> Self {
         Self(Arc::new(ids))
     }
@@ -116,7 +125,9 @@ impl Ids {
 /// The log an embedded node appends to and the store its own persister moves it into.
 #[derive(Debug, Clone)]
 pub struct OwnLog {
+    /// The SQLite log sends are appended to.
     pub log: Arc<dyn Log>,
+    /// The store the persister writes them into.
     pub store: Arc<dyn MessageStore>,
 }
 
@@ -160,6 +171,7 @@ struct Messaging {
 }
 
 impl Chat {
+    /// Builds every concern over the backends and services in `p`.
     pub fn new(p: Parts) -> Self {
         let ids = Ids::new(p.ids);
         let events = events::Events::new(p.hub.pubsub().clone());

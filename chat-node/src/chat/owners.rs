@@ -50,7 +50,12 @@ pub enum NotOwner {
     LeaseStale,
     /// Another node owns the channel in the current ring.
     #[error("channel {channel} moved to node {owner}; try again")]
-    Moved { channel: Id, owner: String },
+    Moved {
+        /// The channel asked for.
+        channel: Id,
+        /// The name of the node that owns it now.
+        owner: String,
+    },
     /// No node is in the ring yet: nobody may sequence, or two nodes would both hand out
     /// the same seqs.
     #[error("no chat-node is in the ring yet; try again shortly")]
@@ -128,7 +133,9 @@ pub trait Membership: Send + Sync + fmt::Debug {
 /// A node's place among the owners: both traits, usually implemented by one object.
 #[derive(Debug, Clone)]
 pub struct Ownership {
+    /// Who sequences each channel, for sending and reading.
     pub owners: Arc<dyn ChannelOwners>,
+    /// The node's part in the ring, for its lifecycle.
     pub membership: Arc<dyn Membership>,
 }
 

@@ -30,10 +30,15 @@ use crate::hub::{ConnId, Header, Hub, Outbound};
 /// Everything [`PresenceService::new`] needs.
 #[derive(Debug)]
 pub struct PresenceParts {
+    /// Where the statuses live.
     pub store: Arc<dyn PresenceStore>,
+    /// Closes this node's connections whose heartbeat expired.
     pub hub: Arc<Hub>,
+    /// Announces changes.
     pub events: Events,
+    /// A user's channels: where their changes are announced.
     pub channels: Arc<dyn ChannelStore>,
+    /// Who shares a channel with whom (what a presence query may tell).
     pub members: Arc<dyn MemberStore>,
     /// The heartbeat interval clients are told to ping at.
     pub interval: Duration,
@@ -56,6 +61,7 @@ pub struct PresenceService {
 }
 
 impl PresenceService {
+    /// Presence over the store and services in `p`.
     pub fn new(p: PresenceParts) -> Self {
         Self {
             tracker: Mutex::new(Tracker::new(p.interval)),

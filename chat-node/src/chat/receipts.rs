@@ -24,6 +24,7 @@ pub struct Receipts {
 }
 
 impl Receipts {
+    /// Read markers in `markers`, typing events through `events`.
     pub fn new(
         markers: Arc<dyn ReadMarkerStore>,
         members: Arc<Members>,

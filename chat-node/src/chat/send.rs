@@ -32,11 +32,13 @@ const CLIENT_MSG_ID_MAX: usize = 128;
 /// A send, from REST or WebSocket.
 #[derive(Debug, Clone, Default)]
 pub struct SendInput {
+    /// The text as the client sent it (trimmed and checked here).
     pub text: String,
     /// The client's idempotency key: a retry with the same key gets the same message.
     pub client_msg_id: Option<String>,
     /// Attachments uploaded by the author.
     pub attachments: Vec<Id>,
+    /// A message of the channel this one answers.
     pub reply_to: Option<Id>,
 }
 
@@ -87,6 +89,7 @@ pub struct Messages {
 }
 
 impl Messages {
+    /// Sends checked against `p.limits`, routed by `p.owners`.
     pub fn new(p: MessagesParts) -> Self {
         Self {
             limiter: Mutex::new(RateLimiter::new(p.limits.send_rate, p.limits.send_burst)),

@@ -100,6 +100,7 @@ impl ChannelSeq {
         self.epoch.store(epoch, Ordering::Relaxed);
     }
 
+    /// The epoch the state was loaded in ([`UNLOADED`] if never).
     pub fn loaded_in(&self) -> u64 {
         self.epoch.load(Ordering::Relaxed)
     }
@@ -171,6 +172,7 @@ fn message_bytes(m: &StoredMessage) -> usize {
 }
 
 impl Sequencer {
+    /// An empty sequencer bounded by `memory`.
     pub fn new(memory: &SequencerMemory) -> Self {
         let clamp = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         Self {

@@ -66,6 +66,7 @@ pub struct Sequencing {
 }
 
 impl Sequencing {
+    /// Sequencing over the log, stores and services in `p`.
     pub fn new(p: SequencingParts) -> Self {
         Self {
             owners: p.owners,

@@ -181,6 +181,7 @@ impl Hub {
         self.state.lock()
     }
 
+    /// The pub/sub the hub subscribes on and events are published to.
     pub fn pubsub(&self) -> &Arc<dyn PubSub> {
         &self.pubsub
     }
