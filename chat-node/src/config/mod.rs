@@ -3,15 +3,20 @@
 //!
 //! ```text
 //!   argv + PARLEY_* (+ PARLEY_X_FILE files) ──clap──► Config ──distributed()──► Distributed
-//!                                                      │ limits, http, ws, quotas, ...
-//!                                                      └ flattened from the modules they bound
+//!                                                      │ one group per file below, each
+//!                                                      └ read by the module it bounds
 //! ```
 //!
-//! - [`Config`] (here): the node's own keys; the groups other modules own are flattened in
-//!   (`limits`, `cluster`, `auth_limits`, `http`, `ws`, ...).
+//! Every setting is defined here; the modules that apply them import their group, and
+//! `config` imports none of them (no module cycle).
+//!
+//! - [`Config`] (this file): the node's own keys, with the groups flattened in.
 //! - `cluster`: [`ClusterArgs`], distributed mode's keys as given, and [`Distributed`], the
 //!   same checked and complete ([`Config::distributed`] names the first key to fix).
-//! - `limits`: [`Limits`], the protocol's size and rate limits.
+//! - `limits`: [`Limits`], the protocol's size and rate limits (chat, ws, http).
+//! - `auth`: [`AuthLimits`] (`chat::auth_limits`); `quotas`: [`UserQuotas`]
+//!   (`chat::quotas`); `memory`: [`SequencerMemory`] (`chat::sequencer`); `http`:
+//!   [`HttpLimits`] (`http::server`); `ws`: [`WsLimits`] (`ws`).
 //! - `files`: `PARLEY_X_FILE` ([`Config::from_args_and_files`], what `main` uses) and
 //!   [`Config::from_vars`] (a map of variables alone, the process environment unread).
 //! - `parse`: value parsers of durations (`_MS`/`_SECS` keys become [`Duration`]s), URLs
@@ -21,9 +26,11 @@
 //! that are credentials (session and cluster secrets, database and Redis URLs, S3 keys) are
 //! [`Secret`]s: `{:?}` of a `Config` prints `[redacted]` for them.
 //!
-//! A new setting: its constant in `parley_crd::env`, then a field here (or in the group it
-//! bounds) with `env = env::NEW_KEY, value_name = env::NEW_KEY`, a typed value and a
-//! default; `Duration`s through `millis(range)`/`secs(range)`, credentials as `Secret`.
+//! A new setting: its constant in `parley_crd::env`, then a field in [`Config`] or the
+//! group it belongs to, with `env = env::NEW_KEY, value_name = env::NEW_KEY`, a typed value
+//! and a default (`Duration`s through `millis(range)`/`secs(range)`, credentials as
+//! [`Secret`]); then, if the operator sets it, a line in `operator/src/resources/config.rs`
+//! (e2e/tests/operator_config.rs then checks that chat-node accepts what it renders).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
