@@ -1,5 +1,9 @@
 //! Media through signed URLs served by the embedded node, and the Blobs conformance suite on
 //! the local blob store.
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test is one scenario read top to bottom; the 80-line bar is for non-test code"
+)]
 
 mod common;
 

@@ -1,4 +1,8 @@
 //! Three chat-nodes and a persister over the real services behave as one server.
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test is one scenario read top to bottom; the 80-line bar is for non-test code"
+)]
 
 use std::time::Duration;
 

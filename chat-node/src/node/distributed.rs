@@ -19,6 +19,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use super::ring::ClusterRing;
 use super::{InternalApi, Node, Task, cluster_inbox, moderator, snowflake, topics, watch_shards};
 use crate::auth::Tokens;
 use crate::backend::kafka::KafkaLog;
@@ -29,7 +30,6 @@ use crate::backend::s3::S3Blobs;
 use crate::backend::{PubSub, Stores};
 use crate::chat::owners::Ownership;
 use crate::chat::{Backends, Chat, MembershipCache, Parts};
-use super::ring::ClusterRing;
 use crate::cluster::Cluster;
 use crate::config::{Config, Distributed};
 use crate::health::{Check, check};

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use parley_crd::Member;
 use parley_protocol::{Id, Message};
 
-use crate::cluster::Cluster;
 use crate::chat::owners::{ChannelOwners, Membership, NotOwner, Owner, OwnerWork};
+use crate::cluster::Cluster;
 use crate::error::ApiError;
 use crate::health::RingReport;
 use crate::internal::{

@@ -1,4 +1,8 @@
 //! The sequencer's budgets and evictions, and a node's sends and reads under a tiny one.
+#![allow(
+    clippy::too_many_lines,
+    reason = "a test is one scenario read top to bottom; the 80-line bar is for non-test code"
+)]
 
 use super::*;
 
