@@ -61,7 +61,12 @@ fn graph(src: &Path) -> Graph {
     let mut graph = Graph::new();
     for file in files {
         let rel = file.strip_prefix(src).unwrap();
-        let top = rel.components().next().unwrap().as_os_str().to_string_lossy();
+        let top = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
         let top = top.trim_end_matches(".rs").to_string();
         let name = rel.file_name().unwrap().to_string_lossy();
         if matches!(top.as_str(), "lib" | "main" | "bin") || name == "tests.rs" {
@@ -171,5 +176,8 @@ fn the_check_sees_a_cycle_and_every_form_of_path() {
         .or_default()
         .insert("a".into(), "b.rs:2".into());
     let cycle = find_cycle(&graph).expect("a -> b -> a");
-    assert_eq!(explain(&graph, &cycle), "a -> b (a.rs:1)\n  b -> a (b.rs:2)");
+    assert_eq!(
+        explain(&graph, &cycle),
+        "a -> b (a.rs:1)\n  b -> a (b.rs:2)"
+    );
 }
