@@ -5,14 +5,26 @@
 use parley_protocol::{Id, Timestamp};
 use serde::{Deserialize, Serialize};
 
-/// A user as stored, with the password hash.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+/// A user as stored, with the password hash (a PHC string; `Debug` prints it redacted).
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct UserRecord {
     pub id: Id,
     pub username: String,
     pub display_name: String,
     pub password_hash: String,
     pub created_at: Timestamp,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("id", &self.id)
+            .field("username", &self.username)
+            .field("display_name", &self.display_name)
+            .field("password_hash", &"[redacted]")
+            .field("created_at", &self.created_at)
+            .finish()
+    }
 }
 
 /// An uploaded (or announced) object.

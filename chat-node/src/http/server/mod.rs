@@ -30,9 +30,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode};
-use bytes::Bytes;
-use hyper::body::{Frame, Incoming, SizeHint};
+use axum::http::{Request, StatusCode};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -45,52 +44,11 @@ use tokio_util::task::TaskTracker;
 use crate::config::HttpLimits;
 use crate::http::extract::ClientAddr;
 
-/// The client a request came from: `peer` (the TCP peer), unless `peer` is a trusted
-/// proxy; then the rightmost `X-Forwarded-For` entry that is not itself a trusted proxy
-/// (entries to its left were written by the client or by untrusted hops and prove nothing).
-/// Only the TCP peer counts when `trusted` is empty (the default). An entry that is not an
-/// address stops the walk at the last trusted hop.
-pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let trusts = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
-    let peer = peer.to_canonical();
-    if !trusts(&peer) {
-        return peer;
-    }
-    // Every X-Forwarded-For line, in order, split at commas; an unreadable line is garbage.
-    let mut hops: Vec<Option<&str>> = Vec::new();
-    for line in headers.get_all("x-forwarded-for") {
-        match line.to_str() {
-            Ok(text) => hops.extend(text.split(',').map(|h| Some(h.trim()))),
-            Err(_) => hops.push(None),
-        }
-    }
-    let mut client = peer;
-    for hop in hops.iter().rev() {
-        if !trusts(&client) {
-            break;
-        }
-        match hop.and_then(parse_hop) {
-            Some(ip) => client = ip,
-            None => break,
-        }
-    }
-    client
-}
+mod bodies;
+mod forwarded;
 
-/// One `X-Forwarded-For` entry: an address, possibly with a port (`1.2.3.4:80`,
-/// `[2001:db8::1]:80`) or in brackets.
-fn parse_hop(hop: &str) -> Option<IpAddr> {
-    hop.parse::<IpAddr>()
-        .or_else(|_| hop.parse::<SocketAddr>().map(|a| a.ip()))
-        .or_else(|_| {
-            hop.strip_prefix('[')
-                .and_then(|h| h.strip_suffix(']'))
-                .unwrap_or(hop)
-                .parse::<IpAddr>()
-        })
-        .ok()
-        .map(|ip| ip.to_canonical())
-}
+use bodies::{ResponseBody, TimedBody};
+pub use forwarded::client_addr;
 
 /// The local address a connection was accepted on, in every request's extensions: the
 /// concrete form of `PARLEY_LISTEN` (its real port, the interface a client reached).
@@ -614,199 +572,5 @@ fn warn_over_open_files(max_connections: u32) {
     }
 }
 
-/// A request body that must arrive within its deadline: the body timeout from the moment
-/// the head was read, plus one second for every `min_rate` bytes received.
-struct TimedBody {
-    inner: Incoming,
-    started: Instant,
-    timeout: Duration,
-    min_rate: u64,
-    received: u64,
-    timer: Option<Pin<Box<Sleep>>>,
-    timer_at: Option<Instant>,
-    expired: bool,
-}
-
-impl TimedBody {
-    fn new(inner: Incoming, timeout: Duration, min_rate: u64) -> Self {
-        Self {
-            inner,
-            started: Instant::now(),
-            timeout,
-            min_rate,
-            received: 0,
-            timer: None,
-            timer_at: None,
-            expired: false,
-        }
-    }
-
-    fn deadline(&self) -> Instant {
-        self.started
-            + self.timeout
-            + Duration::from_millis(self.received.saturating_mul(1000) / self.min_rate)
-    }
-}
-
-/// The error a [`TimedBody`] ends with.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive in time (PARLEY_HTTP_BODY_TIMEOUT_MS)")]
-struct BodyTimeout;
-
-impl http_body::Body for TimedBody {
-    type Data = Bytes;
-    type Error = axum::BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::BoxError>>> {
-        let this = self.get_mut();
-        if this.expired {
-            return Poll::Ready(Some(Err(BodyTimeout.into())));
-        }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.received += data.len() as u64;
-                }
-                return Poll::Ready(Some(Ok(frame)));
-            }
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => {}
-        }
-        let deadline = this.deadline();
-        let timer = this
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if this.timer_at != Some(deadline) {
-            timer.as_mut().reset(deadline);
-            this.timer_at = Some(deadline);
-        }
-        if timer.as_mut().poll(cx).is_ready() {
-            this.expired = true;
-            return Poll::Ready(Some(Err(BodyTimeout.into())));
-        }
-        Poll::Pending
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A response body that tells its connection when it has been sent (or dropped): the
-/// connection is then idle until the next request.
-struct ResponseBody {
-    inner: Body,
-    state: Option<Arc<ConnState>>,
-}
-
-impl ResponseBody {
-    fn done(&mut self) {
-        if let Some(state) = self.state.take() {
-            state.response_done();
-        }
-    }
-}
-
-impl Drop for ResponseBody {
-    fn drop(&mut self) {
-        self.done();
-    }
-}
-
-impl http_body::Body for ResponseBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(None) = r {
-            this.done();
-        }
-        r
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::parse_net;
-
-    fn xff(values: &[&str]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for v in values {
-            h.append("x-forwarded-for", v.parse().unwrap());
-        }
-        h
-    }
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn forwarded_for_is_believed_only_from_trusted_proxies() {
-        let trusted = vec![
-            parse_net("10.0.0.0/8").unwrap(),
-            parse_net("192.0.2.7").unwrap(),
-        ];
-        let h = xff(&["198.51.100.1, 203.0.113.9"]);
-        // An untrusted peer: its header is ignored.
-        assert_eq!(
-            client_addr(ip("203.0.113.50"), &h, &trusted),
-            ip("203.0.113.50")
-        );
-        assert_eq!(client_addr(ip("203.0.113.50"), &h, &[]), ip("203.0.113.50"));
-        // A trusted peer: the rightmost hop it reports.
-        assert_eq!(client_addr(ip("10.1.2.3"), &h, &trusted), ip("203.0.113.9"));
-        // Trusted hops on the right are skipped; a spoofed entry on the left is not reached.
-        let h = xff(&["6.6.6.6, 198.51.100.1", "10.9.9.9"]);
-        assert_eq!(
-            client_addr(ip("192.0.2.7"), &h, &trusted),
-            ip("198.51.100.1")
-        );
-        // Garbage stops the walk at the last trusted hop.
-        let h = xff(&["198.51.100.1, not-an-ip"]);
-        assert_eq!(client_addr(ip("10.1.2.3"), &h, &trusted), ip("10.1.2.3"));
-        // No header: the peer.
-        assert_eq!(
-            client_addr(ip("10.1.2.3"), &HeaderMap::new(), &trusted),
-            ip("10.1.2.3")
-        );
-        // Ports and IPv6 brackets, and IPv4-mapped peers.
-        let h = xff(&["[2001:db8::1]:4711, 198.51.100.2:80"]);
-        assert_eq!(
-            client_addr(ip("::ffff:10.0.0.1"), &h, &trusted),
-            ip("198.51.100.2")
-        );
-        let h = xff(&["2001:db8::1"]);
-        assert_eq!(client_addr(ip("10.0.0.1"), &h, &trusted), ip("2001:db8::1"));
-    }
-
-    #[test]
-    fn trusted_proxies_parse_as_ranges_or_hosts() {
-        assert_eq!(parse_net(" 10.0.0.0/8").unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!(parse_net("::1").unwrap().to_string(), "::1/128");
-        assert!(parse_net("10.0.0.0/33").is_err());
-        assert!(parse_net("proxy.local").is_err());
-    }
-}
+mod tests;
