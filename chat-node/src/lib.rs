@@ -15,7 +15,8 @@
 //!    cluster   leases in Redis and the ring this node sees
 //!    hub       this node's sockets: Hub::connect wires pub/sub deliveries to them
 //!    internal  the node-to-node contract: paths, bodies, ClusterEvent, the client
-//!    backend   ports (Store, Log, PubSub, Blobs, PresenceStore) and their implementations
+//!    backend   ports (the store traits in Stores, Log, PubSub, Blobs, PresenceStore) and
+//!              their implementations
 //!    leaves    heartbeat, drain, health, auth, error, metrics, moderation, persister, ...
 //! ```
 //!

@@ -10,7 +10,7 @@
 //!     node shutdown ───────► close 1001          drain's go ───► reconnect + close 4010
 //!     hub's Closer ────────► close 4008 / 4002   token expiry ─► close 4003
 //!     hub queue ───────────► events, batched, one flush per batch (replayed ones skipped)
-//!     client frames ───────► frame rate ─► parse ─► ops::dispatch ─► ops::answer ─► socket
+//!     client frames ───────► parse ─► frame rate ─► ops::dispatch ─► ops::answer ─► socket
 //! ```
 //!
 //! Replies and events leave through the one task, so they are written in order. The
