@@ -1,4 +1,4 @@
-//! sqlx's `Type`/`Encode`/`Decode` for [`Id`] and [`Timestamp`] (feature `sqlx`, off by
+//! sqlx's `Type`/`Encode`/`Decode` for [`Id`] and `Timestamp` (feature `sqlx`, off by
 //! default): both are kept as signed 64-bit integers (SQLite `INTEGER`, PostgreSQL `bigint`),
 //! so a query binds `id` itself, never `id.0 as i64`.
 //!
@@ -8,13 +8,14 @@
 //! - Encoding an [`Id`] above [`Id::MAX`] is an error (the query fails with it), never a
 //!   wrap to a negative number. Only an ID built in code can be one: parsing refuses them.
 //! - Decoding a negative integer as an [`Id`] is an error (corrupt data: no ID is negative).
-//! - A [`Timestamp`] is any `i64` (milliseconds since the Unix epoch) both ways.
+//! - A `Timestamp` is any `i64` (milliseconds since the Unix epoch) both ways: its impls
+//!   come from sqlx's transparent derive on the type itself.
 
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::{Database, Decode, Encode, Type};
 
-use crate::{Id, Timestamp};
+use crate::Id;
 
 /// Why an [`Id`] cannot be stored or read: it is outside `0..=Id::MAX`.
 #[derive(Debug)]
@@ -73,48 +74,7 @@ where
     }
 }
 
-impl<DB: Database> Type<DB> for Timestamp
-where
-    i64: Type<DB>,
-{
-    fn type_info() -> DB::TypeInfo {
-        <i64 as Type<DB>>::type_info()
-    }
-
-    fn compatible(ty: &DB::TypeInfo) -> bool {
-        <i64 as Type<DB>>::compatible(ty)
-    }
-}
-
-impl<'q, DB: Database> Encode<'q, DB> for Timestamp
-where
-    i64: Encode<'q, DB>,
-{
-    fn encode_by_ref(&self, buf: &mut DB::ArgumentBuffer) -> Result<IsNull, BoxDynError> {
-        <i64 as Encode<'q, DB>>::encode_by_ref(&self.0, buf)
-    }
-
-    fn size_hint(&self) -> usize {
-        std::mem::size_of::<i64>()
-    }
-}
-
-impl<'r, DB: Database> Decode<'r, DB> for Timestamp
-where
-    i64: Decode<'r, DB>,
-{
-    fn decode(value: DB::ValueRef<'r>) -> Result<Self, BoxDynError> {
-        <i64 as Decode<DB>>::decode(value).map(Timestamp)
-    }
-}
-
 impl sqlx::postgres::PgHasArrayType for Id {
-    fn array_type_info() -> sqlx::postgres::PgTypeInfo {
-        <i64 as sqlx::postgres::PgHasArrayType>::array_type_info()
-    }
-}
-
-impl sqlx::postgres::PgHasArrayType for Timestamp {
     fn array_type_info() -> sqlx::postgres::PgTypeInfo {
         <i64 as sqlx::postgres::PgHasArrayType>::array_type_info()
     }

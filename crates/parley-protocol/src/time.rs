@@ -3,7 +3,11 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
 /// Milliseconds since the Unix epoch, written on the wire as an RFC 3339 UTC string.
+///
+/// With the `sqlx` feature it binds and reads as its `i64` (sqlx's transparent derive: every
+/// database's `Type`/`Encode`/`Decode`, and PostgreSQL's array type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(transparent))]
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
