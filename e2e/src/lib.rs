@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod client;
 pub mod cluster;
+pub mod history;
 pub mod kube;
 
 use std::collections::BTreeMap;
