@@ -10,15 +10,76 @@ use tokio::process::{Child, Command};
 
 use crate::Services;
 
+/// How one process of the cluster is launched; the default is a plain child process on
+/// 127.0.0.1 with the cluster's settings.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// Settings applied last, over the cluster's (for instance `LD_PRELOAD`, or service
+    /// URLs as seen from a network namespace).
+    pub env: Vec<(String, String)>,
+    /// A command prefix, for instance `["ip", "netns", "exec", "parley-ns1"]`; it must
+    /// `exec` the program so that the child's pid is the program's.
+    pub wrapper: Vec<String>,
+    /// The address the process listens on and is reached at (default `127.0.0.1`).
+    pub host: Option<String>,
+}
+
+impl Launch {
+    fn host(&self) -> &str {
+        self.host.as_deref().unwrap_or("127.0.0.1")
+    }
+}
+
 /// One process of the cluster.
 #[derive(Debug)]
 pub struct Proc {
     pub name: String,
-    /// Public base URL (`http://127.0.0.1:port`).
+    /// Public base URL (`http://host:port`).
     pub url: String,
+    public_port: u16,
     internal_port: u16,
+    launch: Launch,
     log: PathBuf,
     child: Option<Child>,
+}
+
+impl Proc {
+    fn new(name: String, launch: Launch, internal_port: u16, log: PathBuf) -> Self {
+        let public_port = free_port();
+        Self {
+            url: format!("http://{}:{public_port}", launch.host()),
+            name,
+            public_port,
+            internal_port,
+            launch,
+            log,
+            child: None,
+        }
+    }
+
+    /// The internal (ring) endpoint, `http://host:port`.
+    fn internal_url(&self) -> String {
+        format!("http://{}:{}", self.launch.host(), self.internal_port)
+    }
+
+    /// Takes another launch: the URL follows its host, the ports stay.
+    fn set_launch(&mut self, launch: Launch) {
+        self.url = format!("http://{}:{}", launch.host(), self.public_port);
+        self.launch = launch;
+    }
+
+    /// The OS process id, while it runs.
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// `kill -9`, waiting for the exit.
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
 }
 
 /// A running cluster.
@@ -43,6 +104,10 @@ pub struct Options {
     /// Take the ring members from a ChatCluster's status (as in Kubernetes) instead of
     /// `PARLEY_NODES`; [`Cluster::start`] then waits until the nodes see `expect_members`.
     pub kube: Option<KubeRing>,
+    /// How each node is launched, by node index; a missing entry is [`Launch::default`].
+    pub node_launch: Vec<Launch>,
+    /// How each persister is launched, by persister index; missing is the default.
+    pub persister_launch: Vec<Launch>,
 }
 
 /// Where nodes find their ChatCluster.
@@ -63,6 +128,8 @@ impl Default for Options {
             heartbeat_interval_ms: 15_000,
             extra_env: Vec::new(),
             kube: None,
+            node_launch: Vec::new(),
+            persister_launch: Vec::new(),
         }
     }
 }
@@ -185,27 +252,30 @@ impl Cluster {
         std::fs::create_dir_all(&dir).unwrap();
         let env = settings(services, &options, &prefix);
         let bin = chat_node_bin();
+        let launch = |all: &[Launch], i: usize| all.get(i).cloned().unwrap_or_default();
         let nodes: Vec<Proc> = (1..=options.nodes)
-            .map(|i| Proc {
-                name: format!("n{i}"),
-                url: format!("http://127.0.0.1:{}", free_port()),
-                internal_port: free_port(),
-                log: dir.join(format!("n{i}.log")),
-                child: None,
+            .map(|i| {
+                Proc::new(
+                    format!("n{i}"),
+                    launch(&options.node_launch, i - 1),
+                    free_port(),
+                    dir.join(format!("n{i}.log")),
+                )
             })
             .collect();
         let members = nodes
             .iter()
-            .map(|n| format!("{}=http://127.0.0.1:{}", n.name, n.internal_port))
+            .map(|n| format!("{}={}", n.name, n.internal_url()))
             .collect::<Vec<_>>()
             .join(",");
         let persisters = (1..=options.persisters)
-            .map(|i| Proc {
-                name: format!("p{i}"),
-                url: format!("http://127.0.0.1:{}", free_port()),
-                internal_port: 0,
-                log: dir.join(format!("p{i}.log")),
-                child: None,
+            .map(|i| {
+                Proc::new(
+                    format!("p{i}"),
+                    launch(&options.persister_launch, i - 1),
+                    0,
+                    dir.join(format!("p{i}.log")),
+                )
             })
             .collect();
         let mut cluster = Cluster {
@@ -254,21 +324,30 @@ impl Cluster {
     /// Node `i` as a ring member: its name and internal endpoint.
     pub fn member(&self, i: usize) -> (String, String) {
         let n = &self.nodes[i];
-        (
-            n.name.clone(),
-            format!("http://127.0.0.1:{}", n.internal_port),
-        )
+        (n.name.clone(), n.internal_url())
     }
 
+    /// The command of `proc` (its launch's wrapper, then the binary) with the cluster's
+    /// settings; the caller adds the launch's own settings last with [`Self::finish`].
     fn command(&self, proc: &Proc) -> Command {
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = match proc.launch.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(&self.bin);
+                cmd
+            }
+            None => Command::new(&self.bin),
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&proc.log)
             .unwrap();
         cmd.envs(self.env.clone())
-            .env("PARLEY_LISTEN", proc.url.trim_start_matches("http://"))
+            .env(
+                "PARLEY_LISTEN",
+                format!("{}:{}", proc.launch.host(), proc.public_port),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
@@ -283,19 +362,74 @@ impl Cluster {
             .env("PARLEY_WORKER_ID", (i + 1).to_string())
             .env(
                 "PARLEY_INTERNAL_LISTEN",
-                format!("127.0.0.1:{}", proc.internal_port),
+                format!("{}:{}", proc.launch.host(), proc.internal_port),
             )
             .env("PARLEY_PUBLIC_URL", &proc.url);
         if !self.members.is_empty() {
             cmd.env("PARLEY_NODES", &self.members);
         }
+        cmd.envs(proc.launch.env.clone());
         self.nodes[i].child = Some(cmd.spawn().unwrap());
     }
 
     fn spawn_persister(&mut self, i: usize) {
-        let mut cmd = self.command(&self.persisters[i]);
-        cmd.arg("persist");
+        let proc = &self.persisters[i];
+        let mut cmd = self.command(proc);
+        cmd.arg("persist").envs(proc.launch.env.clone());
         self.persisters[i].child = Some(cmd.spawn().unwrap());
+    }
+
+    /// The OS process id of node `i`, while it runs (with a wrapper that `exec`s, the
+    /// node's own).
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].pid()
+    }
+
+    /// The OS process id of persister `i`, while it runs.
+    pub fn persister_pid(&self, i: usize) -> Option<u32> {
+        self.persisters[i].pid()
+    }
+
+    /// Sends signal `sig` (a `kill -s` name: `STOP`, `CONT`, `TERM`, ...) to node `i`.
+    /// Errors when the node is not running or `kill` fails.
+    pub fn signal(&self, i: usize, sig: &str) -> anyhow::Result<()> {
+        let pid = self
+            .pid(i)
+            .ok_or_else(|| anyhow::anyhow!("node {} is not running", self.nodes[i].name))?;
+        let status = std::process::Command::new("kill")
+            .args(["-s", sig, &pid.to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -s {sig} {pid} failed: {status}");
+        Ok(())
+    }
+
+    /// `kill -9` of persister `i`, waiting for it to exit.
+    pub async fn kill_persister(&mut self, i: usize) {
+        self.persisters[i].kill().await;
+    }
+
+    /// Starts persister `i` again with `launch` (killing it first if it runs).
+    pub async fn restart_persister(&mut self, i: usize, launch: Launch) {
+        self.persisters[i].kill().await;
+        self.persisters[i].set_launch(launch);
+        self.spawn_persister(i);
+    }
+
+    /// Starts node `i` again with `launch` (killing it with `kill -9` first if it runs; call
+    /// [`Self::stop`] before for a graceful stop). The ports stay; a new host changes the
+    /// node's URL and its ring endpoint, which only nodes started later see.
+    pub async fn relaunch(&mut self, i: usize, launch: Launch) {
+        self.nodes[i].kill().await;
+        self.nodes[i].set_launch(launch);
+        if !self.members.is_empty() {
+            self.members = self
+                .nodes
+                .iter()
+                .map(|n| format!("{}={}", n.name, n.internal_url()))
+                .collect::<Vec<_>>()
+                .join(",");
+        }
+        self.spawn_node(i);
     }
 
     /// `base` made unique to this cluster (usernames and group names are global).
@@ -359,10 +493,7 @@ impl Cluster {
 
     /// `kill -9` of node `i`.
     pub async fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.nodes[i].child.take() {
-            child.start_kill().unwrap();
-            child.wait().await.unwrap();
-        }
+        self.nodes[i].kill().await;
     }
 
     /// SIGTERM to node `i`, waiting for it to exit.
@@ -378,7 +509,7 @@ impl Cluster {
         }
     }
 
-    /// Starts node `i` again.
+    /// Starts node `i` again with its current launch.
     pub fn restart(&mut self, i: usize) {
         self.spawn_node(i);
     }

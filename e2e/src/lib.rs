@@ -12,6 +12,7 @@ pub mod client;
 pub mod cluster;
 pub mod history;
 pub mod kube;
+pub mod nemesis;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
