@@ -5,7 +5,10 @@
 //! Each start and heal goes into the history as an `info` operation of the `nemesis`
 //! process: `{"f":"nemesis","value":{"fault":"pause","phase":"start","target":"pause n1"}}`.
 
+pub mod clock;
+pub mod persister;
 pub mod process;
+pub mod services;
 
 use std::time::Duration;
 
@@ -83,7 +86,15 @@ impl std::fmt::Debug for Fault {
 pub fn no_preparation(_: &mut Options) {}
 
 /// Every kind of fault the soak draws from (add one line per new kind).
-pub const FAULTS: &[Fault] = &[process::PAUSE, process::KILL];
+pub const FAULTS: &[Fault] = &[
+    process::PAUSE,
+    process::KILL,
+    services::RESTART_REDIS,
+    services::RESTART_KAFKA,
+    services::CRASH_SHARD,
+    clock::CLOCK_STEP,
+    persister::PERSISTER_CRASH,
+];
 
 /// The registered kind named `kind`.
 pub fn fault(kind: &str) -> Option<&'static Fault> {
