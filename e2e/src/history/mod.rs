@@ -13,9 +13,13 @@
 //! [`HistoryWriter`] writes such a file while the run goes on (it assigns `index` and
 //! `time_ms`); [`read_history`] reads it back. [`StoredRow`] is one line of the second
 //! file, what the shards held after the run settled ([`write_stored`], [`read_stored`]).
+//! [`check()`] reads both and reports the anomalies ([`Report`]).
 
+pub mod check;
 #[cfg(test)]
 mod tests;
+
+pub use check::{Anomaly, CheckOptions, HistoryError, Report, check};
 
 use std::fmt;
 use std::fs::File;
@@ -33,7 +37,9 @@ use serde_json::Value;
 /// from 0, or the nemesis that injects faults. JSON: the number, or the string `"nemesis"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Process {
+    /// A client process, by number.
     Client(u32),
+    /// The fault injector.
     Nemesis,
 }
 
@@ -180,10 +186,12 @@ pub struct Op {
     pub index: u64,
     /// Milliseconds since the run started (monotonic clock).
     pub time_ms: u64,
+    /// Who performed it.
     pub process: Process,
     /// `invoke`, `ok`, `fail` or `info` (JSON key `type`).
     #[serde(rename = "type")]
     pub kind: OpType,
+    /// What it does (JSON key `f`).
     pub f: F,
     /// The node (`n1`, ...) the client talks to, or the nemesis's target; `null` if none.
     pub node: Option<String>,
@@ -335,7 +343,9 @@ impl HistoryWriter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
+    /// The fault begins (counted as a fault injected).
     Start,
+    /// The fault ends.
     Heal,
 }
 
@@ -387,6 +397,7 @@ impl Pending {
     /// Completes with the given type (what [`ok`](Self::ok), [`fail`](Self::fail) and
     /// [`info`](Self::info) call); handy when the type is computed.
     pub fn complete(mut self, kind: OpType, extra: Value) -> Op {
+        debug_assert_ne!(kind, OpType::Invoke, "a completion is ok, fail or info");
         self.done = true;
         let mut value = std::mem::take(&mut self.value);
         merge(&mut value, extra);
@@ -427,8 +438,10 @@ fn merge(value: &mut Value, extra: Value) {
 /// Why a history or stored file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
+    /// The file could not be opened or read.
     #[error("cannot read {path}: {source}")]
     Io { path: String, source: io::Error },
+    /// Line `line` (from 1) is not the JSON expected.
     #[error("{path}:{line}: {source}")]
     Parse {
         path: String,
@@ -482,12 +495,15 @@ pub fn read_history(path: &Path) -> Result<Vec<Op>, ReadError> {
 /// decimal strings; `client_msg_id` may be `null` or absent).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredRow {
+    /// The channel it is in.
     pub channel: Id,
+    /// The message's id.
     pub id: Id,
     /// Position in the channel, from 1.
     pub seq: u64,
     /// The user who sent it.
     pub author: Id,
+    /// The sender's idempotency key, if it gave one.
     #[serde(default)]
     pub client_msg_id: Option<String>,
 }
