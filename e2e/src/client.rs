@@ -173,8 +173,10 @@ impl Api {
         if let Some(after) = resume_after {
             d["resume_after"] = json!(after.to_string());
         }
-        ws.send_json(&json!({"op": "hello", "ref": "hello", "d": d}))
-            .await;
+        let hello = json!({"op": "hello", "ref": "hello", "d": d}).to_string();
+        if !ws.send_raw(WsMessage::Text(hello.into())).await {
+            return Err(format!("{:?}", Next::Closed(None)));
+        }
         match ws.next_within(WAIT).await {
             Some(Next::Frame(t)) => {
                 let f: AnyServerFrame = serde_json::from_str(&t).map_err(|e| e.to_string())?;

@@ -432,6 +432,24 @@ impl Cluster {
         self.spawn_node(i);
     }
 
+    /// The index of the node that owns `channel` while every node is in the ring (the
+    /// ring hashes member names, as the nodes do).
+    pub fn owner_of(&self, channel: parley_protocol::Id) -> usize {
+        let ring = parley_crd::Ring::new(
+            (0..self.nodes.len())
+                .map(|i| {
+                    let (name, endpoint) = self.member(i);
+                    parley_crd::Member { name, endpoint }
+                })
+                .collect(),
+        );
+        let owner = ring.owner(channel.0).expect("a ring with members");
+        self.nodes
+            .iter()
+            .position(|n| n.name == owner.name)
+            .expect("the owner is a node")
+    }
+
     /// `base` made unique to this cluster (usernames and group names are global).
     pub fn name(&self, base: &str) -> String {
         format!("{base}{}", &self.prefix[self.prefix.len() - 8..])

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod history;
 pub mod kube;
 pub mod nemesis;
+pub mod workload;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
