@@ -904,13 +904,19 @@ fn check_ack(s: &SendOp, index: u64, id: Id, seq: u64, store: &Store<'_>, findin
     }
 }
 
-/// Per message id: the index of the first invoke of any send of it.
-fn first_invokes(parsed: &Parsed<'_>, store: &Store<'_>) -> HashMap<Id, u64> {
+/// Per message key (author, client_msg_id): the index of the first invoke of any attempt.
+fn first_invokes_by_key<'p>(parsed: &'p Parsed<'_>) -> HashMap<(Id, &'p str), u64> {
     let mut first_by_key: HashMap<(Id, &str), u64> = HashMap::new();
     for s in &parsed.sends {
         let e = first_by_key.entry(s.key()).or_insert(s.invoke);
         *e = (*e).min(s.invoke);
     }
+    first_by_key
+}
+
+/// Per message id: the index of the first invoke of any send of it.
+fn first_invokes(parsed: &Parsed<'_>, store: &Store<'_>) -> HashMap<Id, u64> {
+    let first_by_key = first_invokes_by_key(parsed);
     let mut out: HashMap<Id, u64> = HashMap::new();
     let mut note = |id: Id, invoke: u64| {
         let e = out.entry(id).or_insert(invoke);
@@ -940,6 +946,9 @@ fn check_delivery(parsed: &Parsed<'_>, store: &Store<'_>, grace_ms: u64, finding
         received.insert((r.process, r.channel, r.id));
     }
     let mut seen_keys: HashSet<(Id, &str)> = HashSet::new();
+    // A retried send is one message since its first attempt: a process that joined between
+    // the first attempt and the retry was not a member throughout.
+    let first_by_key = first_invokes_by_key(parsed);
     let mut members: Vec<(&(u32, Id), &Membership)> = parsed.membership.iter().collect();
     members.sort_by_key(|(k, _)| **k);
     for s in &parsed.sends {
@@ -959,7 +968,8 @@ fn check_delivery(parsed: &Parsed<'_>, store: &Store<'_>, grace_ms: u64, finding
             .chain(store.message(s.key(), None).iter().map(|r| r.id))
             .collect();
         for &(&(process, channel), m) in &members {
-            if channel != s.channel || !member_throughout(m, s.invoke, (index, time_ms), grace_ms) {
+            let invoke = first_by_key.get(&s.key()).copied().unwrap_or(s.invoke);
+            if channel != s.channel || !member_throughout(m, invoke, (index, time_ms), grace_ms) {
                 continue;
             }
             if !ids

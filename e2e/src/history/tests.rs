@@ -473,6 +473,22 @@ fn undelivered_after_a_rejoin_even_if_it_leaves_later() {
 }
 
 #[test]
+fn a_retried_send_is_one_message_since_its_first_attempt() {
+    // Process 2 left before the first attempt (info, yet stored), rejoined, and the retry
+    // with the same client_msg_id was acknowledged with the stored message: process 2 was
+    // not a member throughout, so missing it is no anomaly.
+    let (mut h, mut stored) = base();
+    h.send_err(0, 1, "p0-3", OpType::Info, "unavailable");
+    stored.push(row(1006, 6, 100, "p0-3"));
+    h.join(2, 1);
+    h.send_ok(0, 1, "p0-3", 1006, 6);
+    h.recv(0, 1, 1006, 6, "live");
+    h.recv(1, 1, 1006, 6, "live");
+    let r = run(&h, &stored);
+    assert!(r.is_valid(), "{r}");
+}
+
+#[test]
 fn non_member_delivery() {
     // Process 2 left (ok) before 1005 was sent, and did not join again.
     let (mut h, stored) = base();
