@@ -85,3 +85,135 @@ async fn kill_9_of_a_node() {
     assert!(outcome.report.is_valid(), "{outcome}");
 }
 
+
+// --- Services, clocks and the persister (parley_e2e::nemesis::{services, clock,
+// persister}): shared services stopped or crashed through dev/services (under SERIAL, and
+// started again by the nemesis's drop if a run fails half-way), one node's clock stepped
+// with libfaketime, the persister killed between its two commits.
+
+use parley_e2e::nemesis::clock::{self, ClockStep, Faketime};
+use parley_e2e::nemesis::persister::PersisterCrash;
+use parley_e2e::nemesis::services::{Outage, SHARDS, ServiceOutage};
+
+/// One outage of 6 s, 5 s into the load.
+const OUTAGE: Schedule = Schedule {
+    start_after: Duration::from_secs(5),
+    heal_after: Duration::from_secs(6),
+    repeat: 1,
+};
+
+/// Redis stopped for 6 s and started empty (no leases, presence or subscriptions): sends
+/// go on, and each node must rebuild its lease, presence and subscriptions. Against today's
+/// code the nodes see partial rings for a moment after the restart, and two of them
+/// sequence one channel (repeated seqs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails until fencing lands: two owners for a moment after the restart"]
+async fn restart_of_redis() {
+    let _serial = SERIAL.lock().await;
+    let outcome = run(scenario(
+        0,
+        Box::new(ServiceOutage::new(Outage::RestartRedis)),
+        OUTAGE,
+    ))
+    .await;
+    assert!(outcome.report.is_valid(), "{outcome}");
+}
+
+/// The Kafka broker stopped for 6 s: appends answer `unavailable` (outcome unknown), and
+/// after the restart every acknowledged message is persisted. Against today's code the
+/// persister retries its offset commit with a stale group membership (UnknownMemberId)
+/// forever and persists nothing more (lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails until the persister rejoins its group after a failed commit"]
+async fn restart_of_kafka() {
+    let _serial = SERIAL.lock().await;
+    let mut s = scenario(
+        0,
+        Box::new(ServiceOutage::new(Outage::RestartKafka)),
+        OUTAGE,
+    );
+    s.tail = Duration::from_secs(15);
+    let outcome = run(s).await;
+    assert!(outcome.report.is_valid(), "{outcome}");
+}
+
+/// Both shards crashed with `pg_ctl stop -m immediate` for 6 s: the persister retries its
+/// batch, sends are still acknowledged (Kafka holds them), nothing is lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_of_the_shards() {
+    let _serial = SERIAL.lock().await;
+    let shards = SHARDS.iter().map(|s| (*s).to_owned()).collect();
+    let outcome = run(scenario(
+        0,
+        Box::new(ServiceOutage::new(Outage::CrashShard { shards })),
+        OUTAGE,
+    ))
+    .await;
+    assert!(outcome.report.is_valid(), "{outcome}");
+}
+
+/// The [`scenario`] of clock steps on the owner of the busiest channel (node 0), launched
+/// under libfaketime: its wall clock goes back 30 s for 6 s, then forward 30 s for 6 s.
+/// While it is behind its last ID, the owner refuses IDs (`unavailable`).
+fn clock_steps(fake_monotonic: bool) -> Scenario {
+    let dir = std::env::temp_dir().join(format!(
+        "parley-clock-{}-{}",
+        std::process::id(),
+        u8::from(fake_monotonic)
+    ));
+    let faketime = Faketime::new(clock::offset_file(&dir, 0), fake_monotonic)
+        .expect("libfaketime (dev/services up installs it)");
+    let mut s = scenario(
+        0,
+        Box::new(ClockStep::new(0, faketime.clone(), vec![-30, 30])),
+        Schedule {
+            start_after: Duration::from_secs(4),
+            heal_after: Duration::from_secs(6),
+            repeat: 2,
+        },
+    );
+    s.cluster.node_launch = vec![faketime.launch()];
+    s
+}
+
+/// The wall clock (only) of the busiest channel's owner stepped back and forward 30 s, as
+/// a bad NTP step would: IDs stay unique and in seq order, nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wall_clock_steps_of_a_channel_owner() {
+    let _serial = SERIAL.lock().await;
+    let outcome = run(clock_steps(false)).await;
+    assert!(outcome.report.is_valid(), "{outcome}");
+}
+
+/// The same with `CLOCK_MONOTONIC` stepped too (no real clock does that): stepped back,
+/// the owner's timers stall for 30 s, its lease lapses while it believes it holds it, and
+/// it keeps sequencing beside the new owner (the pause case by another road). Against
+/// today's code: repeated seqs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fails until fencing lands: a stalled owner keeps sequencing"]
+async fn monotonic_and_wall_clock_steps_of_a_channel_owner() {
+    let _serial = SERIAL.lock().await;
+    let outcome = run(clock_steps(true)).await;
+    assert!(outcome.report.is_valid(), "{outcome}");
+}
+
+/// The persister killed with -9 after its batch's insert committed and before its offset
+/// commit (shards crashed, Kafka stopped, shards back: it logs the failed offset commit,
+/// then dies); started again with Kafka, it replays the batch and the store keeps one copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persister_killed_between_its_two_commits() {
+    let _serial = SERIAL.lock().await;
+    let mut s = scenario(
+        0,
+        Box::new(PersisterCrash::new(0)),
+        Schedule {
+            start_after: Duration::from_secs(5),
+            heal_after: Duration::from_secs(2),
+            repeat: 1,
+        },
+    );
+    // The killed member leaves the group when its session (10 s) ends.
+    s.tail = Duration::from_secs(15);
+    let outcome = run(s).await;
+    assert!(outcome.report.is_valid(), "{outcome}");
+}

@@ -1,7 +1,7 @@
 //! Faults of the shared services `dev/services` runs: Redis or the Kafka broker stopped for
 //! the fault's length (healed by starting it again, the restart of today's fault tests),
-//! and a PostgreSQL shard crashed with `pg_ctl stop -m immediate` (no shutdown checkpoint;
-//! healed by starting it, which runs crash recovery).
+//! and PostgreSQL shards crashed with `pg_ctl stop -m immediate` (no shutdown checkpoint;
+//! healed by starting them, which runs crash recovery).
 //!
 //! The services are shared by every test on the machine: a scenario that uses these holds
 //! its test file's serialising lock, and a nemesis dropped while its fault is on (a panic
@@ -24,9 +24,9 @@ pub enum Outage {
     RestartRedis,
     /// `dev/services down kafka` (a clean broker shutdown); heal: `up kafka`.
     RestartKafka,
-    /// `dev/services crash pg-<shard>` (`pg_ctl stop -m immediate`); heal: `up pg-<shard>`.
-    /// `shard` is a role of [`SHARDS`].
-    CrashShard { shard: String },
+    /// `dev/services crash pg-<shard>...` (`pg_ctl stop -m immediate`, every shard of
+    /// `shards` at once); heal: `up pg-<shard>...`. Each is a role of [`SHARDS`].
+    CrashShard { shards: Vec<String> },
 }
 
 impl Outage {
@@ -39,27 +39,27 @@ impl Outage {
         }
     }
 
-    /// The `dev/services` service it acts on: `redis`, `kafka` or `pg-<shard>`.
-    pub fn service(&self) -> String {
+    /// The `dev/services` services it acts on: `redis`, `kafka` or `pg-<shard>`s.
+    pub fn services(&self) -> Vec<String> {
         match self {
-            Self::RestartRedis => "redis".into(),
-            Self::RestartKafka => "kafka".into(),
-            Self::CrashShard { shard } => format!("pg-{shard}"),
+            Self::RestartRedis => vec!["redis".into()],
+            Self::RestartKafka => vec!["kafka".into()],
+            Self::CrashShard { shards } => shards.iter().map(|s| format!("pg-{s}")).collect(),
         }
     }
 
     /// The `dev/services` arguments that start the fault.
-    pub fn start_args(&self) -> [String; 2] {
+    pub fn start_args(&self) -> Vec<String> {
         let verb = match self {
             Self::RestartRedis | Self::RestartKafka => "down",
             Self::CrashShard { .. } => "crash",
         };
-        [verb.into(), self.service()]
+        [vec![verb.to_owned()], self.services()].concat()
     }
 
-    /// The `dev/services` arguments that heal it (they return once the service answers).
-    pub fn heal_args(&self) -> [String; 2] {
-        ["up".into(), self.service()]
+    /// The `dev/services` arguments that heal it (they return once the services answer).
+    pub fn heal_args(&self) -> Vec<String> {
+        [vec!["up".to_owned()], self.services()].concat()
     }
 }
 
@@ -84,7 +84,11 @@ impl ServiceOutage {
 #[async_trait::async_trait]
 impl Nemesis for ServiceOutage {
     fn name(&self) -> String {
-        format!("{} {}", self.outage.kind(), self.outage.service())
+        format!(
+            "{} {}",
+            self.outage.kind(),
+            self.outage.services().join(" ")
+        )
     }
 
     async fn start(&mut self, _cluster: &mut Cluster) -> anyhow::Result<()> {
@@ -102,7 +106,7 @@ impl Nemesis for ServiceOutage {
 impl Drop for ServiceOutage {
     fn drop(&mut self) {
         if self.down {
-            restore_now(&[self.outage.service()]);
+            restore_now(&self.outage.services());
         }
     }
 }
@@ -174,7 +178,9 @@ pub const CRASH_SHARD: Fault = Fault {
     prepare: no_preparation,
     build: |_, rng| {
         let shard = SHARDS[rng.random_range(0..SHARDS.len())].to_owned();
-        Ok(Box::new(ServiceOutage::new(Outage::CrashShard { shard })))
+        Ok(Box::new(ServiceOutage::new(Outage::CrashShard {
+            shards: vec![shard],
+        })))
     },
 };
 
@@ -185,11 +191,14 @@ mod tests {
     #[test]
     fn outages_name_their_service_and_commands() {
         let crash = Outage::CrashShard {
-            shard: "shard-b".into(),
+            shards: vec!["shard-a".into(), "shard-b".into()],
         };
-        assert_eq!(crash.start_args(), ["crash", "pg-shard-b"]);
-        assert_eq!(crash.heal_args(), ["up", "pg-shard-b"]);
-        assert_eq!(ServiceOutage::new(crash).name(), "crash-shard pg-shard-b");
+        assert_eq!(crash.start_args(), ["crash", "pg-shard-a", "pg-shard-b"]);
+        assert_eq!(crash.heal_args(), ["up", "pg-shard-a", "pg-shard-b"]);
+        assert_eq!(
+            ServiceOutage::new(crash).name(),
+            "crash-shard pg-shard-a pg-shard-b"
+        );
         assert_eq!(Outage::RestartKafka.start_args(), ["down", "kafka"]);
         assert_eq!(Outage::RestartRedis.heal_args(), ["up", "redis"]);
         for (outage, fault) in [
