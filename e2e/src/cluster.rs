@@ -379,6 +379,11 @@ impl Cluster {
         self.persisters[i].child = Some(cmd.spawn().unwrap());
     }
 
+    /// How node `i` is launched now (its wrapper, host and own settings).
+    pub fn launch(&self, i: usize) -> &Launch {
+        &self.nodes[i].launch
+    }
+
     /// The OS process id of node `i`, while it runs (with a wrapper that `exec`s, the
     /// node's own).
     pub fn pid(&self, i: usize) -> Option<u32> {
