@@ -22,6 +22,9 @@ pub struct Launch {
     pub wrapper: Vec<String>,
     /// The address the process listens on and is reached at (default `127.0.0.1`).
     pub host: Option<String>,
+    /// What must live as long as a process may be launched this way (the network
+    /// namespaces the wrapper enters, for instance); dropped with the last copy.
+    pub keep: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Launch {
@@ -172,7 +175,11 @@ fn unique() -> String {
 /// The settings every process of a cluster gets: distributed mode over `services`, topics
 /// and Redis keys under `prefix`, limits raised for tests, then `options.extra_env` (a
 /// `PARLEY_X_FILE` there replaces the default `PARLEY_X`) and the ChatCluster to follow.
-fn settings(services: &Services, options: &Options, prefix: &str) -> Vec<(String, String)> {
+pub(crate) fn settings(
+    services: &Services,
+    options: &Options,
+    prefix: &str,
+) -> Vec<(String, String)> {
     let pg = |role: &str| services.postgres(role).url.clone();
     let mut env: Vec<(String, String)> = vec![
         ("PARLEY_MODE".into(), "distributed".into()),

@@ -59,6 +59,10 @@ pub struct Redis {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Kafka {
     pub bootstrap_servers: String,
+    /// The listener for processes in other network namespaces (dev/k8s' real node, the
+    /// partition tests' namespaces): `198.18.1.1:19094`, DNAT'd to 127.0.0.1 on the host.
+    #[serde(default)]
+    pub node_bootstrap_servers: Option<String>,
     pub version: String,
 }
 

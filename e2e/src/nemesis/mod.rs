@@ -6,6 +6,7 @@
 //! process: `{"f":"nemesis","value":{"fault":"pause","phase":"start","target":"pause n1"}}`.
 
 pub mod clock;
+pub mod partition;
 pub mod persister;
 pub mod process;
 pub mod services;
@@ -94,6 +95,9 @@ pub const FAULTS: &[Fault] = &[
     services::CRASH_SHARD,
     clock::CLOCK_STEP,
     persister::PERSISTER_CRASH,
+    partition::PARTITION_REDIS,
+    partition::PARTITION_KAFKA,
+    partition::PARTITION_PEERS,
 ];
 
 /// The registered kind named `kind`.
