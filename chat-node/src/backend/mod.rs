@@ -10,8 +10,9 @@
 //! ```
 //!
 //! `sql` holds what the two SQL stores share (the directory tables, message reads, values,
-//! error mapping); `conformance` holds the one behavioural test suite every implementation
-//! runs.
+//! error mapping); `entry` the message log's records ([`LogEntry`]: messages with their owner
+//! term, fence records); `conformance` holds the one behavioural test suite every
+//! implementation runs.
 
 pub mod datadir;
 mod entry;
