@@ -148,6 +148,44 @@ async fn metric(cluster: &Cluster, i: usize, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Pauses node `owner` [`PAUSES`] times while the senders run: SIGSTOP for the lease + 2 s,
+/// and longer until another node has acknowledged a send (`others_acks` grew: it took the
+/// channel over); then SIGCONT. Returns the owner's `parley_fenced_sends_total` after each
+/// round.
+async fn pause_rounds(
+    cluster: &Cluster,
+    owner: usize,
+    shared: &Shared,
+    others_acks: &AtomicUsize,
+) -> Vec<u64> {
+    let pid = cluster.pid(owner).expect("the owner runs");
+    let mut fenced = Vec::new();
+    for r in 0..PAUSES {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        signal(pid, "STOP");
+        // Answers the owner wrote before it stopped may still be on their way.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before = others_acks.load(Ordering::SeqCst);
+        tokio::time::sleep(LEASE + Duration::from_secs(2)).await;
+        // The pause lasts until another node has sequenced (an `ok` while the owner is
+        // stopped), however slow this machine is.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        while others_acks.load(Ordering::SeqCst) == before {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {r}: no other node took the channel over\n{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        signal(pid, "CONT");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        shared.round.fetch_add(1, Ordering::SeqCst);
+        fenced.push(metric(cluster, owner, "parley_fenced_sends_total").await);
+    }
+    fenced
+}
+
 #[tokio::test]
 async fn a_paused_owner_is_fenced_and_no_seq_is_given_twice() {
     let services = services();
@@ -155,7 +193,6 @@ async fn a_paused_owner_is_fenced_and_no_seq_is_given_twice() {
     let alice = Api::register(cluster.url(0), &cluster.name("alice")).await;
     let group = alice.create_group(&cluster.name("fenced")).await;
     let owner = owner_of(&cluster, group);
-    let pid = cluster.pid(owner).expect("the owner runs");
 
     // One client per node. The owner's waits out a pause (its answer after the wake is
     // what is checked); the others give up after 1 s and send again, so that another node
@@ -182,31 +219,7 @@ async fn a_paused_owner_is_fenced_and_no_seq_is_given_twice() {
         )));
     }
 
-    // The owner's parley_fenced_sends_total after each round.
-    let mut fenced = Vec::new();
-    for r in 0..PAUSES {
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        signal(pid, "STOP");
-        // Answers the owner wrote before it stopped may still be on their way.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let before = others_acks.load(Ordering::SeqCst);
-        tokio::time::sleep(LEASE + Duration::from_secs(2)).await;
-        // The pause lasts until another node has sequenced (an `ok` while the owner is
-        // stopped), however slow this machine is.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        while others_acks.load(Ordering::SeqCst) == before {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "round {r}: no other node took the channel over\n{}",
-                cluster.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        signal(pid, "CONT");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        shared.round.fetch_add(1, Ordering::SeqCst);
-        fenced.push(metric(&cluster, owner, "parley_fenced_sends_total").await);
-    }
+    let fenced = pause_rounds(&cluster, owner, &shared, &others_acks).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     shared.stop.store(true, Ordering::SeqCst);
     assert!(owners_acks.load(Ordering::SeqCst) > 0);
