@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parley_protocol::{ErrorCode, Id};
 
-use super::fencing::{Fencing, OwnerTerm};
+use super::fencing::{Fencing, OwnerTerm, superseded};
 use super::owners::ChannelOwners;
 use super::sequencer::{ChannelSeq, HeldTerm, OwnerState, Sequencer};
 use crate::backend::{Log, LogEntry, LogRecord, MessageStore};
@@ -150,7 +150,7 @@ impl Handover {
         self.fencing.establish(channel, term).await?;
         if fences {
             self.waits.wait(self.log.as_ref()).await?;
-            self.check_stored_term(channel, fence).await?;
+            self.check_stored_term(channel, term).await?;
         }
         let stored = self
             .messages
@@ -189,32 +189,36 @@ impl Handover {
     }
 
     /// After the wait, the store's term of `channel` is the one this node's fence started,
-    /// unless a later fence was persisted (this node is superseded) or the log's offsets
-    /// went back (a topic created anew: messages of this term would be dropped, so none
-    /// may be acknowledged). A lower one means a persister that keeps no terms (an older
-    /// version during a rollout): no refusal.
-    async fn check_stored_term(&self, channel: Id, term: u64) -> Result<(), ApiError> {
+    /// unless a later fence was persisted (this node is superseded: its term is no longer in
+    /// force either) or the log's offsets went back (a topic created anew: messages of this
+    /// term would be dropped, so none may be acknowledged). A lower one means a persister
+    /// that keeps no terms (an older version during a rollout): no refusal. Errors:
+    /// `unavailable` in both cases of refusal.
+    async fn check_stored_term(&self, channel: Id, term: OwnerTerm) -> Result<(), ApiError> {
         let stored = self
             .messages
             .channel_terms(&[channel])
             .await?
             .first()
             .map_or(0, |(_, t)| *t);
-        if stored > term {
-            tracing::error!(
-                %channel,
-                term,
-                stored,
-                "the store's owner term of the channel is above this take-over's: another \
-                 node took it over meanwhile, or the log's offsets went back (topic created \
-                 anew); sends of the channel are refused until the store's term is below a \
-                 new fence's"
-            );
-            return Err(ApiError::unavailable(format!(
-                "channel {channel} cannot be taken over now; try again"
-            )));
+        if stored <= term.term {
+            return Ok(());
         }
-        Ok(())
+        if self.fencing.confirm(channel, term).await.is_err() {
+            tracing::debug!(%channel, term = term.term, stored, "superseded during the take-over");
+            return Err(superseded(channel));
+        }
+        tracing::error!(
+            %channel,
+            term = term.term,
+            stored,
+            "the store's owner term of the channel is above the one this node just put in \
+             force: the log's offsets went back (its topic was created anew?); sends of the \
+             channel are refused until the store's term is below a new fence's"
+        );
+        Err(ApiError::unavailable(format!(
+            "channel {channel} cannot be taken over now; try again"
+        )))
     }
 
     /// Checks, after a send's record of `term` is durable, that the term is still in force.

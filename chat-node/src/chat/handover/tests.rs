@@ -58,12 +58,14 @@ impl Log for JournaledLog {
 }
 
 /// A [`MemoryFencing`] that writes its calls to the journal; when `race` is set, another
-/// node reserves the channel right after each of this node's reserves.
+/// node reserves the channel right after each of this node's reserves, when `overtake` is,
+/// right after each of its establishes.
 #[derive(Debug)]
 struct JournaledFencing {
     journal: Journal,
     terms: MemoryFencing,
     race: std::sync::atomic::AtomicBool,
+    overtake: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -91,6 +93,9 @@ impl Fencing for JournaledFencing {
             term.term,
             if r.is_ok() { "ok" } else { "superseded" }
         ));
+        if self.overtake.load(Ordering::SeqCst) {
+            self.terms.reserve(channel).await?;
+        }
         r
     }
 
@@ -113,6 +118,7 @@ async fn setup(wait: Duration) -> Setup {
         journal: journal.clone(),
         terms: MemoryFencing::default(),
         race: false.into(),
+        overtake: false.into(),
     });
     let log = Arc::new(JournaledLog {
         journal: journal.clone(),
@@ -251,7 +257,23 @@ async fn a_stored_term_above_the_fences_is_refused() {
     s.store.write_batch(&[], &[(c, 5000)]).await.unwrap();
     let err = s.hold(c, 1).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::Unavailable);
+    assert!(err.message.contains("cannot be taken over now"), "{err:?}");
     assert!(s.sequencer.channel(c).owner.lock().await.held.is_none());
+}
+
+#[tokio::test]
+async fn a_later_fence_stored_during_the_wait_means_superseded() {
+    // Another node reserved after this one established, and its fence was persisted.
+    let s = setup(Duration::ZERO).await;
+    let c = Id(10);
+    s.store.write_batch(&[], &[(c, 5000)]).await.unwrap();
+    s.fencing.overtake.store(true, Ordering::SeqCst);
+    let err = s.hold(c, 1).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Unavailable);
+    assert!(
+        err.message.contains("taken over by another node"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
