@@ -25,10 +25,12 @@
 //! ```text
 //!   ws::session ─► ws::ops ─► chat::Messages::send (rate, text, member, moderation, files)
 //!     ─► ChannelOwners::owner_of(channel)
-//!          ├─ Me ───► chat::Sequencing::sequence ─► Handover::acquire ─► Log::append
-//!          │            ─► Events::publish ─► PubSub ─► each node's Hub::dispatch ─► sockets
+//!          ├─ Me ───► chat::Sequencing::sequence ─► Handover::hold (owner term) ─► Log::append
+//!          │            ─► Fencing::confirm ─► Events::publish ─► PubSub ─► each node's
+//!          │            Hub::dispatch ─► sockets
 //!          └─ Other ─► internal::PeerClient ─POST─► owner's http::internal ─► its Sequencing
-//!   persister: Log (SQLite table | Kafka topic) ─► MessageStore (SQLite | the PostgreSQL shard)
+//!   persister: Log (SQLite table | Kafka topic) ─► fence filter ─► MessageStore (SQLite | the
+//!              PostgreSQL shard)
 //! ```
 #![forbid(unsafe_code)]
 

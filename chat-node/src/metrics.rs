@@ -21,6 +21,9 @@ pub struct Metrics {
     pub connections: Gauge,
     pub messages_in: Counter,
     pub messages_out: Counter,
+    /// Sends whose record was appended and whose owner term was then found fenced
+    /// (answered `unavailable`; docs/reliability.md, fencing).
+    pub fenced_sends: Counter,
     pub send_latency: Histogram,
     pub errors: Family<CodeLabel, Counter>,
 }
@@ -37,6 +40,7 @@ impl Metrics {
         let connections = Gauge::default();
         let messages_in = Counter::default();
         let messages_out = Counter::default();
+        let fenced_sends = Counter::default();
         // 0.25 ms .. ~4 s
         let send_latency = Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(0.00025, 2.0, 15),
@@ -58,6 +62,11 @@ impl Metrics {
             messages_out.clone(),
         );
         registry.register(
+            "fenced_sends",
+            "Sends answered unavailable because this node's owner term was fenced after the append",
+            fenced_sends.clone(),
+        );
+        registry.register(
             "send_latency_seconds",
             "Time from receiving a send to its ok",
             send_latency.clone(),
@@ -72,6 +81,7 @@ impl Metrics {
             connections,
             messages_in,
             messages_out,
+            fenced_sends,
             send_latency,
             errors,
         }

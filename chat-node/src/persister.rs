@@ -3,13 +3,34 @@
 //! At-least-once into an idempotent store: a batch is inserted (duplicates skipped), and
 //! only then is the log position committed. A failing store is retried with back-off; the
 //! batch is kept, so nothing is lost or doubled.
+//!
+//! Fencing (docs/reliability.md): the log holds messages stamped with their owner's term
+//! and fence records, each of which starts a new owner's term (its offset + 1). [`fence`]
+//! walks a batch in log order and drops a message whose term is below the highest term in
+//! force for its channel (the store's, raised by the fences seen): an owner fenced out
+//! wrote it, and it was never acknowledged. The kept messages and the raised terms are
+//! written together ([`MessageStore::write_batch`], one transaction per shard).
+//!
+//! ```text
+//!   poll ─► decode (LogEntry) ─► stored terms of the batch's fenced channels
+//!        ─► fence(): keep / drop, terms raised ─► write_batch (retried) ─► commit offsets
+//! ```
+//!
+//! Replaying a batch (a crash between the store's commit and the offset commit) keeps
+//! everything the first pass kept: a term stored by the first pass was written in the same
+//! transaction as every kept message of that channel before its fence, so a message the
+//! replay drops for that term is already stored.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parley_protocol::Id;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{BackendError, Log, LogConsumer, MessageStore, StoredMessage};
+use crate::backend::{
+    BackendError, Log, LogConsumer, LogEntry, MessageStore, PolledRecord, StoredMessage,
+};
 
 /// Batching of the persister.
 #[derive(Debug, Clone, Copy)]
@@ -70,7 +91,8 @@ pub async fn drain(
     }
 }
 
-/// One batch: poll, insert (retrying), commit. Returns how many records it handled.
+/// One batch: poll, filter and write (retrying), commit. Returns how many records it
+/// handled.
 async fn step(
     consumer: &mut dyn LogConsumer,
     store: &dyn MessageStore,
@@ -83,21 +105,15 @@ async fn step(
     if records.is_empty() {
         return Ok(0);
     }
-    let mut batch = Vec::with_capacity(records.len());
-    for r in &records {
-        match serde_json::from_slice::<StoredMessage>(&r.payload) {
-            Ok(m) => batch.push(m),
-            // A record no version of the node wrote: skipping it is all that can be done.
-            Err(e) => tracing::error!(key = %r.key, "undecodable log record skipped: {e}"),
-        }
-    }
+    let entries = decode(&records);
+    let fenced = fenced_channels(&entries);
     let mut backoff = Duration::from_millis(100);
     loop {
-        match store.insert_messages(&batch).await {
-            Ok(_) => break,
+        match write(store, &entries, &fenced).await {
+            Ok(()) => break,
             Err(e) => {
                 tracing::warn!(
-                    messages = batch.len(),
+                    records = records.len(),
                     "persisting failed, retrying in {backoff:?}: {e}"
                 );
                 tokio::select! {
@@ -120,12 +136,133 @@ async fn step(
     Ok(records.len())
 }
 
+/// The entries of `records` with their offsets, in log order; a record no version of the
+/// node wrote is logged and skipped (all that can be done with it).
+fn decode(records: &[PolledRecord]) -> Vec<(u64, LogEntry)> {
+    records
+        .iter()
+        .filter_map(|r| match LogEntry::decode(&r.payload) {
+            Ok(entry) => Some((r.offset, entry)),
+            Err(e) => {
+                tracing::error!(key = %r.key, offset = r.offset, "undecodable log record skipped: {e}");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The channels of `entries` whose stored term matters: those with a fence or a message of a
+/// term above 0. (None on an embedded node: its batches cost no extra read.)
+fn fenced_channels(entries: &[(u64, LogEntry)]) -> Vec<Id> {
+    let mut channels: Vec<Id> = entries
+        .iter()
+        .filter_map(|(_, e)| match e {
+            LogEntry::Fence { channel } => Some(*channel),
+            LogEntry::Message { message, term } if *term > 0 => Some(message.channel_id),
+            LogEntry::Message { .. } => None,
+        })
+        .collect();
+    channels.sort_unstable();
+    channels.dedup();
+    channels
+}
+
+/// Reads the stored terms of `fenced`, filters `entries` and writes what is kept.
+async fn write(
+    store: &dyn MessageStore,
+    entries: &[(u64, LogEntry)],
+    fenced: &[Id],
+) -> Result<(), BackendError> {
+    let stored: HashMap<Id, u64> = if fenced.is_empty() {
+        HashMap::new()
+    } else {
+        store.channel_terms(fenced).await?.into_iter().collect()
+    };
+    let filtered = fence(entries, &stored);
+    if let Some(first) = filtered.dropped.first() {
+        tracing::warn!(
+            dropped = filtered.dropped.len(),
+            channel = %first.message.channel_id,
+            seq = first.message.seq,
+            id = %first.message.id,
+            term = first.term,
+            in_force = first.in_force,
+            "messages of fenced-out owners dropped (never acknowledged)"
+        );
+    }
+    store.write_batch(&filtered.kept, &filtered.terms).await?;
+    Ok(())
+}
+
+/// What [`fence`] makes of a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filtered {
+    /// The messages to store, in log order.
+    pub kept: Vec<StoredMessage>,
+    /// (channel, term) for each channel whose term in force the batch's fences raised
+    /// above the stored one, by channel.
+    pub terms: Vec<(Id, u64)>,
+    /// The messages dropped: written by an owner fenced out.
+    pub dropped: Vec<Dropped>,
+}
+
+/// A message [`fence`] dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    pub message: StoredMessage,
+    /// The term the message was written in.
+    pub term: u64,
+    /// The channel's term in force where the message stands in the log.
+    pub in_force: u64,
+}
+
+/// The fencing filter, pure: walks `entries` ((offset, entry) in log order) keeping per
+/// channel the term in force, the larger of `stored` (the store's term; absent = 0) and
+/// every fence seen so far (a fence at offset `o` starts term `o + 1`). A message whose
+/// term is below it is dropped; a message of term 0 (a node that fences nothing, or an older
+/// version) is always kept, as before fencing.
+pub fn fence(entries: &[(u64, LogEntry)], stored: &HashMap<Id, u64>) -> Filtered {
+    let mut in_force: BTreeMap<Id, u64> = BTreeMap::new();
+    let mut out = Filtered::default();
+    for (offset, entry) in entries {
+        match entry {
+            LogEntry::Fence { channel } => {
+                let term = offset.saturating_add(1);
+                let current = in_force
+                    .entry(*channel)
+                    .or_insert_with(|| stored.get(channel).copied().unwrap_or(0));
+                *current = (*current).max(term);
+            }
+            LogEntry::Message { message, term } => {
+                let channel = message.channel_id;
+                let current = *in_force
+                    .entry(channel)
+                    .or_insert_with(|| stored.get(&channel).copied().unwrap_or(0));
+                if *term == 0 || *term >= current {
+                    out.kept.push(message.clone());
+                } else {
+                    out.dropped.push(Dropped {
+                        message: message.clone(),
+                        term: *term,
+                        in_force: current,
+                    });
+                }
+            }
+        }
+    }
+    out.terms = in_force
+        .into_iter()
+        .filter(|(c, t)| *t > stored.get(c).copied().unwrap_or(0))
+        .collect();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backend::sqlite::{SqliteLog, SqliteStore, open_memory};
     use crate::backend::{LogRecord, Page};
-    use parley_protocol::{Id, Timestamp};
+    use parley_protocol::Timestamp;
 
     fn msg(seq: u64) -> StoredMessage {
         StoredMessage {
@@ -186,5 +323,191 @@ mod tests {
             0,
             "committed: nothing again"
         );
+    }
+
+    /// Message `seq` of channel 7 written in `term`, as an entry at `offset`.
+    fn m(offset: u64, seq: u64, term: u64) -> (u64, LogEntry) {
+        (
+            offset,
+            LogEntry::Message {
+                message: StoredMessage {
+                    id: Id(1000 + offset),
+                    ..msg(seq)
+                },
+                term,
+            },
+        )
+    }
+
+    /// A fence of channel 7 at `offset` (it starts term `offset + 1`).
+    fn f(offset: u64) -> (u64, LogEntry) {
+        (offset, LogEntry::Fence { channel: Id(7) })
+    }
+
+    fn seqs(v: &[StoredMessage]) -> Vec<(u64, u64)> {
+        v.iter().map(|m| (m.id.0 - 1000, m.seq)).collect()
+    }
+
+    #[test]
+    fn a_message_before_a_fence_is_kept_and_one_of_the_old_term_after_it_dropped() {
+        // Owner A (term 4, from a fence at offset 3) writes seqs 1, 2; owner B fences at
+        // offset 12 (term 13) and writes seq 3; A, paused, wakes and writes seq 3 too.
+        let entries = [m(10, 1, 4), m(11, 2, 4), f(12), m(13, 3, 13), m(14, 3, 4)];
+        let out = fence(&entries, &HashMap::from([(Id(7), 4)]));
+        assert_eq!(seqs(&out.kept), [(10, 1), (11, 2), (13, 3)]);
+        assert_eq!(out.terms, [(Id(7), 13)]);
+        assert_eq!(out.dropped.len(), 1);
+        assert_eq!(
+            (
+                out.dropped[0].message.seq,
+                out.dropped[0].term,
+                out.dropped[0].in_force
+            ),
+            (3, 4, 13)
+        );
+    }
+
+    #[test]
+    fn the_stored_term_fences_a_batch_without_a_fence() {
+        let entries = [m(20, 5, 4), m(21, 5, 13)];
+        let out = fence(&entries, &HashMap::from([(Id(7), 13)]));
+        assert_eq!(seqs(&out.kept), [(21, 5)]);
+        assert!(out.terms.is_empty(), "nothing raised above the store's");
+        // A fence below the stored term raises nothing either.
+        let out = fence(&[f(2), m(3, 6, 3)], &HashMap::from([(Id(7), 13)]));
+        assert!(out.kept.is_empty() && out.terms.is_empty());
+    }
+
+    #[test]
+    fn old_records_without_a_term_are_kept_fence_or_not() {
+        let entries = [m(1, 1, 0), m(2, 2, 0)];
+        let out = fence(&entries, &HashMap::new());
+        assert_eq!(seqs(&out.kept), [(1, 1), (2, 2)]);
+        assert!(out.terms.is_empty() && out.dropped.is_empty());
+        // Term 0 is a writer that fences nothing (the embedded node, an older version
+        // during a rollout): its acknowledged messages are never dropped.
+        let out = fence(&[f(5), m(6, 3, 0)], &HashMap::from([(Id(7), 2)]));
+        assert_eq!(seqs(&out.kept), [(6, 3)]);
+        assert_eq!(out.terms, [(Id(7), 6)]);
+    }
+
+    #[test]
+    fn channels_are_fenced_apart() {
+        let other = |offset: u64, term: u64| {
+            let (o, e) = m(offset, 1, term);
+            let LogEntry::Message { mut message, term } = e else {
+                unreachable!()
+            };
+            message.channel_id = Id(8);
+            (o, LogEntry::Message { message, term })
+        };
+        let entries = [f(1), other(2, 1), m(3, 1, 2)];
+        let out = fence(&entries, &HashMap::new());
+        assert_eq!(
+            out.kept.len(),
+            2,
+            "a fence of channel 7 leaves channel 8 alone"
+        );
+        assert_eq!(out.terms, [(Id(7), 2)]);
+    }
+
+    #[tokio::test]
+    async fn a_replayed_batch_keeps_what_the_first_pass_kept_and_stores_nothing_new() {
+        // A crash between the store's commit and the offset commit: the batch comes again,
+        // now with the raised term stored.
+        let store = SqliteStore::new(open_memory().await.unwrap());
+        let entries = [m(10, 1, 4), f(11), m(12, 2, 12), m(13, 2, 4), m(14, 3, 12)];
+        let first = fence(&entries, &HashMap::new());
+        store.write_batch(&first.kept, &first.terms).await.unwrap();
+        let stored_terms: HashMap<Id, u64> = store
+            .channel_terms(&[Id(7)])
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        assert_eq!(stored_terms, HashMap::from([(Id(7), 12)]));
+        let replay = fence(&entries, &stored_terms);
+        assert!(
+            replay.kept.iter().all(|k| first.kept.contains(k)),
+            "the replay keeps nothing the first pass dropped"
+        );
+        assert_eq!(
+            store
+                .write_batch(&replay.kept, &replay.terms)
+                .await
+                .unwrap(),
+            0,
+            "nothing new"
+        );
+        let all = store
+            .history(
+                Id(7),
+                Page::After {
+                    id: Id(0),
+                    limit: 100,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(seqs(&all), [(10, 1), (12, 2), (14, 3)]);
+    }
+
+    #[tokio::test]
+    async fn the_persister_drops_a_fenced_owners_records_from_the_log() {
+        let pool = open_memory().await.unwrap();
+        let log = SqliteLog::new(pool.clone(), "messages");
+        let store = SqliteStore::new(pool);
+        let record = |payload: Vec<u8>| LogRecord {
+            key: Id(7),
+            payload: payload.into(),
+        };
+        let fence_of = |log: &SqliteLog| {
+            let log = log.clone();
+            async move {
+                let offsets = log
+                    .append(&[record(LogEntry::encode_fence(Id(7)).unwrap())])
+                    .await
+                    .unwrap();
+                offsets[0] + 1
+            }
+        };
+        let message = |seq: u64, term: u64| {
+            let m = StoredMessage {
+                id: Id(2000 + seq * 100 + term),
+                text: format!("{seq} in term {term}"),
+                ..msg(seq)
+            };
+            record(LogEntry::encode_message(&m, term).unwrap())
+        };
+        let a = fence_of(&log).await;
+        log.append(&[message(1, a), message(2, a)]).await.unwrap();
+        let b = fence_of(&log).await;
+        // B continues at 3; A's late write of 3 comes after B's fence.
+        log.append(&[message(3, b), message(3, a), message(4, b)])
+            .await
+            .unwrap();
+        let n = drain(&log, &store, Batching::default()).await.unwrap();
+        assert_eq!(n, 7);
+        let stored = store
+            .history(
+                Id(7),
+                Page::After {
+                    id: Id(0),
+                    limit: 100,
+                },
+            )
+            .await
+            .unwrap();
+        let texts: Vec<&str> = stored.iter().map(|m| m.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                format!("1 in term {a}"),
+                format!("2 in term {a}"),
+                format!("3 in term {b}"),
+                format!("4 in term {b}")
+            ]
+        );
+        assert_eq!(store.channel_terms(&[Id(7)]).await.unwrap(), [(Id(7), b)]);
     }
 }

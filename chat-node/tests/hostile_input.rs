@@ -526,7 +526,7 @@ async fn distributed_read_markers_and_replies_find_unstored_messages() {
         &services,
         Options {
             nodes: 2,
-            persisters: 0,
+            persisters: 1,
             ..Options::default()
         },
     )
@@ -536,12 +536,13 @@ async fn distributed_read_markers_and_replies_find_unstored_messages() {
     let g1 = alice.create_group(&cluster.name("g1")).await;
     bob.join(g1).await;
     let g2 = alice.create_group(&cluster.name("g2")).await;
-    // Each owner takes its channel over while the log is empty (with no persister, a
-    // take-over after the first append would wait for one in vain).
-    for g in [g1, g2] {
-        assert_eq!(alice.get(&messages(&g.to_string())).await.status, 200);
-    }
+    // Each owner takes its channel over with the persister running (a take-over appends a
+    // fence record and waits until the persisters consumed it), then the persister stops:
+    // what is sent next stays unstored, in its owner's memory.
     let m2 = id_of(&alice.send(g2, "in g2").await["id"]);
+    alice.send(g1, "first").await;
+    let persister = listening_pid(&cluster.persisters[0].url);
+    signal(persister, "STOP");
     for node in 0..2 {
         // Sent through one node, checked on each: the message is only in its owner's memory.
         let m = id_of(&alice.send(g1, &format!("via {node}")).await["id"]);
@@ -586,6 +587,31 @@ async fn distributed_read_markers_and_replies_find_unstored_messages() {
             assert_eq!((r.status, r.code()), (400, "bad_request"), "reply_to {bad}");
         }
     }
+    signal(persister, "CONT");
+}
+
+/// The process listening on `url`'s port (`ss`), for signals to a cluster's persister.
+fn listening_pid(url: &str) -> u32 {
+    let port = url.rsplit(':').next().unwrap();
+    let out = std::process::Command::new("ss")
+        .args(["-Hltnp", &format!("sport = :{port}")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("pid=")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no process listens on {url}: {text}"))
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{sig} {pid}");
 }
 
 /// Distributed mode: IDs above i64::MAX are refused before they reach PostgreSQL (where

@@ -104,6 +104,36 @@ async fn redis_presence_passes_the_presence_suite() {
 }
 
 #[tokio::test]
+async fn redis_fencing_passes_the_fencing_suite() {
+    use chat_node::chat::fencing::fencing_suite;
+    use chat_node::node::RedisFencing;
+    let services = services();
+    let conn = chat_node::backend::redis::commands(&services.redis.url)
+        .await
+        .unwrap();
+    let namespace = unique("conformance");
+    let fencing = RedisFencing::new(conn.clone(), &namespace);
+    fencing_suite(&fencing).await;
+    // A channel's hash expires a day after its last take-over.
+    let mut c = conn;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("parley:{namespace}:owner:*"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&keys[0])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(
+        (23 * 3600 * 1000..=24 * 3600 * 1000).contains(&ttl),
+        "{ttl} ms"
+    );
+}
+
+#[tokio::test]
 async fn s3_blobs_pass_the_blobs_suite() {
     use chat_node::backend::s3::{S3Blobs, S3Settings};
     let services = services();

@@ -49,6 +49,7 @@ pub async fn store_suite(stores: &Stores) {
     users(stores).await;
     channels_and_members(stores).await;
     messages(stores).await;
+    channel_terms(stores).await;
     read_markers(stores).await;
     media(stores).await;
     ids_at_the_edges(stores).await;
@@ -301,6 +302,49 @@ async fn messages(s: &Stores) {
     attachments_round_trip(s, b).await;
 }
 
+/// The persister's write: messages with the owner terms it raises; a term never goes down.
+async fn channel_terms(s: &Stores) {
+    let b = base();
+    // Consecutive IDs: on the sharded store, some land on different shards.
+    let c: Vec<Id> = (0..4).map(|i| Id(b + i)).collect();
+    let author = Id(b + 9);
+    let sorted = |mut v: Vec<(Id, u64)>| {
+        v.sort_unstable();
+        v
+    };
+    assert!(
+        s.messages.channel_terms(&c).await.unwrap().is_empty(),
+        "no term before a fence"
+    );
+    let batch = [
+        message(c[0], b + 100, 1, author, None),
+        message(c[1], b + 101, 1, author, None),
+    ];
+    let terms = [(c[0], 7), (c[2], 3)];
+    assert_eq!(s.messages.write_batch(&batch, &terms).await.unwrap(), 2);
+    assert_eq!(
+        sorted(s.messages.channel_terms(&c).await.unwrap()),
+        [(c[0], 7), (c[2], 3)]
+    );
+    // Written again (a persister's replay) with other terms: messages once, terms only up.
+    let terms = [(c[0], 5), (c[2], 9), (c[3], 1)];
+    assert_eq!(s.messages.write_batch(&batch, &terms).await.unwrap(), 0);
+    assert_eq!(
+        sorted(s.messages.channel_terms(&c).await.unwrap()),
+        [(c[0], 7), (c[2], 9), (c[3], 1)]
+    );
+    // Terms alone.
+    assert_eq!(s.messages.write_batch(&[], &[(c[1], 4)]).await.unwrap(), 0);
+    assert_eq!(
+        sorted(s.messages.channel_terms(&c[1..2]).await.unwrap()),
+        [(c[1], 4)]
+    );
+    assert_eq!(
+        sorted(s.messages.last_seqs(&c).await.unwrap()),
+        [(c[0], 1), (c[1], 1)]
+    );
+}
+
 /// The pages of [`messages`]' channel.
 async fn history_pages(s: &Stores, b: u64) {
     let ch = Id(b);
@@ -550,25 +594,14 @@ pub async fn log_suite(log: &dyn Log) {
             payload: Bytes::from(format!("{i}")),
         })
         .collect();
-    log.append(&records[..10]).await.unwrap();
-    log.append(&records[10..]).await.unwrap();
+    let mut offsets = log.append(&records[..10]).await.unwrap();
+    offsets.extend(log.append(&records[10..]).await.unwrap());
+    assert_eq!(offsets.len(), 20, "one offset per appended record");
 
     let mut c = log.consumer(&group).await.unwrap();
     let got = poll_mine(c.as_mut(), b, 20, 7).await;
     assert_eq!(got.len(), 20, "every appended record is read once");
-    for key in 0..3 {
-        let of_key: Vec<&Bytes> = got
-            .iter()
-            .filter(|r| r.key == Id(b + key))
-            .map(|r| &r.payload)
-            .collect();
-        let sent: Vec<&Bytes> = records
-            .iter()
-            .filter(|r| r.key == Id(b + key))
-            .map(|r| &r.payload)
-            .collect();
-        assert_eq!(of_key, sent, "records of one key keep their order");
-    }
+    same_order_and_offsets(&records, &offsets, &got, b);
     c.commit().await.unwrap();
     drop(c);
 
@@ -616,10 +649,36 @@ pub async fn log_suite(log: &dyn Log) {
         .expect("caught up after the commit");
 }
 
+/// Per key (`b..b + 3`), `got` holds the records `sent` in their order, each with the
+/// offset its append returned, and the offsets increase.
+fn same_order_and_offsets(sent: &[LogRecord], offsets: &[u64], got: &[PolledRecord], b: u64) {
+    for key in 0..3 {
+        let of_key: Vec<(u64, &Bytes)> = got
+            .iter()
+            .filter(|r| r.key == Id(b + key))
+            .map(|r| (r.offset, &r.payload))
+            .collect();
+        let appended: Vec<(u64, &Bytes)> = sent
+            .iter()
+            .zip(offsets)
+            .filter(|(r, _)| r.key == Id(b + key))
+            .map(|(r, o)| (*o, &r.payload))
+            .collect();
+        assert_eq!(
+            of_key, appended,
+            "records of one key keep their order and are read with the offsets their appends returned"
+        );
+        assert!(
+            appended.windows(2).all(|w| w[0].0 < w[1].0),
+            "offsets increase per key: {appended:?}"
+        );
+    }
+}
+
 /// Polls `c`, `max` records at a time, until it has read `want` records of this run (keys
 /// `b..b + 10`; other records are other runs') or 30 s have passed.
-async fn poll_mine(c: &mut dyn LogConsumer, b: u64, want: usize, max: usize) -> Vec<LogRecord> {
-    let mine = |r: &LogRecord| r.key.0 >= b && r.key.0 < b + 10;
+async fn poll_mine(c: &mut dyn LogConsumer, b: u64, want: usize, max: usize) -> Vec<PolledRecord> {
+    let mine = |r: &PolledRecord| r.key.0 >= b && r.key.0 < b + 10;
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while got.len() < want && tokio::time::Instant::now() < deadline {

@@ -17,12 +17,17 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
-use super::{BackendError, Log, LogConsumer, LogRecord};
+use super::{BackendError, Log, LogConsumer, LogRecord, PolledRecord};
 
 const BACKEND: &str = "kafka";
 
 fn unavailable(e: impl std::fmt::Display) -> BackendError {
     BackendError::unavailable(BACKEND, e)
+}
+
+/// A record's offset as the log reports it (Kafka's are never negative once written).
+fn offset(o: i64) -> Result<u64, BackendError> {
+    u64::try_from(o).map_err(|_| BackendError::internal(BACKEND, format!("offset {o} of a record")))
 }
 
 /// How to reach Kafka.
@@ -167,7 +172,7 @@ impl KafkaLog {
 
 #[async_trait]
 impl Log for KafkaLog {
-    async fn append(&self, records: &[LogRecord]) -> Result<(), BackendError> {
+    async fn append(&self, records: &[LogRecord]) -> Result<Vec<u64>, BackendError> {
         let keys: Vec<String> = records.iter().map(|r| r.key.to_string()).collect();
         let sends = records.iter().zip(&keys).map(|(r, key)| {
             self.producer.send(
@@ -177,10 +182,13 @@ impl Log for KafkaLog {
                 rdkafka::util::Timeout::After(self.settings.delivery_timeout),
             )
         });
+        let mut offsets = Vec::with_capacity(records.len());
         for result in futures_util::future::join_all(sends).await {
-            result.map_err(|(e, _)| unavailable(format!("not acknowledged: {e}")))?;
+            let delivery =
+                result.map_err(|(e, _)| unavailable(format!("not acknowledged: {e}")))?;
+            offsets.push(offset(delivery.offset)?);
         }
-        Ok(())
+        Ok(offsets)
     }
 
     async fn wait_consumed(&self, group: &str, timeout: Duration) -> Result<(), BackendError> {
@@ -249,7 +257,11 @@ impl std::fmt::Debug for KafkaConsumer {
 
 #[async_trait]
 impl LogConsumer for KafkaConsumer {
-    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, BackendError> {
+    async fn poll(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<PolledRecord>, BackendError> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut out = Vec::new();
         while out.len() < max {
@@ -262,7 +274,8 @@ impl LogConsumer for KafkaConsumer {
                 .and_then(|k| std::str::from_utf8(k).ok())
                 .and_then(|k| k.parse::<Id>().ok())
                 .unwrap_or_default();
-            out.push(LogRecord {
+            out.push(PolledRecord {
+                offset: offset(msg.offset())?,
                 key,
                 payload: Bytes::copy_from_slice(msg.payload().unwrap_or_default()),
             });

@@ -10,10 +10,12 @@
 //! ```
 //!
 //! `sql` holds what the two SQL stores share (the directory tables, message reads, values,
-//! error mapping); `conformance` holds the one behavioural test suite every implementation
-//! runs.
+//! error mapping); `entry` the message log's records ([`LogEntry`]: messages with their owner
+//! term, fence records); `conformance` holds the one behavioural test suite every
+//! implementation runs.
 
 pub mod datadir;
+mod entry;
 pub mod kafka;
 pub mod local;
 pub mod memory;
@@ -29,6 +31,7 @@ mod types;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
+pub use entry::LogEntry;
 pub use store::{
     ChannelStore, MediaStore, MemberStore, MessageStore, ReadMarkerStore, Stores, UserStore,
 };
@@ -86,8 +89,11 @@ impl BackendError {
 /// A durable, partitioned log (Kafka's model): records with the same key keep their order.
 #[async_trait]
 pub trait Log: Send + Sync + std::fmt::Debug {
-    /// Appends `records`; `Ok` means every one of them is durable.
-    async fn append(&self, records: &[LogRecord]) -> Result<(), BackendError>;
+    /// Appends `records`; `Ok` means every one of them is durable, and holds the offset
+    /// each got, in the order of `records`. An offset is the record's position in its
+    /// partition: the records of one key get increasing offsets, and a consumer reads each
+    /// record with the offset its append returned ([`PolledRecord::offset`]).
+    async fn append(&self, records: &[LogRecord]) -> Result<Vec<u64>, BackendError>;
 
     /// Opens a consumer in `group`: it starts after the group's committed position.
     async fn consumer(&self, group: &str) -> Result<Box<dyn LogConsumer>, BackendError>;
@@ -105,12 +111,13 @@ pub trait Log: Send + Sync + std::fmt::Debug {
 /// Reads a log for one consumer group.
 #[async_trait]
 pub trait LogConsumer: Send + std::fmt::Debug {
-    /// Up to `max` records, waiting up to `wait` for the first one.
+    /// Up to `max` records with their offsets, waiting up to `wait` for the first one; the
+    /// records of one key come in offset order.
     async fn poll(
         &mut self,
         max: usize,
         wait: std::time::Duration,
-    ) -> Result<Vec<LogRecord>, BackendError>;
+    ) -> Result<Vec<PolledRecord>, BackendError>;
 
     /// Commits everything polled so far: a new consumer of the group starts after it.
     async fn commit(&mut self) -> Result<(), BackendError>;
@@ -119,6 +126,15 @@ pub trait LogConsumer: Send + std::fmt::Debug {
 /// One log record: `key` chooses the partition (the channel ID for messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
+    pub key: Id,
+    pub payload: Bytes,
+}
+
+/// A record as a consumer reads it: where it is in its partition, its key and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolledRecord {
+    /// The offset [`Log::append`] returned for it.
+    pub offset: u64,
     pub key: Id,
     pub payload: Bytes,
 }

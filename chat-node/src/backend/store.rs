@@ -53,7 +53,18 @@ pub trait MemberStore: Send + Sync + std::fmt::Debug {
 pub trait MessageStore: Send + Sync + std::fmt::Debug {
     /// Inserts messages; ones already there (same channel and id) are skipped, so a batch
     /// can be written again safely. Returns how many were new.
-    async fn insert_messages(&self, batch: &[StoredMessage]) -> R<u64>;
+    async fn insert_messages(&self, batch: &[StoredMessage]) -> R<u64> {
+        self.write_batch(batch, &[]).await
+    }
+    /// The persister's write: inserts `batch` as [`MessageStore::insert_messages`] does and
+    /// raises the stored owner term of each channel in `terms` (channel, term) to at least
+    /// that term (it never goes down), in one transaction per database: a channel's raised
+    /// term and the messages of that channel commit together (docs/reliability.md, fencing).
+    /// Returns how many messages were new.
+    async fn write_batch(&self, batch: &[StoredMessage], terms: &[(Id, u64)]) -> R<u64>;
+    /// The stored owner term of each of `channels` that has one: the highest term of a fence
+    /// record the persisters passed (channels without are absent: term 0).
+    async fn channel_terms(&self, channels: &[Id]) -> R<Vec<(Id, u64)>>;
     /// The stored message `id` of `channel`; `None` when there is none (or it is another
     /// channel's).
     async fn message(&self, channel: Id, id: Id) -> R<Option<StoredMessage>>;

@@ -1,103 +1,247 @@
-//! Ownership hand-over ([`Handover`]): a node sequences a channel only in the ownership
-//! epoch it currently holds it in, only once the persisters stored what earlier owners
-//! wrote, and only with the channel's last seq loaded from the store in that epoch.
+//! Ownership hand-over ([`Handover`]): a node sequences a channel only in an owner term it
+//! took the channel over in, in the ring epoch it holds it in now, with the channel's last
+//! seq loaded from the store after the persisters stored what earlier owners wrote. The
+//! term and why it keeps seqs unique are in [`super::fencing`].
 //!
 //! ```text
-//!   claim(channels) ─► epoch ─► every state loaded in it? ─ yes ─► go
-//!                                         └─ no ─► wait for the persisters once per epoch
-//!   current_seq(state) ─► loaded in another epoch? ─► max(store's last seq, this node's)
+//!   claim(channel) ─► epoch (a fast refusal: lease, ring view)
+//!   hold(state, epoch) ─ term of this epoch held? ─ yes ─► go
+//!                          └─ no ─► take over: reserve ─► append fence ─► establish
+//!                                   ─► wait for the persisters (shared) ─► load last seq
+//!   acquire(channels) (reads) ─► every state loaded in the epoch? ─ no ─► wait (shared)
 //! ```
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use parley_protocol::Id;
+use bytes::Bytes;
+use parley_protocol::{ErrorCode, Id};
 
+use super::fencing::{Fencing, OwnerTerm, superseded};
 use super::owners::ChannelOwners;
-use super::sequencer::{ChannelSeq, Sequencer};
-use crate::backend::{Log, MessageStore};
+use super::sequencer::{ChannelSeq, HeldTerm, OwnerState, Sequencer};
+use crate::backend::{Log, LogEntry, LogRecord, MessageStore};
 use crate::error::ApiError;
 
 /// How long a new owner waits for the persisters to store what earlier owners wrote.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a term is used before the channel is taken over again: well within the 24 h
+/// after which the ring's fencing forgets a channel nobody took over (its `confirm` would
+/// then fail once).
+const TERM_RENEWAL: Duration = Duration::from_secs(12 * 3600);
+
 /// Takes channels over for sequencing.
 #[derive(Debug)]
 pub struct Handover {
     owners: Arc<dyn ChannelOwners>,
+    fencing: Arc<dyn Fencing>,
     log: Arc<dyn Log>,
     messages: Arc<dyn MessageStore>,
     sequencer: Arc<Sequencer>,
-    /// The last ownership epoch for which the persisters were seen caught up.
-    caught_up: tokio::sync::Mutex<u64>,
+    waits: PersisterWaits,
+}
+
+/// Waits for the persisters, shared: one wait at a time, and a wait that started after a
+/// caller's ticket was issued covers that caller (it waits for everything appended before
+/// it started). Many channels taken over at once (after a ring change) share a few waits.
+#[derive(Debug, Default)]
+struct PersisterWaits {
+    /// The last ticket issued.
+    issued: AtomicU64,
+    /// The highest ticket a finished wait covered; locked by the one wait under way.
+    covered: tokio::sync::Mutex<u64>,
+}
+
+impl PersisterWaits {
+    /// Returns once the persisters consumed everything appended to `log` before this call.
+    /// Errors: `unavailable` when that takes longer than [`HANDOVER_TIMEOUT`].
+    async fn wait(&self, log: &dyn Log) -> Result<(), ApiError> {
+        let mine = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut covered = self.covered.lock().await;
+        if *covered >= mine {
+            return Ok(());
+        }
+        // Every ticket issued up to here was issued before this wait starts.
+        let upto = self.issued.load(Ordering::SeqCst);
+        log.wait_consumed(crate::persister::GROUP, HANDOVER_TIMEOUT)
+            .await?;
+        *covered = (*covered).max(upto);
+        Ok(())
+    }
 }
 
 impl Handover {
-    /// Hand-over of the channels `owners` gives this node: waits on `log`'s persisters,
-    /// loads last seqs from `messages` into `sequencer`'s states.
+    /// Hand-over of the channels `owners` gives this node: terms from `fencing`, fences
+    /// appended to `log` whose persisters it waits on, last seqs loaded from `messages`
+    /// into `sequencer`'s states.
     pub fn new(
         owners: Arc<dyn ChannelOwners>,
+        fencing: Arc<dyn Fencing>,
         log: Arc<dyn Log>,
         messages: Arc<dyn MessageStore>,
         sequencer: Arc<Sequencer>,
     ) -> Self {
         Self {
             owners,
+            fencing,
             log,
             messages,
             sequencer,
-            caught_up: tokio::sync::Mutex::new(0),
+            waits: PersisterWaits::default(),
         }
     }
 
-    /// Makes sure this node may sequence `channels` in the current epoch: the persisters
-    /// have stored what earlier owners wrote. Returns the epoch. Errors: `unavailable` when
-    /// this node does not own them now or the persisters lag past [`HANDOVER_TIMEOUT`].
+    /// The current ownership epoch, if this node owns `channels` now and its lease is fresh:
+    /// a fast refusal, not what keeps seqs unique (the term is). Errors: `unavailable`.
+    pub fn claim(&self, channels: &[Id]) -> Result<u64, ApiError> {
+        Ok(self.owners.claim(channels)?)
+    }
+
+    /// The owner term this node sequences `channel` in during `epoch`, taking the channel
+    /// over first when `owner` (the channel's state, locked) holds no term of that epoch.
+    /// Errors: `unavailable` when the take-over fails (fencing or log unreachable, another
+    /// node took the channel over meanwhile, the persisters lag past [`HANDOVER_TIMEOUT`]);
+    /// the state then holds no term.
+    pub async fn hold(
+        &self,
+        state: &ChannelSeq,
+        owner: &mut OwnerState,
+        channel: Id,
+        epoch: u64,
+    ) -> Result<OwnerTerm, ApiError> {
+        if let Some(held) = owner
+            .held
+            .filter(|h| h.epoch == epoch && h.since.elapsed() < TERM_RENEWAL)
+        {
+            return Ok(held.term);
+        }
+        owner.held = None;
+        let term = self.take_over(state, owner, channel, epoch).await?;
+        owner.held = Some(HeldTerm {
+            term,
+            epoch,
+            since: Instant::now(),
+        });
+        Ok(term)
+    }
+
+    /// reserve ─► fence ─► establish ─► wait ─► last seq (see [`super::fencing`]).
+    async fn take_over(
+        &self,
+        state: &ChannelSeq,
+        owner: &mut OwnerState,
+        channel: Id,
+        epoch: u64,
+    ) -> Result<OwnerTerm, ApiError> {
+        let fences = self.fencing.fences();
+        let generation = self.fencing.reserve(channel).await?;
+        let fence = if fences {
+            self.append_fence(channel).await?
+        } else {
+            0
+        };
+        let term = OwnerTerm {
+            generation,
+            term: fence,
+        };
+        self.fencing.establish(channel, term).await?;
+        if fences {
+            self.waits.wait(self.log.as_ref()).await?;
+            self.check_stored_term(channel, term).await?;
+        }
+        let stored = self
+            .messages
+            .last_seqs(&[channel])
+            .await?
+            .first()
+            .map_or(0, |(_, s)| *s);
+        // The store holds what earlier owners wrote (the wait above); this node's own last
+        // seq may be newer than the store (an embedded node waits for nothing). Never go
+        // back: take the larger.
+        let known = owner.last_seq.unwrap_or(0);
+        owner.last_seq = Some(stored.max(known));
+        state.reset(epoch);
+        tracing::debug!(%channel, epoch, generation, term = fence, stored, known, "channel taken over");
+        Ok(term)
+    }
+
+    /// Appends a fence record of `channel`; returns the term it starts (its offset + 1).
+    async fn append_fence(&self, channel: Id) -> Result<u64, ApiError> {
+        let payload = LogEntry::encode_fence(channel)
+            .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
+        let offsets = self
+            .log
+            .append(&[LogRecord {
+                key: channel,
+                payload: Bytes::from(payload),
+            }])
+            .await?;
+        let offset = offsets.first().copied().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::Internal,
+                "the log returned no offset for a fence",
+            )
+        })?;
+        Ok(offset + 1)
+    }
+
+    /// After the wait, the store's term of `channel` is the one this node's fence started,
+    /// unless a later fence was persisted (this node is superseded: its term is no longer in
+    /// force either) or the log's offsets went back (a topic created anew: messages of this
+    /// term would be dropped, so none may be acknowledged). A lower one means a persister
+    /// that keeps no terms (an older version during a rollout): no refusal. Errors:
+    /// `unavailable` in both cases of refusal.
+    async fn check_stored_term(&self, channel: Id, term: OwnerTerm) -> Result<(), ApiError> {
+        let stored = self
+            .messages
+            .channel_terms(&[channel])
+            .await?
+            .first()
+            .map_or(0, |(_, t)| *t);
+        if stored <= term.term {
+            return Ok(());
+        }
+        if self.fencing.confirm(channel, term).await.is_err() {
+            tracing::debug!(%channel, term = term.term, stored, "superseded during the take-over");
+            return Err(superseded(channel));
+        }
+        tracing::error!(
+            %channel,
+            term = term.term,
+            stored,
+            "the store's owner term of the channel is above the one this node just put in \
+             force: the log's offsets went back (its topic was created anew?); sends of the \
+             channel are refused until the store's term is below a new fence's"
+        );
+        Err(ApiError::unavailable(format!(
+            "channel {channel} cannot be taken over now; try again"
+        )))
+    }
+
+    /// Checks, after a send's record of `term` is durable, that the term is still in force.
+    /// Errors: `unavailable` (fenced, or it cannot be told).
+    pub async fn confirm(&self, channel: Id, term: OwnerTerm) -> Result<(), ApiError> {
+        self.fencing.confirm(channel, term).await
+    }
+
+    /// For reads of channel state: makes sure this node owns `channels` now and, unless
+    /// every state is loaded in the current epoch, that the persisters have stored what
+    /// earlier owners wrote. Returns the epoch. Errors: `unavailable` when this node does
+    /// not own them now or the persisters lag past [`HANDOVER_TIMEOUT`].
     pub async fn acquire(&self, channels: &[Id]) -> Result<u64, ApiError> {
-        let epoch = self.owners.claim(channels)?;
-        if channels
-            .iter()
-            .all(|c| self.sequencer.channel(*c).loaded_in() == epoch)
+        let epoch = self.claim(channels)?;
+        if !self.fencing.fences()
+            || channels
+                .iter()
+                .all(|c| self.sequencer.channel(*c).loaded_in() == epoch)
         {
             return Ok(epoch);
         }
-        let mut caught_up = self.caught_up.lock().await;
-        if *caught_up < epoch {
-            self.log
-                .wait_consumed(crate::persister::GROUP, HANDOVER_TIMEOUT)
-                .await?;
-            *caught_up = epoch;
-        }
+        self.waits.wait(self.log.as_ref()).await?;
         Ok(epoch)
-    }
-
-    /// The last seq of `channel`, loading it when the state is from another epoch. Called
-    /// with the channel's `last_seq` locked.
-    pub async fn current_seq(
-        &self,
-        state: &ChannelSeq,
-        last_seq: &mut Option<u64>,
-        channel: Id,
-        epoch: u64,
-    ) -> Result<u64, ApiError> {
-        if state.loaded_in() != epoch || last_seq.is_none() {
-            let stored = self
-                .messages
-                .last_seqs(&[channel])
-                .await?
-                .first()
-                .map_or(0, |(_, s)| *s);
-            let was = state.loaded_in();
-            state.reset(epoch);
-            // The store holds what earlier owners wrote (the hand-over waited for the
-            // persisters); this node's own last seq may be newer than the store (a send
-            // that finished after the wait). Never go back: take the larger.
-            let known = last_seq.unwrap_or(0);
-            *last_seq = Some(stored.max(known));
-            tracing::debug!(%channel, epoch, was, stored, known, "channel sequencing state loaded");
-        }
-        Ok(last_seq.unwrap_or(0))
     }
 
     /// The last seqs the store has for those of `channels` whose state is not loaded in
@@ -110,8 +254,8 @@ impl Handover {
         let mut unloaded = Vec::new();
         for c in channels {
             let state = self.sequencer.channel(*c);
-            let last = state.last_seq.lock().await;
-            if state.loaded_in() != epoch || last.is_none() {
+            let owner = state.owner.lock().await;
+            if state.loaded_in() != epoch || owner.last_seq.is_none() {
                 unloaded.push(*c);
             }
         }
@@ -126,3 +270,6 @@ impl Handover {
             .collect())
     }
 }
+
+#[cfg(test)]
+mod tests;

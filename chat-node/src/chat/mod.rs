@@ -9,7 +9,7 @@
 //!                               ├─ members()    Members         member sets (cached), checks
 //!                               ├─ messages()   Messages        send: check, moderate, route
 //!                               ├─ sequencing() Sequencing      owner: dedupe, seq, log, publish
-//!                               │                └ Handover     epochs, persisters caught up
+//!                               │                └ Handover     owner terms (fencing), take-overs
 //!                               ├─ history()    History         pages, sync, resume, cursors
 //!                               ├─ receipts()   Receipts        read markers, typing
 //!                               ├─ presence()   PresenceService heartbeats, statuses
@@ -23,6 +23,7 @@ mod accounts;
 pub mod auth_limits;
 mod channels;
 pub mod events;
+pub mod fencing;
 mod handover;
 mod history;
 mod lifecycle;
@@ -158,6 +159,7 @@ struct Common {
     stores: Stores,
     metrics: Arc<Metrics>,
     owners: Arc<dyn owners::ChannelOwners>,
+    fencing: Arc<dyn fencing::Fencing>,
     members: Arc<Members>,
     media: Arc<Media>,
 }
@@ -223,6 +225,7 @@ impl Chat {
             stores,
             metrics: Arc::new(Metrics::new()),
             owners: p.ownership.owners,
+            fencing: p.ownership.fencing,
             members,
             media,
         };
@@ -263,6 +266,7 @@ impl Chat {
             owners: c.owners.clone(),
             handover: Handover::new(
                 c.owners.clone(),
+                c.fencing.clone(),
                 backends.log.clone(),
                 c.stores.messages.clone(),
                 sequencer.clone(),

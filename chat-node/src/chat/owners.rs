@@ -10,6 +10,10 @@
 //!   Messages::send ─► owner_of(channel) ─┬─ Me ──────► Sequencing (claim, owner_work, append)
 //!                                        └─ Other(m) ─► forward(m, prepared) ─► m's Sequencing
 //! ```
+//!
+//! `claim` (a fresh lease and this node's ring view) is a fast refusal; what keeps a
+//! channel's seqs unique when views or leases are wrong (a paused node) is the fencing of
+//! owner terms ([`super::fencing`]), which [`Ownership`] carries beside the two traits.
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,6 +22,7 @@ use async_trait::async_trait;
 use parley_crd::Member;
 use parley_protocol::{Id, Message};
 
+use super::fencing::{Fencing, Unfenced};
 use crate::error::ApiError;
 use crate::health::RingReport;
 use crate::internal::{Hop, Prepared, StateRequest, StateResponse};
@@ -130,27 +135,31 @@ pub trait Membership: Send + Sync + fmt::Debug {
     fn report(&self) -> Option<RingReport>;
 }
 
-/// A node's place among the owners: both traits, usually implemented by one object.
+/// A node's place among the owners: both traits, usually implemented by one object, and
+/// the fencing of its terms.
 #[derive(Debug, Clone)]
 pub struct Ownership {
     /// Who sequences each channel, for sending and reading.
     pub owners: Arc<dyn ChannelOwners>,
     /// The node's part in the ring, for its lifecycle.
     pub membership: Arc<dyn Membership>,
+    /// Which owner term of each channel is in force ([`super::fencing`]).
+    pub fencing: Arc<dyn Fencing>,
 }
 
 impl Ownership {
-    /// The embedded node's: [`SingleNode`].
+    /// The embedded node's: [`SingleNode`], [`Unfenced`].
     pub fn single_node() -> Self {
-        Self::of(SingleNode)
+        Self::of(SingleNode, Arc::new(Unfenced))
     }
 
-    /// Both roles played by `ring`.
-    pub fn of<R: ChannelOwners + Membership + 'static>(ring: R) -> Self {
+    /// Both roles played by `ring`, its terms kept by `fencing`.
+    pub fn of<R: ChannelOwners + Membership + 'static>(ring: R, fencing: Arc<dyn Fencing>) -> Self {
         let ring = Arc::new(ring);
         Self {
             owners: ring.clone(),
             membership: ring,
+            fencing,
         }
     }
 }

@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use parley_protocol::{Id, Timestamp};
 
+use super::fencing::OwnerTerm;
 use crate::backend::{Page, StoredMessage};
 use crate::config::SequencerMemory;
 use crate::error::ApiError;
@@ -60,12 +61,34 @@ struct Recent {
     message: Arc<StoredMessage>,
 }
 
+/// What the owner of a channel keeps under the channel's lock.
+#[derive(Debug, Default)]
+pub struct OwnerState {
+    /// The last assigned seq (`None` until read from the store).
+    pub last_seq: Option<u64>,
+    /// The owner term this node took the channel over with; `None` until it takes it over
+    /// (again after a ring change, a send that was fenced or failed, or an eviction of the
+    /// state).
+    pub held: Option<HeldTerm>,
+}
+
+/// An owner term as a channel's state holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldTerm {
+    pub term: OwnerTerm,
+    /// The ring epoch of the take-over: in another epoch the channel is taken over again.
+    pub epoch: u64,
+    /// When the take-over finished (a term is renewed before the fencing's record of it can
+    /// expire).
+    pub since: std::time::Instant,
+}
+
 /// One channel's sequencing state.
 #[derive(Debug)]
 pub struct ChannelSeq {
-    /// The last assigned seq (`None` until read from the store). Held across the durable
-    /// append, so seq order is log order.
-    pub last_seq: tokio::sync::Mutex<Option<u64>>,
+    /// The last assigned seq and the owner term. Held across the durable append and its
+    /// confirmation, so seq order is log order.
+    pub owner: tokio::sync::Mutex<OwnerState>,
     /// The ring epoch the state was loaded in; a state from an older epoch is reloaded
     /// (another node may have owned the channel meanwhile).
     pub epoch: AtomicU64,
@@ -82,7 +105,7 @@ pub struct ChannelSeq {
 impl Default for ChannelSeq {
     fn default() -> Self {
         Self {
-            last_seq: tokio::sync::Mutex::new(None),
+            owner: tokio::sync::Mutex::new(OwnerState::default()),
             epoch: AtomicU64::new(UNLOADED),
             hint: AtomicU64::new(0),
             used: AtomicU64::new(0),
@@ -93,7 +116,7 @@ impl Default for ChannelSeq {
 }
 
 impl ChannelSeq {
-    /// Marks the state as loaded in `epoch` (called with `last_seq` locked). The recent
+    /// Marks the state as loaded in `epoch` (called with `owner` locked). The recent
     /// messages stay: they are real messages of the channel, and reads merge them with the
     /// store.
     pub fn reset(&self, epoch: u64) {

@@ -4,11 +4,18 @@
 //! ([`Sequencing::local_state`]).
 //!
 //! ```text
-//!   sequence(prepared) ─ task ─► owner_work ─► Handover::acquire ─► lock channel's last_seq
+//!   sequence(prepared) ─ task ─► owner_work ─► Handover::claim ─► lock the channel's state
+//!     ─► Handover::hold (the owner term; a take-over when there is none for this epoch)
 //!     ─► known (author, client_msg_id)? ─ yes ─► the earlier message
-//!     ─► Sequencer::admit ─► Log::append (durable) ─► remember ─► publish ─► unlock
-//!     ─► notify offline members
+//!     ─► Sequencer::admit ─► Log::append (durable, with the term) ─► Fencing::confirm
+//!     ─► remember ─► publish ─► unlock ─► notify offline members
+//!
+//!   confirm fails (fenced) or the append fails ─► unavailable; last seq not advanced,
+//!   nothing remembered or published, the term dropped (the next send takes over again)
 //! ```
+//!
+//! Fencing (the term, the confirm, and why together they keep seqs unique) is in
+//! [`super::fencing`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,13 +24,14 @@ use bytes::Bytes;
 use parley_protocol::{ErrorCode, Id, Message, Timestamp};
 
 use super::events::Events;
+use super::fencing::OwnerTerm;
 use super::handover::Handover;
 use super::media::Media;
 use super::notify::OfflineNotifier;
 use super::owners::{ChannelOwners, Owner};
 use super::sequencer::Sequencer;
 use super::{Ids, ev};
-use crate::backend::{Log, LogRecord, MessageStore, StoredMessage, Topic};
+use crate::backend::{Log, LogEntry, LogRecord, MessageStore, StoredMessage, Topic};
 use crate::error::ApiError;
 use crate::hub::Header;
 use crate::internal::{ChannelState, Hop, Prepared};
@@ -158,12 +166,12 @@ impl Sequencing {
         let channel = p.channel;
         // Held to the end: a node giving its channels up waits for this append.
         let _owner_work = self.owners.owner_work().await;
-        let epoch = self.handover.acquire(&[channel]).await?;
+        let epoch = self.handover.claim(&[channel])?;
         let seq_state = self.sequencer.channel(channel);
-        let mut last_seq = seq_state.last_seq.lock().await;
-        let current = self
+        let mut owner = seq_state.owner.lock().await;
+        let term = self
             .handover
-            .current_seq(&seq_state, &mut last_seq, channel, epoch)
+            .hold(&seq_state, &mut owner, channel, epoch)
             .await?;
         if let Some(earlier) = self.earlier_send(&p).await? {
             return self.media.message_wire(&earlier).await;
@@ -172,21 +180,54 @@ impl Sequencing {
         // than the budget holds.
         self.sequencer
             .admit(Sequencer::bytes_of(&p.text, p.client_msg_id.as_deref()))?;
+        let current = owner.last_seq.unwrap_or(0);
         let stored = self.stamp(p, current + 1).await?;
-        self.append(&stored).await?;
-        *last_seq = Some(stored.seq);
+        if let Err(e) = self.append_confirmed(&stored, term).await {
+            // The record may be in the log (an append whose answer was lost, or one fenced
+            // out): the seq is not used again under this term. The next send takes the
+            // channel over, after the persisters stored whatever of it is kept.
+            owner.held = None;
+            return Err(e);
+        }
+        owner.last_seq = Some(stored.seq);
         let stored = Arc::new(stored);
         self.sequencer.remember(&seq_state, stored.clone());
         let message = self.media.message_wire(&stored).await?;
         // Published under the channel's lock, so events leave in seq order. A failed publish
         // loses no message: it is durable, and clients catch up with resume/history.
         self.publish(&message).await;
-        drop(last_seq);
+        drop(owner);
         self.metrics.messages_in.inc();
         if let Some(notifier) = &self.notifier {
             notifier.message_sent(&stored).await;
         }
         Ok(message)
+    }
+
+    /// Appends `stored` in `term` and confirms the term is still in force: only then may the
+    /// message be remembered, published or acknowledged. Errors: `unavailable` when the
+    /// append failed, or the confirmation did (the outcome is unknown: a record before the
+    /// next owner's fence is stored, one after it dropped; a retry with the same
+    /// `client_msg_id` finds out).
+    async fn append_confirmed(
+        &self,
+        stored: &StoredMessage,
+        term: OwnerTerm,
+    ) -> Result<(), ApiError> {
+        self.append(stored, term.term).await?;
+        if let Err(e) = self.handover.confirm(stored.channel_id, term).await {
+            self.metrics.fenced_sends.inc();
+            tracing::warn!(
+                channel = %stored.channel_id,
+                seq = stored.seq,
+                generation = term.generation,
+                term = term.term,
+                "a send was fenced after its append: {}",
+                e.message
+            );
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// The message sent earlier with `p`'s `client_msg_id` within the idempotency window.
@@ -226,9 +267,10 @@ impl Sequencing {
         })
     }
 
-    /// Durable first: the sender's ok and every delivery come after this.
-    async fn append(&self, stored: &StoredMessage) -> Result<(), ApiError> {
-        let payload = serde_json::to_vec(stored)
+    /// Durable first: the sender's ok and every delivery come after this. The record
+    /// carries the owner `term` (the persisters drop it if a later owner fenced it).
+    async fn append(&self, stored: &StoredMessage, term: u64) -> Result<(), ApiError> {
+        let payload = LogEntry::encode_message(stored, term)
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         self.log
             .append(&[LogRecord {
@@ -266,10 +308,11 @@ impl Sequencing {
         let mut out = Vec::with_capacity(channels.len());
         for c in channels {
             let state = self.sequencer.channel(*c);
-            let mut last = state.last_seq.lock().await;
-            if state.loaded_in() != epoch || last.is_none() {
+            let mut owner = state.owner.lock().await;
+            if state.loaded_in() != epoch || owner.last_seq.is_none() {
                 state.reset(epoch);
-                *last = Some(stored.get(c).copied().unwrap_or(0).max(last.unwrap_or(0)));
+                let known = owner.last_seq.unwrap_or(0);
+                owner.last_seq = Some(stored.get(c).copied().unwrap_or(0).max(known));
             }
             let recent = self
                 .sequencer
@@ -280,10 +323,13 @@ impl Sequencing {
                 .collect();
             out.push(ChannelState {
                 id: *c,
-                last_seq: last.unwrap_or(0),
+                last_seq: owner.last_seq.unwrap_or(0),
                 recent,
             });
         }
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,7 +8,8 @@
 //!     ├─ join_ring: Cluster (leases in Redis), first tick
 //!     ├─ RedisPresence, PresenceExpiry (key-expiry notifications, Redis restarts)
 //!     ├─ checks: directory, shards, redis, kafka, s3
-//!     ├─ bind_internal, Chat (ClusterRing + PeerClient for channel ownership)
+//!     ├─ bind_internal, Chat (ClusterRing + PeerClient for channel ownership,
+//!     │                       RedisFencing for the owner terms)
 //!     └─ tasks: ring ticks, presence expiry, presence restore, [ChatCluster], [shard map]
 //! ```
 
@@ -19,6 +20,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use super::fencing::RedisFencing;
 use super::ring::ClusterRing;
 use super::{InternalApi, Node, Task, cluster_inbox, moderator, snowflake, topics, watch_shards};
 use crate::auth::Tokens;
@@ -80,10 +82,10 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
         },
         hub,
         moderator,
-        ownership: Ownership::of(ClusterRing::new(
-            cluster.clone(),
-            PeerClient::new(d.cluster_secret.clone()),
-        )),
+        ownership: Ownership::of(
+            ClusterRing::new(cluster.clone(), PeerClient::new(d.cluster_secret.clone())),
+            Arc::new(RedisFencing::new(redis.clone(), &d.topic_prefix)),
+        ),
         presence: Arc::new(presence),
         checks,
         members_cache,

@@ -23,6 +23,15 @@ use crate::persister::{self, Batching};
 /// An embedded node: SQLite store and log, in-process pub/sub, local blobs, all under
 /// `config.data_dir`. `addr` is where it listens (for its own blob URLs).
 pub async fn embedded(config: Config, addr: SocketAddr) -> anyhow::Result<Arc<Chat>> {
+    embedded_with(config, addr, Ownership::single_node()).await
+}
+
+/// [`embedded`] with another `ownership` (tests: a fencing that fences).
+pub(crate) async fn embedded_with(
+    config: Config,
+    addr: SocketAddr,
+    ownership: Ownership,
+) -> anyhow::Result<Arc<Chat>> {
     let data = config.data_dir.clone();
     // Private: 0700, files 0600, tightened if found looser (backend::datadir).
     crate::backend::datadir::prepare(&data)
@@ -78,7 +87,7 @@ pub async fn embedded(config: Config, addr: SocketAddr) -> anyhow::Result<Arc<Ch
         },
         hub,
         moderator,
-        ownership: Ownership::single_node(),
+        ownership,
         presence: Arc::new(MemoryPresence::new(config_heartbeat)),
         checks,
         members_cache,

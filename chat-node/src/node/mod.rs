@@ -5,7 +5,8 @@
 //! ```text
 //!   build(config) ─┬─ embedded(): SQLite store + log, MemoryBus, local blobs, SingleNode
 //!                  └─ distributed(): PostgreSQL, Kafka, Redis pub/sub + presence, S3,
-//!                                    Cluster leases + ClusterRing, background tasks
+//!                                    Cluster leases + ClusterRing, RedisFencing (owner
+//!                                    terms), background tasks
 //!   serve(listener, node, shutdown)
 //!     ├─ background: node tasks, presence ticks, moderation words, own persister (embedded)
 //!     ├─ internal API (distributed): http::internal::router
@@ -15,11 +16,15 @@
 
 mod distributed;
 mod embedded;
+mod fencing;
 mod persist;
 mod ring;
 
 pub use distributed::distributed;
 pub use embedded::embedded;
+#[cfg(test)]
+pub(crate) use embedded::embedded_with;
+pub use fencing::RedisFencing;
 pub use persist::{migrate_all, persist};
 pub use ring::ClusterRing;
 

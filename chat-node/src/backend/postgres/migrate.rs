@@ -38,12 +38,20 @@ const DIRECTORY: &[Migration] = &[
     },
 ];
 
-const SHARD: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init.sql",
-    sql: include_str!("../../../../migrations/shard/0001_init.sql"),
-    rekey_names: false,
-}];
+const SHARD: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_init.sql",
+        sql: include_str!("../../../../migrations/shard/0001_init.sql"),
+        rekey_names: false,
+    },
+    Migration {
+        version: 2,
+        name: "0002_channel_terms.sql",
+        sql: include_str!("../../../../migrations/shard/0002_channel_terms.sql"),
+        rekey_names: false,
+    },
+];
 
 /// Arbitrary constant for `pg_advisory_lock`, shared by every migrator.
 const LOCK_KEY: i64 = 0x7061_726c_6579; // "parley"

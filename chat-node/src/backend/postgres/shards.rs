@@ -1,7 +1,8 @@
 //! [`Shards`]: the messages of the distributed Store, on the database of each channel's slot
 //! (`hash(channel_id) mod 4096`, parley_crd's [`ShardMap`]). Reads of one shard are
 //! [`MessageRows`]' shared code; what spans shards (a batch, `messages_after`,
-//! `last_seqs`) is split by shard here and merged.
+//! `last_seqs`, `channel_terms`) is split by shard here and merged. A batch is one
+//! transaction per shard: its messages and its channels' raised owner terms commit together.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -120,8 +121,60 @@ fn build_map(shards: &[ShardSpec], pool_size: u32, reuse: &[Shard]) -> R<ShardMa
         .map_err(|e| BackendError::internal(BACKEND, format!("shard map: {e}")))
 }
 
-/// Inserts `messages` (all of `shard`) in one statement; returns how many were new.
-async fn insert_on(shard: &Shard, messages: &[&StoredMessage]) -> R<u64> {
+/// What one shard gets of a batch: its messages and its channels' raised terms.
+#[derive(Default)]
+struct ShardWrite<'a> {
+    messages: Vec<&'a StoredMessage>,
+    terms: Vec<(Id, u64)>,
+}
+
+/// `shard`'s error as unavailable, naming the shard.
+fn shard_err(shard: &Shard, e: sqlx::Error) -> BackendError {
+    match err(e) {
+        BackendError::Unavailable { detail, .. } => {
+            BackendError::unavailable(BACKEND, format!("shard {}: {detail}", shard.name))
+        }
+        other => other,
+    }
+}
+
+/// Writes `w` to `shard` atomically: the messages in one statement and, when terms are
+/// raised (never lowered), that statement in the same transaction. Returns how many
+/// messages were new.
+async fn write_on(shard: &Shard, w: &ShardWrite<'_>) -> R<u64> {
+    let messages = &w.messages;
+    if w.terms.is_empty() {
+        // One statement is atomic by itself: no transaction's round trips.
+        let mut conn = shard
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| shard_err(shard, e))?;
+        return insert_messages(&mut conn, messages)
+            .await
+            .map_err(|e| shard_err(shard, e));
+    }
+    let mut tx = shard.pool.begin().await.map_err(|e| shard_err(shard, e))?;
+    let mut inserted = 0;
+    if !messages.is_empty() {
+        inserted = insert_messages(&mut tx, messages)
+            .await
+            .map_err(|e| shard_err(shard, e))?;
+    }
+    if !w.terms.is_empty() {
+        raise_terms(&mut tx, &w.terms)
+            .await
+            .map_err(|e| shard_err(shard, e))?;
+    }
+    tx.commit().await.map_err(|e| shard_err(shard, e))?;
+    Ok(inserted)
+}
+
+/// Inserts `messages` in one statement; returns how many were new.
+async fn insert_messages(
+    tx: &mut sqlx::PgConnection,
+    messages: &[&StoredMessage],
+) -> Result<u64, sqlx::Error> {
     let res = sqlx::query(
         "INSERT INTO messages (channel_id, id, seq, author_id, text, client_msg_id, \
          attachments, reply_to, created_at, moderated) \
@@ -144,36 +197,63 @@ async fn insert_on(shard: &Shard, messages: &[&StoredMessage]) -> R<u64> {
     .bind(messages.iter().map(|m| m.reply_to).bind_iter())
     .bind(messages.iter().map(|m| m.created_at).bind_iter())
     .bind(messages.iter().map(|m| m.moderated).bind_iter())
-    .execute(&shard.pool)
-    .await
-    .map_err(|e| match err(e) {
-        BackendError::Unavailable { detail, .. } => {
-            BackendError::unavailable(BACKEND, format!("shard {}: {detail}", shard.name))
-        }
-        other => other,
-    })?;
+    .execute(tx)
+    .await?;
     Ok(res.rows_affected())
+}
+
+/// Raises each channel's stored term to at least the one given (never lowers it).
+async fn raise_terms(tx: &mut sqlx::PgConnection, terms: &[(Id, u64)]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO channel_terms (channel_id, term) \
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[]) \
+         ON CONFLICT (channel_id) DO UPDATE \
+         SET term = GREATEST(channel_terms.term, excluded.term)",
+    )
+    .bind(terms.iter().map(|(c, _)| *c).bind_iter())
+    .bind(terms.iter().map(|(_, t)| Unsigned(*t)).bind_iter())
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 #[async_trait]
 impl MessageStore for Shards {
-    async fn insert_messages(&self, batch: &[StoredMessage]) -> R<u64> {
+    async fn write_batch(&self, batch: &[StoredMessage], terms: &[(Id, u64)]) -> R<u64> {
         let map = self.map();
-        let mut groups: HashMap<usize, Vec<&StoredMessage>> = HashMap::new();
+        let mut groups: HashMap<usize, ShardWrite<'_>> = HashMap::new();
         for m in batch {
             groups
                 .entry(map.index_of(m.channel_id.get()))
                 .or_default()
+                .messages
                 .push(m);
         }
+        for (channel, term) in terms {
+            groups
+                .entry(map.index_of(channel.get()))
+                .or_default()
+                .terms
+                .push((*channel, *term));
+        }
         let mut inserted = 0;
-        for (index, messages) in groups {
-            inserted += insert_on(&map.shards()[index], &messages).await?;
+        for (index, write) in groups {
+            inserted += write_on(&map.shards()[index], &write).await?;
         }
         let keyed: Vec<&StoredMessage> =
             batch.iter().filter(|m| m.client_msg_id.is_some()).collect();
         record_sends(&self.directory, &keyed).await?;
         Ok(inserted)
+    }
+
+    async fn channel_terms(&self, channels: &[Id]) -> R<Vec<(Id, u64)>> {
+        let map = self.map();
+        let mut out = Vec::new();
+        for (index, group) in by_shard(&map, channels) {
+            let pool = &map.shards()[index].pool;
+            out.extend(MessageRows(pool).channel_terms(&group).await?);
+        }
+        Ok(out)
     }
 
     async fn message(&self, channel: Id, id: Id) -> R<Option<StoredMessage>> {

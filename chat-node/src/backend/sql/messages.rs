@@ -6,7 +6,7 @@ use parley_protocol::{Id, Timestamp};
 use sqlx::{AssertSqlSafe, Encode, Executor, FromRow, Pool, Type};
 
 use super::error::backend_error;
-use super::rows::{LastSeq, MESSAGE_COLUMNS};
+use super::rows::{ChannelTerm, LastSeq, MESSAGE_COLUMNS};
 use super::{Dialect, IdList, SqlStore};
 use crate::backend::{BackendError, MessageStore, Page, StoredMessage};
 
@@ -24,6 +24,7 @@ where
     for<'q> IdList<'q>: Encode<'q, DB> + Type<DB>,
     for<'r> StoredMessage: FromRow<'r, DB::Row>,
     for<'r> LastSeq: FromRow<'r, DB::Row>,
+    for<'r> ChannelTerm: FromRow<'r, DB::Row>,
 {
     /// Message `id` of `channel`.
     pub(crate) async fn message(self, channel: Id, id: Id) -> R<Option<StoredMessage>> {
@@ -90,12 +91,30 @@ where
             .map_err(backend_error::<DB>)?;
         Ok(rows.into_iter().map(|r| (r.channel_id, r.seq)).collect())
     }
+
+    /// The stored owner term of each of `channels` that has one.
+    pub(crate) async fn channel_terms(self, channels: &[Id]) -> R<Vec<(Id, u64)>> {
+        let sql = format!(
+            "SELECT channel_id, term FROM channel_terms WHERE {}",
+            DB::in_ids("channel_id", 1)
+        );
+        let rows: Vec<ChannelTerm> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(IdList(channels))
+            .fetch_all(self.0)
+            .await
+            .map_err(backend_error::<DB>)?;
+        Ok(rows.into_iter().map(|r| (r.channel_id, r.term)).collect())
+    }
 }
 
 #[async_trait]
 impl<DB: sqlx::Database, M: MessageStore> MessageStore for SqlStore<DB, M> {
-    async fn insert_messages(&self, batch: &[StoredMessage]) -> R<u64> {
-        self.messages.insert_messages(batch).await
+    async fn write_batch(&self, batch: &[StoredMessage], terms: &[(Id, u64)]) -> R<u64> {
+        self.messages.write_batch(batch, terms).await
+    }
+
+    async fn channel_terms(&self, channels: &[Id]) -> R<Vec<(Id, u64)>> {
+        self.messages.channel_terms(channels).await
     }
 
     async fn message(&self, channel: Id, id: Id) -> R<Option<StoredMessage>> {

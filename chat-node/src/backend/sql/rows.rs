@@ -53,6 +53,14 @@ impl From<ChannelRow> for Channel {
     }
 }
 
+/// The stored owner term of one channel (table `channel_terms`).
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct ChannelTerm {
+    pub channel_id: Id,
+    #[sqlx(try_from = "i64")]
+    pub term: u64,
+}
+
 /// The newest seq of one channel (`SELECT channel_id, MAX(seq) AS seq ... GROUP BY`).
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct LastSeq {

@@ -12,12 +12,13 @@ use sqlx::SqlitePool;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::err;
-use crate::backend::{BackendError, Log, LogConsumer, LogRecord};
+use crate::backend::{BackendError, Log, LogConsumer, LogRecord, PolledRecord};
 
 /// Most appends one transaction carries.
 const MAX_GROUP: usize = 512;
 
-type Reply = oneshot::Sender<Result<(), BackendError>>;
+/// Where the writer answers an append: the offsets of its records, or why it failed.
+type Reply = oneshot::Sender<Result<Vec<u64>, BackendError>>;
 
 /// One topic of the embedded log.
 #[derive(Debug, Clone)]
@@ -53,41 +54,62 @@ async fn writer(
 ) {
     let mut group: Vec<(Vec<LogRecord>, Reply)> = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let result = write_group(&pool, &topic, &group).await;
-        for (_, reply) in group.drain(..) {
-            let _ = reply.send(result.clone());
-        }
-        if result.is_ok() {
-            appended.notify_waiters();
+        match write_group(&pool, &topic, &group).await {
+            Ok(offsets) => {
+                for ((_, reply), offsets) in group.drain(..).zip(offsets) {
+                    let _ = reply.send(Ok(offsets));
+                }
+                appended.notify_waiters();
+            }
+            Err(e) => {
+                for (_, reply) in group.drain(..) {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
         }
     }
 }
 
+/// Writes every append of `group` in one transaction; returns the offsets of each
+/// append's records.
 async fn write_group(
     pool: &SqlitePool,
     topic: &str,
     group: &[(Vec<LogRecord>, Reply)],
-) -> Result<(), BackendError> {
+) -> Result<Vec<Vec<u64>>, BackendError> {
     let mut tx = pool.begin().await.map_err(err)?;
+    let mut offsets = Vec::with_capacity(group.len());
     for (records, _) in group {
+        let mut of_append = Vec::with_capacity(records.len());
         for r in records {
-            sqlx::query("INSERT INTO log (topic, key, payload) VALUES (?, ?, ?)")
-                .bind(topic)
-                .bind(r.key)
-                .bind(&r.payload[..])
-                .execute(&mut *tx)
-                .await
-                .map_err(err)?;
+            let offset: i64 = sqlx::query_scalar(
+                r#"INSERT INTO log (topic, key, payload) VALUES (?, ?, ?) RETURNING "offset""#,
+            )
+            .bind(topic)
+            .bind(r.key)
+            .bind(&r.payload[..])
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(err)?;
+            of_append.push(offset_of(offset)?);
         }
+        offsets.push(of_append);
     }
-    tx.commit().await.map_err(err)
+    tx.commit().await.map_err(err)?;
+    Ok(offsets)
+}
+
+/// A row's offset (`AUTOINCREMENT` starts at 1 and never goes back).
+fn offset_of(offset: i64) -> Result<u64, BackendError> {
+    u64::try_from(offset)
+        .map_err(|_| BackendError::internal("sqlite log", format!("offset {offset} of a record")))
 }
 
 #[async_trait]
 impl Log for SqliteLog {
-    async fn append(&self, records: &[LogRecord]) -> Result<(), BackendError> {
+    async fn append(&self, records: &[LogRecord]) -> Result<Vec<u64>, BackendError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let (reply, done) = oneshot::channel();
         self.appends
@@ -161,7 +183,7 @@ struct SqliteConsumer {
 }
 
 impl SqliteConsumer {
-    async fn read(&self, max: usize) -> Result<Vec<(i64, LogRecord)>, BackendError> {
+    async fn read(&self, max: usize) -> Result<Vec<PolledRecord>, BackendError> {
         let rows: Vec<(i64, Id, Vec<u8>)> = sqlx::query_as(
             r#"SELECT "offset", key, payload FROM log WHERE topic = ? AND "offset" > ? ORDER BY "offset" LIMIT ?"#,
         )
@@ -171,28 +193,35 @@ impl SqliteConsumer {
         .fetch_all(&self.pool)
         .await
         .map_err(err)?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|(offset, key, payload)| {
-                let payload = Bytes::from(payload);
-                (offset, LogRecord { key, payload })
+                Ok(PolledRecord {
+                    offset: offset_of(offset)?,
+                    key,
+                    payload: Bytes::from(payload),
+                })
             })
-            .collect())
+            .collect()
     }
 }
 
 #[async_trait]
 impl LogConsumer for SqliteConsumer {
-    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<LogRecord>, BackendError> {
+    async fn poll(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<PolledRecord>, BackendError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             // Register interest before reading, so an append between the read and the wait
             // is not missed.
             let notified = self.appended.notified();
             let rows = self.read(max).await?;
-            if let Some((last, _)) = rows.last() {
-                self.position = *last;
-                return Ok(rows.into_iter().map(|(_, r)| r).collect());
+            if let Some(last) = rows.last() {
+                // Offsets come from an INTEGER column: they fit.
+                self.position = i64::try_from(last.offset).unwrap_or(i64::MAX);
+                return Ok(rows);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Ok(Vec::new());

@@ -37,6 +37,10 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("0002_name_keys.sql"),
         rekey_names: true,
     },
+    Migration {
+        sql: include_str!("0003_channel_terms.sql"),
+        rekey_names: false,
+    },
 ];
 
 pub(crate) fn err(e: sqlx::Error) -> BackendError {

@@ -36,8 +36,8 @@ impl SqliteMessages {
 
 #[async_trait]
 impl MessageStore for SqliteMessages {
-    async fn insert_messages(&self, batch: &[StoredMessage]) -> R<u64> {
-        if batch.is_empty() {
+    async fn write_batch(&self, batch: &[StoredMessage], terms: &[(Id, u64)]) -> R<u64> {
+        if batch.is_empty() && terms.is_empty() {
             return Ok(0);
         }
         let mut tx = self.pool.begin().await.map_err(err)?;
@@ -63,8 +63,23 @@ impl MessageStore for SqliteMessages {
             .map_err(err)?;
             inserted += res.rows_affected();
         }
+        for (channel, term) in terms {
+            sqlx::query(
+                "INSERT INTO channel_terms (channel_id, term) VALUES ($1, $2) \
+                 ON CONFLICT (channel_id) DO UPDATE SET term = max(term, excluded.term)",
+            )
+            .bind(*channel)
+            .bind(Unsigned(*term))
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
         tx.commit().await.map_err(err)?;
         Ok(inserted)
+    }
+
+    async fn channel_terms(&self, channels: &[Id]) -> R<Vec<(Id, u64)>> {
+        self.rows().channel_terms(channels).await
     }
 
     async fn message(&self, channel: Id, id: Id) -> R<Option<StoredMessage>> {

@@ -1,0 +1,264 @@
+//! Fencing of channel owners (docs/reliability.md, "Fencing"): a node that lost a channel
+//! (paused past its lease, or sure of a ring view that is out of date) can never have a
+//! message acknowledged or stored after the channel's next owner started.
+//!
+//! Terms are the log's own order. Taking a channel over ([`super::Handover`]) is, under the
+//! channel's lock:
+//!
+//! ```text
+//!   generation = reserve(channel)         from here every earlier owner's confirm fails
+//!   append {"fence": channel} ─► offset   term = offset + 1
+//!   establish(channel, {generation, term})  fails if another reserve came after mine
+//!   wait until the persisters consumed everything appended so far (my fence included)
+//!   last_seq = the store's (max with this node's own)
+//! ```
+//!
+//! and every send, after its record (stamped with the term) is durable in the log and before
+//! anything else (remember, publish, ack): `confirm(channel, {generation, term})`, or
+//! `unavailable`.
+//! The persisters drop a message whose term is below the channel's term in force where it
+//! stands in the log (`persister::fence`).
+//!
+//! Why no acknowledged message is dropped and no seq given twice: a send is acknowledged
+//! only if its confirm passed, so no reserve happened between its owner's establish and
+//! that confirm; any later owner's reserve, hence its fence, comes after the confirm, which
+//! came after the record's append: the record stands before every later fence, in its own
+//! term, and is kept. The later owner's wait starts after its fence is appended, so the
+//! store holds the record before that owner loads `last_seq`, and it continues after it.
+//! A record appended after a later fence has an older term: its confirm fails (that reserve
+//! came before it), the sender answers `unavailable` without remembering or publishing it,
+//! and the persisters drop it. The reserve must come before the fence's append (else a
+//! zombie's confirm could pass with its record landing after the fence), and the wait must
+//! start after it.
+//!
+//! [`Unfenced`] is the embedded node's: one process is the only writer of its log, so it
+//! appends no fences, waits for nothing and writes term 0, as before fencing. The ring's
+//! implementation keeps the terms in Redis (`node::fencing::RedisFencing`).
+
+use std::fmt;
+
+use async_trait::async_trait;
+use parley_protocol::Id;
+
+use crate::error::ApiError;
+
+/// The term an owner holds a channel in: the generation its reserve got and the term of
+/// its fence record (the fence's log offset + 1; 0 where nothing is fenced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OwnerTerm {
+    pub generation: u64,
+    pub term: u64,
+}
+
+/// Which owner term of each channel is in force. Every failure is `unavailable`.
+#[async_trait]
+pub trait Fencing: Send + Sync + fmt::Debug {
+    /// Whether a take-over appends a fence record and waits for the persisters; `false`
+    /// for a node that is the only writer of its log ([`Unfenced`]).
+    fn fences(&self) -> bool;
+
+    /// Starts a take-over of `channel`: returns a new generation, above every earlier one.
+    /// From here every earlier owner's [`Fencing::confirm`] fails.
+    async fn reserve(&self, channel: Id) -> Result<u64, ApiError>;
+
+    /// Puts `term` in force for `channel`, if its `gen` is still the latest reserved.
+    /// Errors: `unavailable` when another reserve came after it (this node is superseded),
+    /// or the store of the terms cannot be reached.
+    async fn establish(&self, channel: Id, term: OwnerTerm) -> Result<(), ApiError>;
+
+    /// Checks that `term` is still in force for `channel`. Errors: `unavailable` when it is
+    /// not (fenced: another node reserved the channel since) or that cannot be told.
+    async fn confirm(&self, channel: Id, term: OwnerTerm) -> Result<(), ApiError>;
+}
+
+/// The embedded node's fencing: every call succeeds at once, nothing is fenced.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unfenced;
+
+#[async_trait]
+impl Fencing for Unfenced {
+    fn fences(&self) -> bool {
+        false
+    }
+
+    async fn reserve(&self, _channel: Id) -> Result<u64, ApiError> {
+        Ok(0)
+    }
+
+    async fn establish(&self, _channel: Id, _term: OwnerTerm) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    async fn confirm(&self, _channel: Id, _term: OwnerTerm) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+/// `unavailable` for `channel`: superseded by a later reserve.
+pub fn superseded(channel: Id) -> ApiError {
+    ApiError::unavailable(format!(
+        "channel {channel} was taken over by another node meanwhile; try again"
+    ))
+}
+
+/// `unavailable` for `channel`: this node's term is no longer in force.
+pub fn fenced(channel: Id) -> ApiError {
+    ApiError::unavailable(format!(
+        "this node no longer owns channel {channel} (fenced); try again"
+    ))
+}
+
+/// Fencing in this process's memory, with the same semantics as Redis' (tests: the
+/// hand-over's and the reference for [`fencing_suite`]).
+#[cfg(any(test, feature = "conformance"))]
+#[derive(Debug, Default)]
+pub struct MemoryFencing {
+    /// Per channel: the last generation reserved and the term in force (if any).
+    channels: parking_lot::Mutex<std::collections::HashMap<Id, (u64, Option<u64>)>>,
+}
+
+#[cfg(any(test, feature = "conformance"))]
+#[async_trait]
+impl Fencing for MemoryFencing {
+    fn fences(&self) -> bool {
+        true
+    }
+
+    async fn reserve(&self, channel: Id) -> Result<u64, ApiError> {
+        let mut channels = self.channels.lock();
+        let c = channels.entry(channel).or_insert((0, None));
+        c.0 += 1;
+        Ok(c.0)
+    }
+
+    async fn establish(&self, channel: Id, term: OwnerTerm) -> Result<(), ApiError> {
+        match self.channels.lock().get_mut(&channel) {
+            Some(c) if c.0 == term.generation => {
+                c.1 = Some(term.term);
+                Ok(())
+            }
+            _ => Err(superseded(channel)),
+        }
+    }
+
+    async fn confirm(&self, channel: Id, term: OwnerTerm) -> Result<(), ApiError> {
+        match self.channels.lock().get(&channel) {
+            Some(&(generation, Some(t))) if generation == term.generation && t == term.term => {
+                Ok(())
+            }
+            _ => Err(fenced(channel)),
+        }
+    }
+}
+
+/// The behaviour every fencing that [`Fencing::fences`] must show, on fresh random channels
+/// (so it can run against a long-lived Redis).
+#[cfg(any(test, feature = "conformance"))]
+pub async fn fencing_suite(f: &dyn Fencing) {
+    assert!(f.fences());
+    let base = u64::from(rand::random::<u32>()) * 1000;
+    let (c, other) = (Id(base + 1), Id(base + 2));
+    let t2 = one_owner_then_another(f, c, other).await;
+    racing_take_overs(f, c, t2).await;
+}
+
+#[cfg(any(test, feature = "conformance"))]
+fn assert_unavailable(r: Result<(), ApiError>, what: &str) {
+    let e = r.expect_err(what);
+    assert_eq!(
+        e.code,
+        parley_protocol::ErrorCode::Unavailable,
+        "{what}: {e:?}"
+    );
+}
+
+/// An owner of `c` establishes and confirms; a second one reserves (fencing the first at
+/// once) and establishes. Returns the second's term.
+#[cfg(any(test, feature = "conformance"))]
+async fn one_owner_then_another(f: &dyn Fencing, c: Id, other: Id) -> OwnerTerm {
+    let term = |generation: u64, term: u64| OwnerTerm { generation, term };
+    assert_unavailable(
+        f.confirm(c, term(0, 0)).await,
+        "nothing is in force before a take-over",
+    );
+    let g1 = f.reserve(c).await.unwrap();
+    let t1 = term(g1, 10);
+    assert_unavailable(f.confirm(c, t1).await, "reserved, not established");
+    f.establish(c, t1).await.unwrap();
+    f.confirm(c, t1).await.unwrap();
+    f.confirm(c, t1).await.unwrap();
+    assert_unavailable(
+        f.confirm(c, term(g1, 11)).await,
+        "another term of the same generation",
+    );
+    assert_unavailable(f.confirm(other, t1).await, "another channel's term");
+
+    let g2 = f.reserve(c).await.unwrap();
+    assert!(g2 > g1, "generations grow: {g1} then {g2}");
+    assert_unavailable(f.confirm(c, t1).await, "fenced by the reserve");
+    assert_unavailable(
+        f.establish(c, term(g1, 20)).await,
+        "an earlier generation cannot establish again",
+    );
+    let t2 = term(g2, 30);
+    f.establish(c, t2).await.unwrap();
+    f.confirm(c, t2).await.unwrap();
+    assert_unavailable(f.confirm(c, t1).await, "the first owner stays fenced");
+    t2
+}
+
+/// Two take-overs of `c` (whose term in force is `t2`) race: the later reserve wins, the
+/// earlier cannot establish. Other channels are apart.
+#[cfg(any(test, feature = "conformance"))]
+async fn racing_take_overs(f: &dyn Fencing, c: Id, t2: OwnerTerm) {
+    let term = |generation: u64, term: u64| OwnerTerm { generation, term };
+    let g3 = f.reserve(c).await.unwrap();
+    let g4 = f.reserve(c).await.unwrap();
+    assert_unavailable(
+        f.establish(c, term(g3, 40)).await,
+        "superseded before establishing",
+    );
+    assert_unavailable(f.confirm(c, t2).await, "fenced by both reserves");
+    let t4 = term(g4, 50);
+    f.establish(c, t4).await.unwrap();
+    f.confirm(c, t4).await.unwrap();
+
+    let other = Id(c.0 + 2);
+    let o1 = f.reserve(other).await.unwrap();
+    let to = term(o1, 60);
+    f.establish(other, to).await.unwrap();
+    f.confirm(other, to).await.unwrap();
+    f.confirm(c, t4).await.unwrap();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_fencing_passes_the_fencing_suite() {
+        fencing_suite(&MemoryFencing::default()).await;
+    }
+
+    #[tokio::test]
+    async fn unfenced_lets_everything_pass() {
+        let f = Unfenced;
+        assert!(!f.fences());
+        let t = OwnerTerm {
+            generation: 0,
+            term: 0,
+        };
+        assert_eq!(f.reserve(Id(1)).await.unwrap(), 0);
+        f.establish(Id(1), t).await.unwrap();
+        f.confirm(Id(1), t).await.unwrap();
+        f.confirm(
+            Id(2),
+            OwnerTerm {
+                generation: 7,
+                term: 9,
+            },
+        )
+        .await
+        .unwrap();
+    }
+}

@@ -1,0 +1,121 @@
+//! [`RedisFencing`]: the owner terms of a ring's channels in Redis, one hash per channel,
+//! `parley:<namespace>:owner:<channel>` with fields `gen` (the last generation reserved)
+//! and `term` (the term in force). Reserve and establish are Lua scripts (EVALSHA), so each
+//! is one atomic step; confirm is one `HMGET`. The hash expires [`KEY_TTL`] after the last
+//! take-over: an expired or lost hash only makes every owner's confirm fail (each takes its
+//! channels over again), it never lets two owners pass. What Redis must not do is go back
+//! to an older state (a restart from an old snapshot): see docs/reliability.md.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parley_protocol::Id;
+use redis::aio::ConnectionManager;
+
+use crate::chat::fencing::{Fencing, OwnerTerm, fenced, superseded};
+use crate::error::ApiError;
+
+/// How long a channel's hash lives after its last take-over.
+const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// `HINCRBY gen 1` and renew the expiry; returns the new generation.
+const RESERVE: &str = r"
+local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return gen
+";
+
+/// `HSET term` if `gen` is still the latest reserved; returns 1 if it was, else 0.
+const ESTABLISH: &str = r"
+if redis.call('HGET', KEYS[1], 'gen') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'term', ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Owner terms in Redis, for a node of a ring.
+#[derive(Clone)]
+pub struct RedisFencing {
+    redis: ConnectionManager,
+    namespace: String,
+    reserve: redis::Script,
+    establish: redis::Script,
+}
+
+impl std::fmt::Debug for RedisFencing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisFencing")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisFencing {
+    /// Terms under `parley:<namespace>:owner:*` (the namespace of the ring's leases) over
+    /// `redis`.
+    pub fn new(redis: ConnectionManager, namespace: &str) -> Self {
+        Self {
+            redis,
+            namespace: namespace.to_owned(),
+            reserve: redis::Script::new(RESERVE),
+            establish: redis::Script::new(ESTABLISH),
+        }
+    }
+
+    fn key(&self, channel: Id) -> String {
+        format!("parley:{}:owner:{channel}", self.namespace)
+    }
+}
+
+fn unreachable(e: &redis::RedisError) -> ApiError {
+    ApiError::unavailable(format!("the owner terms cannot be read or written: {e}"))
+}
+
+#[async_trait]
+impl Fencing for RedisFencing {
+    fn fences(&self) -> bool {
+        true
+    }
+
+    async fn reserve(&self, channel: Id) -> Result<u64, ApiError> {
+        let ttl_ms = u64::try_from(KEY_TTL.as_millis()).unwrap_or(u64::MAX);
+        self.reserve
+            .key(self.key(channel))
+            .arg(ttl_ms)
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(|e| unreachable(&e))
+    }
+
+    async fn establish(&self, channel: Id, term: OwnerTerm) -> Result<(), ApiError> {
+        let done: i64 = self
+            .establish
+            .key(self.key(channel))
+            .arg(term.generation)
+            .arg(term.term)
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(|e| unreachable(&e))?;
+        if done == 1 {
+            Ok(())
+        } else {
+            Err(superseded(channel))
+        }
+    }
+
+    async fn confirm(&self, channel: Id, term: OwnerTerm) -> Result<(), ApiError> {
+        let (generation, held): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+            .arg(self.key(channel))
+            .arg("gen")
+            .arg("term")
+            .query_async(&mut self.redis.clone())
+            .await
+            .map_err(|e| unreachable(&e))?;
+        if generation == Some(term.generation) && held == Some(term.term) {
+            Ok(())
+        } else {
+            Err(fenced(channel))
+        }
+    }
+}
