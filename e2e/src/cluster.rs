@@ -521,12 +521,6 @@ impl Cluster {
         }
     }
 
-    pub fn pid(&self, i: usize) -> Option<u32> {
-        self.nodes[i]
-            .child
-            .as_ref()
-            .and_then(tokio::process::Child::id)
-    }
 
     /// `kill -9` of node `i`.
     pub async fn kill(&mut self, i: usize) {
