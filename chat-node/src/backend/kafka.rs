@@ -13,7 +13,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::{Message as _, Offset, TopicPartitionList};
 
@@ -294,11 +294,37 @@ impl LogConsumer for KafkaConsumer {
                 .map_err(unavailable)?;
         }
         let consumer = self.consumer.clone();
-        tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
-            .await
-            .map_err(unavailable)?
-            .map_err(unavailable)?;
+        let committed =
+            tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+                .await
+                .map_err(unavailable)?;
+        match committed {
+            Ok(()) => {}
+            Err(KafkaError::ConsumerCommit(code)) if left_the_group(code) => {
+                // Retrying cannot succeed: the group rebalanced without this member (a
+                // broker restart, a long pause). Only a poll rejoins it; the position stays
+                // where the group last committed it, so this batch is consumed again.
+                tracing::warn!(
+                    "the consumer group moved on ({code}): this batch's position stays uncommitted and the batch is consumed again"
+                );
+            }
+            Err(e) => return Err(unavailable(e)),
+        }
         self.polled.clear();
         Ok(())
     }
+}
+
+/// Whether a commit failed because this consumer is no longer a member of the group's
+/// current generation (Kafka's `UNKNOWN_MEMBER_ID`, `ILLEGAL_GENERATION`,
+/// `REBALANCE_IN_PROGRESS`, `FENCED_INSTANCE_ID`): it must poll to rejoin before it can
+/// commit anything.
+fn left_the_group(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::UnknownMemberId
+            | RDKafkaErrorCode::IllegalGeneration
+            | RDKafkaErrorCode::RebalanceInProgress
+            | RDKafkaErrorCode::FencedInstanceId
+    )
 }

@@ -120,6 +120,10 @@ pub trait LogConsumer: Send + std::fmt::Debug {
     ) -> Result<Vec<PolledRecord>, BackendError>;
 
     /// Commits everything polled so far: a new consumer of the group starts after it.
+    /// A consumer that lost its place in the group (the group moved on while it could not
+    /// reach the broker) cannot commit any more: it forgets what it polled and returns `Ok`,
+    /// and those records are consumed again (by it once it rejoins at its next poll, or by
+    /// another member). Consumers write idempotently, so a replay is harmless.
     async fn commit(&mut self) -> Result<(), BackendError>;
 }
 
