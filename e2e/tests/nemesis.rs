@@ -54,7 +54,6 @@ async fn run(s: Scenario) -> Outcome {
 /// append with a seq the new owner already gave out (the fencing case).
 /// Against today's code it finds repeated seqs (see docs/reliability.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until fencing lands (H5)"]
 async fn pause_of_a_channel_owner_longer_than_its_lease() {
     let _serial = SERIAL.lock().await;
     let outcome = run(scenario(
@@ -116,7 +115,6 @@ fn in_namespaces(
 /// Against today's code it finds repeated seqs: n1 never sees the ring change and, owner
 /// again after the heal, reuses seqs the interim owner gave out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until fencing lands (H5)"]
 async fn partition_of_a_channel_owner_from_redis() {
     let _serial = SERIAL.lock().await;
     let schedule = Schedule {
@@ -189,7 +187,6 @@ const OUTAGE: Schedule = Schedule {
 /// code the nodes see partial rings for a moment after the restart, and two of them
 /// sequence one channel (repeated seqs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until fencing lands: two owners for a moment after the restart"]
 async fn restart_of_redis() {
     let _serial = SERIAL.lock().await;
     let outcome = run(scenario(
@@ -206,7 +203,6 @@ async fn restart_of_redis() {
 /// persister retries its offset commit with a stale group membership (UnknownMemberId)
 /// forever and persists nothing more (lost).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until the persister rejoins its group after a failed commit"]
 async fn restart_of_kafka() {
     let _serial = SERIAL.lock().await;
     let mut s = scenario(
