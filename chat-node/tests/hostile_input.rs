@@ -516,9 +516,10 @@ async fn per_user_quotas() {
     assert!(retry.is_some_and(|s| s > 0));
 }
 
-/// Distributed mode: two nodes, no persister (messages stay in the owners' memory and the
-/// log, never reaching the store), so a just-sent message is found only where history finds
-/// it: in its owner's sequencer, here or on the other node.
+/// Distributed mode: two nodes and a persister that is stopped (SIGSTOP) once the channels
+/// were taken over (messages then stay in the owners' memory and the log, never reaching
+/// the store), so a just-sent message is found only where history finds it: in its owner's
+/// sequencer, here or on the other node.
 #[tokio::test]
 async fn distributed_read_markers_and_replies_find_unstored_messages() {
     let services = parley_e2e::services();
@@ -541,7 +542,7 @@ async fn distributed_read_markers_and_replies_find_unstored_messages() {
     // what is sent next stays unstored, in its owner's memory.
     let m2 = id_of(&alice.send(g2, "in g2").await["id"]);
     alice.send(g1, "first").await;
-    let persister = listening_pid(&cluster.persisters[0].url);
+    let persister = cluster.persister_pid(0).expect("the persister runs");
     signal(persister, "STOP");
     for node in 0..2 {
         // Sent through one node, checked on each: the message is only in its owner's memory.
@@ -590,21 +591,7 @@ async fn distributed_read_markers_and_replies_find_unstored_messages() {
     signal(persister, "CONT");
 }
 
-/// The process listening on `url`'s port (`ss`), for signals to a cluster's persister.
-fn listening_pid(url: &str) -> u32 {
-    let port = url.rsplit(':').next().unwrap();
-    let out = std::process::Command::new("ss")
-        .args(["-Hltnp", &format!("sport = :{port}")])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.split("pid=")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no process listens on {url}: {text}"))
-}
-
+/// Sends `sig` to process `pid` (`kill -SIG`).
 fn signal(pid: u32, sig: &str) {
     let status = std::process::Command::new("kill")
         .arg(format!("-{sig}"))
