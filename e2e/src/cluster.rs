@@ -521,7 +521,6 @@ impl Cluster {
         }
     }
 
-
     /// `kill -9` of node `i`.
     pub async fn kill(&mut self, i: usize) {
         self.nodes[i].kill().await;
