@@ -265,10 +265,9 @@ async fn wall_clock_steps_of_a_channel_owner() {
 
 /// The same with `CLOCK_MONOTONIC` stepped too (no real clock does that): stepped back,
 /// the owner's timers stall for 30 s, its lease lapses while it believes it holds it, and
-/// it keeps sequencing beside the new owner (the pause case by another road). Against
-/// today's code: repeated seqs.
+/// it keeps sequencing beside the new owner (the pause case by another road): fencing
+/// refuses its sends, and the channel's next owners' IDs go above its IDs from the future.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until fencing lands: a stalled owner keeps sequencing"]
 async fn monotonic_and_wall_clock_steps_of_a_channel_owner() {
     let _serial = SERIAL.lock().await;
     let outcome = run(clock_steps(true)).await;

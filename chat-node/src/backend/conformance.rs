@@ -50,6 +50,7 @@ pub async fn store_suite(stores: &Stores) {
     channels_and_members(stores).await;
     messages(stores).await;
     channel_terms(stores).await;
+    high_water_of_ids_out_of_seq_order(stores).await;
     read_markers(stores).await;
     media(stores).await;
     ids_at_the_edges(stores).await;
@@ -339,10 +340,15 @@ async fn channel_terms(s: &Stores) {
         sorted(s.messages.channel_terms(&c[1..2]).await.unwrap()),
         [(c[1], 4)]
     );
-    assert_eq!(
-        sorted(s.messages.last_seqs(&c).await.unwrap()),
-        [(c[0], 1), (c[1], 1)]
-    );
+    let seqs: Vec<(Id, u64)> = s
+        .messages
+        .high_water(&c)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(c, h)| (c, h.seq))
+        .collect();
+    assert_eq!(sorted(seqs), [(c[0], 1), (c[1], 1)]);
 }
 
 /// The pages of [`messages`]' channel.
@@ -441,13 +447,53 @@ async fn after_and_lookups(s: &Stores, b: u64, batch: &[StoredMessage]) {
         "older than the window"
     );
 
-    let mut seqs = s
+    let mut high = s
         .messages
-        .last_seqs(&[ch, other, Id(b + 50)])
+        .high_water(&[ch, other, Id(b + 50)])
         .await
         .unwrap();
-    seqs.sort();
-    assert_eq!(seqs, [(ch, 5), (other, 1)]);
+    high.sort();
+    assert_eq!(
+        high,
+        [
+            (
+                ch,
+                HighWater {
+                    seq: 5,
+                    id: Id(mid(5))
+                }
+            ),
+            (
+                other,
+                HighWater {
+                    seq: 1,
+                    id: Id(b + 105)
+                }
+            )
+        ]
+    );
+}
+
+/// The high water is the highest seq and the highest ID, also when a channel's IDs are not
+/// in seq order (an owner whose clock was ahead, before IDs had floors).
+async fn high_water_of_ids_out_of_seq_order(s: &Stores) {
+    let b = base();
+    let (ch, author) = (Id(b), Id(b + 1));
+    let batch = [
+        message(ch, b + 500, 1, author, None),
+        message(ch, b + 400, 2, author, None),
+    ];
+    assert_eq!(s.messages.insert_messages(&batch).await.unwrap(), 2);
+    assert_eq!(
+        s.messages.high_water(&[ch]).await.unwrap(),
+        [(
+            ch,
+            HighWater {
+                seq: 2,
+                id: Id(b + 500)
+            }
+        )]
+    );
 }
 
 /// Attachments, the moderated flag and a reply survive the round trip.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parley_protocol::{Channel, Id, Timestamp, User};
 
-use super::{AttachmentRecord, BackendError, Page, StoredMessage, UserRecord};
+use super::{AttachmentRecord, BackendError, HighWater, Page, StoredMessage, UserRecord};
 
 type R<T> = Result<T, BackendError>;
 
@@ -80,8 +80,9 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
         client_msg_id: &str,
         since: Timestamp,
     ) -> R<Option<StoredMessage>>;
-    /// The highest stored seq of each channel that has messages.
-    async fn last_seqs(&self, channels: &[Id]) -> R<Vec<(Id, u64)>>;
+    /// The highest stored seq and the highest stored message ID of each of `channels` that
+    /// has messages (the others are absent): where a new owner's seqs and IDs continue.
+    async fn high_water(&self, channels: &[Id]) -> R<Vec<(Id, HighWater)>>;
 }
 
 #[async_trait]

@@ -139,3 +139,12 @@ mod tests {
         assert!(read("\"x\"").is_err());
     }
 }
+
+/// A channel's highest stored seq and highest stored message ID ([`super::MessageStore::high_water`]).
+/// The ID is the highest of any message of the channel, not necessarily the last seq's: a
+/// new owner's IDs go above every one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HighWater {
+    pub seq: u64,
+    pub id: Id,
+}

@@ -22,7 +22,7 @@ use parley_protocol::{ErrorCode, Id};
 use super::fencing::{Fencing, OwnerTerm, superseded};
 use super::owners::ChannelOwners;
 use super::sequencer::{ChannelSeq, HeldTerm, OwnerState, Sequencer};
-use crate::backend::{Log, LogEntry, LogRecord, MessageStore};
+use crate::backend::{HighWater, Log, LogEntry, LogRecord, MessageStore};
 use crate::error::ApiError;
 
 /// How long a new owner waits for the persisters to store what earlier owners wrote.
@@ -154,17 +154,16 @@ impl Handover {
         }
         let stored = self
             .messages
-            .last_seqs(&[channel])
+            .high_water(&[channel])
             .await?
             .first()
-            .map_or(0, |(_, s)| *s);
+            .map(|(_, h)| *h);
         // The store holds what earlier owners wrote (the wait above); this node's own last
-        // seq may be newer than the store (an embedded node waits for nothing). Never go
-        // back: take the larger.
-        let known = owner.last_seq.unwrap_or(0);
-        owner.last_seq = Some(stored.max(known));
+        // seq and ID may be newer than the store (an embedded node waits for nothing). Never
+        // go back: take the larger.
+        let loaded = owner.load(stored);
         state.reset(epoch);
-        tracing::debug!(%channel, epoch, generation, term = fence, stored, known, "channel taken over");
+        tracing::debug!(%channel, epoch, generation, term = fence, ?stored, ?loaded, "channel taken over");
         Ok(term)
     }
 
@@ -244,13 +243,13 @@ impl Handover {
         Ok(epoch)
     }
 
-    /// The last seqs the store has for those of `channels` whose state is not loaded in
-    /// `epoch` (the others are absent).
+    /// The last seqs and highest IDs the store has for those of `channels` whose state is
+    /// not loaded in `epoch` (the others are absent, and so are channels without messages).
     pub async fn stored_seqs(
         &self,
         channels: &[Id],
         epoch: u64,
-    ) -> Result<HashMap<Id, u64>, ApiError> {
+    ) -> Result<HashMap<Id, HighWater>, ApiError> {
         let mut unloaded = Vec::new();
         for c in channels {
             let state = self.sequencer.channel(*c);
@@ -264,7 +263,7 @@ impl Handover {
         }
         Ok(self
             .messages
-            .last_seqs(&unloaded)
+            .high_water(&unloaded)
             .await?
             .into_iter()
             .collect())

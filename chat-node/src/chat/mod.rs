@@ -116,7 +116,15 @@ impl Ids {
 
     /// A new ID. Errors: `unavailable` when the clock went backwards too far.
     pub async fn next(&self) -> Result<Id, ApiError> {
-        self.0.next_id().await.map_err(|e| {
+        self.next_after(Id(0)).await
+    }
+
+    /// A new ID above `floor` (a channel's last message ID): per channel, ID order is seq
+    /// order whatever the clocks of its owners ([`crate::snowflake`]). Errors: `unavailable`
+    /// when the ID would run further ahead of this node's clock than the bound allows (the
+    /// clock went backwards, or `floor` came from a clock that far ahead).
+    pub async fn next_after(&self, floor: Id) -> Result<Id, ApiError> {
+        self.0.next_after(floor).await.map_err(|e| {
             tracing::error!("{e}");
             ApiError::unavailable(e.to_string())
         })

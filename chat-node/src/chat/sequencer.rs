@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use parley_protocol::{Id, Timestamp};
 
 use super::fencing::OwnerTerm;
-use crate::backend::{Page, StoredMessage};
+use crate::backend::{HighWater, Page, StoredMessage};
 use crate::config::SequencerMemory;
 use crate::error::ApiError;
 
@@ -66,10 +66,30 @@ struct Recent {
 pub struct OwnerState {
     /// The last assigned seq (`None` until read from the store).
     pub last_seq: Option<u64>,
+    /// At least the highest message ID of the channel (`None` until read from the store):
+    /// the floor the next message's ID goes above, so per channel ID order is seq order
+    /// whatever the clocks of the channel's owners (snowflake.rs).
+    pub last_id: Option<Id>,
     /// The owner term this node took the channel over with; `None` until it takes it over
     /// (again after a ring change, a send that was fenced or failed, or an eviction of the
     /// state).
     pub held: Option<HeldTerm>,
+}
+
+impl OwnerState {
+    /// Takes in the store's high water of the channel (`None`: it has no messages): the last
+    /// seq and last ID become the larger of the store's and the state's (this node's own may
+    /// be newer than the store's), never going back. Returns them.
+    pub fn load(&mut self, stored: Option<HighWater>) -> HighWater {
+        let stored = stored.unwrap_or(HighWater { seq: 0, id: Id(0) });
+        let loaded = HighWater {
+            seq: stored.seq.max(self.last_seq.unwrap_or(0)),
+            id: stored.id.max(self.last_id.unwrap_or(Id(0))),
+        };
+        self.last_seq = Some(loaded.seq);
+        self.last_id = Some(loaded.id);
+        loaded
+    }
 }
 
 /// An owner term as a channel's state holds it.

@@ -181,7 +181,12 @@ impl Sequencing {
         self.sequencer
             .admit(Sequencer::bytes_of(&p.text, p.client_msg_id.as_deref()))?;
         let current = owner.last_seq.unwrap_or(0);
-        let stored = self.stamp(p, current + 1).await?;
+        let stored = self
+            .stamp(p, current + 1, owner.last_id.unwrap_or(Id(0)))
+            .await?;
+        // The floor only goes up; a record whose append fails may be stored (before the next
+        // owner's fence), and the next ID goes above it either way.
+        owner.last_id = Some(stored.id);
         if let Err(e) = self.append_confirmed(&stored, term).await {
             // The record may be in the log (an append whose answer was lost, or one fenced
             // out): the seq is not used again under this term. The next send takes the
@@ -251,10 +256,11 @@ impl Sequencing {
             .await?)
     }
 
-    /// `p` as the message numbered `seq`, with a new ID.
-    async fn stamp(&self, p: Prepared, seq: u64) -> Result<StoredMessage, ApiError> {
+    /// `p` as the message numbered `seq`, with a new ID above `floor` (the channel's last
+    /// message ID).
+    async fn stamp(&self, p: Prepared, seq: u64, floor: Id) -> Result<StoredMessage, ApiError> {
         Ok(StoredMessage {
-            id: self.ids.next().await?,
+            id: self.ids.next_after(floor).await?,
             channel_id: p.channel,
             seq,
             author_id: p.author,
@@ -311,8 +317,7 @@ impl Sequencing {
             let mut owner = state.owner.lock().await;
             if state.loaded_in() != epoch || owner.last_seq.is_none() {
                 state.reset(epoch);
-                let known = owner.last_seq.unwrap_or(0);
-                owner.last_seq = Some(stored.get(c).copied().unwrap_or(0).max(known));
+                owner.load(stored.get(c).copied());
             }
             let recent = self
                 .sequencer

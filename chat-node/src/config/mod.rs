@@ -196,11 +196,18 @@ pub struct Config {
     #[arg(long, env = env::SNOWFLAKE_EPOCH_MS, value_name = env::SNOWFLAKE_EPOCH_MS, default_value_t = crate::snowflake::DEFAULT_EPOCH_MS)]
     pub snowflake_epoch_ms: i64,
 
-    /// How long a clock that stepped back is waited for before sends are refused, given in
-    /// milliseconds.
+    /// How long an ID further ahead of the clock than `--max-id-lead-ms` is waited for before
+    /// it is refused (sends answer `unavailable`), given in milliseconds.
     #[arg(long = "max-clock-wait-ms", env = env::MAX_CLOCK_WAIT_MS, value_name = env::MAX_CLOCK_WAIT_MS,
           default_value = "2000", value_parser = millis(..))]
     pub max_clock_wait: Duration,
+
+    /// How far ahead of this node's clock its Snowflake IDs may run, given in milliseconds:
+    /// after the clock stepped back, or to stay above a channel's last ID made by a node
+    /// whose clock was ahead (snowflake.rs, "borrowing").
+    #[arg(long = "max-id-lead-ms", env = env::MAX_ID_LEAD_MS, value_name = env::MAX_ID_LEAD_MS,
+          default_value = "300000", value_parser = millis(..))]
+    pub max_id_lead: Duration,
 
     /// How long a stopping node spreads the closing of its WebSockets over, given in
     /// milliseconds: each gets

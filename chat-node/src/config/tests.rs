@@ -243,6 +243,7 @@ fn durations_keep_the_unit_their_key_names() {
     let c = Config::from_args(["chat-node"]).unwrap();
     assert_eq!(c.jwt_ttl, Duration::from_secs(7 * 24 * 3600));
     assert_eq!(c.max_clock_wait, Duration::from_millis(2_000));
+    assert_eq!(c.max_id_lead, Duration::from_millis(300_000));
     assert_eq!(c.drain_window, Duration::from_millis(10_000));
     assert_eq!(
         c.cluster.kafka_delivery_timeout,

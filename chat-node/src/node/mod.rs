@@ -98,6 +98,7 @@ fn snowflake(config: &Config) -> Snowflake {
         config.snowflake_epoch_ms,
         config.worker_id,
         config.max_clock_wait,
+        config.max_id_lead,
         Arc::new(SystemClock),
     )
 }

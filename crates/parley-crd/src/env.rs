@@ -63,8 +63,11 @@ keys! {
     WORKER_ID = "PARLEY_WORKER_ID";
     /// Snowflake epoch, in milliseconds since the Unix epoch.
     SNOWFLAKE_EPOCH_MS = "PARLEY_SNOWFLAKE_EPOCH_MS";
-    /// How long a clock that stepped back is waited for before sends are refused, in ms.
+    /// How long an ID too far ahead of the clock is waited for before sends are refused, in
+    /// ms.
     MAX_CLOCK_WAIT_MS = "PARLEY_MAX_CLOCK_WAIT_MS";
+    /// How far ahead of the node's clock its Snowflake IDs may run, in milliseconds.
+    MAX_ID_LEAD_MS = "PARLEY_MAX_ID_LEAD_MS";
     /// Window a stopping node spreads the closing of its WebSockets over, in milliseconds.
     DRAIN_MS = "PARLEY_DRAIN_MS";
 

@@ -1,7 +1,7 @@
 //! [`Shards`]: the messages of the distributed Store, on the database of each channel's slot
 //! (`hash(channel_id) mod 4096`, parley_crd's [`ShardMap`]). Reads of one shard are
 //! [`MessageRows`]' shared code; what spans shards (a batch, `messages_after`,
-//! `last_seqs`, `channel_terms`) is split by shard here and merged. A batch is one
+//! `high_water`, `channel_terms`) is split by shard here and merged. A batch is one
 //! transaction per shard: its messages and its channels' raised owner terms commit together.
 
 use std::collections::HashMap;
@@ -19,7 +19,7 @@ use url::Url;
 use super::directory::{find_send, record_sends};
 use super::{BACKEND, ShardSpec, err, pool};
 use crate::backend::sql::{MessageRows, Unsigned};
-use crate::backend::{BackendError, MessageStore, Page, StoredMessage};
+use crate::backend::{BackendError, HighWater, MessageStore, Page, StoredMessage};
 use crate::secret::Secret;
 
 type R<T> = Result<T, BackendError>;
@@ -301,12 +301,12 @@ impl MessageStore for Shards {
         self.message(channel, message).await
     }
 
-    async fn last_seqs(&self, channels: &[Id]) -> R<Vec<(Id, u64)>> {
+    async fn high_water(&self, channels: &[Id]) -> R<Vec<(Id, HighWater)>> {
         let map = self.map();
         let mut out = Vec::new();
         for (index, group) in by_shard(&map, channels) {
             let pool = &map.shards()[index].pool;
-            out.extend(MessageRows(pool).last_seqs(&group).await?);
+            out.extend(MessageRows(pool).high_water(&group).await?);
         }
         Ok(out)
     }

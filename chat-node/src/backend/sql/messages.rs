@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, Encode, Executor, FromRow, Pool, Type};
 use super::error::backend_error;
 use super::rows::{ChannelTerm, LastSeq, MESSAGE_COLUMNS};
 use super::{Dialect, IdList, SqlStore};
-use crate::backend::{BackendError, MessageStore, Page, StoredMessage};
+use crate::backend::{BackendError, HighWater, MessageStore, Page, StoredMessage};
 
 type R<T> = Result<T, BackendError>;
 
@@ -78,10 +78,11 @@ where
             .map_err(backend_error::<DB>)
     }
 
-    /// The highest seq of each of `channels` that has messages.
-    pub(crate) async fn last_seqs(self, channels: &[Id]) -> R<Vec<(Id, u64)>> {
+    /// The highest seq and the highest ID of each of `channels` that has messages.
+    pub(crate) async fn high_water(self, channels: &[Id]) -> R<Vec<(Id, HighWater)>> {
         let sql = format!(
-            "SELECT channel_id, MAX(seq) AS seq FROM messages WHERE {} GROUP BY channel_id",
+            "SELECT channel_id, MAX(seq) AS seq, MAX(id) AS id FROM messages WHERE {} \
+             GROUP BY channel_id",
             DB::in_ids("channel_id", 1)
         );
         let rows: Vec<LastSeq> = sqlx::query_as(AssertSqlSafe(sql))
@@ -89,7 +90,18 @@ where
             .fetch_all(self.0)
             .await
             .map_err(backend_error::<DB>)?;
-        Ok(rows.into_iter().map(|r| (r.channel_id, r.seq)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.channel_id,
+                    HighWater {
+                        seq: r.seq,
+                        id: r.id,
+                    },
+                )
+            })
+            .collect())
     }
 
     /// The stored owner term of each of `channels` that has one.
@@ -145,7 +157,7 @@ impl<DB: sqlx::Database, M: MessageStore> MessageStore for SqlStore<DB, M> {
             .await
     }
 
-    async fn last_seqs(&self, channels: &[Id]) -> R<Vec<(Id, u64)>> {
-        self.messages.last_seqs(channels).await
+    async fn high_water(&self, channels: &[Id]) -> R<Vec<(Id, HighWater)>> {
+        self.messages.high_water(channels).await
     }
 }

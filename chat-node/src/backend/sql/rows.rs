@@ -61,10 +61,12 @@ pub(crate) struct ChannelTerm {
     pub term: u64,
 }
 
-/// The newest seq of one channel (`SELECT channel_id, MAX(seq) AS seq ... GROUP BY`).
+/// The newest seq and the highest ID of one channel
+/// (`SELECT channel_id, MAX(seq) AS seq, MAX(id) AS id ... GROUP BY`).
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct LastSeq {
     pub channel_id: Id,
     #[sqlx(try_from = "i64")]
     pub seq: u64,
+    pub id: Id,
 }

@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, Sqlite, SqlitePool};
 use super::err;
 use crate::backend::sql::rows::MESSAGE_COLUMNS;
 use crate::backend::sql::{MessageRows, SqlStore, Unsigned};
-use crate::backend::{BackendError, MessageStore, Page, StoredMessage};
+use crate::backend::{BackendError, HighWater, MessageStore, Page, StoredMessage};
 
 type R<T> = Result<T, BackendError>;
 
@@ -118,7 +118,7 @@ impl MessageStore for SqliteMessages {
             .map_err(err)
     }
 
-    async fn last_seqs(&self, channels: &[Id]) -> R<Vec<(Id, u64)>> {
-        self.rows().last_seqs(channels).await
+    async fn high_water(&self, channels: &[Id]) -> R<Vec<(Id, HighWater)>> {
+        self.rows().high_water(channels).await
     }
 }

@@ -335,3 +335,38 @@ async fn an_unfenced_take_over_appends_nothing_and_waits_for_nothing() {
     assert_eq!(handover.acquire(&[Id(6)]).await.unwrap(), 0);
     assert!(journal.lock().is_empty());
 }
+
+#[tokio::test]
+async fn a_take_over_loads_the_highest_stored_id_as_the_floor() {
+    // The channel's earlier owner had a clock ahead: its IDs are above anything this node's
+    // clock makes, and not in seq order with the ones before them.
+    let s = setup(Duration::ZERO).await;
+    let c = Id(11);
+    let ahead = Id(1 << 60);
+    let mut first = stored(c, 1);
+    first.id = ahead;
+    s.store
+        .insert_messages(&[first, stored(c, 2)])
+        .await
+        .unwrap();
+    let state = s.sequencer.channel(c);
+    {
+        let mut owner = state.owner.lock().await;
+        s.handover.hold(&state, &mut owner, c, 1).await.unwrap();
+        assert_eq!(owner.last_seq, Some(2));
+        assert_eq!(
+            owner.last_id,
+            Some(ahead),
+            "the highest ID, not the last seq's"
+        );
+        // This node's own, newer knowledge is kept when the store is behind it.
+        owner.last_seq = Some(3);
+        owner.last_id = Some(Id(ahead.0 + 1));
+    }
+    let mut owner = state.owner.lock().await;
+    s.handover.hold(&state, &mut owner, c, 2).await.unwrap();
+    assert_eq!(
+        (owner.last_seq, owner.last_id),
+        (Some(3), Some(Id(ahead.0 + 1)))
+    );
+}

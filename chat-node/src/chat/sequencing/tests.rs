@@ -11,12 +11,13 @@ use parley_protocol::{ErrorCode, Id};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Log, LogEntry, LogRecord, Page};
+use crate::backend::{Log, LogEntry, LogRecord, Page, StoredMessage};
 use crate::chat::fencing::{Fencing, MemoryFencing, OwnerTerm};
 use crate::chat::owners::{Ownership, SingleNode};
 use crate::chat::{Chat, SendInput};
 use crate::error::ApiError;
 use crate::hub::{Closer, Outbound};
+use crate::snowflake::{DEFAULT_EPOCH_MS, min_id_at};
 
 /// A [`MemoryFencing`] through which another node can take a channel over right before this
 /// node's next confirm (after its append).
@@ -251,6 +252,60 @@ async fn a_send_fenced_before_the_next_owners_fence_is_found_by_its_retry() {
             (1, "m1".to_owned()),
             (2, "m2".to_owned()),
             (3, "m3".to_owned())
+        ]
+    );
+    n.stop.cancel();
+}
+
+#[tokio::test]
+async fn ids_go_above_a_channel_s_ids_from_an_owner_whose_clock_was_ahead() {
+    let mut n = node().await;
+    let m1 = n.send("m1").await.unwrap();
+    // Another node, its clock 30 s ahead, takes the channel over and sends seq 2.
+    let term = n.fencing.take_over(n.group, n.log.as_ref()).await;
+    let now = parley_protocol::Timestamp::now().unix_millis();
+    let ahead = min_id_at(now + 30_000, DEFAULT_EPOCH_MS);
+    let ahead = Id(ahead.0 | (1000 << 12) | 7);
+    let other = StoredMessage {
+        id: ahead,
+        channel_id: n.group,
+        seq: 2,
+        author_id: n.alice,
+        text: "m2".into(),
+        client_msg_id: Some("other-m2".into()),
+        attachments: vec![],
+        reply_to: None,
+        created_at: parley_protocol::Timestamp::now(),
+        moderated: false,
+    };
+    let payload = Bytes::from(LogEntry::encode_message(&other, term.term).unwrap());
+    n.log
+        .append(&[LogRecord {
+            key: n.group,
+            payload,
+        }])
+        .await
+        .unwrap();
+    // This node's term is no longer in force: its next send is fenced; the retry takes the
+    // channel back over and continues after the other node's message, in seq and in ID.
+    let err = n.send("m3").await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Unavailable, "{err:?}");
+    let m3 = n.send("m3").await.unwrap();
+    assert_eq!(m3.seq, 3);
+    assert!(m3.id > ahead, "{} not above {ahead}", m3.id);
+    assert!(ahead > m1.id);
+    let m4 = n.send("m4").await.unwrap();
+    assert_eq!(m4.seq, 4);
+    assert!(m4.id > m3.id);
+    n.delivered();
+    // History pages by ID: in ID order the seqs are 1..4.
+    assert_eq!(
+        n.stored().await,
+        [
+            (1, "m1".to_owned()),
+            (2, "m2".to_owned()),
+            (3, "m3".to_owned()),
+            (4, "m4".to_owned())
         ]
     );
     n.stop.cancel();
