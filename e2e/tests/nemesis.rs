@@ -52,7 +52,8 @@ async fn run(s: Scenario) -> Outcome {
 /// SIGSTOP of the owner of the busiest channel for longer than its lease, twice: the
 /// other nodes take its channels over meanwhile, and when it wakes (SIGCONT) it must not
 /// append with a seq the new owner already gave out (the fencing case).
-/// Against today's code it finds repeated seqs (see docs/reliability.md).
+/// Before fencing it found repeated seqs (docs/reliability.md, what the checker found
+/// before fencing).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_of_a_channel_owner_longer_than_its_lease() {
     let _serial = SERIAL.lock().await;
@@ -112,8 +113,8 @@ fn in_namespaces(
 /// The owner of the busiest channel cut off from Redis for longer than its lease, twice:
 /// it can renew neither its lease nor presence, the others take its channels over, while
 /// it still reaches Kafka and the shards (the split-brain case fencing must cover).
-/// Against today's code it finds repeated seqs: n1 never sees the ring change and, owner
-/// again after the heal, reuses seqs the interim owner gave out.
+/// Before fencing it found repeated seqs: n1 never saw the ring change and, owner again
+/// after the heal, reused seqs the interim owner gave out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_of_a_channel_owner_from_redis() {
     let _serial = SERIAL.lock().await;
@@ -183,9 +184,10 @@ const OUTAGE: Schedule = Schedule {
 };
 
 /// Redis stopped for 6 s and started empty (no leases, presence or subscriptions): sends
-/// go on, and each node must rebuild its lease, presence and subscriptions. Against today's
-/// code the nodes see partial rings for a moment after the restart, and two of them
-/// sequence one channel (repeated seqs).
+/// are refused meanwhile, and each node must rebuild its lease, presence and
+/// subscriptions, and take its channels over again. Before fencing, the nodes saw partial
+/// rings for a moment after the restart and two of them sequenced one channel (repeated
+/// seqs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_of_redis() {
     let _serial = SERIAL.lock().await;
@@ -199,9 +201,9 @@ async fn restart_of_redis() {
 }
 
 /// The Kafka broker stopped for 6 s: appends answer `unavailable` (outcome unknown), and
-/// after the restart every acknowledged message is persisted. Against today's code the
-/// persister retries its offset commit with a stale group membership (UnknownMemberId)
-/// forever and persists nothing more (lost).
+/// after the restart every acknowledged message is persisted. Before the fix the
+/// persister retried its offset commit with a stale group membership (UnknownMemberId)
+/// for ever and persisted nothing more (lost).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_of_kafka() {
     let _serial = SERIAL.lock().await;
@@ -232,7 +234,8 @@ async fn crash_of_the_shards() {
 
 /// The [`scenario`] of clock steps on the owner of the busiest channel (node 0), launched
 /// under libfaketime: its wall clock goes back 30 s for 6 s, then forward 30 s for 6 s.
-/// While it is behind its last ID, the owner refuses IDs (`unavailable`).
+/// While it is behind its last ID, the owner borrows IDs ahead of its clock (bounded by
+/// `PARLEY_MAX_ID_LEAD_MS`), and every new owner's IDs go above the channel's last one.
 fn clock_steps(fake_monotonic: bool) -> Scenario {
     let dir = std::env::temp_dir().join(format!(
         "parley-clock-{}-{}",
