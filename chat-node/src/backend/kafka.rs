@@ -114,6 +114,15 @@ impl KafkaLog {
         &self.topic
     }
 
+    /// The Kafka consumer group of `group` on this log: `<topic>.<group>` (e.g.
+    /// `parley.messages.persisters`). Qualified by the topic so that clusters sharing a
+    /// broker (or test clusters one after the other) never share a group: members of one
+    /// group rebalance together, and a member that died stalls every other until its
+    /// session times out.
+    pub fn group_id(&self, group: &str) -> String {
+        format!("{}.{group}", self.topic)
+    }
+
     /// Per partition, the offset the next record will get (the high watermark).
     pub async fn high_watermarks(&self) -> Result<HashMap<i32, i64>, BackendError> {
         let producer = self.producer.clone();
@@ -144,7 +153,7 @@ impl KafkaLog {
         let consumer: StreamConsumer = self
             .settings
             .client()
-            .set("group.id", group)
+            .set("group.id", self.group_id(group))
             .set("enable.auto.commit", "false")
             .create()
             .map_err(unavailable)?;
@@ -223,7 +232,7 @@ impl Log for KafkaLog {
         let consumer: StreamConsumer = self
             .settings
             .client()
-            .set("group.id", group)
+            .set("group.id", self.group_id(group))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")

@@ -111,7 +111,7 @@ async fn main() -> ExitCode {
     match run_soak(&services, soak).await {
         Ok(outcome) => {
             println!("{outcome}");
-            if outcome.report.is_valid() {
+            if outcome.is_valid() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

@@ -12,7 +12,9 @@ use rand::{Rng as _, SeedableRng as _};
 use super::{Load, Setup, Workload, finish, setup};
 use crate::Services;
 use crate::cluster::{Cluster, Options};
-use crate::history::{CheckOptions, HistoryWriter, Phase, Report, check, read_history};
+use crate::history::{
+    CheckOptions, F, HistoryWriter, Op, OpType, Phase, Process, Report, check, read_history,
+};
 use crate::nemesis::{Fault, Nemesis, Schedule, kind_of};
 
 /// One fault scenario: a cluster, its load, one nemesis on a schedule.
@@ -41,6 +43,9 @@ impl std::fmt::Debug for Scenario {
 #[derive(Debug)]
 pub struct Outcome {
     pub report: Report,
+    /// Sends acknowledged whose invoke came after the last heal (after the start when no
+    /// fault ran): the cluster recovered, so the run's validity is not vacuous.
+    pub recovered: u64,
     /// The history (JSON lines of operations).
     pub history: PathBuf,
     /// The stored rows (JSON lines).
@@ -49,9 +54,52 @@ pub struct Outcome {
     pub dir: PathBuf,
 }
 
+/// The fewest sends that must be acknowledged after the last heal for a run to count
+/// ([`Outcome::is_valid`]): a run whose cluster never recovered proves nothing.
+pub const MIN_RECOVERED: u64 = 5;
+
+impl Outcome {
+    /// Whether the run passes: no anomaly, and at least [`MIN_RECOVERED`] sends
+    /// acknowledged after the last heal.
+    pub fn is_valid(&self) -> bool {
+        self.report.is_valid() && self.recovered >= MIN_RECOVERED
+    }
+}
+
+/// Sends acknowledged whose invoke comes after the last `nemesis` heal in `ops`.
+pub fn recovered(ops: &[Op]) -> u64 {
+    let healed = ops
+        .iter()
+        .filter(|o| o.f == F::Nemesis && o.value["phase"] == "heal")
+        .map(|o| o.index)
+        .max();
+    let mut invoked: std::collections::HashMap<Process, u64> = std::collections::HashMap::new();
+    let mut n = 0;
+    for o in ops.iter().filter(|o| o.f == F::Send) {
+        match o.kind {
+            OpType::Invoke => {
+                invoked.insert(o.process, o.index);
+            }
+            OpType::Ok if invoked.get(&o.process).copied() > healed => n += 1,
+            _ => {}
+        }
+    }
+    n
+}
+
 impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "{}", self.report)?;
+        writeln!(
+            f,
+            "acknowledged after the last heal: {} (at least {MIN_RECOVERED}: {})",
+            self.recovered,
+            if self.recovered >= MIN_RECOVERED {
+                "recovered"
+            } else {
+                "NOT RECOVERED"
+            }
+        )?;
         writeln!(f, "history: {}", self.history.display())?;
         write!(f, "stored:  {}", self.stored.display())
     }
@@ -137,6 +185,7 @@ impl Run {
             .map_err(|e| anyhow::anyhow!("the history is malformed: {e:?}"))?;
         Ok(Outcome {
             report,
+            recovered: recovered(&ops),
             history: self.paths.0,
             stored: self.paths.1,
             dir: self.cluster.dir.clone(),
@@ -214,4 +263,59 @@ pub async fn run_soak(services: &Services, soak: Soak) -> anyhow::Result<Outcome
     }
     tokio::time::sleep(end.saturating_duration_since(tokio::time::Instant::now())).await;
     run.end(services).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn op(index: u64, process: Process, kind: OpType, f: F, value: serde_json::Value) -> Op {
+        Op {
+            index,
+            time_ms: index,
+            process,
+            kind,
+            f,
+            node: None,
+            value,
+        }
+    }
+
+    #[test]
+    fn only_sends_invoked_after_the_last_heal_count_as_recovered() {
+        let c = Process::Client;
+        let heal = |i| {
+            op(
+                i,
+                Process::Nemesis,
+                OpType::Info,
+                F::Nemesis,
+                json!({"fault": "pause", "phase": "heal"}),
+            )
+        };
+        let start = op(
+            1,
+            Process::Nemesis,
+            OpType::Info,
+            F::Nemesis,
+            json!({"fault": "pause", "phase": "start"}),
+        );
+        let ops = vec![
+            op(0, c(0), OpType::Invoke, F::Send, json!({})),
+            start,
+            heal(2),
+            // Invoked before the last heal, acknowledged after it: not counted.
+            op(3, c(0), OpType::Ok, F::Send, json!({})),
+            op(4, c(1), OpType::Invoke, F::Send, json!({})),
+            op(5, c(1), OpType::Ok, F::Send, json!({})),
+            op(6, c(1), OpType::Invoke, F::Send, json!({})),
+            op(7, c(1), OpType::Info, F::Send, json!({})),
+        ];
+        assert_eq!(recovered(&ops), 1);
+        assert_eq!(recovered(&ops[..1]), 0, "no ok at all");
+        let mut more = ops.clone();
+        more.push(heal(8));
+        assert_eq!(recovered(&more), 0, "a later heal resets the count");
+    }
 }
