@@ -314,7 +314,7 @@ mod tests {
         ];
         assert_eq!(recovered(&ops), 1);
         assert_eq!(recovered(&ops[..1]), 0, "no ok at all");
-        let mut more = ops.clone();
+        let mut more = ops;
         more.push(heal(8));
         assert_eq!(recovered(&more), 0, "a later heal resets the count");
     }
