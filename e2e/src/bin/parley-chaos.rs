@@ -7,8 +7,9 @@
 //! dev/chaos --minutes 10 [--seed 42] [--faults pause,kill]
 //! ```
 //!
-//! Exit status: 0 when the checker found no anomaly, 1 when it found any, 2 when the run
-//! itself failed (services missing, a fault that could not be injected, ...).
+//! Exit status: 0 when the checker found no anomaly and at least
+//! [`MIN_RECOVERED`](parley_e2e::workload::scenario::MIN_RECOVERED) sends were acknowledged
+//! after the last heal, 1 otherwise, 2 when the run itself failed (services missing, a fault that could not be injected, ...).
 
 use std::process::ExitCode;
 use std::time::Duration;
