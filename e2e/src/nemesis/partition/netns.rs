@@ -468,12 +468,15 @@ fn owner_of(pid: u32) -> Option<String> {
     Some(format!("{pid}:{start}"))
 }
 
-/// Whether `slot`'s bridge names an owner that no longer runs (or names none).
+/// Whether `slot`'s bridge names an owner that no longer runs. A bridge that names none
+/// yet is being set up by another network (its alias is the next command after the
+/// bridge's creation): not stale. One left so by a crash in between stays taken until
+/// `dev/netns down`.
 fn slot_is_stale(slot: Slot) -> bool {
     let alias = std::fs::read_to_string(format!("/sys/class/net/{}/ifalias", slot.bridge()))
         .unwrap_or_default();
     let Some(owner) = alias.trim().strip_prefix("parley-nem owner=") else {
-        return true;
+        return false;
     };
     let pid = owner.split(':').next().and_then(|p| p.parse().ok());
     pid.and_then(owner_of).as_deref() != Some(owner)
