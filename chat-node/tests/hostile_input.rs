@@ -542,8 +542,7 @@ async fn distributed_read_markers_and_replies_find_unstored_messages() {
     // what is sent next stays unstored, in its owner's memory.
     let m2 = id_of(&alice.send(g2, "in g2").await["id"]);
     alice.send(g1, "first").await;
-    let persister = cluster.persister_pid(0).expect("the persister runs");
-    signal(persister, "STOP");
+    cluster.signal_persister(0, "STOP").unwrap();
     for node in 0..2 {
         // Sent through one node, checked on each: the message is only in its owner's memory.
         let m = id_of(&alice.send(g1, &format!("via {node}")).await["id"]);
@@ -588,17 +587,7 @@ async fn distributed_read_markers_and_replies_find_unstored_messages() {
             assert_eq!((r.status, r.code()), (400, "bad_request"), "reply_to {bad}");
         }
     }
-    signal(persister, "CONT");
-}
-
-/// Sends `sig` to process `pid` (`kill -SIG`).
-fn signal(pid: u32, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{sig} {pid}");
+    cluster.signal_persister(0, "CONT").unwrap();
 }
 
 /// Distributed mode: IDs above i64::MAX are refused before they reach PostgreSQL (where

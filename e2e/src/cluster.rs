@@ -408,11 +408,15 @@ impl Cluster {
         let pid = self
             .pid(i)
             .ok_or_else(|| anyhow::anyhow!("node {} is not running", self.nodes[i].name))?;
-        let status = std::process::Command::new("kill")
-            .args(["-s", sig, &pid.to_string()])
-            .status()?;
-        anyhow::ensure!(status.success(), "kill -s {sig} {pid} failed: {status}");
-        Ok(())
+        kill(pid, sig)
+    }
+
+    /// Sends signal `sig` to persister `i`, like [`Cluster::signal`] to a node.
+    pub fn signal_persister(&self, i: usize, sig: &str) -> anyhow::Result<()> {
+        let pid = self.persister_pid(i).ok_or_else(|| {
+            anyhow::anyhow!("persister {} is not running", self.persisters[i].name)
+        })?;
+        kill(pid, sig)
     }
 
     /// `kill -9` of persister `i`, waiting for it to exit.
@@ -558,6 +562,15 @@ impl Cluster {
         }
         out
     }
+}
+
+/// `kill -s SIG PID`. Errors when `kill` fails.
+fn kill(pid: u32, sig: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .args(["-s", sig, &pid.to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -s {sig} {pid} failed: {status}");
+    Ok(())
 }
 
 /// Runs one of the repo's `dev/services` commands (fault tests restart services with it).

@@ -126,15 +126,6 @@ fn owner_of(cluster: &Cluster, channel: Id) -> usize {
     cluster.nodes.iter().position(|n| n.name == owner).unwrap()
 }
 
-fn signal(pid: u32, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{sig} {pid}");
-}
-
 /// A counter of node `i`'s `/metrics`.
 async fn metric(cluster: &Cluster, i: usize, name: &str) -> u64 {
     let text = reqwest::get(format!("{}/metrics", cluster.url(i)))
@@ -158,11 +149,10 @@ async fn pause_rounds(
     shared: &Shared,
     others_acks: &AtomicUsize,
 ) -> Vec<u64> {
-    let pid = cluster.pid(owner).expect("the owner runs");
     let mut fenced = Vec::new();
     for r in 0..PAUSES {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        signal(pid, "STOP");
+        cluster.signal(owner, "STOP").unwrap();
         // Answers the owner wrote before it stopped may still be on their way.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let before = others_acks.load(Ordering::SeqCst);
@@ -178,7 +168,7 @@ async fn pause_rounds(
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        signal(pid, "CONT");
+        cluster.signal(owner, "CONT").unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
         shared.round.fetch_add(1, Ordering::SeqCst);
         fenced.push(metric(cluster, owner, "parley_fenced_sends_total").await);
