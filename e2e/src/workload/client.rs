@@ -460,13 +460,7 @@ impl Client {
     /// Closes the socket on purpose and, at the next step, connects again (with
     /// `resume_after` for stayers), to another node one time in three.
     async fn drop_and_resume(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            let name = self.node_name(conn.node);
-            conn.ws.close().await;
-            self.ctx
-                .history
-                .observe(self.p, F::Drop, Some(&name), json!({}));
-        }
+        self.close_socket().await;
         if self.rng.random_ratio(1, 3) {
             self.node = self.rng.random_range(0..self.ctx.nodes.len());
         }
@@ -557,6 +551,11 @@ impl Client {
 
     /// Closes the socket at the end of the run (logged as a `drop`).
     pub(crate) async fn close(mut self) {
+        self.close_socket().await;
+    }
+
+    /// Closes the socket on purpose, if there is one, and logs the `drop`.
+    async fn close_socket(&mut self) {
         if let Some(conn) = self.conn.take() {
             let name = self.node_name(conn.node);
             conn.ws.close().await;
