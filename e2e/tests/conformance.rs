@@ -113,7 +113,11 @@ async fn redis_fencing_passes_the_fencing_suite() {
         .unwrap();
     let namespace = unique("conformance");
     let fencing = RedisFencing::new(conn.clone(), &namespace);
-    fencing_suite(&fencing).await;
+    let (sink, seen) = conformance::recording_sink();
+    let pubsub = chat_node::backend::redis::RedisPubSub::connect(&services.redis.url, sink)
+        .await
+        .unwrap();
+    fencing_suite(&fencing, &pubsub, &seen).await;
     // A channel's hash expires a day after its last take-over.
     let mut c = conn;
     let keys: Vec<String> = redis::cmd("KEYS")

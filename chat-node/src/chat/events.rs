@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use parley_protocol::ws::ServerFrame;
 use serde::Serialize;
 
@@ -39,14 +41,27 @@ impl Events {
         t: &str,
         d: &T,
     ) -> Result<(), ApiError> {
+        let payload = Self::encode(header, t, d)?;
+        self.pubsub
+            .publish(topic, payload)
+            .await
+            .map_err(ApiError::from)
+    }
+
+    /// The bytes [`Events::publish`] would publish for the server event `t` with data `d`:
+    /// the frame prefixed with `header` ([`hub::encode`]). Errors: `internal` when `d` does
+    /// not serialize.
+    pub fn encode<T: Serialize>(header: &Header, t: &str, d: &T) -> Result<Bytes, ApiError> {
         let frame = serde_json::to_vec(&ServerFrame { t, r#ref: None, d }).map_err(|e| {
             tracing::error!("serializing {t}: {e}");
             ApiError::new(parley_protocol::ErrorCode::Internal, "internal error")
         })?;
-        self.pubsub
-            .publish(topic, hub::encode(header, &frame))
-            .await
-            .map_err(ApiError::from)
+        Ok(hub::encode(header, &frame))
+    }
+
+    /// The pub/sub events are published on.
+    pub fn pubsub(&self) -> &dyn PubSub {
+        self.pubsub.as_ref()
     }
 
     /// Publishes an event that is a courtesy (typing, read, presence): failures are logged.

@@ -14,8 +14,9 @@
 //! ```
 //!
 //! and every send, after its record (stamped with the term) is durable in the log and before
-//! anything else (remember, publish, ack): `confirm(channel, {generation, term})`, or
-//! `unavailable`.
+//! anything else (remember, ack): `publish_confirmed(channel, {generation, term}, event)`,
+//! which publishes the message's event only if the term is still in force, as one step, or
+//! answers `unavailable`.
 //! The persisters drop a message whose term is below the channel's term in force where it
 //! stands in the log (`persister::fence`).
 //!
@@ -31,6 +32,10 @@
 //! zombie's confirm could pass with its record landing after the fence), and the wait must
 //! start after it.
 //!
+//! Why events arrive in seq order across owners: the confirm and the publish of a message's
+//! event are one step, so an owner's events all reach the pub/sub before its successor's
+//! reserve, and the successor's all after its establish.
+//!
 //! [`Unfenced`] is the embedded node's: one process is the only writer of its log, so it
 //! appends no fences, waits for nothing and writes term 0, as before fencing. The ring's
 //! implementation keeps the terms in Redis (`node::fencing::RedisFencing`).
@@ -38,8 +43,10 @@
 use std::fmt;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use parley_protocol::Id;
 
+use crate::backend::{PubSub, Topic};
 use crate::error::ApiError;
 
 /// The term an owner holds a channel in: the generation its reserve got and the term of
@@ -69,6 +76,38 @@ pub trait Fencing: Send + Sync + fmt::Debug {
     /// Checks that `term` is still in force for `channel`. Errors: `unavailable` when it is
     /// not (fenced: another node reserved the channel since) or that cannot be told.
     async fn confirm(&self, channel: Id, term: OwnerTerm) -> Result<(), ApiError>;
+
+    /// Publishes `payload` (an event of `channel`'s) on `topic` if `term` is still in force
+    /// for `channel`, as one step: once a later owner has reserved the channel, no event of
+    /// this owner's reaches a subscriber, so a deposed owner's event never arrives after its
+    /// successor's. (A confirm and a publish apart let a confirm that passed just before
+    /// the reserve, its answer delayed by a partition, publish after the successor's
+    /// events.)
+    ///
+    /// The default confirms, then publishes through `pubsub`: one step only where nothing
+    /// else publishes the channel's events (one process; tests). An implementation that
+    /// keeps the terms beside the pub/sub does both at once (`node::fencing::RedisFencing`:
+    /// one script) and may ignore `pubsub`.
+    ///
+    /// Errors: `unavailable` when the term is not in force or that cannot be told (for the
+    /// one-step kind, an answer lost on the way back too: the event may have been
+    /// published, and the message stored). A publish that fails after the confirm passed
+    /// is logged, not an error: the message is durable, clients catch up through resume
+    /// and history.
+    async fn publish_confirmed(
+        &self,
+        channel: Id,
+        term: OwnerTerm,
+        topic: Topic,
+        payload: Bytes,
+        pubsub: &dyn PubSub,
+    ) -> Result<(), ApiError> {
+        self.confirm(channel, term).await?;
+        if let Err(e) = pubsub.publish(topic, payload).await {
+            tracing::warn!(%topic, "publish failed: {e}");
+        }
+        Ok(())
+    }
 }
 
 /// The embedded node's fencing: every call succeeds at once, nothing is fenced.
@@ -152,14 +191,78 @@ impl Fencing for MemoryFencing {
 }
 
 /// The behaviour every fencing that [`Fencing::fences`] must show, on fresh random channels
-/// (so it can run against a long-lived Redis).
+/// (so it can run against a long-lived Redis). `pubsub` is an endpoint of the pub/sub the
+/// fencing publishes on (its node's), whose deliveries `seen` records.
 #[cfg(any(test, feature = "conformance"))]
-pub async fn fencing_suite(f: &dyn Fencing) {
+pub async fn fencing_suite(
+    f: &dyn Fencing,
+    pubsub: &dyn PubSub,
+    seen: &parking_lot::Mutex<Vec<crate::backend::Delivery>>,
+) {
     assert!(f.fences());
     let base = u64::from(rand::random::<u32>()) * 1000;
     let (c, other) = (Id(base + 1), Id(base + 2));
     let t2 = one_owner_then_another(f, c, other).await;
     racing_take_overs(f, c, t2).await;
+    publishes_only_in_force(f, pubsub, seen, Id(base + 4)).await;
+}
+
+/// An owner of `c` publishes; once a second one has reserved, the first one's publish is
+/// refused and never delivered: the second owner's event is the next one subscribers get.
+#[cfg(any(test, feature = "conformance"))]
+async fn publishes_only_in_force(
+    f: &dyn Fencing,
+    pubsub: &dyn PubSub,
+    seen: &parking_lot::Mutex<Vec<crate::backend::Delivery>>,
+    c: Id,
+) {
+    let topic = Topic::Channel(c);
+    pubsub.subscribe(topic).await.unwrap();
+    let publish = |term: OwnerTerm, what: &'static str| {
+        f.publish_confirmed(c, term, topic, Bytes::from_static(what.as_bytes()), pubsub)
+    };
+    let g1 = f.reserve(c).await.unwrap();
+    let t1 = OwnerTerm {
+        generation: g1,
+        term: 70,
+    };
+    assert_unavailable(
+        publish(t1, "reserved").await,
+        "reserved, not established: nothing published",
+    );
+    f.establish(c, t1).await.unwrap();
+    publish(t1, "first").await.unwrap();
+    let g2 = f.reserve(c).await.unwrap();
+    assert_unavailable(publish(t1, "deposed").await, "fenced by the reserve");
+    let t2 = OwnerTerm {
+        generation: g2,
+        term: 80,
+    };
+    f.establish(c, t2).await.unwrap();
+    assert_unavailable(publish(t1, "deposed").await, "the first owner stays fenced");
+    publish(t2, "second").await.unwrap();
+
+    // Deliveries on one topic keep the order of publishing: once "second" is in, anything
+    // the first owner published after the reserve would be in too.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let got = loop {
+        let got: Vec<Bytes> = seen
+            .lock()
+            .iter()
+            .filter(|d| d.topic == topic)
+            .map(|d| d.payload.clone())
+            .collect();
+        if got.len() >= 2 || tokio::time::Instant::now() >= deadline {
+            break got;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(
+        got,
+        [Bytes::from_static(b"first"), Bytes::from_static(b"second")],
+        "only the owners in force published"
+    );
+    pubsub.unsubscribe(topic).await.unwrap();
 }
 
 #[cfg(any(test, feature = "conformance"))]
@@ -237,7 +340,9 @@ mod tests {
 
     #[tokio::test]
     async fn memory_fencing_passes_the_fencing_suite() {
-        fencing_suite(&MemoryFencing::default()).await;
+        let (sink, seen) = crate::backend::conformance::recording_sink();
+        let pubsub = crate::backend::memory::MemoryBus::new().endpoint(sink);
+        fencing_suite(&MemoryFencing::default(), &pubsub, &seen).await;
     }
 
     #[tokio::test]
@@ -260,5 +365,14 @@ mod tests {
         )
         .await
         .unwrap();
+
+        let (sink, seen) = crate::backend::conformance::recording_sink();
+        let pubsub = crate::backend::memory::MemoryBus::new().endpoint(sink);
+        let topic = Topic::Channel(Id(1));
+        pubsub.subscribe(topic).await.unwrap();
+        f.publish_confirmed(Id(1), t, topic, Bytes::from_static(b"e"), &pubsub)
+            .await
+            .unwrap();
+        assert_eq!(seen.lock().len(), 1, "published through the pub/sub given");
     }
 }

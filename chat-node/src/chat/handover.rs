@@ -22,7 +22,7 @@ use parley_protocol::{ErrorCode, Id};
 use super::fencing::{Fencing, OwnerTerm, superseded};
 use super::owners::ChannelOwners;
 use super::sequencer::{ChannelSeq, HeldTerm, OwnerState, Sequencer};
-use crate::backend::{HighWater, Log, LogEntry, LogRecord, MessageStore};
+use crate::backend::{HighWater, Log, LogEntry, LogRecord, MessageStore, PubSub, Topic};
 use crate::error::ApiError;
 
 /// How long a new owner waits for the persisters to store what earlier owners wrote.
@@ -220,10 +220,20 @@ impl Handover {
         )))
     }
 
-    /// Checks, after a send's record of `term` is durable, that the term is still in force.
+    /// After a send's record of `term` is durable: publishes its event `payload` on `topic`
+    /// if the term is still in force, as one step ([`Fencing::publish_confirmed`]).
     /// Errors: `unavailable` (fenced, or it cannot be told).
-    pub async fn confirm(&self, channel: Id, term: OwnerTerm) -> Result<(), ApiError> {
-        self.fencing.confirm(channel, term).await
+    pub async fn publish_confirmed(
+        &self,
+        channel: Id,
+        term: OwnerTerm,
+        topic: Topic,
+        payload: Bytes,
+        pubsub: &dyn PubSub,
+    ) -> Result<(), ApiError> {
+        self.fencing
+            .publish_confirmed(channel, term, topic, payload, pubsub)
+            .await
     }
 
     /// For reads of channel state: makes sure this node owns `channels` now and, unless

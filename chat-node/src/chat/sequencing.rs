@@ -7,8 +7,9 @@
 //!   sequence(prepared) ─ task ─► owner_work ─► Handover::claim ─► lock the channel's state
 //!     ─► Handover::hold (the owner term; a take-over when there is none for this epoch)
 //!     ─► known (author, client_msg_id)? ─ yes ─► the earlier message
-//!     ─► Sequencer::admit ─► Log::append (durable, with the term) ─► Fencing::confirm
-//!     ─► remember ─► publish ─► unlock ─► notify offline members
+//!     ─► Sequencer::admit ─► Log::append (durable, with the term)
+//!     ─► Fencing::publish_confirmed (confirm + publish, one step) ─► remember ─► unlock
+//!     ─► notify offline members
 //!
 //!   confirm fails (fenced) or the append fails ─► unavailable; last seq not advanced,
 //!   nothing remembered or published, the term dropped (the next send takes over again)
@@ -187,7 +188,8 @@ impl Sequencing {
         // The floor only goes up; a record whose append fails may be stored (before the next
         // owner's fence), and the next ID goes above it either way.
         owner.last_id = Some(stored.id);
-        if let Err(e) = self.append_confirmed(&stored, term).await {
+        let message = self.media.message_wire(&stored).await?;
+        if let Err(e) = self.append_published(&stored, &message, term).await {
             // The record may be in the log (an append whose answer was lost, or one fenced
             // out): the seq is not used again under this term. The next send takes the
             // channel over, after the persisters stored whatever of it is kept.
@@ -197,10 +199,6 @@ impl Sequencing {
         owner.last_seq = Some(stored.seq);
         let stored = Arc::new(stored);
         self.sequencer.remember(&seq_state, stored.clone());
-        let message = self.media.message_wire(&stored).await?;
-        // Published under the channel's lock, so events leave in seq order. A failed publish
-        // loses no message: it is durable, and clients catch up with resume/history.
-        self.publish(&message).await;
         drop(owner);
         self.metrics.messages_in.inc();
         if let Some(notifier) = &self.notifier {
@@ -209,18 +207,37 @@ impl Sequencing {
         Ok(message)
     }
 
-    /// Appends `stored` in `term` and confirms the term is still in force: only then may the
-    /// message be remembered, published or acknowledged. Errors: `unavailable` when the
-    /// append failed, or the confirmation did (the outcome is unknown: a record before the
-    /// next owner's fence is stored, one after it dropped; a retry with the same
+    /// Appends `stored` in `term`, then publishes its event `message` if the term is still
+    /// in force, as one step ([`super::fencing::Fencing::publish_confirmed`]): only then may
+    /// the message be remembered or acknowledged. Published under the channel's lock, so
+    /// events leave in seq order; a publish that fails after the confirm passed loses no
+    /// message (it is durable, clients catch up with resume/history). Errors: `unavailable`
+    /// when the append failed, or the confirmation did (the outcome is unknown: a record
+    /// before the next owner's fence is stored, one after it dropped; a retry with the same
     /// `client_msg_id` finds out).
-    async fn append_confirmed(
+    async fn append_published(
         &self,
         stored: &StoredMessage,
+        message: &Message,
         term: OwnerTerm,
     ) -> Result<(), ApiError> {
         self.append(stored, term.term).await?;
-        if let Err(e) = self.handover.confirm(stored.channel_id, term).await {
+        let header = Header {
+            m: Some((message.channel_id, message.id)),
+            ..Default::default()
+        };
+        let payload = Events::encode(&header, ev::MESSAGE, message)?;
+        if let Err(e) = self
+            .handover
+            .publish_confirmed(
+                stored.channel_id,
+                term,
+                Topic::Channel(stored.channel_id),
+                payload,
+                self.events.pubsub(),
+            )
+            .await
+        {
             self.metrics.fenced_sends.inc();
             tracing::warn!(
                 channel = %stored.channel_id,
@@ -285,21 +302,6 @@ impl Sequencing {
             }])
             .await?;
         Ok(())
-    }
-
-    async fn publish(&self, message: &Message) {
-        let header = Header {
-            m: Some((message.channel_id, message.id)),
-            ..Default::default()
-        };
-        self.events
-            .publish_best_effort(
-                Topic::Channel(message.channel_id),
-                &header,
-                ev::MESSAGE,
-                message,
-            )
-            .await;
     }
 
     /// This owner's state of `channels`: last seq and recent messages (id > `after`).

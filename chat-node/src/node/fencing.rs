@@ -1,7 +1,9 @@
 //! [`RedisFencing`]: the owner terms of a ring's channels in Redis, one hash per channel,
 //! `parley:<namespace>:owner:<channel>` with fields `gen` (the last generation reserved)
-//! and `term` (the term in force). Reserve and establish are Lua scripts (EVALSHA), so each
-//! is one atomic step; confirm is one `HMGET`. The hash expires [`KEY_TTL`] after the last
+//! and `term` (the term in force). Reserve, establish and a send's confirmed publish are Lua
+//! scripts (EVALSHA), so each is one atomic step (Redis runs a script with nothing in
+//! between: <https://redis.io/docs/latest/develop/interact/programmability/eval-intro/>);
+//! confirm alone is one `HMGET`. The hash expires [`KEY_TTL`] after the last
 //! take-over: an expired or lost hash only makes every owner's confirm fail (each takes its
 //! channels over again), it never lets two owners pass. What Redis must not do is go back
 //! to an older state (a restart from an old snapshot): see docs/reliability.md.
@@ -9,9 +11,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use parley_protocol::Id;
 use redis::aio::ConnectionManager;
 
+use crate::backend::{PubSub, Topic};
 use crate::chat::fencing::{Fencing, OwnerTerm, fenced, superseded};
 use crate::error::ApiError;
 
@@ -34,6 +38,17 @@ end
 return 0
 ";
 
+/// `PUBLISH ARGV[3] ARGV[4]` if `gen` and `term` are still `ARGV[1]` and `ARGV[2]`;
+/// returns 1 if they were, else 0. The channel (`ARGV[3]`) is a pub/sub channel, not a key.
+const PUBLISH_CONFIRMED: &str = r"
+local held = redis.call('HMGET', KEYS[1], 'gen', 'term')
+if held[1] == ARGV[1] and held[2] == ARGV[2] then
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  return 1
+end
+return 0
+";
+
 /// Owner terms in Redis, for a node of a ring.
 #[derive(Clone)]
 pub struct RedisFencing {
@@ -41,6 +56,7 @@ pub struct RedisFencing {
     namespace: String,
     reserve: redis::Script,
     establish: redis::Script,
+    publish_confirmed: redis::Script,
 }
 
 impl std::fmt::Debug for RedisFencing {
@@ -60,6 +76,7 @@ impl RedisFencing {
             namespace: namespace.to_owned(),
             reserve: redis::Script::new(RESERVE),
             establish: redis::Script::new(ESTABLISH),
+            publish_confirmed: redis::Script::new(PUBLISH_CONFIRMED),
         }
     }
 
@@ -113,6 +130,34 @@ impl Fencing for RedisFencing {
             .await
             .map_err(|e| unreachable(&e))?;
         if generation == Some(term.generation) && held == Some(term.term) {
+            Ok(())
+        } else {
+            Err(fenced(channel))
+        }
+    }
+
+    /// One script: the confirm and the `PUBLISH` on the same Redis the node's pub/sub uses
+    /// (`topic`'s name is the Redis channel, as `backend::redis::RedisPubSub` publishes
+    /// it); `_pubsub` is not used.
+    async fn publish_confirmed(
+        &self,
+        channel: Id,
+        term: OwnerTerm,
+        topic: Topic,
+        payload: Bytes,
+        _pubsub: &dyn PubSub,
+    ) -> Result<(), ApiError> {
+        let done: i64 = self
+            .publish_confirmed
+            .key(self.key(channel))
+            .arg(term.generation)
+            .arg(term.term)
+            .arg(topic.to_string())
+            .arg(&payload[..])
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(|e| unreachable(&e))?;
+        if done == 1 {
             Ok(())
         } else {
             Err(fenced(channel))
