@@ -186,6 +186,7 @@ impl Chat {
         let ids = Ids::new(p.ids);
         let events = events::Events::new(p.hub.pubsub().clone());
         let stores = p.backends.stores.clone();
+        p.hub.check_memberships_with(stores.members.clone());
         let quotas = Arc::new(quotas::Quotas::new(&p.config.quotas));
         let members = Arc::new(Members::new(
             stores.members.clone(),

@@ -32,7 +32,7 @@ use parley_protocol::{Id, PresenceStatus};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{BackendError, Delivery, PubSub, Sink, Topic};
+use crate::backend::{BackendError, Delivery, MemberStore, PubSub, Sink, Topic};
 
 pub use budgets::Budget;
 use budgets::Budgets;
@@ -122,7 +122,13 @@ pub struct Hub {
     pubsub: Arc<dyn PubSub>,
     /// The next connection ID to hand out.
     next_conn: AtomicU64,
+    /// Where membership changes are checked before they are applied
+    /// ([`Hub::check_memberships_with`]); unset, the event's word is taken.
+    members: OnceLock<Arc<dyn MemberStore>>,
 }
+
+/// How long [`Hub::set_member`] waits for the directory before it takes the event's word.
+const MEMBERSHIP_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -144,7 +150,18 @@ impl Hub {
             subscriptions: tokio::sync::Mutex::new(()),
             pubsub,
             next_conn: AtomicU64::new(1),
+            members: OnceLock::new(),
         }
+    }
+
+    /// From now on, [`Hub::set_member`] applies what `members` says of the membership, not
+    /// what the change claimed. Membership events can arrive out of order: a `member_left`
+    /// whose publish timed out during a partition from Redis still reaches Redis after the
+    /// partition heals, on a connection the publisher has since replaced, so after the
+    /// member's next `member_joined`; taken at its word, it would cut a member off its
+    /// channel's events for good. A second call is ignored.
+    pub fn check_memberships_with(&self, members: Arc<dyn MemberStore>) {
+        let _ = self.members.set(members);
     }
 
     /// Builds the hub and its pub/sub together: `pubsub` is given the sink its deliveries
@@ -335,7 +352,9 @@ impl Hub {
         }
     }
 
-    /// The user's local connections start (or stop) receiving `channel`.
+    /// The user's local connections start (or stop) receiving `channel`: as `member` says,
+    /// or, once [`Hub::check_memberships_with`] was called, as the directory says now (a
+    /// stale change is ignored).
     pub async fn set_member(
         &self,
         channel: Id,
@@ -343,6 +362,12 @@ impl Hub {
         member: bool,
     ) -> Result<(), BackendError> {
         let _order = self.subscriptions.lock().await;
+        if !self.state().users.contains_key(&user) {
+            return Ok(());
+        }
+        // Read under the lock: whichever change of (channel, user) is applied last reads
+        // the directory after every earlier one was committed.
+        let member = self.member_now(channel, user, member).await;
         let change = {
             let mut s = self.state();
             if !s.users.contains_key(&user) {
@@ -431,6 +456,31 @@ impl Hub {
         }
         if let (Topic::Channel(_), Some((channel, user))) = (delivery.topic, header.l) {
             self.spawn_set_member(channel, user, false);
+        }
+    }
+
+    /// Whether `user` is a member of `channel` now, as the directory says; `claimed` (the
+    /// change's word) when there is no directory to ask or it does not answer in time.
+    async fn member_now(&self, channel: Id, user: Id, claimed: bool) -> bool {
+        let Some(members) = self.members.get() else {
+            return claimed;
+        };
+        match tokio::time::timeout(MEMBERSHIP_CHECK_TIMEOUT, members.is_member(channel, user)).await
+        {
+            Ok(Ok(member)) => {
+                if member != claimed {
+                    tracing::debug!(%channel, %user, member, "a stale membership change ignored");
+                }
+                member
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%channel, %user, "membership check failed, the change is taken: {e}");
+                claimed
+            }
+            Err(_) => {
+                tracing::warn!(%channel, %user, "membership check timed out, the change is taken");
+                claimed
+            }
         }
     }
 

@@ -202,3 +202,99 @@ async fn sessions_per_user_are_capped_until_one_ends() {
     assert_eq!(hub.sessions_of(Id(1)), 1);
     assert!(hub.admit(Id(1), 2).is_some());
 }
+
+/// A directory of one channel's members, counting its answers.
+#[derive(Debug, Default)]
+struct Directory {
+    members: Mutex<HashSet<(Id, Id)>>,
+    asked: AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl MemberStore for Directory {
+    async fn join(
+        &self,
+        channel: Id,
+        user: Id,
+        _at: parley_protocol::Timestamp,
+    ) -> Result<bool, BackendError> {
+        Ok(self.members.lock().insert((channel, user)))
+    }
+    async fn leave(&self, channel: Id, user: Id) -> Result<bool, BackendError> {
+        Ok(self.members.lock().remove(&(channel, user)))
+    }
+    async fn member_ids(&self, channel: Id) -> Result<Vec<Id>, BackendError> {
+        Ok(self
+            .members
+            .lock()
+            .iter()
+            .filter(|m| m.0 == channel)
+            .map(|m| m.1)
+            .collect())
+    }
+    async fn is_member(&self, channel: Id, user: Id) -> Result<bool, BackendError> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        Ok(self.members.lock().contains(&(channel, user)))
+    }
+    async fn co_members(&self, _user: Id, _candidates: &[Id]) -> Result<Vec<Id>, BackendError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Publishes a leave of `user` on `ch` and waits until the hub applied it (asked the
+/// directory and let the subscription lock go).
+async fn leave_event(hub: &Hub, pubsub: &Arc<dyn PubSub>, dir: &Directory, ch: Id, user: Id) {
+    let asked = dir.asked.load(Ordering::SeqCst);
+    let header = Header {
+        l: Some((ch, user)),
+        ..Default::default()
+    };
+    pubsub
+        .publish(Topic::Channel(ch), frame(&header, "member_left"))
+        .await
+        .unwrap();
+    // Bounded: a hub that unsubscribed the channel never sees the event.
+    for _ in 0..1000 {
+        if dir.asked.load(Ordering::SeqCst) != asked {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    drop(hub.subscriptions.lock().await);
+}
+
+#[tokio::test]
+async fn a_stale_leave_arriving_after_the_rejoin_is_ignored() {
+    let (hub, pubsub) = hub().await;
+    let dir = Arc::new(Directory::default());
+    hub.check_memberships_with(dir.clone());
+    let (carol, ch) = (Id(5), Id(20));
+    dir.join(ch, carol, parley_protocol::Timestamp::now())
+        .await
+        .unwrap();
+    let (tx, mut rx) = mpsc::channel(16);
+    hub.attach(9, carol, &[ch], tx, Closer::default())
+        .await
+        .unwrap();
+
+    // Carol left and joined again; the left event comes last (its publish was late).
+    leave_event(&hub, &pubsub, &dir, ch, carol).await;
+    pubsub
+        .publish(
+            Topic::Channel(ch),
+            frame(&Header::default(), "still a member"),
+        )
+        .await
+        .unwrap();
+    // Now she leaves for real.
+    dir.leave(ch, carol).await.unwrap();
+    leave_event(&hub, &pubsub, &dir, ch, carol).await;
+    pubsub
+        .publish(Topic::Channel(ch), frame(&Header::default(), "gone"))
+        .await
+        .unwrap();
+    assert_eq!(
+        texts(&mut rx),
+        ["member_left", "still a member", "member_left"]
+    );
+}
