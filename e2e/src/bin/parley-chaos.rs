@@ -4,7 +4,7 @@
 //! (operations, faults injected by kind, anomalies by kind). `dev/chaos` builds and runs it.
 //!
 //! ```text
-//! dev/chaos --minutes 10 [--seed 42] [--faults pause,kill]
+//! dev/chaos --minutes 10 [--seed 42] [--faults pause,kill] [--tail 20]
 //! ```
 //!
 //! Exit status: 0 when the checker found no anomaly and at least
@@ -43,6 +43,10 @@ struct Args {
     /// Shortest and longest quiet time between faults, in seconds.
     #[arg(long, num_args = 2, value_names = ["MIN", "MAX"], default_values_t = [4.0, 12.0])]
     gap: Vec<f64>,
+    /// Seconds of load after the last heal, before the checker (no fault starts that would
+    /// leave less).
+    #[arg(long, default_value_t = 20.0)]
+    tail: f64,
 }
 
 /// The registered kinds named in `names` (all of them for none). Errors: an unknown kind.
@@ -101,6 +105,7 @@ async fn main() -> ExitCode {
         seed,
         hold: secs(&args.hold),
         gap: secs(&args.gap),
+        tail: Duration::from_secs_f64(args.tail.max(0.0)),
     };
     let services = match parley_e2e::Services::load() {
         Ok(s) => s,

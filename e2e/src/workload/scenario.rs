@@ -217,8 +217,8 @@ pub async fn run_scenario(services: &Services, scenario: Scenario) -> anyhow::Re
 }
 
 /// A soak: one cluster, the workload for `duration`, faults drawn from `faults` one at a
-/// time (each held for a time drawn from `hold`, then healed, then a quiet time drawn from
-/// `gap`), then the checker.
+/// time (a quiet time drawn from `gap`, then the fault, held for a time drawn from `hold`,
+/// then healed), at least `tail` of load after the last heal, then the checker.
 #[derive(Debug, Clone)]
 pub struct Soak {
     pub cluster: Options,
@@ -229,6 +229,10 @@ pub struct Soak {
     pub seed: u64,
     pub hold: (Duration, Duration),
     pub gap: (Duration, Duration),
+    /// Load after the last heal: no fault starts unless its gap, its hold and the tail fit
+    /// before the end, and the run goes on past the end if a slow heal ate into the tail
+    /// (else a fault healed at the very end leaves too little time to show recovery).
+    pub tail: Duration,
 }
 
 /// Runs `soak`. Every fault kind's [`Fault::prepare`] applies to the cluster first; a kind
@@ -246,8 +250,12 @@ pub async fn run_soak(services: &Services, soak: Soak) -> anyhow::Result<Outcome
     let draw = |rng: &mut StdRng, (lo, hi): (Duration, Duration)| {
         lo + (hi.saturating_sub(lo)).mul_f64(rng.random::<f64>())
     };
-    while tokio::time::Instant::now() + soak.gap.0 < end && !faults.is_empty() {
-        tokio::time::sleep(draw(&mut rng, soak.gap)).await;
+    while !faults.is_empty() {
+        let (gap, hold) = (draw(&mut rng, soak.gap), draw(&mut rng, soak.hold));
+        if tokio::time::Instant::now() + gap + hold + soak.tail > end {
+            break;
+        }
+        tokio::time::sleep(gap).await;
         let i = rng.random_range(0..faults.len());
         let mut nemesis = match (faults[i].build)(&run.cluster, &mut rng) {
             Ok(n) => n,
@@ -258,10 +266,11 @@ pub async fn run_soak(services: &Services, soak: Soak) -> anyhow::Result<Outcome
             }
         };
         run.fault(nemesis.as_mut(), Phase::Start).await?;
-        tokio::time::sleep(draw(&mut rng, soak.hold)).await;
+        tokio::time::sleep(hold).await;
         run.fault(nemesis.as_mut(), Phase::Heal).await?;
     }
-    tokio::time::sleep(end.saturating_duration_since(tokio::time::Instant::now())).await;
+    let rest = end.saturating_duration_since(tokio::time::Instant::now());
+    tokio::time::sleep(rest.max(soak.tail)).await;
     run.end(services).await
 }
 
