@@ -12,7 +12,8 @@
 //!     ─► notify offline members
 //!
 //!   confirm fails (fenced) or the append fails ─► unavailable; last seq not advanced,
-//!   nothing remembered or published, the term dropped (the next send takes over again)
+//!   nothing remembered or published (unless only the script's answer was lost), the term
+//!   dropped (the next send takes over again)
 //! ```
 //!
 //! Fencing (the term, the confirm, and why together they keep seqs unique) is in
@@ -214,7 +215,8 @@ impl Sequencing {
     /// message (it is durable, clients catch up with resume/history). Errors: `unavailable`
     /// when the append failed, or the confirmation did (the outcome is unknown: a record
     /// before the next owner's fence is stored, one after it dropped; a retry with the same
-    /// `client_msg_id` finds out).
+    /// `client_msg_id` finds out); `internal` when the event does not serialize (the record
+    /// is already appended: the term is dropped as for a failed confirm).
     async fn append_published(
         &self,
         stored: &StoredMessage,

@@ -9,7 +9,9 @@
 //! The hub subscribes a topic when its first local interested connection appears and
 //! unsubscribes when the last goes (reference counts per node, never one broker
 //! subscription per socket). An event is serialized once by its publisher; every
-//! connection's queue gets a cheap clone of the same bytes.
+//! connection's queue gets a cheap clone of the same bytes. A join or leave changes a
+//! user's subscriptions only as far as the directory confirms it
+//! ([`Hub::check_memberships_with`]): membership events can arrive out of order.
 //!
 //! `payload` is the wire form of what goes through the pub/sub (routing header + frame);
 //! `budgets` the per-user budgets of resume replays and typing.
@@ -460,7 +462,8 @@ impl Hub {
     }
 
     /// Whether `user` is a member of `channel` now, as the directory says; `claimed` (the
-    /// change's word) when there is no directory to ask or it does not answer in time.
+    /// change's word) when there is no directory to ask, or it fails or does not answer
+    /// within [`MEMBERSHIP_CHECK_TIMEOUT`].
     async fn member_now(&self, channel: Id, user: Id, claimed: bool) -> bool {
         let Some(members) = self.members.get() else {
             return claimed;
