@@ -156,12 +156,24 @@ pub fn chat_node_bin() -> PathBuf {
     bin
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Ports [`free_port`] draws from: below Linux's ephemeral range (`ip_local_port_range`,
+/// 32768-60999 by default), where the kernel never puts an outgoing connection, and above
+/// dev/services' ports (15432-19094).
+const PORTS: std::ops::Range<u16> = 20000..32768;
+
+/// A port of [`PORTS`] free on 127.0.0.1 now, for a process started later. Not one the kernel
+/// picks (`bind :0`): those are ephemeral ports, and any outgoing connection (a client of
+/// Redis, Kafka or PostgreSQL) could take it before the process binds it, or while a killed
+/// node is down (CI once failed so: `Address already in use` at a node's start).
+pub fn free_port() -> u16 {
+    use rand::Rng as _;
+    let mut rng = rand::rng();
+    loop {
+        let port = rng.random_range(PORTS);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn unique() -> String {

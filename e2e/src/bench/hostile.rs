@@ -272,11 +272,7 @@ async fn start_node(a: &Args) -> Node {
             a.node_bin.display()
         )
     });
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::cluster::free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let url = format!("http://{addr}");
     let dir = std::env::temp_dir().join(format!("parley-bench-hostile-{}", std::process::id()));
