@@ -12,7 +12,7 @@
 //! written together ([`MessageStore::write_batch`], one transaction per shard).
 //!
 //! ```text
-//!   poll ─► decode (LogEntry) ─► stored terms of the batch's fenced channels
+//!   poll (+ linger) ─► decode (LogEntry) ─► stored terms of the batch's fenced channels
 //!        ─► fence(): keep / drop, terms raised ─► write_batch (retried) ─► commit offsets
 //! ```
 //!
@@ -37,7 +37,8 @@ use crate::backend::{
 pub struct Batching {
     /// Most messages per insert.
     pub max_messages: usize,
-    /// How long to wait for a batch to fill.
+    /// How long a batch may fill, from the poll that brought its first record (the
+    /// persister's linger, `PARLEY_PERSISTER_LINGER_MS`).
     pub max_wait: Duration,
 }
 
@@ -99,11 +100,25 @@ async fn step(
     batching: Batching,
     shutdown: &CancellationToken,
 ) -> Result<usize, BackendError> {
-    let records = consumer
+    let polled_at = tokio::time::Instant::now();
+    let mut records = consumer
         .poll(batching.max_messages, batching.max_wait)
         .await?;
     if records.is_empty() {
         return Ok(0);
+    }
+    // Linger: a consumer may answer with the first record (SQLite's does); the batch fills
+    // until `max_wait` after the poll began, so a steady trickle of sends costs one store
+    // write and one offset commit per window instead of one per send.
+    if records.len() < batching.max_messages {
+        tokio::select! {
+            () = tokio::time::sleep_until(polled_at + batching.max_wait) => {}
+            () = shutdown.cancelled() => {}
+        }
+        let more = consumer
+            .poll(batching.max_messages - records.len(), Duration::ZERO)
+            .await?;
+        records.extend(more);
     }
     let entries = decode(&records);
     let fenced = fenced_channels(&entries);

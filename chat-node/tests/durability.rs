@@ -16,9 +16,13 @@ async fn a_restarted_node_keeps_users_tokens_messages_and_seq() {
     let node = TestNode::start_in(Config::for_tests(dir.clone())).await;
     let alice = node.user("alice").await;
     let group = alice.create_group("g").await;
-    for i in 1..=5 {
+    for i in 1..=4 {
         alice.send(group, &format!("m{i}")).await;
     }
+    let keyed = json!({"text": "m5", "client_msg_id": "k5"});
+    let path = format!("/v1/channels/{group}/messages");
+    let m5 = alice.post(&path, &keyed).await;
+    assert_eq!(m5.status, 201);
     node.stop().await;
 
     let node = TestNode::start_in(Config::for_tests(dir)).await;
@@ -35,6 +39,11 @@ async fn a_restarted_node_keeps_users_tokens_messages_and_seq() {
         6,
         "seq continues without a gap"
     );
+    // A retry of a send made before the restart finds it in the store: the new process
+    // does not trust its memory alone with keys of messages it did not make.
+    let retried = alice.post(&path, &keyed).await;
+    assert_eq!(retried.body["id"], m5.body["id"], "{:?}", retried.body);
+    assert_eq!(retried.body["seq"], 5);
 }
 
 /// Starts the chat-node binary; returns the child and its base URL.

@@ -29,7 +29,7 @@
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use parley_protocol::{Id, Timestamp};
 
@@ -188,6 +188,10 @@ pub struct Sequencer {
     tick: AtomicU64,
     /// Whether a confirmation of what is stored is under way.
     confirming: AtomicBool,
+    /// Unix ms from which memory holds every idempotency key there is (none evicted since,
+    /// and no other process made any): a key missing from memory and made at or after it
+    /// does not exist. `i64::MAX` (never) unless [`Sequencer::keys_complete_since`] said so.
+    keys_complete_since: AtomicI64,
 }
 
 impl Default for Sequencer {
@@ -228,6 +232,7 @@ impl Sequencer {
             persisted: AtomicU64::new(0),
             tick: AtomicU64::new(0),
             confirming: AtomicBool::new(false),
+            keys_complete_since: AtomicI64::new(i64::MAX),
         }
     }
 
@@ -318,8 +323,10 @@ impl Sequencer {
             if let Some((key, stamp, bytes)) = ids.order.pop_front() {
                 ids.bytes -= bytes;
                 // A key used again later has a newer entry: keep that one.
-                if ids.map.get(&key).is_some_and(|e| e.stamp == stamp) {
-                    ids.map.remove(&key);
+                if ids.map.get(&key).is_some_and(|e| e.stamp == stamp)
+                    && let Some(gone) = ids.map.remove(&key)
+                {
+                    self.key_only_in_store(gone.created_at);
                 }
             }
         }
@@ -423,6 +430,30 @@ impl Sequencer {
     /// Releases the claim of [`Sequencer::start_confirmation`].
     pub fn end_confirmation(&self) {
         self.confirming.store(false, Ordering::SeqCst);
+    }
+
+    /// Tells the sequencer that this process makes every message of its store and that the
+    /// store has no message made at or after `since`: the embedded node, from its start. From
+    /// then on [`Sequencer::key_exists_only_in_memory`] answers for keys made at or after
+    /// `since`, as long as none of them is evicted or left out of memory
+    /// ([`Sequencer::key_only_in_store`]).
+    pub fn keys_complete_since(&self, since: Timestamp) {
+        self.keys_complete_since
+            .store(since.unix_millis(), Ordering::SeqCst);
+    }
+
+    /// A key made at `created_at` may be in the store but not in memory (evicted, or its
+    /// message appended but not remembered after a failure): memory no longer answers for
+    /// keys made up to then.
+    pub fn key_only_in_store(&self, created_at: Timestamp) {
+        self.keys_complete_since
+            .fetch_max(created_at.unix_millis().saturating_add(1), Ordering::SeqCst);
+    }
+
+    /// Whether memory alone decides if a key made at or after `since` exists: every such key
+    /// is in memory (so a miss means there is none, and the store need not be asked).
+    pub fn key_exists_only_in_memory(&self, since: Timestamp) -> bool {
+        since.unix_millis() >= self.keys_complete_since.load(Ordering::SeqCst)
     }
 
     /// Where a recent message of `author` with `client_msg_id`, made at or after `since`, is.

@@ -193,8 +193,10 @@ impl Sequencing {
         if let Err(e) = self.append_published(&stored, &message, term).await {
             // The record may be in the log (an append whose answer was lost, or one fenced
             // out): the seq is not used again under this term. The next send takes the
-            // channel over, after the persisters stored whatever of it is kept.
+            // channel over, after the persisters stored whatever of it is kept. Its key is
+            // not remembered: a retry must ask the store.
             owner.held = None;
+            self.sequencer.key_only_in_store(stored.created_at);
             return Err(e);
         }
         owner.last_seq = Some(stored.seq);
@@ -268,6 +270,11 @@ impl Sequencing {
             .and_then(|hit| self.sequencer.recent_message(hit.channel, hit.message))
         {
             return Ok(Some((*m).clone()));
+        }
+        if self.sequencer.key_exists_only_in_memory(since) {
+            // The embedded node made every message since `since` and still remembers every
+            // key of them: no store round trip for a new message.
+            return Ok(None);
         }
         Ok(self
             .messages

@@ -20,6 +20,11 @@ use crate::health::check;
 use crate::hub::Hub;
 use crate::persister::{self, Batching};
 
+/// Added to the newest stored message's `created_at` at start, from which the embedded node
+/// trusts its memory alone with idempotency keys (a send's window, 24 h back, must start
+/// after it): covers a message made just after the one with the highest ID.
+const KEYS_COMPLETE_MARGIN_MS: i64 = 60_000;
+
 /// An embedded node: SQLite store and log, in-process pub/sub, local blobs, all under
 /// `config.data_dir`. `addr` is where it listens (for its own blob URLs).
 pub async fn embedded(config: Config, addr: SocketAddr) -> anyhow::Result<Arc<Chat>> {
@@ -57,6 +62,16 @@ pub(crate) async fn embedded_with(
         tracing::info!(messages = caught_up, "persisted messages left in the log");
     }
 
+    // Every message from now on is made by this process, which remembers their idempotency
+    // keys: a new send need not ask the store whether its key was used before, unless the
+    // window reaches back to the messages stored before the start (or to keys evicted since).
+    let keys_complete_since = store
+        .newest_message_at()
+        .await?
+        .map_or(parley_protocol::Timestamp(i64::MIN), |t| {
+            parley_protocol::Timestamp(t.0.saturating_add(KEYS_COMPLETE_MARGIN_MS))
+        });
+
     let base_url = config
         .public_base_url()
         .map_or_else(|| format!("http://{addr}"), str::to_owned);
@@ -74,7 +89,7 @@ pub(crate) async fn embedded_with(
         async move { users.user(parley_protocol::Id(0)).await.map(|_| ()) }
     })];
     let config_heartbeat = config.heartbeat_interval;
-    Ok(Arc::new(Chat::new(Parts {
+    let chat = Arc::new(Chat::new(Parts {
         ids: snowflake(&config),
         tokens: Tokens::new(&jwt, config.jwt_ttl.as_secs()),
         config,
@@ -91,5 +106,9 @@ pub(crate) async fn embedded_with(
         presence: Arc::new(MemoryPresence::new(config_heartbeat)),
         checks,
         members_cache,
-    })))
+    }));
+    chat.sequencing()
+        .sequencer()
+        .keys_complete_since(keys_complete_since);
+    Ok(chat)
 }

@@ -14,8 +14,10 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::err;
 use crate::backend::{BackendError, Log, LogConsumer, LogRecord, PolledRecord};
 
-/// Most appends one transaction carries.
+/// Most appends one group commit carries.
 const MAX_GROUP: usize = 512;
+/// Most records one `INSERT` carries (3 bound parameters each, under SQLite's 32766).
+const MAX_ROWS_PER_INSERT: usize = 4096;
 
 /// Where the writer answers an append: the offsets of its records, or why it failed.
 type Reply = oneshot::Sender<Result<Vec<u64>, BackendError>>;
@@ -70,33 +72,66 @@ async fn writer(
     }
 }
 
-/// Writes every append of `group` in one transaction; returns the offsets of each
-/// append's records.
+/// Writes every append of `group` atomically; returns the offsets of each append's
+/// records. Up to [`MAX_ROWS_PER_INSERT`] records (every real group: a send is one record)
+/// go in one multi-row `INSERT`, atomic on its own, so no `BEGIN`/`COMMIT` round trips to
+/// the connection's worker thread; more take a transaction.
 async fn write_group(
     pool: &SqlitePool,
     topic: &str,
     group: &[(Vec<LogRecord>, Reply)],
 ) -> Result<Vec<Vec<u64>>, BackendError> {
-    let mut tx = pool.begin().await.map_err(err)?;
-    let mut offsets = Vec::with_capacity(group.len());
-    for (records, _) in group {
-        let mut of_append = Vec::with_capacity(records.len());
-        for r in records {
-            let offset: i64 = sqlx::query_scalar(
-                r#"INSERT INTO log (topic, key, payload) VALUES (?, ?, ?) RETURNING "offset""#,
-            )
-            .bind(topic)
-            .bind(r.key)
-            .bind(&r.payload[..])
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(err)?;
-            of_append.push(offset_of(offset)?);
+    let records: Vec<&LogRecord> = group.iter().flat_map(|(r, _)| r).collect();
+    let offsets = if records.len() <= MAX_ROWS_PER_INSERT {
+        insert(pool, topic, &records).await?
+    } else {
+        let mut tx = pool.begin().await.map_err(err)?;
+        let mut offsets = Vec::with_capacity(records.len());
+        for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
+            offsets.extend(insert(&mut *tx, topic, chunk).await?);
         }
-        offsets.push(of_append);
+        tx.commit().await.map_err(err)?;
+        offsets
+    };
+    let mut offsets = offsets.into_iter();
+    Ok(group
+        .iter()
+        .map(|(records, _)| offsets.by_ref().take(records.len()).collect())
+        .collect())
+}
+
+/// Inserts `records` with one statement; their offsets, in `records`' order. Only the
+/// writer task inserts, so the rows of one statement get increasing offsets in `VALUES`
+/// order; `RETURNING` gives its rows in no set order
+/// (<https://sqlite.org/lang_returning.html>), so they are sorted.
+async fn insert<'e, E>(
+    executor: E,
+    topic: &str,
+    records: &[&LogRecord],
+) -> Result<Vec<u64>, BackendError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO log (topic, key, payload) ");
+    q.push_values(records, |mut row, r| {
+        row.push_bind(topic)
+            .push_bind(r.key)
+            .push_bind(r.payload.to_vec());
+    });
+    q.push(r#" RETURNING "offset""#);
+    let mut offsets: Vec<i64> = q
+        .build_query_scalar()
+        .fetch_all(executor)
+        .await
+        .map_err(err)?;
+    if offsets.len() != records.len() {
+        return Err(BackendError::internal(
+            "sqlite log",
+            format!("{} offsets for {} records", offsets.len(), records.len()),
+        ));
     }
-    tx.commit().await.map_err(err)?;
-    Ok(offsets)
+    offsets.sort_unstable();
+    offsets.into_iter().map(offset_of).collect()
 }
 
 /// A row's offset (`AUTOINCREMENT` starts at 1 and never goes back).
