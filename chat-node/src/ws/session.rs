@@ -196,7 +196,11 @@ where
     ) {
         let shutdown = self.chat.lifecycle().shutdown().clone();
         let expiry = tokio::time::sleep_until(expires);
-        tokio::pin!(expiry);
+        // Made once, not on every turn of the loop: an event wakes the loop, and each turn
+        // polls every branch (a new `Notified` per turn costs a registration and a drop).
+        let shutting_down = shutdown.cancelled();
+        let closing = closer.closed();
+        tokio::pin!(expiry, shutting_down, closing);
         loop {
             if self.socket.is_broken() {
                 // A write failed or could not progress: no close handshake is possible.
@@ -205,13 +209,13 @@ where
             }
             let flow = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => Flow::Close((close::GOING_AWAY, "node shutting down; reconnect with resume_after")),
+                () = &mut shutting_down => Flow::Close((close::GOING_AWAY, "node shutting down; reconnect with resume_after")),
                 after_ms = &mut *go => {
                     // Events still queued are not written: the client resumes after the
                     // last message it got.
                     return drained(&mut self.socket, after_ms).await;
                 }
-                reason = closer.closed() => Flow::Close(reason),
+                reason = &mut closing => Flow::Close(reason),
                 () = &mut expiry => Flow::Close((close::TOKEN_EXPIRED, "token expired; reconnect with a fresh token")),
                 out = rx.recv() => match out {
                     Some(out) => self.events(out, &mut rx).await,
