@@ -8,8 +8,12 @@
 //!   parley-bench hostile --node-bin PATH [--check] ...
 //!       hostile::run   an embedded node of its own under clients without an account:
 //!                      login bursts, slow headers, RSS and a health prober
+//!   parley-bench compare <idle|connect|presence|fanout|one-to-one|report> ...
+//!       compare::run   the same driver against Parley and Centrifugo, one core
+//!                      (dev/bench-compare runs the whole comparison)
 //! ```
 
+pub mod compare;
 pub mod hostile;
 pub mod load;
 
@@ -38,6 +42,16 @@ pub enum Command {
     Load(load::Args),
     /// What clients without an account cost an embedded chat-node of its own.
     Hostile(hostile::Args),
+    /// Parley against Centrifugo, scenario by scenario (issue 14).
+    Compare(compare::Args),
+}
+
+impl Cli {
+    /// Whether the program wants a runtime of one thread: `compare`, whose driver must
+    /// stay on the one core it is pinned to.
+    pub fn single_threaded(&self) -> bool {
+        matches!(self.command, Some(Command::Compare(_)))
+    }
 }
 
 /// Runs the program `cli` names. Exit status 1 when `hostile --check` found a bound missed.
@@ -47,6 +61,13 @@ pub async fn main(cli: Cli) -> ExitCode {
             let ok = hostile::run(a).await;
             ExitCode::from(if ok { 0 } else { 1 })
         }
+        Some(Command::Compare(a)) => match compare::run(a).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("parley-bench compare: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Load(a)) => {
             load::run(a).await;
             ExitCode::SUCCESS
