@@ -112,18 +112,17 @@ async fn insert<'e, E>(
 where
     E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
 {
-    let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new("INSERT INTO log (topic, key, payload) ");
-    q.push_values(records, |mut row, r| {
-        row.push_bind(topic)
-            .push_bind(r.key)
-            .push_bind(r.payload.to_vec());
-    });
-    q.push(r#" RETURNING "offset""#);
-    let mut offsets: Vec<i64> = q
-        .build_query_scalar()
-        .fetch_all(executor)
-        .await
-        .map_err(err)?;
+    let sql = super::multi_row_sql(
+        "INSERT INTO log (topic, key, payload)",
+        3,
+        records.len(),
+        r#" RETURNING "offset""#,
+    );
+    let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+    for r in records {
+        q = q.bind(topic).bind(r.key).bind(&r.payload[..]);
+    }
+    let mut offsets: Vec<i64> = q.fetch_all(executor).await.map_err(err)?;
     if offsets.len() != records.len() {
         return Err(BackendError::internal(
             "sqlite log",

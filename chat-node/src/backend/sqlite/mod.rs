@@ -43,6 +43,15 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// `head VALUES (?, ..), .. tail`: `rows` tuples of `columns` placeholders, for a multi-row
+/// statement whose values are then bound in order with `Query::bind` (which, unlike
+/// `QueryBuilder::push_bind`, reports a value that does not encode as an error of the
+/// query instead of panicking).
+pub(crate) fn multi_row_sql(head: &str, columns: usize, rows: usize, tail: &str) -> String {
+    let tuple = format!("({})", vec!["?"; columns].join(", "));
+    format!("{head} VALUES {}{tail}", vec![tuple; rows].join(", "))
+}
+
 pub(crate) fn err(e: sqlx::Error) -> BackendError {
     super::sql::error::backend_error::<sqlx::Sqlite>(e)
 }
@@ -147,4 +156,15 @@ async fn rekey_names(conn: &mut sqlx::SqliteConnection) -> Result<(), String> {
     }
     keys.finish();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn multi_row_sql_has_a_tuple_of_placeholders_per_row() {
+        assert_eq!(
+            super::multi_row_sql("INSERT INTO t (a, b)", 2, 3, " RETURNING a"),
+            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?) RETURNING a"
+        );
+    }
 }

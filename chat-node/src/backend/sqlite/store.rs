@@ -13,6 +13,9 @@ use crate::backend::{BackendError, HighWater, MessageStore, Page, StoredMessage}
 
 type R<T> = Result<T, BackendError>;
 
+/// Messages one `INSERT` of [`SqliteMessages::write_batch`] carries.
+const MESSAGES_PER_INSERT: usize = 1000;
+
 /// The embedded Store: directory tables and messages in one SQLite database.
 pub type SqliteStore = SqlStore<Sqlite, SqliteMessages>;
 
@@ -61,25 +64,32 @@ impl MessageStore for SqliteMessages {
         }
         let mut tx = self.pool.begin().await.map_err(err)?;
         let mut inserted = 0;
-        for m in batch {
-            let res = sqlx::query(
+        // One statement per chunk, not per message: each statement is a round trip to the
+        // connection's worker thread while the transaction holds SQLite's write lock (and
+        // the log's appends wait for it). 10 bound parameters a row, under SQLite's 32766.
+        for chunk in batch.chunks(MESSAGES_PER_INSERT) {
+            let sql = super::multi_row_sql(
                 "INSERT INTO messages (channel_id, id, seq, author_id, text, client_msg_id, \
-                 attachments, reply_to, created_at, moderated) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
-            )
-            .bind(m.channel_id)
-            .bind(m.id)
-            .bind(Unsigned(m.seq))
-            .bind(m.author_id)
-            .bind(&m.text)
-            .bind(&m.client_msg_id)
-            .bind(Json(&m.attachments))
-            .bind(m.reply_to)
-            .bind(m.created_at)
-            .bind(m.moderated)
-            .execute(&mut *tx)
-            .await
-            .map_err(err)?;
+                 attachments, reply_to, created_at, moderated)",
+                10,
+                chunk.len(),
+                " ON CONFLICT DO NOTHING",
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for m in chunk {
+                q = q
+                    .bind(m.channel_id)
+                    .bind(m.id)
+                    .bind(Unsigned(m.seq))
+                    .bind(m.author_id)
+                    .bind(&m.text)
+                    .bind(&m.client_msg_id)
+                    .bind(Json(&m.attachments))
+                    .bind(m.reply_to)
+                    .bind(m.created_at)
+                    .bind(m.moderated);
+            }
+            let res = q.execute(&mut *tx).await.map_err(err)?;
             inserted += res.rows_affected();
         }
         for (channel, term) in terms {
