@@ -1,5 +1,5 @@
 //! `parley-bench compare` against a real embedded chat-node, briefly: the driver still speaks
-//! Parley's protocol and counts every delivery. A smoke test only: it checks what was
+//! Parley's protocol and counts every delivery, connection and presence frame. A smoke test only: it checks what was
 //! delivered, never how fast (figures come from `dev/bench-compare`, docs/performance.md).
 
 use std::process::Stdio;
@@ -99,8 +99,27 @@ async fn the_compare_driver_delivers_everything_on_an_embedded_node() {
     ]);
     bench(&fan).await;
 
+    let mut storm = vec!["compare", "connect"];
+    storm.extend_from_slice(&common);
+    storm.extend_from_slice(&["--conns", "20", "--users", "2"]);
+    bench(&storm).await;
+    let mut presence = vec!["compare", "presence"];
+    presence.extend_from_slice(&common);
+    presence.extend_from_slice(&["--members", "4", "--settle-s", "1"]);
+    bench(&presence).await;
+
     let recs = records(&out);
-    assert_eq!(recs.len(), 2, "{recs:?}");
+    assert_eq!(recs.len(), 4, "{recs:?}");
+    let storm = &recs[2];
+    assert_eq!(storm["detail"]["failed"], 0, "{storm}");
+    assert_eq!(storm["detail"]["reconnect_failed"], 0, "{storm}");
+    let presence = &recs[3];
+    assert_eq!(presence["detail"]["connected"], 4, "{presence}");
+    // Each member hears of those who connect after it: 3 + 2 + 1 + 0 at least.
+    assert!(
+        presence["metrics"]["frames"].as_u64().unwrap_or(0) >= 6,
+        "{presence}"
+    );
     let one = &recs[0];
     assert_eq!(one["system"], "parley");
     assert_eq!(one["detail"]["messages"], 50, "{one}");

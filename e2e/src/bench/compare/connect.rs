@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::runner::{Opened, Sink, open_members};
-use super::target::{Plan, Target, Who};
+use super::runner::{Opened, Sink, open_rooms, prepare_one_room};
+use super::target::Target;
 use super::{Common, Ctx, check_conns};
 
 /// The settings of `connect`.
@@ -46,18 +46,7 @@ async fn storm<T: Target>(
     sink: &Arc<Sink>,
 ) -> Storm {
     let cpu0 = ctx.server.cpu_s();
-    let whos = (0..a.conns)
-        .map(|conn| Who::Member { room: 0, conn })
-        .collect();
-    let opened = open_members(
-        target,
-        whos,
-        ctx.common.concurrency,
-        resume,
-        sink,
-        ctx.clock,
-    )
-    .await;
+    let opened = open_rooms(target, ctx, (1, a.conns), resume, sink).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     Storm {
         opened,
@@ -70,15 +59,7 @@ pub async fn run<T: Target>(mut target: T, ctx: &Ctx, a: &Args) -> anyhow::Resul
     // Two storms' sockets may overlap while the first's close.
     check_conns(a.conns)?;
     let users = a.users.clamp(1, a.conns.max(1));
-    target
-        .prepare(Plan {
-            rooms: 1,
-            users_per_room: users,
-            publishers: false,
-            dm: false,
-        })
-        .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    prepare_one_room(&mut target, users).await?;
     let target = Arc::new(target);
     let sink = Sink::new(1);
     let first = storm(&target, ctx, a, false, &sink).await;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::runner::{Publish, Sink, ms, open_members, open_publisher};
+use super::runner::{Publish, Sink, ms, open_publisher, open_rooms};
 use super::target::{Plan, Target, Who};
 use super::{Common, Ctx, check_conns};
 
@@ -106,18 +106,7 @@ pub async fn run<T: Target>(mut target: T, ctx: &Ctx, a: &Args) -> anyhow::Resul
         .await?;
     let target = Arc::new(target);
     let sink = Sink::new(a.rooms);
-    let whos = (0..a.rooms)
-        .flat_map(|room| (0..a.members).map(move |conn| Who::Member { room, conn }))
-        .collect();
-    let opened = open_members(
-        &target,
-        whos,
-        ctx.common.concurrency,
-        false,
-        &sink,
-        ctx.clock,
-    )
-    .await;
+    let opened = open_rooms(&target, ctx, (a.rooms, a.members), false, &sink).await;
     anyhow::ensure!(
         opened.errors.is_empty(),
         "{} connections failed: {:?}",

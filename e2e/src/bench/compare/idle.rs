@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::runner::{Sink, open_members};
-use super::target::{Plan, Target, Who};
+use super::runner::{Sink, open_rooms, prepare_one_room};
+use super::target::Target;
 use super::{Common, Ctx, check_conns};
 
 /// The settings of `idle`.
@@ -32,30 +32,11 @@ pub struct Args {
 pub async fn run<T: Target>(mut target: T, ctx: &Ctx, a: &Args) -> anyhow::Result<()> {
     check_conns(a.conns)?;
     let users = a.users.clamp(1, a.conns.max(1));
-    target
-        .prepare(Plan {
-            rooms: 1,
-            users_per_room: users,
-            publishers: false,
-            dm: false,
-        })
-        .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    prepare_one_room(&mut target, users).await?;
     let before = ctx.server.memory();
     let target = Arc::new(target);
     let sink = Sink::new(1);
-    let whos = (0..a.conns)
-        .map(|conn| Who::Member { room: 0, conn })
-        .collect();
-    let opened = open_members(
-        &target,
-        whos,
-        ctx.common.concurrency,
-        false,
-        &sink,
-        ctx.clock,
-    )
-    .await;
+    let opened = open_rooms(&target, ctx, (1, a.conns), false, &sink).await;
     tokio::time::sleep(Duration::from_secs(a.settle_s)).await;
     let after = ctx.server.memory();
     let n = opened.tasks.len().max(1) as f64;

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::runner::{Sink, open_members};
-use super::target::{Plan, Target, Who};
+use super::runner::{Sink, open_rooms, prepare_one_room};
+use super::target::Target;
 use super::{Common, Ctx, check_conns};
 
 /// The settings of `presence`.
@@ -31,30 +31,11 @@ pub struct Args {
 /// Runs `presence` against `target`.
 pub async fn run<T: Target>(mut target: T, ctx: &Ctx, a: &Args) -> anyhow::Result<()> {
     check_conns(a.members)?;
-    target
-        .prepare(Plan {
-            rooms: 1,
-            users_per_room: a.members.max(1),
-            publishers: false,
-            dm: false,
-        })
-        .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    prepare_one_room(&mut target, a.members.max(1)).await?;
     let target = Arc::new(target);
     let sink = Sink::new(1);
     let cpu0 = ctx.server.cpu_s();
-    let whos = (0..a.members)
-        .map(|conn| Who::Member { room: 0, conn })
-        .collect();
-    let opened = open_members(
-        &target,
-        whos,
-        ctx.common.concurrency,
-        false,
-        &sink,
-        ctx.clock,
-    )
-    .await;
+    let opened = open_rooms(&target, ctx, (1, a.members), false, &sink).await;
     tokio::time::sleep(Duration::from_secs(a.settle_s)).await;
     let cpu_s = ctx.server.cpu_s() - cpu0;
     let kinds = sink.others.lock().clone();

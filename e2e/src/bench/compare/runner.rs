@@ -23,8 +23,9 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::Ctx;
 use super::stats::{Clock, Histogram};
-use super::target::{Event, Target, Who, Ws, send_text, sources};
+use super::target::{Event, Plan, Target, Who, Ws, send_text, sources};
 use super::wire::payload;
 
 /// The send timestamps (ns) whose messages count: `[start, end)`. Empty until opened.
@@ -137,6 +138,44 @@ pub struct Opened {
     pub errors: Vec<String>,
     /// From the first connect to the last handshake's end.
     pub elapsed: Duration,
+}
+
+/// Prepares one room of `users` users and no publisher (idle, connect, presence), then
+/// gives the server a second to settle.
+pub async fn prepare_one_room<T: Target>(target: &mut T, users: usize) -> anyhow::Result<()> {
+    target
+        .prepare(Plan {
+            rooms: 1,
+            users_per_room: users,
+            publishers: false,
+            dm: false,
+        })
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(())
+}
+
+/// Opens `members` member connections in each of `rooms` rooms ([`open_members`] with
+/// `ctx`'s concurrency and clock).
+pub async fn open_rooms<T: Target>(
+    target: &Arc<T>,
+    ctx: &Ctx,
+    (rooms, members): (usize, usize),
+    resume: bool,
+    sink: &Arc<Sink>,
+) -> Opened {
+    let whos = (0..rooms)
+        .flat_map(|room| (0..members).map(move |conn| Who::Member { room, conn }))
+        .collect();
+    open_members(
+        target,
+        whos,
+        ctx.common.concurrency,
+        resume,
+        sink,
+        ctx.clock,
+    )
+    .await
 }
 
 /// Opens a member connection for each of `whos`, at most `concurrency` handshakes in
