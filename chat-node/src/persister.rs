@@ -38,7 +38,8 @@ pub struct Batching {
     /// Most messages per insert.
     pub max_messages: usize,
     /// How long a batch may fill, from the poll that brought its first record (the
-    /// persister's linger, `PARLEY_PERSISTER_LINGER_MS`).
+    /// persister's linger: `PARLEY_PERSISTER_LINGER_MS` in distributed mode; 20 ms by
+    /// default and on the embedded node).
     pub max_wait: Duration,
 }
 

@@ -10,7 +10,9 @@
 //!   altogether; its `last_seq` is read from the store again when it is next used.
 //! - **Idempotency keys** are IDs only, `(author, client_msg_id) -> (channel, message id)`,
 //!   and count against `PARLEY_IDEMPOTENCY_KEYS_BYTES`; the oldest go first. A send whose key
-//!   is not in memory is looked up in the store (`by_client_msg_id`), as before.
+//!   is not in memory is looked up in the store (`by_client_msg_id`), unless memory is known
+//!   to hold every key of the window ([`Sequencer::keys_complete_since`]: the embedded node,
+//!   which makes every message itself; an eviction narrows it).
 //!
 //! **Only what the store already has is evicted.** The persister writes a message some time
 //! after it was appended to the log (its batching, a slow or failing store, or in

@@ -258,23 +258,25 @@ impl Sequencing {
 
     /// The message sent earlier with `p`'s `client_msg_id` within the idempotency window.
     /// Memory first; a key or message no longer there was evicted only once the store had
-    /// its message (sequencer.rs), so the store finds it.
+    /// its message (sequencer.rs), so the store finds it. A key memory does not hold is not
+    /// looked up in the store when memory holds every key of the window
+    /// ([`Sequencer::key_exists_only_in_memory`], the embedded node).
     async fn earlier_send(&self, p: &Prepared) -> Result<Option<StoredMessage>, ApiError> {
         let Some(cmid) = &p.client_msg_id else {
             return Ok(None);
         };
         let since = Timestamp(Timestamp::now().unix_millis() - IDEMPOTENCY_WINDOW_MS);
-        if let Some(m) = self
-            .sequencer
-            .by_client_id(p.author, cmid, since)
-            .and_then(|hit| self.sequencer.recent_message(hit.channel, hit.message))
-        {
-            return Ok(Some((*m).clone()));
-        }
-        if self.sequencer.key_exists_only_in_memory(since) {
+        match self.sequencer.by_client_id(p.author, cmid, since) {
+            Some(hit) => {
+                if let Some(m) = self.sequencer.recent_message(hit.channel, hit.message) {
+                    return Ok(Some((*m).clone()));
+                }
+                // The key is remembered but its message left memory: the store has it.
+            }
             // The embedded node made every message since `since` and still remembers every
             // key of them: no store round trip for a new message.
-            return Ok(None);
+            None if self.sequencer.key_exists_only_in_memory(since) => return Ok(None),
+            None => {}
         }
         Ok(self
             .messages

@@ -43,8 +43,8 @@ impl SqliteMessages {
 
     /// The latest `created_at` among the 1000 messages with the highest IDs (`None`: no
     /// message): an upper bound of when any stored message was made, as IDs grow with the
-    /// clock they are taken from just before `created_at` (snowflake.rs). Reads the
-    /// `messages_by_id` index from its end, not the table.
+    /// clock they are taken from just before `created_at` (snowflake.rs). Walks
+    /// `messages_by_id` from its end and reads those 1000 rows, not the whole table.
     pub async fn newest_created_at(&self) -> R<Option<Timestamp>> {
         let at: Option<i64> = sqlx::query_scalar(
             "SELECT MAX(created_at) FROM (SELECT created_at FROM messages ORDER BY id DESC LIMIT 1000)",

@@ -338,3 +338,47 @@ async fn with_a_tiny_budget_reads_and_retries_still_see_every_message() {
         assert_eq!(got, want);
     }
 }
+
+#[tokio::test]
+async fn a_retry_whose_message_left_memory_but_whose_key_did_not_finds_the_stored_message() {
+    use crate::chat::SendInput;
+
+    let chat = chat_with(|_| {}).await;
+    let alice = chat
+        .accounts()
+        .register("alice", "password-alice", None)
+        .await
+        .unwrap()
+        .user
+        .id;
+    let group = chat.channels().create_group(alice, "g").await.unwrap().id;
+    let send = |cmid: String| {
+        let chat = chat.clone();
+        async move {
+            let input = SendInput {
+                text: format!("text of {cmid}"),
+                client_msg_id: Some(cmid),
+                ..SendInput::default()
+            };
+            chat.messages().send(alice, group, input).await.unwrap()
+        }
+    };
+    let first = send("k0".into()).await;
+    // More than the 256 recent messages a channel keeps once the store has them.
+    for i in 1..=RECENT_MAX {
+        send(format!("k{i}")).await;
+    }
+    persist_all(&chat).await;
+    send("one more".into()).await;
+    let seq = chat.sequencing().sequencer();
+    assert!(
+        seq.recent_message(group, first.id).is_none(),
+        "the message left memory"
+    );
+    assert!(
+        seq.by_client_id(alice, "k0", Timestamp(0)).is_some(),
+        "its key did not"
+    );
+    let again = send("k0".into()).await;
+    assert_eq!((again.id, again.seq), (first.id, first.seq));
+}
