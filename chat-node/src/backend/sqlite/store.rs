@@ -24,9 +24,18 @@ impl SqlStore<Sqlite, SqliteMessages> {
         Self::from_parts(pool.clone(), SqliteMessages { pool })
     }
 
-    /// [`SqliteMessages::newest_created_at`].
+    /// The latest `created_at` among the 1000 messages with the highest IDs (`None`: no
+    /// message): an upper bound of when any stored message was made, as IDs grow with the
+    /// clock they are taken from just before `created_at` (snowflake.rs). Walks
+    /// `messages_by_id` from its end and reads those 1000 rows, not the whole table.
     pub async fn newest_message_at(&self) -> R<Option<Timestamp>> {
-        self.messages.newest_created_at().await
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(created_at) FROM (SELECT created_at FROM messages ORDER BY id DESC LIMIT 1000)",
+        )
+        .fetch_one(&self.messages.pool)
+        .await
+        .map_err(err)?;
+        Ok(at.map(Timestamp))
     }
 }
 
@@ -39,20 +48,6 @@ pub struct SqliteMessages {
 impl SqliteMessages {
     fn rows(&self) -> MessageRows<'_, Sqlite> {
         MessageRows(&self.pool)
-    }
-
-    /// The latest `created_at` among the 1000 messages with the highest IDs (`None`: no
-    /// message): an upper bound of when any stored message was made, as IDs grow with the
-    /// clock they are taken from just before `created_at` (snowflake.rs). Walks
-    /// `messages_by_id` from its end and reads those 1000 rows, not the whole table.
-    pub async fn newest_created_at(&self) -> R<Option<Timestamp>> {
-        let at: Option<i64> = sqlx::query_scalar(
-            "SELECT MAX(created_at) FROM (SELECT created_at FROM messages ORDER BY id DESC LIMIT 1000)",
-        )
-        .fetch_one(&self.pool)
-        .await
-        .map_err(err)?;
-        Ok(at.map(Timestamp))
     }
 }
 

@@ -201,6 +201,32 @@ async fn chat_with(adjust: impl FnOnce(&mut crate::config::Config)) -> Arc<crate
         .unwrap()
 }
 
+/// Registers `alice` on `chat`; her ID.
+async fn register_alice(chat: &crate::chat::Chat) -> Id {
+    chat.accounts()
+        .register("alice", "password-alice", None)
+        .await
+        .unwrap()
+        .user
+        .id
+}
+
+/// Sends `text` as `author` to `channel` with `client_msg_id` `cmid`.
+async fn send_keyed(
+    chat: &crate::chat::Chat,
+    author: Id,
+    channel: Id,
+    cmid: String,
+    text: String,
+) -> Result<parley_protocol::Message, crate::error::ApiError> {
+    let input = crate::chat::SendInput {
+        text,
+        client_msg_id: Some(cmid),
+        ..crate::chat::SendInput::default()
+    };
+    chat.messages().send(author, channel, input).await
+}
+
 async fn persist_all(chat: &crate::chat::Chat) {
     let own = chat.own_log().expect("an embedded node");
     crate::persister::drain(
@@ -218,7 +244,6 @@ async fn persist_all(chat: &crate::chat::Chat) {
 
 #[tokio::test]
 async fn with_a_tiny_budget_reads_and_retries_still_see_every_message() {
-    use crate::chat::SendInput;
     use parley_protocol::rest::HistoryQuery;
 
     let budget = 12 * 1024;
@@ -227,13 +252,7 @@ async fn with_a_tiny_budget_reads_and_retries_still_see_every_message() {
         c.sequencer_memory.idempotency_keys_bytes = 2 * 1024;
     })
     .await;
-    let alice = chat
-        .accounts()
-        .register("alice", "password-alice", None)
-        .await
-        .unwrap()
-        .user
-        .id;
+    let alice = register_alice(&chat).await;
     let mut groups = Vec::new();
     for g in 0..4 {
         groups.push(
@@ -245,15 +264,8 @@ async fn with_a_tiny_budget_reads_and_retries_still_see_every_message() {
         );
     }
     let send = |channel: Id, cmid: String| {
-        let chat = chat.clone();
-        async move {
-            let input = SendInput {
-                text: format!("{cmid}: {}", "x".repeat(400)),
-                client_msg_id: Some(cmid),
-                ..SendInput::default()
-            };
-            chat.messages().send(alice, channel, input).await
-        }
+        let text = format!("{cmid}: {}", "x".repeat(400));
+        send_keyed(&chat, alice, channel, cmid, text)
     };
     // Rounds of sends, the store catching up after each: what was sent (cmid -> id).
     let mut sent: Vec<(Id, String, Id)> = Vec::new();
@@ -341,27 +353,12 @@ async fn with_a_tiny_budget_reads_and_retries_still_see_every_message() {
 
 #[tokio::test]
 async fn a_retry_whose_message_left_memory_but_whose_key_did_not_finds_the_stored_message() {
-    use crate::chat::SendInput;
-
     let chat = chat_with(|_| {}).await;
-    let alice = chat
-        .accounts()
-        .register("alice", "password-alice", None)
-        .await
-        .unwrap()
-        .user
-        .id;
+    let alice = register_alice(&chat).await;
     let group = chat.channels().create_group(alice, "g").await.unwrap().id;
-    let send = |cmid: String| {
-        let chat = chat.clone();
-        async move {
-            let input = SendInput {
-                text: format!("text of {cmid}"),
-                client_msg_id: Some(cmid),
-                ..SendInput::default()
-            };
-            chat.messages().send(alice, group, input).await.unwrap()
-        }
+    let send = |cmid: String| async {
+        let text = format!("text of {cmid}");
+        send_keyed(&chat, alice, group, cmid, text).await.unwrap()
     };
     let first = send("k0".into()).await;
     // More than the 256 recent messages a channel keeps once the store has them.
