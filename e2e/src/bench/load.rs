@@ -18,7 +18,7 @@ use parley_protocol::Id;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
-use super::{ms, percentile, rss_kib};
+use super::{ms, percentile, rss_kib, run_tag};
 use crate::client::{Api, Next, Ws, id_of};
 
 /// The settings of `load`.
@@ -55,14 +55,7 @@ struct Figures {
 
 /// Runs the load and prints the figures.
 pub async fn run(a: Args) {
-    let tag = format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis()
-            % 0xffff_ffff
-    );
+    let tag = run_tag();
     let rss_before = a.pid.and_then(rss_kib);
     let (group, users) = join_group(&a, &tag).await;
     let (senders, listeners) = users.split_at(a.senders);

@@ -82,13 +82,32 @@ pub async fn main(cli: Cli) -> ExitCode {
 /// The resident memory of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status_kib(&status, "VmRSS:")
+}
+
+/// The value in KiB of the field `name` (with its colon, `VmRSS:`) of a `/proc/<pid>/status`
+/// text.
+fn status_kib(status: &str, name: &str) -> Option<u64> {
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(name))?
         .split_whitespace()
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// A tag unique to this run (hexadecimal milliseconds since the epoch, 40 bits), to name
+/// the users and groups a bench makes so runs against one node do not collide.
+fn run_tag() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+            % 0xff_ffff_ffff
+    )
 }
 
 /// The nearest-rank `p` quantile (0.0 ..= 1.0) of `sorted`; zero when it is empty.

@@ -43,18 +43,10 @@ pub struct Parley {
 impl Parley {
     /// A target for the node listening at `addr` (plain HTTP).
     pub fn new(addr: SocketAddr) -> Self {
-        let tag = format!(
-            "{:x}",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis()
-                % 0xff_ffff_ffff
-        );
         Self {
             addr,
             base: format!("http://{addr}"),
-            tag,
+            tag: crate::bench::run_tag(),
             users: Vec::new(),
             rooms: Vec::new(),
             users_per_room: 1,

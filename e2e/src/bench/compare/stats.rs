@@ -155,14 +155,7 @@ impl Server {
     pub fn memory(self) -> Memory {
         let status =
             std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
+        let field = |name: &str| crate::bench::status_kib(&status, name).unwrap_or(0);
         Memory {
             rss_kib: field("VmRSS:"),
             anon_kib: field("RssAnon:"),
