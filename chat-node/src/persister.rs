@@ -5,11 +5,12 @@
 //! batch is kept, so nothing is lost or doubled.
 //!
 //! Fencing (docs/reliability.md): the log holds messages stamped with their owner's term
-//! and fence records, each of which starts a new owner's term (its offset + 1). [`fence`]
-//! walks a batch in log order and drops a message whose term is below the highest term in
-//! force for its channel (the store's, raised by the fences seen): an owner fenced out
-//! wrote it, and it was never acknowledged. The kept messages and the raised terms are
-//! written together ([`MessageStore::write_batch`], one transaction per shard).
+//! (`{generation, term}`) and fence records, each of which starts a new owner's term (its
+//! generation, its offset + 1) if its generation is above the one in force. [`fence`] walks
+//! a batch in log order and drops a message whose owner term is not the one in force for
+//! its channel (the store's, changed by the fences seen): an owner fenced out wrote it, and
+//! it was never acknowledged. The kept messages and the new terms in force are written
+//! together ([`MessageStore::write_batch`], one transaction per shard).
 //!
 //! ```text
 //!   poll (+ linger) ─► decode (LogEntry) ─► stored terms of the batch's fenced channels
@@ -17,9 +18,10 @@
 //! ```
 //!
 //! Replaying a batch (a crash between the store's commit and the offset commit) keeps
-//! everything the first pass kept: a term stored by the first pass was written in the same
-//! transaction as every kept message of that channel before its fence, so a message the
-//! replay drops for that term is already stored.
+//! only what the first pass kept: a term stored by the first pass was written in the same
+//! transaction as every kept message of that channel, and terms in force only rise, so a
+//! message the replay keeps was in force at its place in the first pass too, and one it
+//! drops is either stored already or was dropped then.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -29,7 +31,7 @@ use parley_protocol::Id;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{
-    BackendError, Log, LogConsumer, LogEntry, MessageStore, PolledRecord, StoredMessage,
+    BackendError, Log, LogConsumer, LogEntry, MessageStore, OwnerTerm, PolledRecord, StoredMessage,
 };
 
 /// Batching of the persister.
@@ -173,8 +175,8 @@ fn fenced_channels(entries: &[(u64, LogEntry)]) -> Vec<Id> {
     let mut channels: Vec<Id> = entries
         .iter()
         .filter_map(|(_, e)| match e {
-            LogEntry::Fence { channel } => Some(*channel),
-            LogEntry::Message { message, term } if *term > 0 => Some(message.channel_id),
+            LogEntry::Fence { channel, .. } => Some(*channel),
+            LogEntry::Message { message, term } if term.term > 0 => Some(message.channel_id),
             LogEntry::Message { .. } => None,
         })
         .collect();
@@ -189,7 +191,7 @@ async fn write(
     entries: &[(u64, LogEntry)],
     fenced: &[Id],
 ) -> Result<(), BackendError> {
-    let stored: HashMap<Id, u64> = if fenced.is_empty() {
+    let stored: HashMap<Id, OwnerTerm> = if fenced.is_empty() {
         HashMap::new()
     } else {
         store.channel_terms(fenced).await?.into_iter().collect()
@@ -201,9 +203,22 @@ async fn write(
             channel = %first.message.channel_id,
             seq = first.message.seq,
             id = %first.message.id,
-            term = first.term,
-            in_force = first.in_force,
+            generation = first.term.generation,
+            term = first.term.term,
+            in_force_generation = first.in_force.generation,
+            in_force = first.in_force.term,
             "messages of fenced-out owners dropped (never acknowledged)"
+        );
+    }
+    for (offset, channel, generation, in_force) in &filtered.passed_over {
+        tracing::info!(
+            offset,
+            %channel,
+            generation,
+            in_force_generation = in_force.generation,
+            in_force = in_force.term,
+            "a fence of a generation not above the one in force passed over (a take-over \
+             that lost the race to a later reserve)"
         );
     }
     store.write_batch(&filtered.kept, &filtered.terms).await?;
@@ -215,46 +230,77 @@ async fn write(
 pub struct Filtered {
     /// The messages to store, in log order.
     pub kept: Vec<StoredMessage>,
-    /// (channel, term) for each channel whose term in force the batch's fences raised
-    /// above the stored one, by channel.
-    pub terms: Vec<(Id, u64)>,
+    /// (channel, term in force) for each channel whose term in force the batch's fences
+    /// changed from the stored one, by channel.
+    pub terms: Vec<(Id, OwnerTerm)>,
     /// The messages dropped: written by an owner fenced out.
     pub dropped: Vec<Dropped>,
+    /// The fences that put nothing in force, their generation not above the one in force:
+    /// (offset, channel, generation, term in force).
+    pub passed_over: Vec<(u64, Id, u64, OwnerTerm)>,
 }
 
 /// A message [`fence`] dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dropped {
     pub message: StoredMessage,
-    /// The term the message was written in.
-    pub term: u64,
+    /// The owner term the message was written in.
+    pub term: OwnerTerm,
     /// The channel's term in force where the message stands in the log.
-    pub in_force: u64,
+    pub in_force: OwnerTerm,
 }
 
 /// The fencing filter, pure: walks `entries` ((offset, entry) in log order) keeping per
-/// channel the term in force, the larger of `stored` (the store's term; absent = 0) and
-/// every fence seen so far (a fence at offset `o` starts term `o + 1`). A message whose
-/// term is below it is dropped; a message of term 0 (a node that fences nothing, or an older
-/// version) is always kept, as before fencing.
-pub fn fence(entries: &[(u64, LogEntry)], stored: &HashMap<Id, u64>) -> Filtered {
-    let mut in_force: BTreeMap<Id, u64> = BTreeMap::new();
+/// channel the owner term in force, starting from `stored` (the store's; absent = `{0, 0}`):
+///
+/// - a fence of generation `g` at offset `o` puts `{g, o + 1}` in force if `g` is above the
+///   generation in force, and is passed over otherwise (a contender whose reserve lost the
+///   race to a later one appended it late: its establish failed, it wrote nothing);
+/// - a fence of generation 0 (a version whose fences carried none) raises the term in force
+///   to `o + 1`, as before generations;
+/// - a message is kept if its term is 0 (a node that fences nothing, or an older version,
+///   as before fencing), or if its generation is not below the one in force and its term
+///   not below the term in force. Any other is dropped. (A message's generation is the one
+///   in force where it stands unless its fence was put in force by a persister that kept
+///   no generations (generation 0 then, an older version during a rollout): then its term
+///   decides, as before generations.)
+///
+/// Terms in force only rise in [`OwnerTerm`]'s order.
+pub fn fence(entries: &[(u64, LogEntry)], stored: &HashMap<Id, OwnerTerm>) -> Filtered {
+    let mut in_force: BTreeMap<Id, OwnerTerm> = BTreeMap::new();
     let mut out = Filtered::default();
+    let stored_of = |c: &Id| stored.get(c).copied().unwrap_or_default();
     for (offset, entry) in entries {
         match entry {
-            LogEntry::Fence { channel } => {
+            LogEntry::Fence {
+                channel,
+                generation,
+            } => {
                 let term = offset.saturating_add(1);
                 let current = in_force
                     .entry(*channel)
-                    .or_insert_with(|| stored.get(channel).copied().unwrap_or(0));
-                *current = (*current).max(term);
+                    .or_insert_with(|| stored_of(channel));
+                if *generation == 0 {
+                    current.term = current.term.max(term);
+                } else if *generation > current.generation {
+                    *current = OwnerTerm {
+                        generation: *generation,
+                        term,
+                    };
+                } else {
+                    out.passed_over
+                        .push((*offset, *channel, *generation, *current));
+                }
             }
             LogEntry::Message { message, term } => {
                 let channel = message.channel_id;
                 let current = *in_force
                     .entry(channel)
-                    .or_insert_with(|| stored.get(&channel).copied().unwrap_or(0));
-                if *term == 0 || *term >= current {
+                    .or_insert_with(|| stored_of(&channel));
+                let kept = term.term == 0
+                    || ((term.generation == 0 || term.generation >= current.generation)
+                        && term.term >= current.term);
+                if kept {
                     out.kept.push(message.clone());
                 } else {
                     out.dropped.push(Dropped {
@@ -268,7 +314,7 @@ pub fn fence(entries: &[(u64, LogEntry)], stored: &HashMap<Id, u64>) -> Filtered
     }
     out.terms = in_force
         .into_iter()
-        .filter(|(c, t)| *t > stored.get(c).copied().unwrap_or(0))
+        .filter(|(c, t)| *t > stored_of(c))
         .collect();
     out
 }
@@ -341,8 +387,13 @@ mod tests {
         );
     }
 
-    /// Message `seq` of channel 7 written in `term`, as an entry at `offset`.
-    fn m(offset: u64, seq: u64, term: u64) -> (u64, LogEntry) {
+    /// Owner term `{generation, term}`.
+    fn t(generation: u64, term: u64) -> OwnerTerm {
+        OwnerTerm { generation, term }
+    }
+
+    /// Message `seq` of channel 7 written in owner term `term`, as an entry at `offset`.
+    fn m(offset: u64, seq: u64, term: OwnerTerm) -> (u64, LogEntry) {
         (
             offset,
             LogEntry::Message {
@@ -355,9 +406,15 @@ mod tests {
         )
     }
 
-    /// A fence of channel 7 at `offset` (it starts term `offset + 1`).
-    fn f(offset: u64) -> (u64, LogEntry) {
-        (offset, LogEntry::Fence { channel: Id(7) })
+    /// A fence of channel 7 of reserve `generation` at `offset` (its term is `offset + 1`).
+    fn f(offset: u64, generation: u64) -> (u64, LogEntry) {
+        (
+            offset,
+            LogEntry::Fence {
+                channel: Id(7),
+                generation,
+            },
+        )
     }
 
     fn seqs(v: &[StoredMessage]) -> Vec<(u64, u64)> {
@@ -366,12 +423,13 @@ mod tests {
 
     #[test]
     fn a_message_before_a_fence_is_kept_and_one_of_the_old_term_after_it_dropped() {
-        // Owner A (term 4, from a fence at offset 3) writes seqs 1, 2; owner B fences at
-        // offset 12 (term 13) and writes seq 3; A, paused, wakes and writes seq 3 too.
-        let entries = [m(10, 1, 4), m(11, 2, 4), f(12), m(13, 3, 13), m(14, 3, 4)];
-        let out = fence(&entries, &HashMap::from([(Id(7), 4)]));
+        // Owner A ({1, 4}: a fence at offset 3) writes seqs 1, 2; owner B (generation 2)
+        // fences at offset 12 and writes seq 3; A, paused, wakes and writes seq 3 too.
+        let (a, b) = (t(1, 4), t(2, 13));
+        let entries = [m(10, 1, a), m(11, 2, a), f(12, 2), m(13, 3, b), m(14, 3, a)];
+        let out = fence(&entries, &HashMap::from([(Id(7), a)]));
         assert_eq!(seqs(&out.kept), [(10, 1), (11, 2), (13, 3)]);
-        assert_eq!(out.terms, [(Id(7), 13)]);
+        assert_eq!(out.terms, [(Id(7), b)]);
         assert_eq!(out.dropped.len(), 1);
         assert_eq!(
             (
@@ -379,37 +437,133 @@ mod tests {
                 out.dropped[0].term,
                 out.dropped[0].in_force
             ),
-            (3, 4, 13)
+            (3, a, b)
         );
+        assert!(out.passed_over.is_empty());
+    }
+
+    #[test]
+    fn a_losing_contenders_fence_after_the_winners_deposes_nobody() {
+        // The race the Redis-partition scenario found: B reserves generation 10, then A
+        // reserves 11, fences at offset 225, establishes and sends; B's fence, its append
+        // held back, lands at offset 229 (B's establish then fails: 11 came after 10). A's
+        // acknowledged messages after it must be kept.
+        let (old, a) = (t(9, 205), t(11, 226));
+        let entries = [
+            m(224, 217, old),
+            f(225, 11),
+            m(226, 218, a),
+            m(227, 218, old),
+            m(228, 219, a),
+            f(229, 10),
+            m(230, 220, a),
+        ];
+        let out = fence(&entries, &HashMap::from([(Id(7), old)]));
+        assert_eq!(
+            seqs(&out.kept),
+            [(224, 217), (226, 218), (228, 219), (230, 220)]
+        );
+        assert_eq!(out.terms, [(Id(7), a)]);
+        assert_eq!(out.dropped.len(), 1, "only the deposed owner's late write");
+        assert_eq!(out.passed_over, [(229, Id(7), 10, a)]);
+        // The same with B's fence in an earlier batch than A's messages: the store's term
+        // decides.
+        let out = fence(&[f(229, 10), m(230, 220, a)], &HashMap::from([(Id(7), a)]));
+        assert_eq!(seqs(&out.kept), [(230, 220)]);
+        assert!(out.terms.is_empty());
+        // And B's fence before A's: A's puts A in force all the same.
+        let out = fence(
+            &[f(224, 10), f(225, 11), m(226, 218, a)],
+            &HashMap::from([(Id(7), old)]),
+        );
+        assert_eq!(seqs(&out.kept), [(226, 218)]);
+        assert_eq!(out.terms, [(Id(7), a)]);
+    }
+
+    #[test]
+    fn only_the_owner_term_in_force_is_kept_whatever_the_offsets() {
+        // The log's offsets went back (a topic created anew): the new owner's fence is
+        // of a higher generation and goes in force at its small offset; a zombie of the
+        // old topic writing its old, larger term is dropped.
+        let (zombie, new) = (t(60, 5000), t(61, 4));
+        let out = fence(
+            &[f(3, 61), m(4, 1, new), m(5, 1, zombie)],
+            &HashMap::from([(Id(7), zombie)]),
+        );
+        assert_eq!(seqs(&out.kept), [(4, 1)]);
+        assert_eq!(out.terms, [(Id(7), new)]);
+        assert_eq!(out.dropped[0].term, zombie);
     }
 
     #[test]
     fn the_stored_term_fences_a_batch_without_a_fence() {
-        let entries = [m(20, 5, 4), m(21, 5, 13)];
-        let out = fence(&entries, &HashMap::from([(Id(7), 13)]));
+        let entries = [m(20, 5, t(1, 4)), m(21, 5, t(2, 13))];
+        let out = fence(&entries, &HashMap::from([(Id(7), t(2, 13))]));
         assert_eq!(seqs(&out.kept), [(21, 5)]);
         assert!(out.terms.is_empty(), "nothing raised above the store's");
-        // A fence below the stored term raises nothing either.
-        let out = fence(&[f(2), m(3, 6, 3)], &HashMap::from([(Id(7), 13)]));
+        // A fence of a generation below the stored one puts nothing in force either.
+        let out = fence(
+            &[f(2, 1), m(3, 6, t(1, 3))],
+            &HashMap::from([(Id(7), t(2, 13))]),
+        );
         assert!(out.kept.is_empty() && out.terms.is_empty());
+        assert_eq!(out.passed_over, [(2, Id(7), 1, t(2, 13))]);
     }
 
     #[test]
     fn old_records_without_a_term_are_kept_fence_or_not() {
-        let entries = [m(1, 1, 0), m(2, 2, 0)];
+        let entries = [m(1, 1, t(0, 0)), m(2, 2, t(0, 0))];
         let out = fence(&entries, &HashMap::new());
         assert_eq!(seqs(&out.kept), [(1, 1), (2, 2)]);
         assert!(out.terms.is_empty() && out.dropped.is_empty());
         // Term 0 is a writer that fences nothing (the embedded node, an older version
         // during a rollout): its acknowledged messages are never dropped.
-        let out = fence(&[f(5), m(6, 3, 0)], &HashMap::from([(Id(7), 2)]));
+        let out = fence(
+            &[f(5, 3), m(6, 3, t(0, 0))],
+            &HashMap::from([(Id(7), t(2, 2))]),
+        );
         assert_eq!(seqs(&out.kept), [(6, 3)]);
-        assert_eq!(out.terms, [(Id(7), 6)]);
+        assert_eq!(out.terms, [(Id(7), t(3, 6))]);
+    }
+
+    #[test]
+    fn records_without_a_generation_are_fenced_by_their_terms_as_before() {
+        // A version whose records carried no generation: its fence raises the term in
+        // force; its messages are kept unless below it.
+        let entries = [
+            m(1, 1, t(0, 1)),
+            f(2, 0),
+            m(3, 2, t(0, 3)),
+            m(4, 2, t(0, 1)),
+        ];
+        let out = fence(&entries, &HashMap::new());
+        assert_eq!(seqs(&out.kept), [(1, 1), (3, 2)]);
+        assert_eq!(out.terms, [(Id(7), t(0, 3))]);
+        // Such a fence after a generation's fence deposes that owner too (its reserve came
+        // after), and a later generation's fence goes in force after it.
+        let out = fence(
+            &[f(10, 5), m(11, 1, t(5, 11)), f(12, 0), m(13, 2, t(5, 11))],
+            &HashMap::new(),
+        );
+        assert_eq!(seqs(&out.kept), [(11, 1)]);
+        assert_eq!(out.terms, [(Id(7), t(5, 13))]);
+        let out = fence(
+            &[f(14, 6), m(15, 2, t(6, 15))],
+            &HashMap::from([(Id(7), t(5, 13))]),
+        );
+        assert_eq!(seqs(&out.kept), [(15, 2)]);
+        // A persister of such a version put a new owner's fence in force, keeping no
+        // generation: that owner's messages are kept by their term, its predecessor's not.
+        let out = fence(
+            &[m(16, 3, t(6, 15)), m(17, 3, t(5, 11))],
+            &HashMap::from([(Id(7), t(0, 15))]),
+        );
+        assert_eq!(seqs(&out.kept), [(16, 3)]);
     }
 
     #[test]
     fn channels_are_fenced_apart() {
-        let other = |offset: u64, term: u64| {
+        let other = |offset: u64, term: OwnerTerm| {
             let (o, e) = m(offset, 1, term);
             let LogEntry::Message { mut message, term } = e else {
                 unreachable!()
@@ -417,14 +571,14 @@ mod tests {
             message.channel_id = Id(8);
             (o, LogEntry::Message { message, term })
         };
-        let entries = [f(1), other(2, 1), m(3, 1, 2)];
+        let entries = [f(1, 4), other(2, t(1, 1)), m(3, 1, t(4, 2))];
         let out = fence(&entries, &HashMap::new());
         assert_eq!(
             out.kept.len(),
             2,
             "a fence of channel 7 leaves channel 8 alone"
         );
-        assert_eq!(out.terms, [(Id(7), 2)]);
+        assert_eq!(out.terms, [(Id(7), t(4, 2))]);
     }
 
     #[tokio::test]
@@ -432,16 +586,24 @@ mod tests {
         // A crash between the store's commit and the offset commit: the batch comes again,
         // now with the raised term stored.
         let store = SqliteStore::new(open_memory().await.unwrap());
-        let entries = [m(10, 1, 4), f(11), m(12, 2, 12), m(13, 2, 4), m(14, 3, 12)];
+        let (a, b) = (t(1, 4), t(2, 12));
+        let entries = [
+            m(10, 1, a),
+            f(11, 2),
+            m(12, 2, b),
+            m(13, 2, a),
+            f(14, 1),
+            m(15, 3, b),
+        ];
         let first = fence(&entries, &HashMap::new());
         store.write_batch(&first.kept, &first.terms).await.unwrap();
-        let stored_terms: HashMap<Id, u64> = store
+        let stored_terms: HashMap<Id, OwnerTerm> = store
             .channel_terms(&[Id(7)])
             .await
             .unwrap()
             .into_iter()
             .collect();
-        assert_eq!(stored_terms, HashMap::from([(Id(7), 12)]));
+        assert_eq!(stored_terms, HashMap::from([(Id(7), b)]));
         let replay = fence(&entries, &stored_terms);
         assert!(
             replay.kept.iter().all(|k| first.kept.contains(k)),
@@ -465,7 +627,7 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(seqs(&all), [(10, 1), (12, 2), (14, 3)]);
+        assert_eq!(seqs(&all), [(10, 1), (12, 2), (15, 3)]);
     }
 
     #[tokio::test]
@@ -477,33 +639,34 @@ mod tests {
             key: Id(7),
             payload: payload.into(),
         };
-        let fence_of = |log: &SqliteLog| {
+        let fence_of = |log: &SqliteLog, generation: u64| {
             let log = log.clone();
             async move {
                 let offsets = log
-                    .append(&[record(LogEntry::encode_fence(Id(7)).unwrap())])
+                    .append(&[record(LogEntry::encode_fence(Id(7), generation).unwrap())])
                     .await
                     .unwrap();
-                offsets[0] + 1
+                t(generation, offsets[0] + 1)
             }
         };
-        let message = |seq: u64, term: u64| {
+        let message = |seq: u64, term: OwnerTerm| {
             let m = StoredMessage {
-                id: Id(2000 + seq * 100 + term),
-                text: format!("{seq} in term {term}"),
+                id: Id(2000 + seq * 100 + term.term),
+                text: format!("{seq} in term {}", term.term),
                 ..msg(seq)
             };
             record(LogEntry::encode_message(&m, term).unwrap())
         };
-        let a = fence_of(&log).await;
+        let a = fence_of(&log, 1).await;
         log.append(&[message(1, a), message(2, a)]).await.unwrap();
-        let b = fence_of(&log).await;
-        // B continues at 3; A's late write of 3 comes after B's fence.
-        log.append(&[message(3, b), message(3, a), message(4, b)])
-            .await
-            .unwrap();
+        let b = fence_of(&log, 3).await;
+        // B continues at 3; A's late write of 3 comes after B's fence, and so does the
+        // fence of a take-over of generation 2 that lost the race to B's.
+        log.append(&[message(3, b), message(3, a)]).await.unwrap();
+        fence_of(&log, 2).await;
+        log.append(&[message(4, b)]).await.unwrap();
         let n = drain(&log, &store, Batching::default()).await.unwrap();
-        assert_eq!(n, 7);
+        assert_eq!(n, 8);
         let stored = store
             .history(
                 Id(7),
@@ -518,10 +681,10 @@ mod tests {
         assert_eq!(
             texts,
             [
-                format!("1 in term {a}"),
-                format!("2 in term {a}"),
-                format!("3 in term {b}"),
-                format!("4 in term {b}")
+                format!("1 in term {}", a.term),
+                format!("2 in term {}", a.term),
+                format!("3 in term {}", b.term),
+                format!("4 in term {}", b.term)
             ]
         );
         assert_eq!(store.channel_terms(&[Id(7)]).await.unwrap(), [(Id(7), b)]);

@@ -303,13 +303,15 @@ async fn messages(s: &Stores) {
     attachments_round_trip(s, b).await;
 }
 
-/// The persister's write: messages with the owner terms it raises; a term never goes down.
+/// The persister's write: messages with the owner terms it raises; a term never goes down
+/// (generation first, then term).
 async fn channel_terms(s: &Stores) {
     let b = base();
     // Consecutive IDs: on the sharded store, some land on different shards.
     let c: Vec<Id> = (0..4).map(|i| Id(b + i)).collect();
     let author = Id(b + 9);
-    let sorted = |mut v: Vec<(Id, u64)>| {
+    let t = |generation: u64, term: u64| OwnerTerm { generation, term };
+    let sorted = |mut v: Vec<(Id, OwnerTerm)>| {
         v.sort_unstable();
         v
     };
@@ -321,26 +323,41 @@ async fn channel_terms(s: &Stores) {
         message(c[0], b + 100, 1, author, None),
         message(c[1], b + 101, 1, author, None),
     ];
-    let terms = [(c[0], 7), (c[2], 3)];
+    let terms = [(c[0], t(2, 7)), (c[2], t(1, 3))];
     assert_eq!(s.messages.write_batch(&batch, &terms).await.unwrap(), 2);
     assert_eq!(
         sorted(s.messages.channel_terms(&c).await.unwrap()),
-        [(c[0], 7), (c[2], 3)]
+        [(c[0], t(2, 7)), (c[2], t(1, 3))]
     );
-    // Written again (a persister's replay) with other terms: messages once, terms only up.
-    let terms = [(c[0], 5), (c[2], 9), (c[3], 1)];
+    // Written again (a persister's replay) with other terms: messages once, terms only up:
+    // a lower generation never replaces a higher one whatever its term, a higher one
+    // replaces a lower one whatever its term.
+    let terms = [(c[0], t(1, 500)), (c[2], t(2, 2)), (c[3], t(0, 1))];
     assert_eq!(s.messages.write_batch(&batch, &terms).await.unwrap(), 0);
     assert_eq!(
         sorted(s.messages.channel_terms(&c).await.unwrap()),
-        [(c[0], 7), (c[2], 9), (c[3], 1)]
+        [(c[0], t(2, 7)), (c[2], t(2, 2)), (c[3], t(0, 1))]
+    );
+    // Same generation: the larger term.
+    let terms = [(c[0], t(2, 5)), (c[2], t(2, 9))];
+    assert_eq!(s.messages.write_batch(&[], &terms).await.unwrap(), 0);
+    assert_eq!(
+        sorted(s.messages.channel_terms(&c[..3]).await.unwrap()),
+        [(c[0], t(2, 7)), (c[2], t(2, 9))]
     );
     // Terms alone.
-    assert_eq!(s.messages.write_batch(&[], &[(c[1], 4)]).await.unwrap(), 0);
+    assert_eq!(
+        s.messages
+            .write_batch(&[], &[(c[1], t(4, 4))])
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(
         sorted(s.messages.channel_terms(&c[1..2]).await.unwrap()),
-        [(c[1], 4)]
+        [(c[1], t(4, 4))]
     );
-    let seqs: Vec<(Id, u64)> = s
+    let mut seqs: Vec<(Id, u64)> = s
         .messages
         .high_water(&c)
         .await
@@ -348,7 +365,8 @@ async fn channel_terms(s: &Stores) {
         .into_iter()
         .map(|(c, h)| (c, h.seq))
         .collect();
-    assert_eq!(sorted(seqs), [(c[0], 1), (c[1], 1)]);
+    seqs.sort_unstable();
+    assert_eq!(seqs, [(c[0], 1), (c[1], 1)]);
 }
 
 /// The pages of [`messages`]' channel.

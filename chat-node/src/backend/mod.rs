@@ -31,7 +31,7 @@ mod types;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-pub use entry::LogEntry;
+pub use entry::{LogEntry, OwnerTerm};
 pub use store::{
     ChannelStore, MediaStore, MemberStore, MessageStore, ReadMarkerStore, Stores, UserStore,
 };

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parley_protocol::{Channel, Id, Timestamp, User};
 
-use super::{AttachmentRecord, BackendError, HighWater, Page, StoredMessage, UserRecord};
+use super::{
+    AttachmentRecord, BackendError, HighWater, OwnerTerm, Page, StoredMessage, UserRecord,
+};
 
 type R<T> = Result<T, BackendError>;
 
@@ -57,14 +59,15 @@ pub trait MessageStore: Send + Sync + std::fmt::Debug {
         self.write_batch(batch, &[]).await
     }
     /// The persister's write: inserts `batch` as [`MessageStore::insert_messages`] does and
-    /// raises the stored owner term of each channel in `terms` (channel, term) to at least
-    /// that term (it never goes down), in one transaction per database: a channel's raised
-    /// term and the messages of that channel commit together (docs/reliability.md, fencing).
-    /// Returns how many messages were new.
-    async fn write_batch(&self, batch: &[StoredMessage], terms: &[(Id, u64)]) -> R<u64>;
-    /// The stored owner term of each of `channels` that has one: the highest term of a fence
-    /// record the persisters passed (channels without are absent: term 0).
-    async fn channel_terms(&self, channels: &[Id]) -> R<Vec<(Id, u64)>>;
+    /// raises the stored owner term of each channel in `terms` (channel, term in force) to
+    /// at least that term in [`OwnerTerm`]'s order (generation, then term: it never goes
+    /// down), in one transaction per database: a channel's raised term and the messages of
+    /// that channel commit together (docs/reliability.md, fencing). Returns how many
+    /// messages were new.
+    async fn write_batch(&self, batch: &[StoredMessage], terms: &[(Id, OwnerTerm)]) -> R<u64>;
+    /// The stored owner term of each of `channels` that has one: the term in force after
+    /// the fence records the persisters passed (channels without are absent: `{0, 0}`).
+    async fn channel_terms(&self, channels: &[Id]) -> R<Vec<(Id, OwnerTerm)>>;
     /// The stored message `id` of `channel`; `None` when there is none (or it is another
     /// channel's).
     async fn message(&self, channel: Id, id: Id) -> R<Option<StoredMessage>>;

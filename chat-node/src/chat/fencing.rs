@@ -2,43 +2,61 @@
 //! (paused past its lease, or sure of a ring view that is out of date) can never have a
 //! message acknowledged or stored after the channel's next owner started.
 //!
-//! Terms are the log's own order. Taking a channel over ([`super::Handover`]) is, under the
-//! channel's lock:
+//! An owner term is `{generation, term}`: the generation its reserve got, unique per channel
+//! and rising with each reserve, and the offset + 1 of its fence record in the log. Taking a
+//! channel over ([`super::Handover`]) is, under the channel's lock:
 //!
 //! ```text
-//!   generation = reserve(channel)         from here every earlier owner's confirm fails
-//!   append {"fence": channel} ─► offset   term = offset + 1
+//!   floor = the store's generation of the channel (0 if none)
+//!   generation = reserve(channel, floor)   above every earlier one and the floor; from here
+//!                                          every earlier owner's confirm fails
+//!   append {"fence": channel, "gen": generation} ─► offset      term = offset + 1
 //!   establish(channel, {generation, term})  fails if another reserve came after mine
 //!   wait until the persisters consumed everything appended so far (my fence included)
+//!   check the store's term of the channel is {generation, term}, exactly
 //!   last_seq = the store's (max with this node's own)
 //! ```
 //!
-//! and every send, after its record (stamped with the term) is durable in the log and before
-//! anything else (remember, ack): `publish_confirmed(channel, {generation, term}, event)`,
-//! which publishes the message's event only if the term is still in force, as one step, or
-//! answers `unavailable`.
-//! The persisters drop a message whose term is below the channel's term in force where it
-//! stands in the log (`persister::fence`).
+//! and every send, after its record (stamped with the owner term) is durable in the log and
+//! before anything else (remember, ack): `publish_confirmed(channel, {generation, term},
+//! event)`, which publishes the message's event only if the term is still in force, as one
+//! step, or answers `unavailable`.
+//!
+//! The persisters (`persister::fence`) walk the log keeping per channel the owner term in
+//! force: a fence puts its owner's term in force only if its generation is above the one in
+//! force (a contender whose reserve lost the race may append its fence after the winner's:
+//! its establish fails, and its fence must not depose the winner); a message is kept only if
+//! its owner term is the one in force where it stands.
 //!
 //! Why no acknowledged message is dropped and no seq given twice: a send is acknowledged
-//! only if its confirm passed, so no reserve happened between its owner's establish and
-//! that confirm; any later owner's reserve, hence its fence, comes after the confirm, which
-//! came after the record's append: the record stands before every later fence, in its own
-//! term, and is kept. The later owner's wait starts after its fence is appended, so the
-//! store holds the record before that owner loads `last_seq`, and it continues after it.
-//! A record appended after a later fence has an older term: its confirm fails (that reserve
-//! came before it), the sender answers `unavailable` without remembering or publishing it,
-//! and the persisters drop it. The reserve must come before the fence's append (else a
-//! zombie's confirm could pass with its record landing after the fence), and the wait must
-//! start after it.
+//! only if its confirm passed, so no reserve happened between its owner's establish and that
+//! confirm. A fence of a higher generation standing between the owner's fence and the
+//! record was reserved after the owner's reserve (generations rise with reserves) and before
+//! the record's confirm (its append came before the record's): before the establish (which
+//! then fails) or after it (the confirm then fails). A fence of a higher generation before
+//! the owner's own was reserved before the owner's establish, which then fails too. So the
+//! owner's fence is in force from its place to the record's, and the record is kept. The
+//! later owner's wait starts after its fence is appended, so the store holds the record
+//! before that owner loads `last_seq`, and it continues after it. A record appended after a
+//! later owner's fence has an older term: its confirm fails (that reserve came before it),
+//! the sender answers `unavailable` without remembering or publishing it, and the
+//! persisters drop it. The reserve must come before the fence's append (else a zombie's
+//! confirm could pass with its record landing after the fence), and the wait must start
+//! after it.
+//!
+//! The check after the wait makes this hold where generations repeat (Redis lost the
+//! channel's hash, its reserve starting again from a floor that lagged the log): a stored
+//! term other than mine means my fence was not put in force, or another one came after it,
+//! and the take-over fails (`unavailable`; the next one's floor is above it). The floor
+//! keeps generations rising after a hash expired or was lost.
 //!
 //! Why events arrive in seq order across owners: the confirm and the publish of a message's
 //! event are one step, so an owner's events all reach the pub/sub before its successor's
 //! reserve, and the successor's all after its establish.
 //!
 //! [`Unfenced`] is the embedded node's: one process is the only writer of its log, so it
-//! appends no fences, waits for nothing and writes term 0, as before fencing. The ring's
-//! implementation keeps the terms in Redis (`node::fencing::RedisFencing`).
+//! appends no fences, waits for nothing and writes term `{0, 0}`, as before fencing. The
+//! ring's implementation keeps the terms in Redis (`node::fencing::RedisFencing`).
 
 use std::fmt;
 
@@ -49,13 +67,7 @@ use parley_protocol::Id;
 use crate::backend::{PubSub, Topic};
 use crate::error::ApiError;
 
-/// The term an owner holds a channel in: the generation its reserve got and the term of
-/// its fence record (the fence's log offset + 1; 0 where nothing is fenced).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct OwnerTerm {
-    pub generation: u64,
-    pub term: u64,
-}
+pub use crate::backend::OwnerTerm;
 
 /// Which owner term of each channel is in force. Every failure is `unavailable`.
 #[async_trait]
@@ -64,9 +76,11 @@ pub trait Fencing: Send + Sync + fmt::Debug {
     /// for a node that is the only writer of its log ([`Unfenced`]).
     fn fences(&self) -> bool;
 
-    /// Starts a take-over of `channel`: returns a new generation, above every earlier one.
-    /// From here every earlier owner's [`Fencing::confirm`] fails.
-    async fn reserve(&self, channel: Id) -> Result<u64, ApiError>;
+    /// Starts a take-over of `channel`: returns a new generation, above every earlier one
+    /// and above `floor` (the generation the store holds for the channel: it keeps
+    /// generations rising where the fencing's own state expired or was lost). From here
+    /// every earlier owner's [`Fencing::confirm`] fails.
+    async fn reserve(&self, channel: Id, floor: u64) -> Result<u64, ApiError>;
 
     /// Puts `term` in force for `channel`, if its `gen` is still the latest reserved.
     /// Errors: `unavailable` when another reserve came after it (this node is superseded),
@@ -120,7 +134,7 @@ impl Fencing for Unfenced {
         false
     }
 
-    async fn reserve(&self, _channel: Id) -> Result<u64, ApiError> {
+    async fn reserve(&self, _channel: Id, _floor: u64) -> Result<u64, ApiError> {
         Ok(0)
     }
 
@@ -163,10 +177,10 @@ impl Fencing for MemoryFencing {
         true
     }
 
-    async fn reserve(&self, channel: Id) -> Result<u64, ApiError> {
+    async fn reserve(&self, channel: Id, floor: u64) -> Result<u64, ApiError> {
         let mut channels = self.channels.lock();
         let c = channels.entry(channel).or_insert((0, None));
-        c.0 += 1;
+        c.0 = c.0.max(floor) + 1;
         Ok(c.0)
     }
 
@@ -205,6 +219,24 @@ pub async fn fencing_suite(
     let t2 = one_owner_then_another(f, c, other).await;
     racing_take_overs(f, c, t2).await;
     publishes_only_in_force(f, pubsub, seen, Id(base + 4)).await;
+    reserves_rise_above_the_floor(f, Id(base + 6)).await;
+}
+
+/// A reserve's generation is above the floor given, and above every earlier one whatever
+/// the floor.
+#[cfg(any(test, feature = "conformance"))]
+async fn reserves_rise_above_the_floor(f: &dyn Fencing, c: Id) {
+    let g1 = f.reserve(c, 0).await.unwrap();
+    let g2 = f.reserve(c, g1 + 1000).await.unwrap();
+    assert_eq!(g2, g1 + 1001, "one above the floor");
+    let g3 = f.reserve(c, 1).await.unwrap();
+    assert_eq!(g3, g2 + 1, "a lower floor changes nothing");
+    let t3 = OwnerTerm {
+        generation: g3,
+        term: 90,
+    };
+    f.establish(c, t3).await.unwrap();
+    f.confirm(c, t3).await.unwrap();
 }
 
 /// An owner of `c` publishes; once a second one has reserved, the first one's publish is
@@ -221,7 +253,7 @@ async fn publishes_only_in_force(
     let publish = |term: OwnerTerm, what: &'static str| {
         f.publish_confirmed(c, term, topic, Bytes::from_static(what.as_bytes()), pubsub)
     };
-    let g1 = f.reserve(c).await.unwrap();
+    let g1 = f.reserve(c, 0).await.unwrap();
     let t1 = OwnerTerm {
         generation: g1,
         term: 70,
@@ -232,7 +264,7 @@ async fn publishes_only_in_force(
     );
     f.establish(c, t1).await.unwrap();
     publish(t1, "first").await.unwrap();
-    let g2 = f.reserve(c).await.unwrap();
+    let g2 = f.reserve(c, 0).await.unwrap();
     assert_unavailable(publish(t1, "deposed").await, "fenced by the reserve");
     let t2 = OwnerTerm {
         generation: g2,
@@ -284,7 +316,7 @@ async fn one_owner_then_another(f: &dyn Fencing, c: Id, other: Id) -> OwnerTerm 
         f.confirm(c, term(0, 0)).await,
         "nothing is in force before a take-over",
     );
-    let g1 = f.reserve(c).await.unwrap();
+    let g1 = f.reserve(c, 0).await.unwrap();
     let t1 = term(g1, 10);
     assert_unavailable(f.confirm(c, t1).await, "reserved, not established");
     f.establish(c, t1).await.unwrap();
@@ -296,7 +328,7 @@ async fn one_owner_then_another(f: &dyn Fencing, c: Id, other: Id) -> OwnerTerm 
     );
     assert_unavailable(f.confirm(other, t1).await, "another channel's term");
 
-    let g2 = f.reserve(c).await.unwrap();
+    let g2 = f.reserve(c, 0).await.unwrap();
     assert!(g2 > g1, "generations grow: {g1} then {g2}");
     assert_unavailable(f.confirm(c, t1).await, "fenced by the reserve");
     assert_unavailable(
@@ -315,8 +347,8 @@ async fn one_owner_then_another(f: &dyn Fencing, c: Id, other: Id) -> OwnerTerm 
 #[cfg(any(test, feature = "conformance"))]
 async fn racing_take_overs(f: &dyn Fencing, c: Id, t2: OwnerTerm) {
     let term = |generation: u64, term: u64| OwnerTerm { generation, term };
-    let g3 = f.reserve(c).await.unwrap();
-    let g4 = f.reserve(c).await.unwrap();
+    let g3 = f.reserve(c, 0).await.unwrap();
+    let g4 = f.reserve(c, 0).await.unwrap();
     assert_unavailable(
         f.establish(c, term(g3, 40)).await,
         "superseded before establishing",
@@ -327,7 +359,7 @@ async fn racing_take_overs(f: &dyn Fencing, c: Id, t2: OwnerTerm) {
     f.confirm(c, t4).await.unwrap();
 
     let other = Id(c.0 + 2);
-    let o1 = f.reserve(other).await.unwrap();
+    let o1 = f.reserve(other, 0).await.unwrap();
     let to = term(o1, 60);
     f.establish(other, to).await.unwrap();
     f.confirm(other, to).await.unwrap();
@@ -353,7 +385,7 @@ mod tests {
             generation: 0,
             term: 0,
         };
-        assert_eq!(f.reserve(Id(1)).await.unwrap(), 0);
+        assert_eq!(f.reserve(Id(1), 0).await.unwrap(), 0);
         f.establish(Id(1), t).await.unwrap();
         f.confirm(Id(1), t).await.unwrap();
         f.confirm(

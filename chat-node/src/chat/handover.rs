@@ -137,9 +137,16 @@ impl Handover {
         epoch: u64,
     ) -> Result<OwnerTerm, ApiError> {
         let fences = self.fencing.fences();
-        let generation = self.fencing.reserve(channel).await?;
+        // The floor: where the fencing's state of the channel expired or was lost, its
+        // generations still rise above every fence the persisters put in force.
+        let floor = if fences {
+            self.stored_term(channel).await?.generation
+        } else {
+            0
+        };
+        let generation = self.fencing.reserve(channel, floor).await?;
         let fence = if fences {
-            self.append_fence(channel).await?
+            self.append_fence(channel, generation).await?
         } else {
             0
         };
@@ -167,9 +174,10 @@ impl Handover {
         Ok(term)
     }
 
-    /// Appends a fence record of `channel`; returns the term it starts (its offset + 1).
-    async fn append_fence(&self, channel: Id) -> Result<u64, ApiError> {
-        let payload = LogEntry::encode_fence(channel)
+    /// Appends a fence record of `channel` by the owner of reserve `generation`; returns
+    /// the term it starts (its offset + 1).
+    async fn append_fence(&self, channel: Id, generation: u64) -> Result<u64, ApiError> {
+        let payload = LogEntry::encode_fence(channel, generation)
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         let offsets = self
             .log
@@ -187,33 +195,51 @@ impl Handover {
         Ok(offset + 1)
     }
 
-    /// After the wait, the store's term of `channel` is the one this node's fence started,
-    /// unless a later fence was persisted (this node is superseded: its term is no longer in
-    /// force either) or the log's offsets went back (a topic created anew: messages of this
-    /// term would be dropped, so none may be acknowledged). A lower one means a persister
-    /// that keeps no terms (an older version during a rollout): no refusal. Errors:
-    /// `unavailable` in both cases of refusal.
-    async fn check_stored_term(&self, channel: Id, term: OwnerTerm) -> Result<(), ApiError> {
-        let stored = self
+    /// The store's owner term of `channel` (`{0, 0}` if none).
+    async fn stored_term(&self, channel: Id) -> Result<OwnerTerm, ApiError> {
+        Ok(self
             .messages
             .channel_terms(&[channel])
             .await?
             .first()
-            .map_or(0, |(_, t)| *t);
-        if stored <= term.term {
+            .map_or_else(OwnerTerm::default, |(_, t)| *t))
+    }
+
+    /// After the wait, the store's term of `channel` must be exactly the one this node's
+    /// fence put in force: the persisters keep only messages of the term in force. Another
+    /// one of a generation not below mine means a later fence was persisted (superseded),
+    /// or mine was passed over (the fencing's state was lost and my generation repeats one
+    /// already in force; the next take-over's floor is above it). One of a lower
+    /// generation means a persister that keeps no generations (an older version during a
+    /// rollout): it keeps my messages unless its term is above mine (the log's offsets went
+    /// back). Errors: `unavailable` in every case of refusal.
+    async fn check_stored_term(&self, channel: Id, term: OwnerTerm) -> Result<(), ApiError> {
+        let stored = self.stored_term(channel).await?;
+        if stored == term {
             return Ok(());
         }
-        if self.fencing.confirm(channel, term).await.is_err() {
-            tracing::debug!(%channel, term = term.term, stored, "superseded during the take-over");
+        if stored.generation >= term.generation {
+            tracing::debug!(
+                %channel,
+                generation = term.generation,
+                term = term.term,
+                stored_generation = stored.generation,
+                stored = stored.term,
+                "superseded during the take-over"
+            );
             return Err(superseded(channel));
+        }
+        if stored.term <= term.term {
+            return Ok(());
         }
         tracing::error!(
             %channel,
             term = term.term,
-            stored,
-            "the store's owner term of the channel is above the one this node just put in \
-             force: the log's offsets went back (its topic was created anew?); sends of the \
-             channel are refused until the store's term is below a new fence's"
+            stored = stored.term,
+            "the store's owner term of the channel, written by a persister that keeps no \
+             generations, is above the one this node just put in force: the log's offsets \
+             went back (its topic was created anew?); sends of the channel are refused until \
+             every persister runs this version"
         );
         Err(ApiError::unavailable(format!(
             "channel {channel} cannot be taken over now; try again"

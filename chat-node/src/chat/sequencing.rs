@@ -225,7 +225,7 @@ impl Sequencing {
         message: &Message,
         term: OwnerTerm,
     ) -> Result<(), ApiError> {
-        self.append(stored, term.term).await?;
+        self.append(stored, term).await?;
         let header = Header {
             m: Some((message.channel_id, message.id)),
             ..Default::default()
@@ -303,7 +303,7 @@ impl Sequencing {
 
     /// Durable first: the sender's ok and every delivery come after this. The record
     /// carries the owner `term` (the persisters drop it if a later owner fenced it).
-    async fn append(&self, stored: &StoredMessage, term: u64) -> Result<(), ApiError> {
+    async fn append(&self, stored: &StoredMessage, term: OwnerTerm) -> Result<(), ApiError> {
         let payload = LogEntry::encode_message(stored, term)
             .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
         self.log

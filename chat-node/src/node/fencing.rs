@@ -5,7 +5,8 @@
 //! between: <https://redis.io/docs/latest/develop/interact/programmability/eval-intro/>);
 //! confirm alone is one `HMGET`. The hash expires [`KEY_TTL`] after the last
 //! take-over: an expired or lost hash only makes every owner's confirm fail (each takes its
-//! channels over again), it never lets two owners pass. What Redis must not do is go back
+//! channels over again, its reserve starting from the store's generation as a floor), it
+//! never lets two owners pass. What Redis must not do is go back
 //! to an older state (a restart from an old snapshot): see docs/reliability.md.
 
 use std::time::Duration;
@@ -22,8 +23,14 @@ use crate::error::ApiError;
 /// How long a channel's hash lives after its last take-over.
 const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// `HINCRBY gen 1` and renew the expiry; returns the new generation.
+/// Raise `gen` to the floor (`ARGV[2]`) if below, `HINCRBY gen 1` and renew the expiry;
+/// returns the new generation. (The comparison is in Lua numbers, doubles; the stored value
+/// is the floor's own string, so `gen` stays exact.)
 const RESERVE: &str = r"
+local held = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
+if tonumber(ARGV[2]) > held then
+  redis.call('HSET', KEYS[1], 'gen', ARGV[2])
+end
 local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return gen
@@ -95,11 +102,12 @@ impl Fencing for RedisFencing {
         true
     }
 
-    async fn reserve(&self, channel: Id) -> Result<u64, ApiError> {
+    async fn reserve(&self, channel: Id, floor: u64) -> Result<u64, ApiError> {
         let ttl_ms = u64::try_from(KEY_TTL.as_millis()).unwrap_or(u64::MAX);
         self.reserve
             .key(self.key(channel))
             .arg(ttl_ms)
+            .arg(floor)
             .invoke_async(&mut self.redis.clone())
             .await
             .map_err(|e| unreachable(&e))

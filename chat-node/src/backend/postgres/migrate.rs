@@ -51,6 +51,12 @@ const SHARD: &[Migration] = &[
         sql: include_str!("../../../../migrations/shard/0002_channel_terms.sql"),
         rekey_names: false,
     },
+    Migration {
+        version: 3,
+        name: "0003_owner_generations.sql",
+        sql: include_str!("../../../../migrations/shard/0003_owner_generations.sql"),
+        rekey_names: false,
+    },
 ];
 
 /// Arbitrary constant for `pg_advisory_lock`, shared by every migrator.

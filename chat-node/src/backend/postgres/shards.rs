@@ -19,7 +19,7 @@ use url::Url;
 use super::directory::{find_send, record_sends};
 use super::{BACKEND, ShardSpec, err, pool};
 use crate::backend::sql::{MessageRows, Unsigned};
-use crate::backend::{BackendError, HighWater, MessageStore, Page, StoredMessage};
+use crate::backend::{BackendError, HighWater, MessageStore, OwnerTerm, Page, StoredMessage};
 use crate::secret::Secret;
 
 type R<T> = Result<T, BackendError>;
@@ -125,7 +125,7 @@ fn build_map(shards: &[ShardSpec], pool_size: u32, reuse: &[Shard]) -> R<ShardMa
 #[derive(Default)]
 struct ShardWrite<'a> {
     messages: Vec<&'a StoredMessage>,
-    terms: Vec<(Id, u64)>,
+    terms: Vec<(Id, OwnerTerm)>,
 }
 
 /// `shard`'s error as unavailable, naming the shard.
@@ -202,16 +202,28 @@ async fn insert_messages(
     Ok(res.rows_affected())
 }
 
-/// Raises each channel's stored term to at least the one given (never lowers it).
-async fn raise_terms(tx: &mut sqlx::PgConnection, terms: &[(Id, u64)]) -> Result<(), sqlx::Error> {
+/// Raises each channel's stored term to at least the one given, in [`OwnerTerm`]'s order
+/// (generation, then term; never lowers it).
+async fn raise_terms(
+    tx: &mut sqlx::PgConnection,
+    terms: &[(Id, OwnerTerm)],
+) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO channel_terms (channel_id, term) \
-         SELECT * FROM UNNEST($1::bigint[], $2::bigint[]) \
+        "INSERT INTO channel_terms (channel_id, generation, term) \
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) \
          ON CONFLICT (channel_id) DO UPDATE \
-         SET term = GREATEST(channel_terms.term, excluded.term)",
+         SET generation = excluded.generation, term = excluded.term \
+         WHERE (excluded.generation, excluded.term) \
+             > (channel_terms.generation, channel_terms.term)",
     )
     .bind(terms.iter().map(|(c, _)| *c).bind_iter())
-    .bind(terms.iter().map(|(_, t)| Unsigned(*t)).bind_iter())
+    .bind(
+        terms
+            .iter()
+            .map(|(_, t)| Unsigned(t.generation))
+            .bind_iter(),
+    )
+    .bind(terms.iter().map(|(_, t)| Unsigned(t.term)).bind_iter())
     .execute(tx)
     .await?;
     Ok(())
@@ -219,7 +231,7 @@ async fn raise_terms(tx: &mut sqlx::PgConnection, terms: &[(Id, u64)]) -> Result
 
 #[async_trait]
 impl MessageStore for Shards {
-    async fn write_batch(&self, batch: &[StoredMessage], terms: &[(Id, u64)]) -> R<u64> {
+    async fn write_batch(&self, batch: &[StoredMessage], terms: &[(Id, OwnerTerm)]) -> R<u64> {
         let map = self.map();
         let mut groups: HashMap<usize, ShardWrite<'_>> = HashMap::new();
         for m in batch {
@@ -246,7 +258,7 @@ impl MessageStore for Shards {
         Ok(inserted)
     }
 
-    async fn channel_terms(&self, channels: &[Id]) -> R<Vec<(Id, u64)>> {
+    async fn channel_terms(&self, channels: &[Id]) -> R<Vec<(Id, OwnerTerm)>> {
         let map = self.map();
         let mut out = Vec::new();
         for (index, group) in by_shard(&map, channels) {

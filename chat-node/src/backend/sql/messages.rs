@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, Encode, Executor, FromRow, Pool, Type};
 use super::error::backend_error;
 use super::rows::{ChannelTerm, LastSeq, MESSAGE_COLUMNS};
 use super::{Dialect, IdList, SqlStore};
-use crate::backend::{BackendError, HighWater, MessageStore, Page, StoredMessage};
+use crate::backend::{BackendError, HighWater, MessageStore, OwnerTerm, Page, StoredMessage};
 
 type R<T> = Result<T, BackendError>;
 
@@ -105,9 +105,9 @@ where
     }
 
     /// The stored owner term of each of `channels` that has one.
-    pub(crate) async fn channel_terms(self, channels: &[Id]) -> R<Vec<(Id, u64)>> {
+    pub(crate) async fn channel_terms(self, channels: &[Id]) -> R<Vec<(Id, OwnerTerm)>> {
         let sql = format!(
-            "SELECT channel_id, term FROM channel_terms WHERE {}",
+            "SELECT channel_id, generation, term FROM channel_terms WHERE {}",
             DB::in_ids("channel_id", 1)
         );
         let rows: Vec<ChannelTerm> = sqlx::query_as(AssertSqlSafe(sql))
@@ -115,17 +115,28 @@ where
             .fetch_all(self.0)
             .await
             .map_err(backend_error::<DB>)?;
-        Ok(rows.into_iter().map(|r| (r.channel_id, r.term)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    r.channel_id,
+                    OwnerTerm {
+                        generation: r.generation,
+                        term: r.term,
+                    },
+                )
+            })
+            .collect())
     }
 }
 
 #[async_trait]
 impl<DB: sqlx::Database, M: MessageStore> MessageStore for SqlStore<DB, M> {
-    async fn write_batch(&self, batch: &[StoredMessage], terms: &[(Id, u64)]) -> R<u64> {
+    async fn write_batch(&self, batch: &[StoredMessage], terms: &[(Id, OwnerTerm)]) -> R<u64> {
         self.messages.write_batch(batch, terms).await
     }
 
-    async fn channel_terms(&self, channels: &[Id]) -> R<Vec<(Id, u64)>> {
+    async fn channel_terms(&self, channels: &[Id]) -> R<Vec<(Id, OwnerTerm)>> {
         self.messages.channel_terms(channels).await
     }
 

@@ -58,6 +58,8 @@ impl From<ChannelRow> for Channel {
 pub(crate) struct ChannelTerm {
     pub channel_id: Id,
     #[sqlx(try_from = "i64")]
+    pub generation: u64,
+    #[sqlx(try_from = "i64")]
     pub term: u64,
 }
 

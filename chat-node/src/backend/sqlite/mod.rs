@@ -41,6 +41,10 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("0003_channel_terms.sql"),
         rekey_names: false,
     },
+    Migration {
+        sql: include_str!("0004_owner_generations.sql"),
+        rekey_names: false,
+    },
 ];
 
 /// `head VALUES (?, ..), .. tail`: `rows` tuples of `columns` placeholders, for a multi-row

@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, Sqlite, SqlitePool};
 use super::err;
 use crate::backend::sql::rows::MESSAGE_COLUMNS;
 use crate::backend::sql::{MessageRows, SqlStore, Unsigned};
-use crate::backend::{BackendError, HighWater, MessageStore, Page, StoredMessage};
+use crate::backend::{BackendError, HighWater, MessageStore, OwnerTerm, Page, StoredMessage};
 
 type R<T> = Result<T, BackendError>;
 
@@ -53,7 +53,7 @@ impl SqliteMessages {
 
 #[async_trait]
 impl MessageStore for SqliteMessages {
-    async fn write_batch(&self, batch: &[StoredMessage], terms: &[(Id, u64)]) -> R<u64> {
+    async fn write_batch(&self, batch: &[StoredMessage], terms: &[(Id, OwnerTerm)]) -> R<u64> {
         if batch.is_empty() && terms.is_empty() {
             return Ok(0);
         }
@@ -89,11 +89,14 @@ impl MessageStore for SqliteMessages {
         }
         for (channel, term) in terms {
             sqlx::query(
-                "INSERT INTO channel_terms (channel_id, term) VALUES ($1, $2) \
-                 ON CONFLICT (channel_id) DO UPDATE SET term = max(term, excluded.term)",
+                "INSERT INTO channel_terms (channel_id, generation, term) VALUES ($1, $2, $3) \
+                 ON CONFLICT (channel_id) DO UPDATE \
+                 SET generation = excluded.generation, term = excluded.term \
+                 WHERE (excluded.generation, excluded.term) > (generation, term)",
             )
             .bind(*channel)
-            .bind(Unsigned(*term))
+            .bind(Unsigned(term.generation))
+            .bind(Unsigned(term.term))
             .execute(&mut *tx)
             .await
             .map_err(err)?;
@@ -102,7 +105,7 @@ impl MessageStore for SqliteMessages {
         Ok(inserted)
     }
 
-    async fn channel_terms(&self, channels: &[Id]) -> R<Vec<(Id, u64)>> {
+    async fn channel_terms(&self, channels: &[Id]) -> R<Vec<(Id, OwnerTerm)>> {
         self.rows().channel_terms(channels).await
     }
 

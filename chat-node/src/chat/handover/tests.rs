@@ -17,12 +17,63 @@ use crate::chat::owners::SingleNode;
 type Journal = Arc<parking_lot::Mutex<Vec<String>>>;
 
 /// A log that numbers appended records from 100, writes what is appended and waited for to
-/// the journal, and whose persisters take `wait` to catch up.
+/// the journal, and whose persisters take `wait` to catch up. With `store`, the wait also
+/// persists what was appended as the persisters do (`persister::fence`, then the store's
+/// write); without, the store is left alone (a persister of a version that keeps no terms).
+/// A wait first appends the fence of each reserve in `overtaken` (another node's take-over,
+/// its fence landing before the wait's end).
 #[derive(Debug)]
 struct JournaledLog {
     journal: Journal,
     next: AtomicU64,
     wait: Duration,
+    appended: parking_lot::Mutex<Vec<(u64, LogEntry)>>,
+    store: Option<Arc<SqliteStore>>,
+    overtaken: Overtaken,
+}
+
+/// (channel, generation) of the reserves another node made.
+type Overtaken = Arc<parking_lot::Mutex<Vec<(Id, u64)>>>;
+
+impl JournaledLog {
+    fn new(journal: Journal, wait: Duration, store: Option<Arc<SqliteStore>>) -> Self {
+        Self {
+            journal,
+            next: AtomicU64::new(0),
+            wait,
+            appended: parking_lot::Mutex::default(),
+            store,
+            overtaken: Overtaken::default(),
+        }
+    }
+
+    /// Another node's fence of `channel`, of reserve `generation`, appended now.
+    async fn fence(&self, channel: Id, generation: u64) -> u64 {
+        let payload = LogEntry::encode_fence(channel, generation).unwrap();
+        self.append(&[LogRecord {
+            key: channel,
+            payload: payload.into(),
+        }])
+        .await
+        .unwrap()[0]
+    }
+
+    async fn persist(&self) {
+        let Some(store) = &self.store else { return };
+        let entries = std::mem::take(&mut *self.appended.lock());
+        let mut channels: Vec<Id> = entries
+            .iter()
+            .map(|(_, e)| match e {
+                LogEntry::Fence { channel, .. } => *channel,
+                LogEntry::Message { message, .. } => message.channel_id,
+            })
+            .collect();
+        channels.sort_unstable();
+        channels.dedup();
+        let stored = store.channel_terms(&channels).await.unwrap();
+        let out = crate::persister::fence(&entries, &stored.into_iter().collect());
+        store.write_batch(&out.kept, &out.terms).await.unwrap();
+    }
 }
 
 #[async_trait]
@@ -31,16 +82,21 @@ impl Log for JournaledLog {
         let mut offsets = Vec::new();
         for r in records {
             let offset = self.next.fetch_add(1, Ordering::SeqCst) + 100;
-            let what = match LogEntry::decode(&r.payload).unwrap() {
-                LogEntry::Fence { channel } => format!("fence {channel} at {offset}"),
+            let entry = LogEntry::decode(&r.payload).unwrap();
+            let what = match &entry {
+                LogEntry::Fence {
+                    channel,
+                    generation,
+                } => format!("fence {channel} gen {generation} at {offset}"),
                 LogEntry::Message { message, term } => {
                     format!(
-                        "message {} seq {} term {term}",
-                        message.channel_id, message.seq
+                        "message {} seq {} term {}/{}",
+                        message.channel_id, message.seq, term.generation, term.term
                     )
                 }
             };
             self.journal.lock().push(what);
+            self.appended.lock().push((offset, entry));
             offsets.push(offset);
         }
         Ok(offsets)
@@ -53,6 +109,11 @@ impl Log for JournaledLog {
     async fn wait_consumed(&self, _group: &str, _timeout: Duration) -> Result<(), BackendError> {
         self.journal.lock().push("wait".into());
         tokio::time::sleep(self.wait).await;
+        let overtaken = std::mem::take(&mut *self.overtaken.lock());
+        for (channel, generation) in overtaken {
+            self.fence(channel, generation).await;
+        }
+        self.persist().await;
         Ok(())
     }
 }
@@ -66,6 +127,8 @@ struct JournaledFencing {
     terms: MemoryFencing,
     race: std::sync::atomic::AtomicBool,
     overtake: std::sync::atomic::AtomicBool,
+    /// (channel, generation) of each reserve `overtake` made.
+    overtaken: Overtaken,
 }
 
 #[async_trait]
@@ -74,13 +137,13 @@ impl Fencing for JournaledFencing {
         true
     }
 
-    async fn reserve(&self, channel: Id) -> Result<u64, ApiError> {
-        let generation = self.terms.reserve(channel).await?;
+    async fn reserve(&self, channel: Id, floor: u64) -> Result<u64, ApiError> {
+        let generation = self.terms.reserve(channel, floor).await?;
         self.journal
             .lock()
-            .push(format!("reserve {channel} -> {generation}"));
+            .push(format!("reserve {channel} above {floor} -> {generation}"));
         if self.race.load(Ordering::SeqCst) {
-            self.terms.reserve(channel).await?;
+            self.terms.reserve(channel, 0).await?;
         }
         Ok(generation)
     }
@@ -94,7 +157,8 @@ impl Fencing for JournaledFencing {
             if r.is_ok() { "ok" } else { "superseded" }
         ));
         if self.overtake.load(Ordering::SeqCst) {
-            self.terms.reserve(channel).await?;
+            let generation = self.terms.reserve(channel, 0).await?;
+            self.overtaken.lock().push((channel, generation));
         }
         r
     }
@@ -108,29 +172,38 @@ struct Setup {
     handover: Handover,
     journal: Journal,
     fencing: Arc<JournaledFencing>,
+    log: Arc<JournaledLog>,
     store: Arc<SqliteStore>,
     sequencer: Arc<Sequencer>,
 }
 
+/// A take-over setup whose persisters take `wait` and keep terms.
 async fn setup(wait: Duration) -> Setup {
+    setup_with(wait, true).await
+}
+
+/// As [`setup`]; `persisting`: whether the log's wait persists (else the persisters are of
+/// a version that keeps no terms).
+async fn setup_with(wait: Duration, persisting: bool) -> Setup {
     let journal: Journal = Arc::default();
+    let store = Arc::new(SqliteStore::new(open_memory().await.unwrap()));
+    let log = Arc::new(JournaledLog::new(
+        journal.clone(),
+        wait,
+        persisting.then(|| store.clone()),
+    ));
     let fencing = Arc::new(JournaledFencing {
         journal: journal.clone(),
         terms: MemoryFencing::default(),
         race: false.into(),
         overtake: false.into(),
+        overtaken: log.overtaken.clone(),
     });
-    let log = Arc::new(JournaledLog {
-        journal: journal.clone(),
-        next: AtomicU64::new(0),
-        wait,
-    });
-    let store = Arc::new(SqliteStore::new(open_memory().await.unwrap()));
     let sequencer = Arc::new(Sequencer::default());
     let handover = Handover::new(
         Arc::new(SingleNode),
         fencing.clone(),
-        log,
+        log.clone(),
         store.clone(),
         sequencer.clone(),
     );
@@ -138,6 +211,7 @@ async fn setup(wait: Duration) -> Setup {
         handover,
         journal,
         fencing,
+        log,
         store,
         sequencer,
     }
@@ -196,18 +270,23 @@ async fn a_take_over_reserves_fences_establishes_waits_then_loads_the_last_seq()
     assert_eq!(
         s.journal(),
         [
-            "reserve 7 -> 1",
-            "fence 7 at 100",
+            "reserve 7 above 0 -> 1",
+            "fence 7 gen 1 at 100",
             "establish 7 1/101: ok",
             "wait"
         ]
+    );
+    assert_eq!(
+        s.store.channel_terms(&[c]).await.unwrap(),
+        [(c, term)],
+        "the persisters put the fence in force"
     );
     assert_eq!(s.sequencer.channel(c).loaded_in(), 3);
 
     // Held: the same epoch does nothing more.
     assert_eq!(s.hold(c, 3).await.unwrap().0, term);
     assert!(s.journal().is_empty());
-    // A new ring epoch takes the channel over again.
+    // A new ring epoch takes the channel over again, above the stored generation.
     let (again, _) = s.hold(c, 4).await.unwrap();
     assert_eq!(
         again,
@@ -216,7 +295,9 @@ async fn a_take_over_reserves_fences_establishes_waits_then_loads_the_last_seq()
             term: 102
         }
     );
-    assert_eq!(s.journal().len(), 4);
+    let journal = s.journal();
+    assert_eq!(journal.len(), 4);
+    assert_eq!(journal[0], "reserve 7 above 1 -> 2");
 }
 
 #[tokio::test]
@@ -229,8 +310,8 @@ async fn a_take_over_superseded_before_it_establishes_holds_nothing() {
     assert_eq!(
         s.journal(),
         [
-            "reserve 8 -> 1",
-            "fence 8 at 100",
+            "reserve 8 above 0 -> 1",
+            "fence 8 gen 1 at 100",
             "establish 8 1/101: superseded"
         ],
         "no wait, no last seq"
@@ -249,12 +330,25 @@ async fn a_take_over_superseded_before_it_establishes_holds_nothing() {
 }
 
 #[tokio::test]
-async fn a_stored_term_above_the_fences_is_refused() {
-    // The log's offsets went back (a topic created anew): messages of the new term would
-    // be dropped by the persisters, so none may be acknowledged.
-    let s = setup(Duration::ZERO).await;
+async fn a_stored_term_without_generation_above_the_fences_is_refused() {
+    // Persisters of a version that keeps no generations, and the log's offsets went back (a
+    // topic created anew): they would drop messages of the new term, so none may be
+    // acknowledged.
+    let s = setup_with(Duration::ZERO, false).await;
     let c = Id(9);
-    s.store.write_batch(&[], &[(c, 5000)]).await.unwrap();
+    s.store
+        .write_batch(
+            &[],
+            &[(
+                c,
+                OwnerTerm {
+                    generation: 0,
+                    term: 5000,
+                },
+            )],
+        )
+        .await
+        .unwrap();
     let err = s.hold(c, 1).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::Unavailable);
     assert!(err.message.contains("cannot be taken over now"), "{err:?}");
@@ -262,17 +356,76 @@ async fn a_stored_term_above_the_fences_is_refused() {
 }
 
 #[tokio::test]
+async fn a_topic_created_anew_is_taken_over_by_generation() {
+    // The stored term came from a topic whose offsets were far above the new one's: the
+    // new fence's generation, above the stored one, puts it in force all the same.
+    let s = setup(Duration::ZERO).await;
+    let c = Id(9);
+    let old = OwnerTerm {
+        generation: 60,
+        term: 5000,
+    };
+    s.store.write_batch(&[], &[(c, old)]).await.unwrap();
+    let (term, _) = s.hold(c, 1).await.unwrap();
+    assert_eq!(
+        term,
+        OwnerTerm {
+            generation: 61,
+            term: 101
+        },
+        "reserved above the stored generation"
+    );
+    assert_eq!(s.store.channel_terms(&[c]).await.unwrap(), [(c, term)]);
+}
+
+#[tokio::test]
 async fn a_later_fence_stored_during_the_wait_means_superseded() {
     // Another node reserved after this one established, and its fence was persisted.
     let s = setup(Duration::ZERO).await;
     let c = Id(10);
-    s.store.write_batch(&[], &[(c, 5000)]).await.unwrap();
     s.fencing.overtake.store(true, Ordering::SeqCst);
     let err = s.hold(c, 1).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::Unavailable);
     assert!(
         err.message.contains("taken over by another node"),
         "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_fence_passed_over_for_a_repeated_generation_means_superseded() {
+    // The fencing's state was lost (Redis restarted empty) while a fence of generation 1
+    // stood in the log, not yet persisted: this node's reserve gets generation 1 again,
+    // and the persisters pass its fence over. The take-over must fail, and the next one
+    // reserves above the stored generation.
+    let s = setup(Duration::ZERO).await;
+    let c = Id(12);
+    s.log.fence(c, 1).await;
+    s.journal();
+    let err = s.hold(c, 1).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Unavailable);
+    assert!(
+        err.message.contains("taken over by another node"),
+        "{err:?}"
+    );
+    assert_eq!(
+        s.store.channel_terms(&[c]).await.unwrap(),
+        [(
+            c,
+            OwnerTerm {
+                generation: 1,
+                term: 101
+            }
+        )],
+        "the earlier fence is the one in force"
+    );
+    let (term, _) = s.hold(c, 1).await.unwrap();
+    assert_eq!(
+        term,
+        OwnerTerm {
+            generation: 2,
+            term: 103
+        }
     );
 }
 
@@ -304,12 +457,12 @@ async fn many_take_overs_at_once_share_a_few_persister_waits() {
 #[tokio::test]
 async fn an_unfenced_take_over_appends_nothing_and_waits_for_nothing() {
     let journal: Journal = Arc::default();
-    let log = Arc::new(JournaledLog {
-        journal: journal.clone(),
-        next: AtomicU64::new(0),
-        wait: Duration::ZERO,
-    });
     let store = Arc::new(SqliteStore::new(open_memory().await.unwrap()));
+    let log = Arc::new(JournaledLog::new(
+        journal.clone(),
+        Duration::ZERO,
+        Some(store.clone()),
+    ));
     store.insert_messages(&[stored(Id(5), 1)]).await.unwrap();
     let sequencer = Arc::new(Sequencer::default());
     let handover = Handover::new(

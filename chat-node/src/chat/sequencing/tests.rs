@@ -31,8 +31,8 @@ struct Racing {
 impl Racing {
     /// The other node's take-over of `channel`: reserve, fence on `log`, establish.
     async fn take_over(&self, channel: Id, log: &dyn Log) -> OwnerTerm {
-        let generation = self.terms.reserve(channel).await.unwrap();
-        let payload = Bytes::from(LogEntry::encode_fence(channel).unwrap());
+        let generation = self.terms.reserve(channel, 0).await.unwrap();
+        let payload = Bytes::from(LogEntry::encode_fence(channel, generation).unwrap());
         let offsets = log
             .append(&[LogRecord {
                 key: channel,
@@ -55,8 +55,8 @@ impl Fencing for Racing {
         true
     }
 
-    async fn reserve(&self, channel: Id) -> Result<u64, ApiError> {
-        self.terms.reserve(channel).await
+    async fn reserve(&self, channel: Id, floor: u64) -> Result<u64, ApiError> {
+        self.terms.reserve(channel, floor).await
     }
 
     async fn establish(&self, channel: Id, term: OwnerTerm) -> Result<(), ApiError> {
@@ -278,7 +278,7 @@ async fn ids_go_above_a_channel_s_ids_from_an_owner_whose_clock_was_ahead() {
         created_at: parley_protocol::Timestamp::now(),
         moderated: false,
     };
-    let payload = Bytes::from(LogEntry::encode_message(&other, term.term).unwrap());
+    let payload = Bytes::from(LogEntry::encode_message(&other, term).unwrap());
     n.log
         .append(&[LogRecord {
             key: n.group,
