@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{PushInfo, PushKind, Value};
+use redis::{IntoConnectionInfo, PushInfo, PushKind, Value};
 use tokio::sync::Notify;
 
 use super::{BackendError, Delivery, PubSub, Sink, Topic};
@@ -49,15 +49,40 @@ pub async fn commands(url: &str) -> Result<ConnectionManager, BackendError> {
         .map_err(|e| err(&e))
 }
 
+/// How often a subscriber connection is pinged while it is up (see [`subscriber`]).
+const SUBSCRIBER_PING: Duration = Duration::from_secs(1);
+
+/// `TCP_USER_TIMEOUT` of a subscriber connection: how long data it sent (a ping) may stay
+/// unacknowledged before the kernel drops the connection (tcp(7)).
+const SUBSCRIBER_USER_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A RESP3 connection whose pushes go to `on_push`; it re-subscribes after reconnecting,
-/// and reconnects by itself when Redis goes away. `restored` is notified each time it has.
+/// and reconnects by itself when Redis goes away. `restored` is notified each time it has
+/// (what Redis published meanwhile was not delivered).
+///
+/// A subscriber only receives, so a link that went silent (a partition; Redis' side of the
+/// socket still queueing what it publishes) would be noticed by nothing: after the heal,
+/// the backlog would arrive only when Redis' kernel next retransmits, which backs off
+/// exponentially (RFC 6298: seconds after a partition of seconds). So it is pinged every
+/// [`SUBSCRIBER_PING`], and its socket has a `TCP_USER_TIMEOUT` of
+/// [`SUBSCRIBER_USER_TIMEOUT`]: an unanswered ping drops the connection, which is then
+/// replaced (retried while Redis cannot be reached) and `restored` notified.
 pub async fn subscriber(
     url: &str,
     on_push: impl Fn(PushInfo) + Send + Sync + 'static,
     restored: Option<Arc<Notify>>,
 ) -> Result<ConnectionManager, BackendError> {
-    let client = redis::Client::open(resp3_url(url))
-        .map_err(|e| BackendError::internal(BACKEND, format!("bad URL: {e}")))?;
+    let bad_url = |e: redis::RedisError| BackendError::internal(BACKEND, format!("bad URL: {e}"));
+    let info = resp3_url(url)
+        .as_str()
+        .into_connection_info()
+        .map_err(bad_url)?
+        .set_tcp_settings(
+            redis::io::tcp::TcpSettings::default()
+                .set_nodelay(true)
+                .set_user_timeout(SUBSCRIBER_USER_TIMEOUT),
+        );
+    let client = redis::Client::open(info).map_err(bad_url)?;
     let lost = Arc::new(Notify::new());
     let signal = lost.clone();
     let sender = move |push: PushInfo| -> Result<(), std::convert::Infallible> {
@@ -75,12 +100,19 @@ pub async fn subscriber(
         )
         .await
         .map_err(|e| err(&e))?;
-    // A subscriber sends no commands of its own, so nothing would notice the loss: ping
-    // until the manager has reconnected (and re-subscribed).
+    // A subscriber sends no commands of its own, so nothing would notice the loss: ping it
+    // while it is up (see above), and after a loss until the manager has reconnected (and
+    // re-subscribed).
     let mut pinger = manager.clone();
     tokio::spawn(async move {
         loop {
-            lost.notified().await;
+            tokio::select! {
+                () = lost.notified() => {}
+                () = tokio::time::sleep(SUBSCRIBER_PING) => {
+                    let _: Result<String, _> = redis::cmd("PING").query_async(&mut pinger).await;
+                    continue;
+                }
+            }
             let mut delay = Duration::from_millis(100);
             loop {
                 let pong: Result<String, _> = redis::cmd("PING").query_async(&mut pinger).await;
@@ -123,6 +155,17 @@ impl RedisPubSub {
     /// Connects a publisher and a subscriber (RESP3) to `url`; what arrives on subscribed
     /// topics goes to `sink`. Errors: `unavailable` when Redis cannot be reached.
     pub async fn connect(url: &str, sink: Sink) -> Result<Self, BackendError> {
+        Self::connect_notifying(url, sink, None).await
+    }
+
+    /// As [`RedisPubSub::connect`]; `restored` is notified each time the subscriber
+    /// connection was lost and is back (see [`subscriber`]): what was published meanwhile
+    /// did not arrive.
+    pub async fn connect_notifying(
+        url: &str,
+        sink: Sink,
+        restored: Option<Arc<Notify>>,
+    ) -> Result<Self, BackendError> {
         let on_push = move |push: PushInfo| {
             if push.kind != PushKind::Message {
                 return;
@@ -144,7 +187,7 @@ impl RedisPubSub {
                 payload: Bytes::copy_from_slice(payload),
             });
         };
-        let subscriber = subscriber(url, on_push, None).await?;
+        let subscriber = subscriber(url, on_push, restored).await?;
         Ok(Self {
             publisher: commands(url).await?,
             subscriber,

@@ -59,6 +59,11 @@ impl MembershipCache {
         self.lock().remove(&channel);
     }
 
+    /// Forgets every member set (their invalidations may have been lost).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
     /// Applies an event of the `cluster` topic.
     pub fn apply(&self, payload: &[u8]) {
         match serde_json::from_slice::<ClusterEvent>(payload) {

@@ -496,6 +496,38 @@ impl Hub {
         });
     }
 
+    /// Tells every local connection that events of its channels may have been lost (the
+    /// pub/sub's subscriber connection was down): a `resync_required` {channel_id} per
+    /// channel of its user, after which the client refetches history (PROTOCOL.md). A
+    /// connection whose queue is full misses them; it is closed with 4008 anyway and
+    /// resumes. Returns how many frames were queued.
+    pub fn resync_subscribers(&self) -> usize {
+        let s = self.state();
+        let mut queued = 0;
+        for conn in s.conns.values() {
+            let Some(channels) = s.user_channels.get(&conn.user) else {
+                continue;
+            };
+            for &channel_id in channels {
+                let d = parley_protocol::ws::ResyncRequired { channel_id };
+                let bytes = serde_json::to_vec(&parley_protocol::ws::ServerFrame {
+                    t: parley_protocol::ws::event::RESYNC_REQUIRED,
+                    r#ref: None,
+                    d: &d,
+                })
+                .expect("server frames serialize");
+                let out = Outbound::Frame {
+                    bytes: Bytes::from(bytes),
+                    message: None,
+                };
+                if deliver(conn, out) {
+                    queued += 1;
+                }
+            }
+        }
+        queued
+    }
+
     /// Sends `out` to every local connection (shutdown); a `Close` goes to each one's
     /// [`Closer`].
     pub fn broadcast(&self, out: &Outbound) {

@@ -298,3 +298,36 @@ async fn a_stale_leave_arriving_after_the_rejoin_is_ignored() {
         ["member_left", "still a member", "member_left"]
     );
 }
+
+#[tokio::test]
+async fn a_resync_tells_each_connection_of_each_of_its_channels() {
+    let (hub, _) = hub().await;
+    let (alice, bob) = (Id(1), Id(2));
+    let (atx, mut arx) = mpsc::channel(16);
+    let (btx, mut brx) = mpsc::channel(16);
+    let (ctx, mut crx) = mpsc::channel(16);
+    hub.attach(1, alice, &[Id(10), Id(11)], atx, Closer::default())
+        .await
+        .unwrap();
+    hub.attach(2, bob, &[Id(11)], btx, Closer::default())
+        .await
+        .unwrap();
+    hub.attach(3, Id(3), &[], ctx, Closer::default())
+        .await
+        .unwrap();
+    assert_eq!(hub.resync_subscribers(), 3);
+    let mut a = texts(&mut arx);
+    a.sort();
+    assert_eq!(
+        a,
+        [
+            r#"{"t":"resync_required","d":{"channel_id":"10"}}"#,
+            r#"{"t":"resync_required","d":{"channel_id":"11"}}"#
+        ]
+    );
+    assert_eq!(
+        texts(&mut brx),
+        [r#"{"t":"resync_required","d":{"channel_id":"11"}}"#]
+    );
+    assert!(texts(&mut crx).is_empty(), "no channel, nothing to resync");
+}

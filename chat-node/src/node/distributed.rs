@@ -53,7 +53,8 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
     let notifications = Arc::new(KafkaLog::new(d.kafka.clone(), &notifications)?);
     let members_cache = Arc::new(MembershipCache::default());
     let ring_poke = Arc::new(Notify::new());
-    let hub = connect_hub(&d, &members_cache, &ring_poke).await?;
+    let pubsub_restored = Arc::new(Notify::new());
+    let hub = connect_hub(&d, &members_cache, &ring_poke, pubsub_restored.clone()).await?;
     let redis = redis_backend::commands(d.redis_url.expose().as_str())
         .await
         .context("connecting to PARLEY_REDIS_URL")?;
@@ -69,6 +70,7 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
     let checks = checks(&store, &redis, &log, &blobs);
     let internal = bind_internal(&d).await?;
     let mut tasks = background_tasks(&config, &store, &cluster, &presence, expiry);
+    tasks.push(hub_resync(pubsub_restored, members_cache.clone()));
     let ring_watch = RingWatch::of(&config);
     let chat = Arc::new(Chat::new(Parts {
         ids: snowflake(&config),
@@ -105,21 +107,48 @@ pub async fn distributed(config: Config) -> anyhow::Result<Node> {
 }
 
 /// The hub over Redis pub/sub; the `cluster` topic goes to the membership cache and, for
-/// `RingChanged`, to `ring_poke`.
+/// `RingChanged`, to `ring_poke`. `restored` is notified each time the pub/sub's subscriber
+/// connection was replaced (see [`hub_resync`]).
 async fn connect_hub(
     d: &Distributed,
     members_cache: &Arc<MembershipCache>,
     ring_poke: &Arc<Notify>,
+    restored: Arc<Notify>,
 ) -> anyhow::Result<Arc<Hub>> {
     let redis_url = d.redis_url.expose().as_str();
     Hub::connect(
         |sink| async move {
-            Ok(Arc::new(RedisPubSub::connect(redis_url, sink).await?) as Arc<dyn PubSub>)
+            let pubsub = RedisPubSub::connect_notifying(redis_url, sink, Some(restored)).await?;
+            Ok(Arc::new(pubsub) as Arc<dyn PubSub>)
         },
         cluster_inbox(members_cache.clone(), ring_poke.clone()),
     )
     .await
     .context("connecting to PARLEY_REDIS_URL and subscribing to the cluster topic")
+}
+
+/// Each time the hub's subscriber connection to Redis was replaced, events published while
+/// it was down never reached this node: every local connection is told to resync its
+/// channels (`resync_required`), and the membership cache, whose invalidations may be among
+/// them, is cleared.
+fn hub_resync(restored: Arc<Notify>, members_cache: Arc<MembershipCache>) -> Task {
+    Box::new(move |chat: Arc<Chat>| {
+        Box::pin(async move {
+            loop {
+                tokio::select! {
+                    () = restored.notified() => {
+                        members_cache.clear();
+                        let frames = chat.hub().resync_subscribers();
+                        tracing::warn!(
+                            frames,
+                            "the pub/sub subscription was down: local connections told to resync"
+                        );
+                    }
+                    () = chat.lifecycle().shutdown().cancelled() => return,
+                }
+            }
+        })
+    })
 }
 
 /// This node's membership of the ring, with its lease renewed once.
