@@ -235,7 +235,8 @@ pub struct Filtered {
     pub terms: Vec<(Id, OwnerTerm)>,
     /// The messages dropped: written by an owner fenced out.
     pub dropped: Vec<Dropped>,
-    /// The fences that put nothing in force, their generation not above the one in force:
+    /// The fences that put nothing in force, their generation not above the one in force
+    /// (but for the fence in force itself, met again in a replayed batch):
     /// (offset, channel, generation, term in force).
     pub passed_over: Vec<(u64, Id, u64, OwnerTerm)>,
 }
@@ -255,7 +256,9 @@ pub struct Dropped {
 ///
 /// - a fence of generation `g` at offset `o` puts `{g, o + 1}` in force if `g` is above the
 ///   generation in force, and is passed over otherwise (a contender whose reserve lost the
-///   race to a later one appended it late: its establish failed, it wrote nothing);
+///   race to a later one appended it late: its establish failed and it wrote nothing; or
+///   its generation repeats the one in force, Redis having lost the channel's hash: its
+///   take-over fails at its check of the stored term, so it acknowledges nothing);
 /// - a fence of generation 0 (a version whose fences carried none) raises the term in force
 ///   to `o + 1`, as before generations;
 /// - a message is kept if its term is 0 (a node that fences nothing, or an older version,
@@ -287,7 +290,8 @@ pub fn fence(entries: &[(u64, LogEntry)], stored: &HashMap<Id, OwnerTerm>) -> Fi
                         generation: *generation,
                         term,
                     };
-                } else {
+                } else if *generation != current.generation || term != current.term {
+                    // (Not the fence in force itself, which a replayed batch holds.)
                     out.passed_over
                         .push((*offset, *channel, *generation, *current));
                 }
@@ -605,6 +609,11 @@ mod tests {
             .collect();
         assert_eq!(stored_terms, HashMap::from([(Id(7), b)]));
         let replay = fence(&entries, &stored_terms);
+        assert_eq!(
+            replay.passed_over,
+            [(14, Id(7), 1, b)],
+            "the fence in force met again is not reported"
+        );
         assert!(
             replay.kept.iter().all(|k| first.kept.contains(k)),
             "the replay keeps nothing the first pass dropped"

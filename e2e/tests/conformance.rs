@@ -83,6 +83,76 @@ async fn redis_pubsub_passes_the_pubsub_suite() {
 }
 
 #[tokio::test]
+async fn a_redis_subscriber_whose_connection_is_killed_resubscribes_and_says_so() {
+    // Only this subscriber's own connection is killed (by its client ID): the other tests
+    // of this file share the Redis.
+    use chat_node::backend::redis::{commands, subscriber};
+    let services = services();
+    let url = &services.redis.url;
+    let channel = unique("conformance.relink");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let restored = Arc::new(tokio::sync::Notify::new());
+    let mut sub = subscriber(
+        url,
+        move |push| {
+            if push.kind == redis::PushKind::Message
+                && let Some(redis::Value::BulkString(payload)) = push.data.get(1)
+            {
+                let _ = tx.send(payload.clone());
+            }
+        },
+        Some(restored.clone()),
+    )
+    .await
+    .unwrap();
+    sub.subscribe(&channel).await.unwrap();
+    let mut conn = commands(url).await.unwrap();
+    let publish = |conn: &mut redis::aio::ConnectionManager, what: &'static str| {
+        let mut conn = conn.clone();
+        let channel = channel.clone();
+        async move {
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(what)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    };
+    let within = std::time::Duration::from_secs(10);
+    publish(&mut conn, "before").await;
+    let got = tokio::time::timeout(within, rx.recv()).await.unwrap();
+    assert_eq!(got.as_deref(), Some(&b"before"[..]));
+
+    let id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut sub)
+        .await
+        .unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    tokio::time::timeout(within, restored.notified())
+        .await
+        .expect("the subscriber says it is back");
+    // Resubscribed on the new connection: what is published now arrives.
+    publish(&mut conn, "after").await;
+    let got = tokio::time::timeout(within, rx.recv()).await.unwrap();
+    assert_eq!(got.as_deref(), Some(&b"after"[..]));
+    let new_id: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut sub)
+        .await
+        .unwrap();
+    assert_ne!(new_id, id, "a new connection");
+}
+
+#[tokio::test]
 async fn redis_presence_passes_the_presence_suite() {
     use chat_node::backend::presence_store::{RedisPresence, presence_suite};
     let services = services();
@@ -135,6 +205,43 @@ async fn redis_fencing_passes_the_fencing_suite() {
         (23 * 3600 * 1000..=24 * 3600 * 1000).contains(&ttl),
         "{ttl} ms"
     );
+
+    // A hash that expired or that Redis lost starts above every generation handed out
+    // before (they are at most its clock in microseconds when they were reserved), so a
+    // take-over in flight across the loss cannot depose the next owner with a late fence.
+    use chat_node::chat::fencing::Fencing as _;
+    let channel = parley_protocol::Id(u64::from(rand::random::<u32>()) + 1);
+    let before = fencing.reserve(channel, 0).await.unwrap();
+    let in_flight = fencing.reserve(channel, 0).await.unwrap();
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("parley:{namespace}:owner:{channel}"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let after = fencing.reserve(channel, 0).await.unwrap();
+    assert!(
+        before < in_flight && in_flight < after,
+        "{before} < {in_flight} < {after}"
+    );
+    let now_us = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros(),
+    )
+    .unwrap();
+    assert!(
+        after.abs_diff(now_us) < 60_000_000,
+        "seeded from the clock: {after} vs {now_us} µs"
+    );
+    // A floor above the clock wins.
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("parley:{namespace}:owner:{channel}"))
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let floor = after * 2;
+    assert_eq!(fencing.reserve(channel, floor).await.unwrap(), floor + 1);
 }
 
 #[tokio::test]

@@ -44,11 +44,15 @@
 //! confirm could pass with its record landing after the fence), and the wait must start
 //! after it.
 //!
-//! The check after the wait makes this hold where generations repeat (Redis lost the
-//! channel's hash, its reserve starting again from a floor that lagged the log): a stored
-//! term other than mine means my fence was not put in force, or another one came after it,
-//! and the take-over fails (`unavailable`; the next one's floor is above it). The floor
-//! keeps generations rising after a hash expired or was lost.
+//! Where the fencing's state of a channel expired or was lost (Redis restarted empty),
+//! generations must still rise above every one handed out before, those of take-overs in
+//! flight too (reserved, fence not yet appended): else such a take-over's late fence, of a
+//! generation above the new owner's, would depose it after its check. `RedisFencing` seeds
+//! a missing hash with Redis' clock in microseconds; the floor (the store's generation)
+//! covers every fence already persisted. The check after the wait makes it hold where a
+//! generation repeats all the same: a stored term other than mine means my fence was not
+//! put in force, or another one came after it, and the take-over fails (`unavailable`; the
+//! next one's floor is above it).
 //!
 //! Why events arrive in seq order across owners: the confirm and the publish of a message's
 //! event are one step, so an owner's events all reach the pub/sub before its successor's
@@ -162,7 +166,8 @@ pub fn fenced(channel: Id) -> ApiError {
 }
 
 /// Fencing in this process's memory, with the same semantics as Redis' (tests: the
-/// hand-over's and the reference for [`fencing_suite`]).
+/// hand-over's and the reference for [`fencing_suite`]). Its state is never lost, so its
+/// generations start at 1 (Redis' start at its clock: see `RedisFencing`).
 #[cfg(any(test, feature = "conformance"))]
 #[derive(Debug, Default)]
 pub struct MemoryFencing {
@@ -231,6 +236,11 @@ async fn reserves_rise_above_the_floor(f: &dyn Fencing, c: Id) {
     assert_eq!(g2, g1 + 1001, "one above the floor");
     let g3 = f.reserve(c, 1).await.unwrap();
     assert_eq!(g3, g2 + 1, "a lower floor changes nothing");
+    let fresh = Id(c.0 + 1);
+    assert!(
+        f.reserve(fresh, 1000).await.unwrap() > 1000,
+        "a channel's first reserve is above the floor too"
+    );
     let t3 = OwnerTerm {
         generation: g3,
         term: 90,

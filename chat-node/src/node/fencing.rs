@@ -5,8 +5,8 @@
 //! between: <https://redis.io/docs/latest/develop/interact/programmability/eval-intro/>);
 //! confirm alone is one `HMGET`. The hash expires [`KEY_TTL`] after the last
 //! take-over: an expired or lost hash only makes every owner's confirm fail (each takes its
-//! channels over again, its reserve starting from the store's generation as a floor), it
-//! never lets two owners pass. What Redis must not do is go back
+//! channels over again, its reserve starting above Redis' clock in microseconds and the
+//! store's generation), it never lets two owners pass. What Redis must not do is go back
 //! to an older state (a restart from an old snapshot): see docs/reliability.md.
 
 use std::time::Duration;
@@ -23,12 +23,26 @@ use crate::error::ApiError;
 /// How long a channel's hash lives after its last take-over.
 const KEY_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// Raise `gen` to the floor (`ARGV[2]`) if below, `HINCRBY gen 1` and renew the expiry;
-/// returns the new generation. (The comparison is in Lua numbers, doubles; the stored value
-/// is the floor's own string, so `gen` stays exact.)
+/// Seed a missing `gen` with Redis' clock in microseconds (`TIME`), raise `gen` to the
+/// floor (`ARGV[2]`) if below, `HINCRBY gen 1` and renew the expiry; returns the new
+/// generation.
+///
+/// The seed: a hash that expired or that Redis lost (a restart with no persistence) starts
+/// above every generation handed out before, in flight ones included (a take-over that
+/// reserved but whose fence is not in the log yet, so not under the store's floor): each of
+/// those is at most its hash's seed plus one per reserve since, below the clock of the
+/// moment it was reserved. So the fence of such a take-over, landing late, is passed over by
+/// the persisters instead of deposing the new owner. This holds as long as Redis' clock does
+/// not go back across the loss. (Microseconds since 1970 are about 1.8e15, exact in Lua's
+/// doubles, below 2^53; the values are stored as their own strings, so `gen` stays exact.)
 const RESERVE: &str = r"
-local held = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
-if tonumber(ARGV[2]) > held then
+local held = redis.call('HGET', KEYS[1], 'gen')
+if not held then
+  local now = redis.call('TIME')
+  held = now[1] .. string.format('%06d', tonumber(now[2]))
+  redis.call('HSET', KEYS[1], 'gen', held)
+end
+if tonumber(ARGV[2]) > tonumber(held) then
   redis.call('HSET', KEYS[1], 'gen', ARGV[2])
 end
 local gen = redis.call('HINCRBY', KEYS[1], 'gen', 1)
