@@ -21,6 +21,7 @@
 //! draw on per-user budgets, and a session ends with 4003 when its token expires. No
 //! WebSocket is upgraded while the node drains (503 `unavailable`).
 
+mod gate;
 mod hello;
 mod ops;
 mod origin;

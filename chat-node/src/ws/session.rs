@@ -7,11 +7,14 @@
 //!            │  reconnect + 4010)                                 missed messages
 //!            ▼
 //!   live: one task, one select over
-//!     node shutdown ───────► close 1001          drain's go ───► reconnect + close 4010
-//!     hub's Closer ────────► close 4008 / 4002   token expiry ─► close 4003
+//!     control (gated) ─────► node shutdown: close 1001; drain's go: reconnect + close 4010;
+//!                            hub's Closer: close 4008 / 4002; token expiry: close 4003
 //!     hub queue ───────────► events, batched, one flush per batch (replayed ones skipped)
-//!     client frames ───────► parse ─► frame rate ─► ops::dispatch ─► ops::answer ─► socket
+//!     client frames (gated) ► parse ─► frame rate ─► ops::dispatch ─► ops::answer ─► socket
 //! ```
+//!
+//! Gated ([`super::gate`]): polled only once woken, not on each of the turns that events
+//! wake the loop for.
 //!
 //! Replies and events leave through the one task, so they are written in order. The
 //! heartbeat is the client's `ping` (it keeps the user's presence); a connection that stops
@@ -30,6 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::frame;
+use super::gate::Gate;
 use super::hello;
 use super::ops::{self, Caller, Reply};
 use super::socket::{CloseReason, Socket, read_error};
@@ -66,7 +70,8 @@ where
     R: Stream<Item = Result<WsMessage, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let mut socket = Socket::new(sink, stream, chat.config().ws.write_timeout());
+    // Gated: the live loop's turns for events do not each attempt a read (see `gate`).
+    let mut socket = Socket::new(sink, Gate::new(stream), chat.config().ws.write_timeout());
     let conn = chat.hub().next_conn_id();
     let (go, _guard) = match chat.lifecycle().drain().enrol(conn) {
         // Upgraded just before the drain began.
@@ -132,6 +137,18 @@ where
     chat.presence().disconnected(greeting.user, conn).await;
 }
 
+/// What ends the live loop from outside the connection.
+enum Control {
+    /// The node shuts down.
+    Shutdown,
+    /// The drain tells this session to go (`after_ms`).
+    Go(u64),
+    /// The hub's [`Closer`] fired.
+    Close(CloseReason),
+    /// The session's token expired.
+    Expired,
+}
+
 /// What the live loop does next.
 enum Flow {
     Continue,
@@ -195,12 +212,18 @@ where
         expires: Instant,
     ) {
         let shutdown = self.chat.lifecycle().shutdown().clone();
-        let expiry = tokio::time::sleep_until(expires);
-        // Made once, not on every turn of the loop: an event wakes the loop, and each turn
-        // polls every branch (a new `Notified` per turn costs a registration and a drop).
-        let shutting_down = shutdown.cancelled();
-        let closing = closer.closed();
-        tokio::pin!(expiry, shutting_down, closing);
+        // Made once and gated: an event wakes the loop, and each turn polls every branch;
+        // these are polled only when one of them was woken (see `gate`).
+        let control = std::pin::pin!(async {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => Control::Shutdown,
+                after_ms = &mut *go => Control::Go(after_ms),
+                reason = closer.closed() => Control::Close(reason),
+                () = tokio::time::sleep_until(expires) => Control::Expired,
+            }
+        });
+        let mut control = Gate::new(control);
         loop {
             if self.socket.is_broken() {
                 // A write failed or could not progress: no close handshake is possible.
@@ -209,14 +232,16 @@ where
             }
             let flow = tokio::select! {
                 biased;
-                () = &mut shutting_down => Flow::Close((close::GOING_AWAY, "node shutting down; reconnect with resume_after")),
-                after_ms = &mut *go => {
-                    // Events still queued are not written: the client resumes after the
-                    // last message it got.
-                    return drained(&mut self.socket, after_ms).await;
-                }
-                reason = &mut closing => Flow::Close(reason),
-                () = &mut expiry => Flow::Close((close::TOKEN_EXPIRED, "token expired; reconnect with a fresh token")),
+                c = &mut control => match c {
+                    Control::Shutdown => Flow::Close((close::GOING_AWAY, "node shutting down; reconnect with resume_after")),
+                    Control::Go(after_ms) => {
+                        // Events still queued are not written: the client resumes after the
+                        // last message it got.
+                        return drained(&mut self.socket, after_ms).await;
+                    }
+                    Control::Close(reason) => Flow::Close(reason),
+                    Control::Expired => Flow::Close((close::TOKEN_EXPIRED, "token expired; reconnect with a fresh token")),
+                },
                 out = rx.recv() => match out {
                     Some(out) => self.events(out, &mut rx).await,
                     None => Flow::Close((close::INTERNAL_ERROR, "internal error")),

@@ -167,10 +167,13 @@ async fn bounded<E>(
             None => std::future::pending().await,
         }
     };
+    // Biased, the write first: it usually completes on its first poll, and then neither
+    // the timer nor the closer is polled (no timer entry registered and removed per write).
     tokio::select! {
+        biased;
         r = &mut op => return r.is_ok(),
-        () = tokio::time::sleep_until(deadline) => return false,
         () = told => {}
+        () = tokio::time::sleep_until(deadline) => return false,
     }
     let grace = deadline.min(Instant::now() + CLOSE_GRACE);
     matches!(tokio::time::timeout_at(grace, op).await, Ok(Ok(())))
