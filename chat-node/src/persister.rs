@@ -124,10 +124,9 @@ async fn step(
         records.extend(more);
     }
     let entries = decode(&records);
-    let fenced = fenced_channels(&entries);
     let mut backoff = Duration::from_millis(100);
     loop {
-        match write(store, &entries, &fenced).await {
+        match write(store, &entries).await {
             Ok(()) => break,
             Err(e) => {
                 tracing::warn!(
@@ -185,16 +184,18 @@ fn fenced_channels(entries: &[(u64, LogEntry)]) -> Vec<Id> {
     channels
 }
 
-/// Reads the stored terms of `fenced`, filters `entries` and writes what is kept.
-async fn write(
+/// Persists `entries` ((offset, entry) in log order) as one batch: reads the stored terms of
+/// their fenced channels, filters them ([`fence`]) and writes what is kept with the new
+/// terms. Errors: the store's.
+pub(crate) async fn write(
     store: &dyn MessageStore,
     entries: &[(u64, LogEntry)],
-    fenced: &[Id],
 ) -> Result<(), BackendError> {
+    let fenced = fenced_channels(entries);
     let stored: HashMap<Id, OwnerTerm> = if fenced.is_empty() {
         HashMap::new()
     } else {
-        store.channel_terms(fenced).await?.into_iter().collect()
+        store.channel_terms(&fenced).await?.into_iter().collect()
     };
     let filtered = fence(entries, &stored);
     if let Some(first) = filtered.dropped.first() {
@@ -345,6 +346,20 @@ mod tests {
         }
     }
 
+    /// The stored messages of channel 7, oldest first.
+    async fn stored_of_7(store: &SqliteStore) -> Vec<StoredMessage> {
+        store
+            .history(
+                Id(7),
+                Page::After {
+                    id: Id(0),
+                    limit: 100,
+                },
+            )
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn drains_the_log_into_the_store_once() {
         let pool = open_memory().await.unwrap();
@@ -370,16 +385,7 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(n, 6);
-        let stored = store
-            .history(
-                Id(7),
-                Page::After {
-                    id: Id(0),
-                    limit: 100,
-                },
-            )
-            .await
-            .unwrap();
+        let stored = stored_of_7(&store).await;
         assert_eq!(
             stored.iter().map(|m| m.seq).collect::<Vec<_>>(),
             [1, 2, 3, 4, 5]
@@ -626,16 +632,7 @@ mod tests {
             0,
             "nothing new"
         );
-        let all = store
-            .history(
-                Id(7),
-                Page::After {
-                    id: Id(0),
-                    limit: 100,
-                },
-            )
-            .await
-            .unwrap();
+        let all = stored_of_7(&store).await;
         assert_eq!(seqs(&all), [(10, 1), (12, 2), (15, 3)]);
     }
 
@@ -676,16 +673,7 @@ mod tests {
         log.append(&[message(4, b)]).await.unwrap();
         let n = drain(&log, &store, Batching::default()).await.unwrap();
         assert_eq!(n, 8);
-        let stored = store
-            .history(
-                Id(7),
-                Page::After {
-                    id: Id(0),
-                    limit: 100,
-                },
-            )
-            .await
-            .unwrap();
+        let stored = stored_of_7(&store).await;
         let texts: Vec<&str> = stored.iter().map(|m| m.text.as_str()).collect();
         assert_eq!(
             texts,

@@ -77,36 +77,41 @@ async fn the_compare_driver_delivers_everything_on_an_embedded_node() {
         "--system", "parley", "--addr", &addr, "--pid", &pid, "--out", out_s,
     ];
 
-    let mut one = vec!["compare", "one-to-one"];
-    one.extend_from_slice(&common);
-    one.extend_from_slice(&["--messages", "50", "--warmup", "5"]);
-    bench(&one).await;
-    let mut fan = vec!["compare", "fanout"];
-    fan.extend_from_slice(&common);
-    fan.extend_from_slice(&[
-        "--rooms",
-        "2",
-        "--members",
-        "5",
-        "--users-per-room",
-        "2",
-        "--rate",
-        "40",
-        "--secs",
-        "1",
-        "--warmup-s",
-        "0.5",
-    ]);
-    bench(&fan).await;
-
-    let mut storm = vec!["compare", "connect"];
-    storm.extend_from_slice(&common);
-    storm.extend_from_slice(&["--conns", "20", "--users", "2"]);
-    bench(&storm).await;
-    let mut presence = vec!["compare", "presence"];
-    presence.extend_from_slice(&common);
-    presence.extend_from_slice(&["--members", "4", "--settle-s", "1"]);
-    bench(&presence).await;
+    let scenario = |name: &'static str, args: &[&'static str]| {
+        let mut argv = vec!["compare", name];
+        argv.extend_from_slice(&common);
+        argv.extend_from_slice(args);
+        argv
+    };
+    bench(&scenario(
+        "one-to-one",
+        &["--messages", "50", "--warmup", "5"],
+    ))
+    .await;
+    bench(&scenario(
+        "fanout",
+        &[
+            "--rooms",
+            "2",
+            "--members",
+            "5",
+            "--users-per-room",
+            "2",
+            "--rate",
+            "40",
+            "--secs",
+            "1",
+            "--warmup-s",
+            "0.5",
+        ],
+    ))
+    .await;
+    bench(&scenario("connect", &["--conns", "20", "--users", "2"])).await;
+    bench(&scenario(
+        "presence",
+        &["--members", "4", "--settle-s", "1"],
+    ))
+    .await;
 
     let recs = records(&out);
     assert_eq!(recs.len(), 4, "{recs:?}");

@@ -124,11 +124,18 @@ async fn a_redis_subscriber_whose_connection_is_killed_resubscribes_and_says_so(
     let got = tokio::time::timeout(within, rx.recv()).await.unwrap();
     assert_eq!(got.as_deref(), Some(&b"before"[..]));
 
-    let id: i64 = redis::cmd("CLIENT")
-        .arg("ID")
-        .query_async(&mut sub)
-        .await
-        .unwrap();
+    let client_id = |sub: &mut redis::aio::ConnectionManager| {
+        let mut sub = sub.clone();
+        async move {
+            let id: i64 = redis::cmd("CLIENT")
+                .arg("ID")
+                .query_async(&mut sub)
+                .await
+                .unwrap();
+            id
+        }
+    };
+    let id = client_id(&mut sub).await;
     let killed: i64 = redis::cmd("CLIENT")
         .arg("KILL")
         .arg("ID")
@@ -144,12 +151,7 @@ async fn a_redis_subscriber_whose_connection_is_killed_resubscribes_and_says_so(
     publish(&mut conn, "after").await;
     let got = tokio::time::timeout(within, rx.recv()).await.unwrap();
     assert_eq!(got.as_deref(), Some(&b"after"[..]));
-    let new_id: i64 = redis::cmd("CLIENT")
-        .arg("ID")
-        .query_async(&mut sub)
-        .await
-        .unwrap();
-    assert_ne!(new_id, id, "a new connection");
+    assert_ne!(client_id(&mut sub).await, id, "a new connection");
 }
 
 #[tokio::test]

@@ -448,12 +448,7 @@ impl Hub {
                     bytes: frame.clone(),
                     message: header.m,
                 };
-                if conn.tx.try_send(out).is_err() {
-                    conn.closer.close(
-                        close::POLICY,
-                        "too slow to read events; reconnect with resume_after",
-                    );
-                }
+                queue_or_close(conn, out);
             }
         }
         if let (Topic::Channel(_), Some((channel, user))) = (delivery.topic, header.l) {
@@ -499,28 +494,33 @@ impl Hub {
     /// Tells every local connection that events of its channels may have been lost (the
     /// pub/sub's subscriber connection was down): a `resync_required` {channel_id} per
     /// channel of its user, after which the client refetches history (PROTOCOL.md). A
-    /// connection whose queue is full misses them; it is closed with 4008 anyway and
-    /// resumes. Returns how many frames were queued.
+    /// connection whose queue is full is closed with 4008 and resumes, as for any event.
+    /// Returns how many frames were queued.
     pub fn resync_subscribers(&self) -> usize {
         let s = self.state();
+        // Each channel's frame is serialized once, then shared by its connections.
+        let mut frames: HashMap<Id, Bytes> = HashMap::new();
         let mut queued = 0;
         for conn in s.conns.values() {
             let Some(channels) = s.user_channels.get(&conn.user) else {
                 continue;
             };
             for &channel_id in channels {
-                let d = parley_protocol::ws::ResyncRequired { channel_id };
-                let bytes = serde_json::to_vec(&parley_protocol::ws::ServerFrame {
-                    t: parley_protocol::ws::event::RESYNC_REQUIRED,
-                    r#ref: None,
-                    d: &d,
-                })
-                .expect("server frames serialize");
+                let bytes = frames.entry(channel_id).or_insert_with(|| {
+                    let d = parley_protocol::ws::ResyncRequired { channel_id };
+                    let frame = serde_json::to_vec(&parley_protocol::ws::ServerFrame {
+                        t: parley_protocol::ws::event::RESYNC_REQUIRED,
+                        r#ref: None,
+                        d: &d,
+                    })
+                    .expect("server frames serialize");
+                    Bytes::from(frame)
+                });
                 let out = Outbound::Frame {
-                    bytes: Bytes::from(bytes),
+                    bytes: bytes.clone(),
                     message: None,
                 };
-                if deliver(conn, out) {
+                if queue_or_close(conn, out) {
                     queued += 1;
                 }
             }
@@ -545,6 +545,19 @@ impl Hub {
             .get(&conn)
             .is_some_and(|c| deliver(c, out))
     }
+}
+
+/// Queues the event `out` for `conn`; a full queue (a reader too slow) closes it with 4008,
+/// and the client resumes. `true`: queued.
+fn queue_or_close(conn: &Conn, out: Outbound) -> bool {
+    let queued = conn.tx.try_send(out).is_ok();
+    if !queued {
+        conn.closer.close(
+            close::POLICY,
+            "too slow to read events; reconnect with resume_after",
+        );
+    }
+    queued
 }
 
 fn deliver(conn: &Conn, out: Outbound) -> bool {

@@ -132,18 +132,28 @@ async fn connect_hub(
 /// channels (`resync_required`), and the membership cache, whose invalidations may be among
 /// them, is cleared.
 fn hub_resync(restored: Arc<Notify>, members_cache: Arc<MembershipCache>) -> Task {
+    on_each_notification(restored, move |chat| {
+        members_cache.clear();
+        let frames = chat.hub().resync_subscribers();
+        tracing::warn!(
+            frames,
+            "the pub/sub subscription was down: local connections told to resync"
+        );
+        async {}
+    })
+}
+
+/// A task that runs `action` each time `notify` is notified, until the node shuts down.
+fn on_each_notification<F, Fut>(notify: Arc<Notify>, action: F) -> Task
+where
+    F: Fn(Arc<Chat>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     Box::new(move |chat: Arc<Chat>| {
         Box::pin(async move {
             loop {
                 tokio::select! {
-                    () = restored.notified() => {
-                        members_cache.clear();
-                        let frames = chat.hub().resync_subscribers();
-                        tracing::warn!(
-                            frames,
-                            "the pub/sub subscription was down: local connections told to resync"
-                        );
-                    }
+                    () = notify.notified() => action(chat.clone()).await,
                     () = chat.lifecycle().shutdown().cancelled() => return,
                 }
             }
@@ -334,16 +344,10 @@ fn presence_expiry(
 
 /// Writes this node's connections back each time Redis returns empty.
 fn presence_restore(restored: Arc<Notify>) -> Task {
-    Box::new(move |chat: Arc<Chat>| {
-        Box::pin(async move {
-            loop {
-                tokio::select! {
-                    () = restored.notified() => chat.presence().restore().await,
-                    () = chat.lifecycle().shutdown().cancelled() => return,
-                }
-            }
-        })
-    })
+    on_each_notification(
+        restored,
+        |chat| async move { chat.presence().restore().await },
+    )
 }
 
 /// The ChatCluster whose ring members the node follows (`PARLEY_CLUSTER_NAME`), if any.

@@ -61,18 +61,9 @@ impl JournaledLog {
     async fn persist(&self) {
         let Some(store) = &self.store else { return };
         let entries = std::mem::take(&mut *self.appended.lock());
-        let mut channels: Vec<Id> = entries
-            .iter()
-            .map(|(_, e)| match e {
-                LogEntry::Fence { channel, .. } => *channel,
-                LogEntry::Message { message, .. } => message.channel_id,
-            })
-            .collect();
-        channels.sort_unstable();
-        channels.dedup();
-        let stored = store.channel_terms(&channels).await.unwrap();
-        let out = crate::persister::fence(&entries, &stored.into_iter().collect());
-        store.write_batch(&out.kept, &out.terms).await.unwrap();
+        crate::persister::write(store.as_ref(), &entries)
+            .await
+            .unwrap();
     }
 }
 
