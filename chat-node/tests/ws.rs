@@ -412,6 +412,60 @@ async fn presence_follows_heartbeats() {
 }
 
 #[tokio::test]
+async fn a_client_that_asks_gets_presence_in_batches() {
+    let node = TestNode::start().await;
+    let bob = node.user("bob").await;
+    let group = bob.create_group("g").await;
+    let mut others = Vec::new();
+    for name in ["ann", "cat", "dan", "eve"] {
+        let u = node.user(name).await;
+        u.join(group).await;
+        others.push(u);
+    }
+    let mut b = Ws::open(&bob.ws_url()).await;
+    b.send_json(&json!({"op": "hello", "ref": "h",
+        "d": {"token": bob.token.clone().unwrap(), "presence_batch": true}}))
+        .await;
+    assert_eq!(b.next_frame().await.t, "ready");
+    let mut sockets = Vec::new();
+    for u in &others {
+        sockets.push(u.connect(None).await.0);
+    }
+    // Each user's status arrives once, inside presence_batch frames; no presence frame.
+    let mut told: Vec<(String, String)> = Vec::new();
+    let mut batches = 0;
+    while told.len() < others.len() {
+        let f = b.next_frame().await;
+        assert_eq!(f.t, "presence_batch", "{f:?}");
+        batches += 1;
+        for p in f.d["presences"].as_array().expect("presences") {
+            let user = p["user_id"].as_str().unwrap().to_owned();
+            told.push((user, p["status"].as_str().unwrap().to_owned()));
+        }
+    }
+    told.sort();
+    let mut want: Vec<(String, String)> = others
+        .iter()
+        .map(|u| (u.id().to_string(), "online".to_owned()))
+        .collect();
+    want.sort();
+    assert_eq!(told, want);
+    assert!(batches <= others.len());
+    // Later changes come the same way.
+    sockets.pop().unwrap().close().await;
+    let off = b.next_frame().await;
+    assert_eq!(off.t, "presence_batch");
+    assert_eq!(off.d["presences"][0]["user_id"], others[3].id().to_string());
+    assert_eq!(off.d["presences"][0]["status"], "offline");
+    // A client that did not ask still gets one presence frame per change.
+    let (mut a, _) = others[0].connect(None).await;
+    sockets.pop().unwrap().close().await;
+    let f = a.expect("presence").await;
+    assert_eq!(f.d["user_id"], others[2].id().to_string());
+    assert_eq!(f.d["status"], "offline");
+}
+
+#[tokio::test]
 async fn a_clean_close_is_offline_at_once() {
     let node = TestNode::start().await;
     let (alice, bob) = (node.user("alice").await, node.user("bob").await);

@@ -13,24 +13,28 @@
 //! user's subscriptions only as far as the directory confirms it
 //! ([`Hub::check_memberships_with`]): membership events can arrive out of order.
 //!
+//! Presence changes are coalesced per connection ([`presence_batch`]): a run of them with
+//! nothing else queued between takes one queue slot, the latest status per user winning.
+//!
 //! `payload` is the wire form of what goes through the pub/sub (routing header + frame);
 //! `budgets` the per-user budgets of resume replays and typing.
 
 mod budgets;
 mod payload;
+pub mod presence_batch;
 #[cfg(test)]
 mod tests;
 
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use parley_protocol::Id;
 use parley_protocol::ws::close;
-use parley_protocol::{Id, PresenceStatus};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +43,7 @@ use crate::backend::{BackendError, Delivery, MemberStore, PubSub, Sink, Topic};
 pub use budgets::Budget;
 use budgets::Budgets;
 pub use payload::{Header, decode, encode};
+use presence_batch::{Added, PresenceBatch, PresenceFrame};
 
 /// Identifies one WebSocket connection on this node.
 pub type ConnId = u64;
@@ -55,6 +60,9 @@ pub enum Outbound {
         bytes: Bytes,
         message: Option<(Id, Id)>,
     },
+    /// Presence changes gathered in one queue slot ([`presence_batch`]): the session
+    /// takes them when it reaches the slot.
+    Presence(Arc<PresenceBatch>),
     /// Close the connection with this code and reason.
     Close(u16, &'static str),
 }
@@ -97,8 +105,11 @@ struct Conn {
     /// Told to close when the connection's queue overflows (a slow reader, 4008) or its
     /// heartbeat expires (4002).
     closer: Closer,
-    /// Last presence status delivered per user, to drop repeats arriving via several channels.
-    presence_seen: HashMap<Id, PresenceStatus>,
+    /// The presence batch queued last, while nothing else was queued after it: presence
+    /// changes join it rather than taking a slot each.
+    open_batch: Option<Arc<PresenceBatch>>,
+    /// Presence entries queued and not yet taken ([`presence_batch::PENDING_MAX`]).
+    presence_pending: Arc<AtomicUsize>,
 }
 
 #[derive(Default)]
@@ -285,7 +296,8 @@ impl Hub {
                     user,
                     tx,
                     closer,
-                    presence_seen: HashMap::new(),
+                    open_batch: None,
+                    presence_pending: Arc::default(),
                 },
             );
             let conns = s.users.entry(user).or_default();
@@ -411,6 +423,14 @@ impl Hub {
         if let (Topic::User(_), Some((channel, user))) = (delivery.topic, header.j) {
             self.spawn_set_member(channel, user, true);
         }
+        // A presence frame, its Presence object found once for all its connections.
+        let presence = header.p.and_then(|_| {
+            let p = PresenceFrame::parse(frame.clone());
+            if p.is_none() {
+                tracing::warn!("a presence frame without a Presence object dropped");
+            }
+            p
+        });
         {
             let mut s = self.state();
             let targets: Vec<ConnId> = match delivery.topic {
@@ -438,10 +458,12 @@ impl Hub {
                 if header.x == Some(conn.user) {
                     continue;
                 }
-                if let Some((user, status)) = header.p
-                    && (user == conn.user
-                        || conn.presence_seen.insert(user, status) == Some(status))
-                {
+                if let Some((user, _)) = header.p {
+                    if user != conn.user
+                        && let Some(p) = &presence
+                    {
+                        queue_presence(conn, user, p.clone());
+                    }
                     continue;
                 }
                 let out = Outbound::Frame {
@@ -497,11 +519,12 @@ impl Hub {
     /// connection whose queue is full is closed with 4008 and resumes, as for any event.
     /// Returns how many frames were queued.
     pub fn resync_subscribers(&self) -> usize {
-        let s = self.state();
+        let mut guard = self.state();
+        let s = &mut *guard;
         // Each channel's frame is serialized once, then shared by its connections.
         let mut frames: HashMap<Id, Bytes> = HashMap::new();
         let mut queued = 0;
-        for conn in s.conns.values() {
+        for conn in s.conns.values_mut() {
             let Some(channels) = s.user_channels.get(&conn.user) else {
                 continue;
             };
@@ -531,7 +554,7 @@ impl Hub {
     /// Sends `out` to every local connection (shutdown); a `Close` goes to each one's
     /// [`Closer`].
     pub fn broadcast(&self, out: &Outbound) {
-        for conn in self.state().conns.values() {
+        for conn in self.state().conns.values_mut() {
             deliver(conn, out.clone());
         }
     }
@@ -542,31 +565,60 @@ impl Hub {
     pub fn send_to(&self, conn: ConnId, out: Outbound) -> bool {
         self.state()
             .conns
-            .get(&conn)
+            .get_mut(&conn)
             .is_some_and(|c| deliver(c, out))
     }
 }
 
 /// Queues the event `out` for `conn`; a full queue (a reader too slow) closes it with 4008,
 /// and the client resumes. `true`: queued.
-fn queue_or_close(conn: &Conn, out: Outbound) -> bool {
-    let queued = conn.tx.try_send(out).is_ok();
+fn queue_or_close(conn: &mut Conn, out: Outbound) -> bool {
+    let queued = try_queue(conn, out);
     if !queued {
-        conn.closer.close(
-            close::POLICY,
-            "too slow to read events; reconnect with resume_after",
-        );
+        close_slow(conn);
     }
     queued
 }
 
-fn deliver(conn: &Conn, out: Outbound) -> bool {
+/// Queues `out`; what follows it in the queue is no longer after the open presence batch.
+fn try_queue(conn: &mut Conn, out: Outbound) -> bool {
+    conn.open_batch = None;
+    conn.tx.try_send(out).is_ok()
+}
+
+fn close_slow(conn: &Conn) {
+    conn.closer.close(
+        close::POLICY,
+        "too slow to read events; reconnect with resume_after",
+    );
+}
+
+/// Gives `conn` the presence of `user` in `frame`: in its open presence batch, or a new
+/// one queued. A full queue or presence budget closes it as a slow reader.
+fn queue_presence(conn: &mut Conn, user: Id, frame: PresenceFrame) {
+    if let Some(open) = &conn.open_batch {
+        match open.add(user, frame.clone()) {
+            Added::Yes => return,
+            Added::Full => return close_slow(conn),
+            Added::Taken => {}
+        }
+    }
+    let batch = Arc::new(PresenceBatch::new(conn.presence_pending.clone()));
+    if batch.add(user, frame) == Added::Full {
+        return close_slow(conn);
+    }
+    if queue_or_close(conn, Outbound::Presence(batch.clone())) {
+        conn.open_batch = Some(batch);
+    }
+}
+
+fn deliver(conn: &mut Conn, out: Outbound) -> bool {
     match out {
         Outbound::Close(code, reason) => {
             conn.closer.close(code, reason);
             true
         }
-        frame => conn.tx.try_send(frame).is_ok(),
+        frame => try_queue(conn, frame),
     }
 }
 

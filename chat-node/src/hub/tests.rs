@@ -22,12 +22,51 @@ async fn hub() -> (Arc<Hub>, Arc<dyn PubSub>) {
     (hub, pubsub)
 }
 
+/// What is queued, as text: a presence batch's frames (taken) in its place.
 fn texts(rx: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
     let mut v = Vec::new();
-    while let Ok(Outbound::Frame { bytes, .. }) = rx.try_recv() {
-        v.push(String::from_utf8(bytes.to_vec()).unwrap());
+    loop {
+        match rx.try_recv() {
+            Ok(Outbound::Frame { bytes, .. }) => v.push(String::from_utf8(bytes.to_vec()).unwrap()),
+            Ok(Outbound::Presence(batch)) => v.extend(
+                batch
+                    .take()
+                    .into_iter()
+                    .map(|f| String::from_utf8(f.frame.to_vec()).unwrap()),
+            ),
+            Ok(Outbound::Close(..)) | Err(_) => return v,
+        }
     }
-    v
+}
+
+/// A `presence` frame of `user` with `status`, as published.
+fn presence_frame(user: Id, status: PresenceStatus) -> Bytes {
+    let header = Header {
+        p: Some((user, status)),
+        ..Default::default()
+    };
+    let d = serde_json::json!({"user_id": user, "status": status, "last_seen": null});
+    frame(
+        &header,
+        &serde_json::json!({"t": "presence", "d": d}).to_string(),
+    )
+}
+
+/// The `user_id` and `status` of each presence frame in `texts`, anything else as itself.
+fn presences(texts: &[String]) -> Vec<String> {
+    texts
+        .iter()
+        .map(|t| match serde_json::from_str::<serde_json::Value>(t) {
+            Ok(v) if v["t"] == "presence" => {
+                format!(
+                    "{}:{}",
+                    v["d"]["user_id"].as_str().unwrap(),
+                    v["d"]["status"].as_str().unwrap()
+                )
+            }
+            _ => t.clone(),
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -64,26 +103,26 @@ async fn delivers_to_members_excluding_and_deduping() {
         )
         .await
         .unwrap();
-    let presence = Header {
-        p: Some((Id(3), PresenceStatus::Online)),
-        ..Default::default()
-    };
+    let presence = presence_frame(Id(3), PresenceStatus::Online);
     pubsub
-        .publish(Topic::Channel(ch), frame(&presence, "p"))
+        .publish(Topic::Channel(ch), presence.clone())
         .await
         .unwrap();
-    pubsub
-        .publish(Topic::Channel(ch), frame(&presence, "p"))
-        .await
-        .unwrap();
+    pubsub.publish(Topic::Channel(ch), presence).await.unwrap();
     pubsub
         .publish(Topic::User(bob), frame(&Header::default(), "for bob"))
         .await
         .unwrap();
 
-    assert_eq!(texts(&mut arx), ["m1", "p"]);
-    assert_eq!(texts(&mut brx), ["m1", "typing", "p", "for bob"]);
-    assert_eq!(texts(&mut b2rx), ["m1", "typing", "p", "for bob"]);
+    assert_eq!(presences(&texts(&mut arx)), ["m1", "3:online"]);
+    assert_eq!(
+        presences(&texts(&mut brx)),
+        ["m1", "typing", "3:online", "for bob"]
+    );
+    assert_eq!(
+        presences(&texts(&mut b2rx)),
+        ["m1", "typing", "3:online", "for bob"]
+    );
 
     // Bob's last connection goes: the channel stays subscribed for Alice only.
     hub.detach(2).await;
@@ -330,4 +369,74 @@ async fn a_resync_tells_each_connection_of_each_of_its_channels() {
         [r#"{"t":"resync_required","d":{"channel_id":"11"}}"#]
     );
     assert!(texts(&mut crx).is_empty(), "no channel, nothing to resync");
+}
+
+#[tokio::test]
+async fn a_run_of_presence_changes_takes_one_queue_slot_and_keeps_its_place() {
+    use PresenceStatus::{Idle, Offline, Online};
+    let (hub, pubsub) = hub().await;
+    let (ann, ch) = (Id(1), Id(10));
+    let (tx, mut rx) = mpsc::channel(4);
+    let closer = Closer::default();
+    hub.attach(1, ann, &[ch], tx, closer.clone()).await.unwrap();
+    let publish = |bytes: Bytes| {
+        let pubsub = pubsub.clone();
+        async move { pubsub.publish(Topic::Channel(ch), bytes).await.unwrap() }
+    };
+    // More changes than the queue has slots: they share one.
+    for u in 100..110 {
+        publish(presence_frame(Id(u), Online)).await;
+    }
+    publish(presence_frame(Id(100), Idle)).await; // replaces 100's entry
+    publish(presence_frame(Id(101), Offline)).await;
+    publish(presence_frame(Id(101), Online)).await; // a flap: told once, as it ends
+    publish(frame(&Header::default(), "m1")).await;
+    publish(presence_frame(Id(100), Online)).await; // after m1: a new batch
+    publish(presence_frame(Id(200), Online)).await;
+    assert!(!closer.is_closed());
+    let mut want: Vec<String> = vec!["100:idle".into()];
+    want.extend((101..110).map(|u| format!("{u}:online")));
+    want.extend(["m1".into(), "100:online".into(), "200:online".into()]);
+    assert_eq!(presences(&texts(&mut rx)), want);
+
+    // A change after the session took its batch goes to a new one.
+    publish(presence_frame(Id(200), Idle)).await;
+    publish(presence_frame(Id(101), Offline)).await;
+    publish(presence_frame(Id(200), Online)).await;
+    assert_eq!(presences(&texts(&mut rx)), ["200:online", "101:offline"]);
+}
+
+#[tokio::test]
+async fn presence_entries_past_the_budget_close_a_slow_reader() {
+    let (hub, pubsub) = hub().await;
+    let (ann, ch) = (Id(1), Id(10));
+    let (tx, _rx) = mpsc::channel(4);
+    let closer = Closer::default();
+    hub.attach(1, ann, &[ch], tx, closer.clone()).await.unwrap();
+    for u in 0..presence_batch::PENDING_MAX as u64 {
+        pubsub
+            .publish(
+                Topic::Channel(ch),
+                presence_frame(Id(1000 + u), PresenceStatus::Online),
+            )
+            .await
+            .unwrap();
+    }
+    assert!(!closer.is_closed(), "the budget holds them");
+    pubsub
+        .publish(
+            Topic::Channel(ch),
+            presence_frame(Id(1), PresenceStatus::Online),
+        )
+        .await
+        .unwrap();
+    assert!(!closer.is_closed(), "the user's own presence is not queued");
+    pubsub
+        .publish(
+            Topic::Channel(ch),
+            presence_frame(Id(99), PresenceStatus::Online),
+        )
+        .await
+        .unwrap();
+    assert_eq!(closer.closed().await.0, close::POLICY);
 }

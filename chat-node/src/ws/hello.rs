@@ -37,6 +37,8 @@ pub(super) struct Greeting {
     /// The hello's `ref`, echoed by `ready` (or the refusal).
     pub r#ref: Option<String>,
     pub resume_after: Option<Id>,
+    /// Presence as `presence_batch` frames (hello's `presence_batch`).
+    pub presence_batch: bool,
     pub user: Id,
     /// When the token expires, on the runtime's clock: the session closes with 4003 then.
     pub expires: Instant,
@@ -92,6 +94,7 @@ fn check(chat: &AppState, text: &str) -> Result<Greeting, CloseReason> {
     Ok(Greeting {
         r#ref,
         resume_after: hello.resume_after,
+        presence_batch: hello.presence_batch,
         user,
         expires: expiry_instant(exp),
     })

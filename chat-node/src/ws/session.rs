@@ -9,7 +9,8 @@
 //!   live: one task, one select over
 //!     control (gated) ─────► node shutdown: close 1001; drain's go: reconnect + close 4010;
 //!                            hub's Closer: close 4008 / 4002; token expiry: close 4003
-//!     hub queue ───────────► events, batched, one flush per batch (replayed ones skipped)
+//!     hub queue ───────────► events, batched, one flush per batch (replayed ones skipped;
+//!                            a presence batch as `presence` frames or `presence_batch`)
 //!     client frames (gated) ► parse ─► frame rate ─► ops::dispatch ─► ops::answer ─► socket
 //! ```
 //!
@@ -40,6 +41,7 @@ use super::socket::{CloseReason, Socket, read_error};
 use crate::drain::Enrolled;
 use crate::error::ApiError;
 use crate::http::AppState;
+use crate::hub::presence_batch::{self, PresenceFrame};
 use crate::hub::{Closer, ConnId, Outbound, SessionSlot};
 use crate::ratelimit::RateLimiter;
 
@@ -120,6 +122,7 @@ where
     let closer = Closer::default();
     socket.watch(closer.clone());
     let mut session = Session::new(chat.clone(), greeting.user, conn, socket, slot);
+    session.presence_batch = greeting.presence_batch;
     match session
         .start(r#ref, greeting.resume_after, tx, closer.clone())
         .await
@@ -166,6 +169,8 @@ pub(super) struct Session<S, R> {
     pub(super) socket: Socket<S, R>,
     /// Highest message id replayed per channel, so live duplicates are skipped.
     pub(super) sent_upto: HashMap<Id, Id>,
+    /// Presence changes go out as one `presence_batch` frame per batch (hello's choice).
+    presence_batch: bool,
     rate: FrameRate,
     /// The session's place under the per-user cap, until it ends.
     _slot: SessionSlot,
@@ -191,6 +196,7 @@ where
             conn,
             socket,
             sent_upto: HashMap::new(),
+            presence_batch: false,
             rate,
             _slot: slot,
         }
@@ -272,6 +278,11 @@ where
                         return Flow::Continue;
                     }
                 }
+                Outbound::Presence(batch) => {
+                    if !self.presence(&batch.take()).await {
+                        return Flow::Continue;
+                    }
+                }
             }
             n += 1;
             if n < BATCH {
@@ -301,6 +312,29 @@ where
                 true
             }
         }
+    }
+
+    /// Buffers a batch of presence changes: `presence_batch` frames of at most
+    /// [`presence_batch::FRAME_MAX_PRESENCES`], or a `presence` frame each. `false`: the
+    /// socket broke.
+    async fn presence(&mut self, frames: &[PresenceFrame]) -> bool {
+        if frames.is_empty() {
+            return true;
+        }
+        if self.presence_batch {
+            for chunk in frames.chunks(presence_batch::FRAME_MAX_PRESENCES) {
+                if !self.event(presence_batch::batch_frame(chunk), None).await {
+                    return false;
+                }
+            }
+            return true;
+        }
+        for f in frames {
+            if !self.event(f.frame.clone(), None).await {
+                return false;
+            }
+        }
+        true
     }
 
     /// One read from the client.

@@ -347,6 +347,7 @@ async fn ops_dispatch_without_a_session() {
     let hello = ClientOp::Hello(Hello {
         token: String::new(),
         resume_after: None,
+        presence_batch: false,
     });
     let e = ops::dispatch(caller, hello).await.unwrap_err();
     assert_eq!(e.code, parley_protocol::ErrorCode::BadRequest);

@@ -39,6 +39,10 @@ pub struct Hello {
     pub token: String,
     #[serde(default)]
     pub resume_after: Option<Id>,
+    /// Presence changes as `presence_batch` {presences: [Presence]} frames instead of one
+    /// `presence` frame each (an extension of PROTOCOL.md; docs/protocol.md).
+    #[serde(default)]
+    pub presence_batch: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,6 +253,8 @@ pub mod event {
     pub const MEMBER_JOINED: &str = "member_joined";
     pub const MEMBER_LEFT: &str = "member_left";
     pub const PRESENCE: &str = "presence";
+    /// Several users' presence in one frame, for a client that asked in its hello.
+    pub const PRESENCE_BATCH: &str = "presence_batch";
     pub const RESYNC_REQUIRED: &str = "resync_required";
     /// v1.1: the node is draining; the close (4010) follows.
     pub const RECONNECT: &str = "reconnect";
@@ -346,7 +352,8 @@ mod tests {
             f.op,
             ClientOp::Hello(Hello {
                 token: "t".into(),
-                resume_after: Some(Id(5))
+                resume_after: Some(Id(5)),
+                presence_batch: false,
             })
         );
         assert_eq!(
