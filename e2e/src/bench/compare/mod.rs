@@ -104,6 +104,10 @@ pub struct Common {
         hide_env_values = true
     )]
     pub secret: String,
+    /// Parley only: each connection's hello asks for `presence_batch` frames (several
+    /// users' presence in one frame) instead of a `presence` frame per change.
+    #[arg(long)]
+    pub presence_batch: bool,
 }
 
 /// What a scenario runs with: its settings, the server's /proc readings, the driver's
@@ -161,7 +165,7 @@ macro_rules! with_target {
     ($common:expr, $t:ident => $body:expr) => {
         match $common.system {
             System::Parley => {
-                let $t = parley::Parley::new($common.addr);
+                let $t = parley::Parley::new($common.addr, $common.presence_batch);
                 $body
             }
             System::Centrifugo => {

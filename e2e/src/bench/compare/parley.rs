@@ -38,11 +38,14 @@ pub struct Parley {
     users_per_room: usize,
     /// The id of a message sent during setup, the `resume_after` of reconnects.
     last_id: Option<Id>,
+    /// Hello asks for `presence_batch` frames.
+    presence_batch: bool,
 }
 
 impl Parley {
-    /// A target for the node listening at `addr` (plain HTTP).
-    pub fn new(addr: SocketAddr) -> Self {
+    /// A target for the node listening at `addr` (plain HTTP); with `presence_batch`, each
+    /// hello asks for `presence_batch` frames.
+    pub fn new(addr: SocketAddr, presence_batch: bool) -> Self {
         Self {
             addr,
             base: format!("http://{addr}"),
@@ -51,6 +54,7 @@ impl Parley {
             rooms: Vec::new(),
             users_per_room: 1,
             last_id: None,
+            presence_batch,
         }
     }
 
@@ -158,6 +162,9 @@ impl Target for Parley {
     async fn open(&self, who: Who, source: Ipv4Addr, resume: bool) -> anyhow::Result<Ws> {
         let mut ws = dial(self.addr, source, &format!("ws://{}/v1/ws", self.addr)).await?;
         let mut d = json!({"token": self.user(who).token});
+        if self.presence_batch {
+            d["presence_batch"] = json!(true);
+        }
         if let (true, Some(after)) = (resume, self.last_id) {
             d["resume_after"] = json!(after.to_string());
         }
@@ -194,6 +201,14 @@ impl Target for Parley {
             }
         } else if let Some(stamp) = stamp(frame) {
             on(Event::Delivery { stamp });
+        } else if kind == "presence_batch" {
+            on(Event::Other { kind });
+            // Its presences, counted apart (`presence.` kinds are entries, not frames).
+            for _ in frame.matches(r#""user_id":"#) {
+                on(Event::Other {
+                    kind: "presence.batched",
+                });
+            }
         } else if kind != "pong" {
             // A pong answers the driver's own keepalive: not counted.
             on(Event::Other { kind });

@@ -103,9 +103,14 @@ impl Sink {
         self.acked.iter().map(|a| a.load(Relaxed)).sum()
     }
 
-    /// Frames counted in `others`, all kinds.
+    /// Frames counted in `others`, all kinds (not the `presence.` entries of batches).
     pub fn others_total(&self) -> u64 {
-        self.others.lock().values().sum()
+        self.others
+            .lock()
+            .iter()
+            .filter(|(k, _)| !k.starts_with("presence."))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Zeroes the window's counts (between sweep steps, with nothing in flight).
