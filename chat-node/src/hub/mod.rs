@@ -609,6 +609,9 @@ fn queue_presence(conn: &mut Conn, user: Id, frame: PresenceFrame) {
     }
     if queue_or_close(conn, Outbound::Presence(batch.clone())) {
         conn.open_batch = Some(batch);
+    } else {
+        // Never written: its entry leaves the budget.
+        batch.take();
     }
 }
 

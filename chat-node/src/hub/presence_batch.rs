@@ -169,8 +169,8 @@ pub fn batch_frame(frames: &[PresenceFrame]) -> Bytes {
     Bytes::from(out)
 }
 
-/// Where the `d` of a serialized server frame lies in it; `None` if it has none or the
-/// frame is not JSON.
+/// Where the `d` of a serialized server frame lies in it; `None` if the frame is not JSON
+/// or its `d` is not a JSON object.
 fn d_of(frame: &[u8]) -> Option<Range<usize>> {
     #[derive(serde::Deserialize)]
     struct Shape<'a> {
@@ -179,8 +179,13 @@ fn d_of(frame: &[u8]) -> Option<Range<usize>> {
     }
     let shape: Shape<'_> = serde_json::from_slice(frame).ok()?;
     let d = shape.d.get().as_bytes();
-    let start = d.as_ptr() as usize - frame.as_ptr() as usize;
-    Some(start..start + d.len())
+    if !d.starts_with(b"{") {
+        return None;
+    }
+    // serde_json's slice reader lends RawValues out of the input: `d` lies within `frame`.
+    let start = (d.as_ptr() as usize).checked_sub(frame.as_ptr() as usize)?;
+    let end = start.checked_add(d.len())?;
+    (end <= frame.len()).then_some(start..end)
 }
 
 #[cfg(test)]
@@ -261,5 +266,6 @@ mod tests {
         assert_eq!(f.expect("a d").d(), br#"{"a":[1,{"b":2}]}"#);
         assert!(PresenceFrame::parse(Bytes::from_static(b"not json")).is_none());
         assert!(PresenceFrame::parse(Bytes::from_static(br#"{"t":"x"}"#)).is_none());
+        assert!(PresenceFrame::parse(Bytes::from_static(br#"{"t":"x","d":[1]}"#)).is_none());
     }
 }

@@ -438,5 +438,6 @@ async fn presence_entries_past_the_budget_close_a_slow_reader() {
         )
         .await
         .unwrap();
+    assert!(closer.is_closed(), "past the budget: a slow reader");
     assert_eq!(closer.closed().await.0, close::POLICY);
 }

@@ -24,6 +24,7 @@
 //! [`centrifugo::Centrifugo`] implement it; [`runner`] opens connections and counts.
 
 pub mod centrifugo;
+pub mod channels;
 pub mod connect;
 pub mod fanout;
 pub mod idle;
@@ -64,6 +65,8 @@ pub enum Scenario {
     Fanout(fanout::Args),
     /// Two users in a DM: send → ack and send → delivery.
     OneToOne(one_to_one::Args),
+    /// Parley only: N groups written in turn for S seconds, the server's RSS sampled.
+    Channels(channels::Args),
     /// Medians per system and key over a JSONL file, and the ratio Parley / Centrifugo.
     Report(report::Args),
 }
@@ -202,6 +205,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         Scenario::OneToOne(a) => {
             let ctx = Ctx::new(&a.common, "one-to-one");
             with_target!(a.common, t => one_to_one::run(t, &ctx, &a).await)
+        }
+        Scenario::Channels(a) => {
+            let ctx = Ctx::new(&a.common, "channels");
+            channels::run(&ctx, &a).await
         }
         Scenario::Report(a) => report::run(&a),
     }

@@ -20,9 +20,9 @@ const REGISTER_CONCURRENCY: usize = 4;
 
 /// A user the driver signed up: its id and token.
 #[derive(Debug, Clone)]
-struct User {
-    id: Id,
-    token: String,
+pub(super) struct User {
+    pub(super) id: Id,
+    pub(super) token: String,
 }
 
 /// A Parley node at `addr`, with the users and rooms of the last [`Target::prepare`].
@@ -73,7 +73,7 @@ impl Parley {
     }
 
     /// Registers `username`, retrying while the node sheds (429, 503: the hash queue).
-    async fn register(base: String, username: String) -> anyhow::Result<User> {
+    pub(super) async fn register(base: String, username: String) -> anyhow::Result<User> {
         let api = Api::new(&base);
         let body = json!({"username": username, "password": format!("password-{username}")});
         for _ in 0..200 {
