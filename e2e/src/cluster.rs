@@ -47,8 +47,14 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn new(name: String, launch: Launch, internal_port: u16, log: PathBuf) -> Self {
-        let public_port = free_port();
+    fn new(
+        name: String,
+        launch: Launch,
+        internal_port: u16,
+        log: PathBuf,
+        ports: &mut Ports,
+    ) -> Self {
+        let public_port = ports.take();
         Self {
             url: format!("http://{}:{public_port}", launch.host()),
             name,
@@ -176,6 +182,24 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// The ports one cluster's processes were given: [`free_port`] alone may draw the same port
+/// twice before either process binds it (CI once failed so: a persister took the port a
+/// node was about to bind).
+#[derive(Debug, Default)]
+struct Ports(std::collections::HashSet<u16>);
+
+impl Ports {
+    /// A [`free_port`] not given out before by this set.
+    fn take(&mut self) -> u16 {
+        loop {
+            let port = free_port();
+            if self.0.insert(port) {
+                return port;
+            }
+        }
+    }
+}
+
 fn unique() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -272,13 +296,16 @@ impl Cluster {
         let env = settings(services, &options, &prefix);
         let bin = chat_node_bin();
         let launch = |all: &[Launch], i: usize| all.get(i).cloned().unwrap_or_default();
+        let mut ports = Ports::default();
         let nodes: Vec<Proc> = (1..=options.nodes)
             .map(|i| {
+                let internal = ports.take();
                 Proc::new(
                     format!("n{i}"),
                     launch(&options.node_launch, i - 1),
-                    free_port(),
+                    internal,
                     dir.join(format!("n{i}.log")),
+                    &mut ports,
                 )
             })
             .collect();
@@ -294,6 +321,7 @@ impl Cluster {
                     launch(&options.persister_launch, i - 1),
                     0,
                     dir.join(format!("p{i}.log")),
+                    &mut ports,
                 )
             })
             .collect();
