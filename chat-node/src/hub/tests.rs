@@ -39,6 +39,14 @@ fn texts(rx: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
     }
 }
 
+/// Publishes `bytes` on `channel`'s topic.
+async fn to_channel(pubsub: &Arc<dyn PubSub>, channel: Id, bytes: Bytes) {
+    pubsub
+        .publish(Topic::Channel(channel), bytes)
+        .await
+        .unwrap();
+}
+
 /// A `presence` frame of `user` with `status`, as published.
 fn presence_frame(user: Id, status: PresenceStatus) -> Bytes {
     let header = Header {
@@ -379,10 +387,7 @@ async fn a_run_of_presence_changes_takes_one_queue_slot_and_keeps_its_place() {
     let (tx, mut rx) = mpsc::channel(4);
     let closer = Closer::default();
     hub.attach(1, ann, &[ch], tx, closer.clone()).await.unwrap();
-    let publish = |bytes: Bytes| {
-        let pubsub = pubsub.clone();
-        async move { pubsub.publish(Topic::Channel(ch), bytes).await.unwrap() }
-    };
+    let publish = |bytes: Bytes| to_channel(&pubsub, ch, bytes);
     // More changes than the queue has slots: they share one.
     for u in 100..110 {
         publish(presence_frame(Id(u), Online)).await;
@@ -413,31 +418,20 @@ async fn presence_entries_past_the_budget_close_a_slow_reader() {
     let (tx, _rx) = mpsc::channel(4);
     let closer = Closer::default();
     hub.attach(1, ann, &[ch], tx, closer.clone()).await.unwrap();
+    let online = |user: u64| {
+        to_channel(
+            &pubsub,
+            ch,
+            presence_frame(Id(user), PresenceStatus::Online),
+        )
+    };
     for u in 0..presence_batch::PENDING_MAX as u64 {
-        pubsub
-            .publish(
-                Topic::Channel(ch),
-                presence_frame(Id(1000 + u), PresenceStatus::Online),
-            )
-            .await
-            .unwrap();
+        online(1000 + u).await;
     }
     assert!(!closer.is_closed(), "the budget holds them");
-    pubsub
-        .publish(
-            Topic::Channel(ch),
-            presence_frame(Id(1), PresenceStatus::Online),
-        )
-        .await
-        .unwrap();
+    online(1).await;
     assert!(!closer.is_closed(), "the user's own presence is not queued");
-    pubsub
-        .publish(
-            Topic::Channel(ch),
-            presence_frame(Id(99), PresenceStatus::Online),
-        )
-        .await
-        .unwrap();
+    online(99).await;
     assert!(closer.is_closed(), "past the budget: a slow reader");
     assert_eq!(closer.closed().await.0, close::POLICY);
 }

@@ -169,7 +169,7 @@ pub(super) struct Session<S, R> {
     pub(super) socket: Socket<S, R>,
     /// Highest message id replayed per channel, so live duplicates are skipped.
     pub(super) sent_upto: HashMap<Id, Id>,
-    /// Presence changes go out as one `presence_batch` frame per batch (hello's choice).
+    /// Presence changes go out as `presence_batch` frames, not `presence` (hello's choice).
     presence_batch: bool,
     rate: FrameRate,
     /// The session's place under the per-user cap, until it ends.
