@@ -51,15 +51,31 @@ pub type ConnId = u64;
 /// Where the payloads of the `cluster` topic go (membership invalidations, ring changes).
 pub type ClusterInbox = Arc<dyn Fn(&Bytes) + Send + Sync>;
 
+/// One serialized server frame as the hub queues it: one allocation per event, shared by
+/// all its connections, so a queue slot ([`Outbound`]) is 24 bytes and an idle
+/// connection's queue (tokio's `mpsc` allocates its first block of 32 slots at once) is
+/// small.
+#[derive(Debug)]
+pub struct Event {
+    /// The frame's JSON text.
+    pub bytes: Bytes,
+    /// For `message` events, (channel, message id): a resuming connection skips what its
+    /// backlog already carried.
+    pub message: Option<(Id, Id)>,
+}
+
+impl Event {
+    /// A shared event of `bytes` (`message`: see [`Event::message`]).
+    pub fn new(bytes: Bytes, message: Option<(Id, Id)>) -> Arc<Self> {
+        Arc::new(Self { bytes, message })
+    }
+}
+
 /// What a connection's writer receives.
 #[derive(Debug, Clone)]
 pub enum Outbound {
-    /// A serialized server frame; `message` is set for `message` events (channel, id), so a
-    /// resuming connection can skip what its backlog already carried.
-    Frame {
-        bytes: Bytes,
-        message: Option<(Id, Id)>,
-    },
+    /// A serialized server frame, shared by every connection it is queued for.
+    Frame(Arc<Event>),
     /// Presence changes gathered in one queue slot ([`presence_batch`]): the session
     /// takes them when it reaches the slot.
     Presence(Arc<PresenceBatch>),
@@ -451,6 +467,8 @@ impl Hub {
                         .collect()
                 }
             };
+            // Made once, for the first connection that gets it.
+            let mut event: Option<Arc<Event>> = None;
             for id in targets {
                 let Some(conn) = s.conns.get_mut(&id) else {
                     continue;
@@ -466,11 +484,8 @@ impl Hub {
                     }
                     continue;
                 }
-                let out = Outbound::Frame {
-                    bytes: frame.clone(),
-                    message: header.m,
-                };
-                queue_or_close(conn, out);
+                let event = event.get_or_insert_with(|| Event::new(frame.clone(), header.m));
+                queue_or_close(conn, Outbound::Frame(event.clone()));
             }
         }
         if let (Topic::Channel(_), Some((channel, user))) = (delivery.topic, header.l) {
@@ -522,7 +537,7 @@ impl Hub {
         let mut guard = self.state();
         let s = &mut *guard;
         // Each channel's frame is serialized once, then shared by its connections.
-        let mut frames: HashMap<Id, Bytes> = HashMap::new();
+        let mut frames: HashMap<Id, Arc<Event>> = HashMap::new();
         let mut queued = 0;
         for conn in s.conns.values_mut() {
             let Some(channels) = s.user_channels.get(&conn.user) else {
@@ -537,13 +552,9 @@ impl Hub {
                         d: &d,
                     })
                     .expect("server frames serialize");
-                    Bytes::from(frame)
+                    Event::new(Bytes::from(frame), None)
                 });
-                let out = Outbound::Frame {
-                    bytes: bytes.clone(),
-                    message: None,
-                };
-                if queue_or_close(conn, out) {
+                if queue_or_close(conn, Outbound::Frame(bytes.clone())) {
                     queued += 1;
                 }
             }

@@ -27,7 +27,7 @@ fn texts(rx: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
     let mut v = Vec::new();
     loop {
         match rx.try_recv() {
-            Ok(Outbound::Frame { bytes, .. }) => v.push(String::from_utf8(bytes.to_vec()).unwrap()),
+            Ok(Outbound::Frame(e)) => v.push(String::from_utf8(e.bytes.to_vec()).unwrap()),
             Ok(Outbound::Presence(batch)) => v.extend(
                 batch
                     .take()
@@ -222,10 +222,7 @@ async fn a_close_reaches_a_connection_whose_queue_is_full() {
     let (tx, _rx) = mpsc::channel(1);
     let closer = Closer::default();
     hub.attach(8, Id(1), &[], tx, closer.clone()).await.unwrap();
-    let frame = Outbound::Frame {
-        bytes: Bytes::from_static(b"x"),
-        message: None,
-    };
+    let frame = Outbound::Frame(Event::new(Bytes::from_static(b"x"), None));
     assert!(hub.send_to(8, frame.clone()));
     assert!(!hub.send_to(8, frame), "the queue is full");
     assert!(hub.send_to(

@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 
-use futures_util::Stream;
 use futures_util::task::AtomicWaker;
+use futures_util::{Sink, Stream};
 
 /// What the inner future or stream wakes: marks the gate and wakes the task.
 #[derive(Default)]
@@ -100,6 +100,27 @@ impl<T: Stream + Unpin> Stream for Gate<T> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T::Item>> {
         self.get_mut().poll_gated(cx, |s, cx| s.poll_next(cx))
+    }
+}
+
+/// Writes are not gated: they pass straight to the inner sink.
+impl<T: Sink<I> + Unpin, I> Sink<I> for Gate<T> {
+    type Error = T::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), T::Error>> {
+        Pin::new(&mut self.get_mut().inner).poll_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: I) -> Result<(), T::Error> {
+        Pin::new(&mut self.get_mut().inner).start_send(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), T::Error>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), T::Error>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
     }
 }
 

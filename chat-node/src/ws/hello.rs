@@ -11,8 +11,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::ws::Message as WsMessage;
-use futures_util::{Sink, Stream};
 use parley_protocol::ws::{
     ChannelCursor, ClientFrame, ClientOp, Ready, ResyncRequired, close, event, parse_client_frame,
 };
@@ -23,7 +21,7 @@ use tokio::time::Instant;
 use super::frame;
 use super::ops::error_frame;
 use super::session::{Go, Session, drained};
-use super::socket::{CloseReason, Socket};
+use super::socket::{CloseReason, Socket, Transport};
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::hub::{Closer, Outbound, SessionSlot};
@@ -46,16 +44,11 @@ pub(super) struct Greeting {
 
 /// Waits for the hello. `None`: the session is over (closed with 4001 or another code,
 /// drained, or the client went away).
-pub(super) async fn greet<S, R, E>(
-    socket: &mut Socket<S, R>,
+pub(super) async fn greet<T: Transport>(
+    socket: &mut Socket<T>,
     chat: &AppState,
     go: &mut Go,
-) -> Option<Greeting>
-where
-    S: Sink<WsMessage> + Unpin,
-    R: Stream<Item = Result<WsMessage, E>> + Unpin,
-    E: std::fmt::Display,
-{
+) -> Option<Greeting> {
     let max = chat.config().limits.max_frame_bytes as usize;
     let said = tokio::select! {
         said = tokio::time::timeout(HELLO_TIMEOUT, socket.next_text(max)) => said,
@@ -134,28 +127,19 @@ pub(super) fn admit(chat: &AppState, greeting: &Greeting) -> Result<SessionSlot,
 }
 
 /// Answers a hello over a per-user limit: the `error`, then close 4008.
-pub(super) async fn refuse<S, R, E>(
-    socket: &mut Socket<S, R>,
+pub(super) async fn refuse<T: Transport>(
+    socket: &mut Socket<T>,
     chat: &AppState,
     r#ref: Option<&str>,
     e: &ApiError,
-) where
-    S: Sink<WsMessage> + Unpin,
-    R: Stream<Item = Result<WsMessage, E>> + Unpin,
-    E: std::fmt::Display,
-{
+) {
     socket.send(error_frame(chat, r#ref, e)).await;
     socket
         .close_with((close::POLICY, "over a per-user limit"))
         .await;
 }
 
-impl<S, R, E> Session<S, R>
-where
-    S: Sink<WsMessage> + Unpin,
-    R: Stream<Item = Result<WsMessage, E>> + Unpin,
-    E: std::fmt::Display,
-{
+impl<T: Transport> Session<T> {
     /// Attaches to the hub, sends `ready`, then the missed messages (charged to the
     /// user's replay budget). Errors: a backend failed (the session closes with 1011).
     pub(super) async fn start(

@@ -21,23 +21,27 @@
 //! draw on per-user budgets, and a session ends with 4003 when its token expires. No
 //! WebSocket is upgraded while the node drains (503 `unavailable`).
 
+mod codec;
 mod gate;
+mod handshake;
 mod hello;
 mod ops;
 mod origin;
 mod session;
 mod socket;
+mod stream;
 #[cfg(test)]
 mod tests;
 
 use std::time::Duration;
 
 use axum::Extension;
+use axum::body::Body;
 use axum::extract::State;
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::http::HeaderMap;
+use axum::extract::ws::Message as WsMessage;
+use axum::http::{HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt as _;
+use hyper_util::rt::TokioIo;
 use parley_protocol::ws::ServerFrame;
 use serde::Serialize;
 
@@ -68,18 +72,19 @@ impl WsLimits {
 }
 
 /// `GET /v1/ws`: checks the Origin, refuses while the node drains or stops (503
-/// `unavailable`: the client goes to another node), then upgrades.
+/// `unavailable`: the client goes to another node), checks the opening handshake (400
+/// `bad_request`), then answers 101 and runs the session on the upgraded connection.
 pub async fn upgrade(
     State(chat): State<AppState>,
     local: Option<Extension<LocalAddr>>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    mut req: Request<Body>,
 ) -> Response {
     // The address the connection reached (from the server), or the configured one when the
     // router runs without it.
     let local = local.map_or(chat.config().listen, |Extension(LocalAddr(a))| a);
+    let headers = req.headers();
     if let Err(e) = origin::check(
-        &headers,
+        headers,
         &chat.config().allowed_origins,
         chat.config().public_base_url(),
         local,
@@ -95,23 +100,45 @@ pub async fn upgrade(
         return ApiError::unavailable("the node is draining: connect to another node")
             .into_response();
     }
-    // tungstenite's own cap is above the protocol limit: a frame it refuses is left unread
-    // and the close turns into a reset, while one it reads can be refused with a clean 1009.
-    let cap = (chat.config().limits.max_frame_bytes as usize * 4).max(1 << 20);
-    ws.max_frame_size(cap)
-        .max_message_size(cap)
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(4 * 1024)
-        .on_upgrade(move |socket| {
-            let tracker = chat.lifecycle().sessions().clone();
-            tracker.track_future(run(socket, chat))
-        })
-}
-
-/// Runs the session of an upgraded socket.
-async fn run(socket: WebSocket, chat: AppState) {
-    let (sink, stream) = socket.split();
-    session::run(sink, stream, chat).await;
+    let accept = match handshake::check(headers) {
+        Ok(accept) => accept,
+        Err(refusal) => {
+            let mut res = ApiError::bad_request(refusal.message()).into_response();
+            if refusal == handshake::Refusal::Version {
+                res.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static(handshake::VERSION),
+                );
+            }
+            return res;
+        }
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        // A request that did not come over an HTTP/1.1 connection hyper can upgrade.
+        return ApiError::bad_request("this connection cannot be upgraded").into_response();
+    };
+    // The decoder's limit is above the protocol's: a message over the limit but under this
+    // is read whole and refused with a clean 1009 (the session checks); past this, the
+    // read fails at its header, also 1009, without reading the payload.
+    let max_message = (chat.config().limits.max_frame_bytes as usize * 4).max(1 << 20);
+    // Tracked from now: a shutdown waits for a session whose upgrade is still under way.
+    let sessions = chat.lifecycle().sessions().clone();
+    sessions.spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let io = stream::WsStream::new(TokioIo::new(upgraded), max_message);
+                session::run(io, chat).await;
+            }
+            Err(e) => tracing::debug!("websocket upgrade failed: {e}"),
+        }
+    });
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    res
 }
 
 /// A server frame `{"t", "ref", "d"}` as a text message.

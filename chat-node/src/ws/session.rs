@@ -27,7 +27,6 @@ use std::pin::Pin;
 
 use axum::extract::ws::{Message as WsMessage, Utf8Bytes};
 use bytes::Bytes;
-use futures_util::{Sink, Stream};
 use parley_protocol::ws::{Reconnect, close, event, parse_client_frame};
 use parley_protocol::{Id, Timestamp};
 use tokio::sync::{mpsc, oneshot};
@@ -37,7 +36,8 @@ use super::frame;
 use super::gate::Gate;
 use super::hello;
 use super::ops::{self, Caller, Reply};
-use super::socket::{CloseReason, Socket, read_error};
+use super::socket::{CloseReason, Socket, Transport, read_error};
+use super::stream::ReadError;
 use crate::drain::Enrolled;
 use crate::error::ApiError;
 use crate::http::AppState;
@@ -65,15 +65,9 @@ fn go_when_told(rx: oneshot::Receiver<u64>) -> Go {
     })
 }
 
-/// Runs one connection, given its two halves, until it closes.
-pub(super) async fn run<S, R, E>(sink: S, stream: R, chat: AppState)
-where
-    S: Sink<WsMessage> + Unpin,
-    R: Stream<Item = Result<WsMessage, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    // Gated: the live loop's turns for events do not each attempt a read (see `gate`).
-    let mut socket = Socket::new(sink, Gate::new(stream), chat.config().ws.write_timeout());
+/// Runs one connection, given its transport, until it closes.
+pub(super) async fn run<T: Transport>(io: T, chat: AppState) {
+    let mut socket = Socket::new(io, chat.config().ws.write_timeout());
     let conn = chat.hub().next_conn_id();
     let (go, _guard) = match chat.lifecycle().drain().enrol(conn) {
         // Upgraded just before the drain began.
@@ -86,12 +80,7 @@ where
 }
 
 /// What a draining node says before it closes: `reconnect` {after_ms}, then close 4010.
-pub(super) async fn drained<S, R, E>(socket: &mut Socket<S, R>, after_ms: u64)
-where
-    S: Sink<WsMessage> + Unpin,
-    R: Stream<Item = Result<WsMessage, E>> + Unpin,
-    E: std::fmt::Display,
-{
+pub(super) async fn drained<T: Transport>(socket: &mut Socket<T>, after_ms: u64) {
     socket
         .send(frame(event::RECONNECT, None, &Reconnect { after_ms }))
         .await;
@@ -104,12 +93,7 @@ where
 }
 
 /// One connection from its hello to its close.
-async fn session<S, R, E>(mut socket: Socket<S, R>, chat: &AppState, conn: ConnId, go: &mut Go)
-where
-    S: Sink<WsMessage> + Unpin,
-    R: Stream<Item = Result<WsMessage, E>> + Unpin,
-    E: std::fmt::Display,
-{
+async fn session<T: Transport>(mut socket: Socket<T>, chat: &AppState, conn: ConnId, go: &mut Go) {
     let Some(greeting) = hello::greet(&mut socket, chat, go).await else {
         return;
     };
@@ -157,16 +141,16 @@ enum Flow {
     Continue,
     /// Close with a handshake.
     Close(CloseReason),
-    /// The client closed or went away: nothing more to say.
+    /// The client closed (its close is answered) or went away: nothing more to say.
     End,
 }
 
 /// A session after its hello: the user, their connection, and its socket.
-pub(super) struct Session<S, R> {
+pub(super) struct Session<T> {
     pub(super) chat: AppState,
     pub(super) user: Id,
     pub(super) conn: ConnId,
-    pub(super) socket: Socket<S, R>,
+    pub(super) socket: Socket<T>,
     /// Highest message id replayed per channel, so live duplicates are skipped.
     pub(super) sent_upto: HashMap<Id, Id>,
     /// Presence changes go out as `presence_batch` frames, not `presence` (hello's choice).
@@ -176,19 +160,8 @@ pub(super) struct Session<S, R> {
     _slot: SessionSlot,
 }
 
-impl<S, R, E> Session<S, R>
-where
-    S: Sink<WsMessage> + Unpin,
-    R: Stream<Item = Result<WsMessage, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    fn new(
-        chat: AppState,
-        user: Id,
-        conn: ConnId,
-        socket: Socket<S, R>,
-        slot: SessionSlot,
-    ) -> Self {
+impl<T: Transport> Session<T> {
+    fn new(chat: AppState, user: Id, conn: ConnId, socket: Socket<T>, slot: SessionSlot) -> Self {
         let rate = FrameRate::new(&chat);
         Self {
             chat,
@@ -248,16 +221,19 @@ where
                     Control::Close(reason) => Flow::Close(reason),
                     Control::Expired => Flow::Close((close::TOKEN_EXPIRED, "token expired; reconnect with a fresh token")),
                 },
+                // The handlers are boxed: their futures (a write, an op and its answer) are
+                // most of a session's size but exist only while they run, and a session
+                // spends its life waiting here (an idle connection's task stays small).
                 out = rx.recv() => match out {
-                    Some(out) => self.events(out, &mut rx).await,
+                    Some(out) => Box::pin(self.events(out, &mut rx)).await,
                     None => Flow::Close((close::INTERNAL_ERROR, "internal error")),
                 },
-                incoming = self.socket.next() => self.incoming(incoming).await,
+                incoming = self.socket.next() => Box::pin(self.incoming(incoming)).await,
             };
             match flow {
                 Flow::Continue => {}
                 Flow::Close(reason) => return self.socket.close_with(reason).await,
-                Flow::End => return,
+                Flow::End => return self.socket.finish().await,
             }
         }
     }
@@ -273,8 +249,8 @@ where
                     self.socket.flush().await;
                     return Flow::Close((code, reason));
                 }
-                Outbound::Frame { bytes, message } => {
-                    if !self.event(bytes, message).await {
+                Outbound::Frame(e) => {
+                    if !self.event(e.bytes.clone(), e.message).await {
                         return Flow::Continue;
                     }
                 }
@@ -338,7 +314,7 @@ where
     }
 
     /// One read from the client.
-    async fn incoming(&mut self, incoming: Option<Result<WsMessage, E>>) -> Flow {
+    async fn incoming(&mut self, incoming: Option<Result<WsMessage, ReadError>>) -> Flow {
         let max = self.chat.config().limits.max_frame_bytes as usize;
         match incoming {
             None | Some(Ok(WsMessage::Close(_))) => Flow::End,
@@ -374,7 +350,9 @@ where
                         user: self.user,
                         conn: self.conn,
                     };
-                    ops::dispatch(caller, op).await
+                    // Boxed: a dispatch's future (a send through the log and the store)
+                    // exists only while an op runs.
+                    Box::pin(ops::dispatch(caller, op)).await
                 }
                 Err(e) => Err(e),
             },

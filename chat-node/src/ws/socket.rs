@@ -1,11 +1,12 @@
-//! One session's transport: the two halves of a WebSocket as a [`Sink`] of frames and a
-//! [`Stream`] of read results, so a session runs on an upgraded socket or, in tests, on
-//! channels.
+//! One session's transport: a [`Transport`] (a [`Sink`] of frames and a [`Stream`] of read
+//! results: an upgraded connection's [`WsStream`](super::stream::WsStream), or channels in
+//! tests) with bounded writes and the close handshake.
 //!
 //! ```text
-//!   Socket ─ sink:   every write bounded by PARLEY_WS_WRITE_TIMEOUT_MS, cut short when the
+//!   Socket ─ writes: every write bounded by PARLEY_WS_WRITE_TIMEOUT_MS, cut short when the
 //!          │         hub's Closer fires; a write that fails or stalls breaks the socket
-//!          └ stream: frames in; a read error becomes a close code (1009, 1002)
+//!          └ reads:  frames in (gated: see `gate`); a read error becomes a close code
+//!                    (1009, 1007, 1002)
 //! ```
 
 use std::future::Future;
@@ -16,6 +17,8 @@ use futures_util::{Sink, SinkExt as _, Stream, StreamExt as _};
 use parley_protocol::ws::close;
 use tokio::time::Instant;
 
+use super::gate::Gate;
+use super::stream::ReadError;
 use crate::hub::Closer;
 
 /// How long a write in progress may still finish once the session is told to close.
@@ -26,13 +29,25 @@ const CLOSE_HANDSHAKE: Duration = Duration::from_secs(1);
 /// Why a session ends: a close code and its reason.
 pub(super) type CloseReason = (u16, &'static str);
 
+/// What a session runs on: a [`Sink`] of frames out and a [`Stream`] of frames in, in one
+/// object (one task owns both directions, so no lock splits them).
+pub(super) trait Transport:
+    Sink<WsMessage> + Stream<Item = Result<WsMessage, ReadError>> + Unpin
+{
+}
+
+impl<T> Transport for T where
+    T: Sink<WsMessage> + Stream<Item = Result<WsMessage, ReadError>> + Unpin
+{
+}
+
 /// The transport of one session. Writes are bounded by `bound` and cut short (after
 /// [`CLOSE_GRACE`]) once the [`Closer`] fires. A write that fails or cannot progress
 /// breaks the socket: later writes fail at once and the session ends without a close
-/// handshake.
-pub(super) struct Socket<S, R> {
-    sink: S,
-    stream: R,
+/// handshake. Reads are gated ([`Gate`]): a turn of the session's loop that an event woke
+/// does not attempt a read.
+pub(super) struct Socket<T> {
+    io: Gate<T>,
     bound: Duration,
     closer: Option<Closer>,
     broken: bool,
@@ -45,17 +60,11 @@ enum Write {
     Flush,
 }
 
-impl<S, R, E> Socket<S, R>
-where
-    S: Sink<WsMessage> + Unpin,
-    R: Stream<Item = Result<WsMessage, E>> + Unpin,
-    E: std::fmt::Display,
-{
+impl<T: Transport> Socket<T> {
     /// A socket whose writes may each take at most `bound`.
-    pub(super) fn new(sink: S, stream: R, bound: Duration) -> Self {
+    pub(super) fn new(io: T, bound: Duration) -> Self {
         Self {
-            sink,
-            stream,
+            io: Gate::new(io),
             bound,
             closer: None,
             broken: false,
@@ -91,7 +100,7 @@ where
         if self.broken {
             return false;
         }
-        let (bound, closer, sink) = (self.bound, self.closer.as_ref(), &mut self.sink);
+        let (bound, closer, sink) = (self.bound, self.closer.as_ref(), &mut self.io);
         let ok = match w {
             Write::Send(msg) => bounded(bound, closer, sink.send(msg)).await,
             Write::Feed(msg) => bounded(bound, closer, sink.feed(msg)).await,
@@ -102,8 +111,8 @@ where
     }
 
     /// The next frame from the client (`None`: the stream ended).
-    pub(super) async fn next(&mut self) -> Option<Result<WsMessage, E>> {
-        self.stream.next().await
+    pub(super) async fn next(&mut self) -> Option<Result<WsMessage, ReadError>> {
+        self.io.next().await
     }
 
     /// Reads until a text frame (a binary frame reads as empty text); `Ok(None)` when the
@@ -111,7 +120,7 @@ where
     /// read error.
     pub(super) async fn next_text(&mut self, max: usize) -> Result<Option<String>, CloseReason> {
         loop {
-            match self.stream.next().await {
+            match self.io.next().await {
                 None | Some(Ok(WsMessage::Close(_))) => return Ok(None),
                 Some(Ok(WsMessage::Text(t))) if t.len() > max => {
                     return Err((close::TOO_LARGE, "frame too large"));
@@ -121,6 +130,15 @@ where
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(read_error(&e)),
             }
+        }
+    }
+
+    /// After the client closed: writes what is queued (the echo of its close) and shuts
+    /// the connection down, for at most [`CLOSE_HANDSHAKE`]. Nothing when the socket is
+    /// broken.
+    pub(super) async fn finish(&mut self) {
+        if !self.broken {
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE, self.io.close()).await;
         }
     }
 
@@ -136,7 +154,7 @@ where
             return;
         }
         let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
-            while let Some(Ok(msg)) = self.stream.next().await {
+            while let Some(Ok(msg)) = self.io.next().await {
                 if matches!(msg, WsMessage::Close(_)) {
                     break;
                 }
@@ -144,7 +162,7 @@ where
         })
         .await;
         if !self.broken {
-            let _ = bounded(self.bound, None, self.sink.close()).await;
+            let _ = bounded(self.bound, None, self.io.close()).await;
         }
     }
 }
@@ -179,15 +197,8 @@ async fn bounded<E>(
     matches!(tokio::time::timeout_at(grace, op).await, Ok(Ok(())))
 }
 
-/// A read error's close code: tungstenite refuses frames over the size limit with a
-/// capacity error ("Message too long" / "Space limit exceeded"); anything else is a
-/// protocol error.
-pub(super) fn read_error(e: &impl std::fmt::Display) -> CloseReason {
-    let text = e.to_string();
-    tracing::debug!("websocket read error: {text}");
-    if text.contains("too long") || text.contains("Space limit") || text.contains("too big") {
-        (close::TOO_LARGE, "frame too large")
-    } else {
-        (close::PROTOCOL_ERROR, "protocol error")
-    }
+/// A read error's close code and reason (1009, 1007 or 1002).
+pub(super) fn read_error(e: &ReadError) -> CloseReason {
+    tracing::debug!("websocket read error: {e}");
+    e.close_reason()
 }

@@ -2,19 +2,22 @@
 //! server's come out of a `Sink`, over a real embedded node's chat service (SQLite in a
 //! temporary directory) and no socket or HTTP server.
 
-use std::convert::Infallible;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ws::Message as WsMessage;
+use futures_util::{Sink, Stream};
 use parley_protocol::ws::{AnyServerFrame, ClientOp, Hello, Pong, close, event};
 use parley_protocol::{Id, Timestamp};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_util::sync::PollSender;
+use tokio_util::sync::{PollSendError, PollSender};
 
 use super::ops::{self, Caller, Reply};
 use super::session;
+use super::stream::ReadError;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::http::AppState;
@@ -57,13 +60,13 @@ impl Node {
 
     /// A session on channels instead of a socket.
     fn connect(&self) -> Client {
-        let (to_server, mut inbound) = mpsc::channel::<WsMessage>(16);
+        let (to_server, inbound) = mpsc::channel::<WsMessage>(16);
         let (outbound, from_server) = mpsc::channel::<WsMessage>(64);
-        let stream = futures_util::stream::poll_fn(move |cx| {
-            inbound.poll_recv(cx).map(|m| m.map(Ok::<_, Infallible>))
-        });
-        let sink = PollSender::new(outbound);
-        let session = tokio::spawn(session::run(sink, stream, self.chat.clone()));
+        let io = Channels {
+            inbound,
+            outbound: PollSender::new(outbound),
+        };
+        let session = tokio::spawn(session::run(io, self.chat.clone()));
         Client {
             to_server: Some(to_server),
             from_server,
@@ -75,6 +78,41 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A session's transport on channels: what the client says comes in on `inbound`, what
+/// the server writes goes out on `outbound`.
+struct Channels {
+    inbound: mpsc::Receiver<WsMessage>,
+    outbound: PollSender<WsMessage>,
+}
+
+impl Stream for Channels {
+    type Item = Result<WsMessage, ReadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inbound.poll_recv(cx).map(|m| m.map(Ok))
+    }
+}
+
+impl Sink<WsMessage> for Channels {
+    type Error = PollSendError<WsMessage>;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.outbound).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: WsMessage) -> Result<(), Self::Error> {
+        Pin::new(&mut self.outbound).start_send(item)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.outbound).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Pin::new(&mut self.outbound).poll_close(cx)
     }
 }
 

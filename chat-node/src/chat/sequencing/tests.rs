@@ -152,9 +152,8 @@ impl Node {
     fn delivered(&mut self) -> Vec<(Id, Id)> {
         let mut out = Vec::new();
         while let Ok(o) = self.events.try_recv() {
-            if let Outbound::Frame {
-                message: Some(m), ..
-            } = o
+            if let Outbound::Frame(e) = o
+                && let Some(m) = e.message
             {
                 out.push(m);
             }
