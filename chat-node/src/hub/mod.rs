@@ -35,7 +35,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parley_protocol::Id;
 use parley_protocol::ws::close;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{BackendError, Delivery, MemberStore, PubSub, Sink, Topic};
@@ -52,9 +51,7 @@ pub type ConnId = u64;
 pub type ClusterInbox = Arc<dyn Fn(&Bytes) + Send + Sync>;
 
 /// One serialized server frame as the hub queues it: one allocation per event, shared by
-/// all its connections, so a queue slot ([`Outbound`]) is 24 bytes and an idle
-/// connection's queue (tokio's `mpsc` allocates its first block of 32 slots at once) is
-/// small.
+/// all its connections, so a queue slot ([`Outbound`]) is 24 bytes.
 #[derive(Debug)]
 pub struct Event {
     /// The frame's JSON text.
@@ -81,6 +78,24 @@ pub enum Outbound {
     Presence(Arc<PresenceBatch>),
     /// Close the connection with this code and reason.
     Close(u16, &'static str),
+}
+
+/// The hub's end of a connection's event queue ([`queue`]).
+pub type EventSender = futures_channel::mpsc::Sender<Outbound>;
+/// The session's end of its event queue ([`queue`]): a `Stream` of [`Outbound`], `try_recv`
+/// for what is queued now.
+pub type EventReceiver = futures_channel::mpsc::Receiver<Outbound>;
+
+/// A connection's event queue, holding at most `capacity` (≥ 1) events; past that
+/// `try_send` fails and the hub closes the connection as a slow reader (4008).
+///
+/// `futures-channel`'s bounded channel, not tokio's: tokio's allocates its first block of
+/// 32 slots (768 bytes of [`Outbound`]) with the channel, for every connection, idle or
+/// not; this one holds a linked list that allocates a node per queued event and, idle, a
+/// stub node only. Its capacity is `buffer` plus one slot per sender (futures-channel's
+/// `mpsc::channel` docs), hence `capacity - 1` with the hub's one sender.
+pub fn queue(capacity: usize) -> (EventSender, EventReceiver) {
+    futures_channel::mpsc::channel(capacity.max(1) - 1)
 }
 
 /// Tells one session to close, with the first reason given (a full queue, an expired
@@ -117,7 +132,7 @@ impl Closer {
 
 struct Conn {
     user: Id,
-    tx: mpsc::Sender<Outbound>,
+    tx: EventSender,
     /// Told to close when the connection's queue overflows (a slow reader, 4008) or its
     /// heartbeat expires (4002).
     closer: Closer,
@@ -299,7 +314,7 @@ impl Hub {
         conn: ConnId,
         user: Id,
         channels: &[Id],
-        tx: mpsc::Sender<Outbound>,
+        tx: EventSender,
         closer: Closer,
     ) -> Result<(), BackendError> {
         let _order = self.subscriptions.lock().await;

@@ -23,7 +23,7 @@ async fn hub() -> (Arc<Hub>, Arc<dyn PubSub>) {
 }
 
 /// What is queued, as text: a presence batch's frames (taken) in its place.
-fn texts(rx: &mut mpsc::Receiver<Outbound>) -> Vec<String> {
+fn texts(rx: &mut EventReceiver) -> Vec<String> {
     let mut v = Vec::new();
     loop {
         match rx.try_recv() {
@@ -81,9 +81,9 @@ fn presences(texts: &[String]) -> Vec<String> {
 async fn delivers_to_members_excluding_and_deduping() {
     let (hub, pubsub) = hub().await;
     let (alice, bob, ch) = (Id(1), Id(2), Id(10));
-    let (atx, mut arx) = mpsc::channel(16);
-    let (btx, mut brx) = mpsc::channel(16);
-    let (b2tx, mut b2rx) = mpsc::channel(16);
+    let (atx, mut arx) = queue(16);
+    let (btx, mut brx) = queue(16);
+    let (b2tx, mut b2rx) = queue(16);
     hub.attach(1, alice, &[ch], atx, Closer::default())
         .await
         .unwrap();
@@ -154,7 +154,7 @@ async fn the_cluster_topic_goes_to_the_inbox_never_to_sockets() {
     )
     .await
     .unwrap();
-    let (tx, mut rx) = mpsc::channel(4);
+    let (tx, mut rx) = queue(4);
     let conn = hub.next_conn_id();
     hub.attach(conn, Id(1), &[Id(2)], tx, Closer::default())
         .await
@@ -172,7 +172,7 @@ async fn the_cluster_topic_goes_to_the_inbox_never_to_sockets() {
 async fn join_and_leave_headers_change_what_a_user_receives() {
     let (hub, pubsub) = hub().await;
     let (carol, ch) = (Id(5), Id(20));
-    let (tx, mut rx) = mpsc::channel(16);
+    let (tx, mut rx) = queue(16);
     hub.attach(9, carol, &[], tx, Closer::default())
         .await
         .unwrap();
@@ -196,7 +196,7 @@ async fn join_and_leave_headers_change_what_a_user_receives() {
 #[tokio::test]
 async fn a_full_queue_flags_the_slow_connection() {
     let (hub, pubsub) = hub().await;
-    let (tx, _rx) = mpsc::channel(2);
+    let (tx, _rx) = queue(2);
     let overflow = Closer::default();
     hub.attach(7, Id(1), &[Id(2)], tx, overflow.clone())
         .await
@@ -219,7 +219,7 @@ async fn a_full_queue_flags_the_slow_connection() {
 #[tokio::test]
 async fn a_close_reaches_a_connection_whose_queue_is_full() {
     let (hub, _pubsub) = hub().await;
-    let (tx, _rx) = mpsc::channel(1);
+    let (tx, _rx) = queue(1);
     let closer = Closer::default();
     hub.attach(8, Id(1), &[], tx, closer.clone()).await.unwrap();
     let frame = Outbound::Frame(Event::new(Bytes::from_static(b"x"), None));
@@ -316,7 +316,7 @@ async fn a_stale_leave_arriving_after_the_rejoin_is_ignored() {
     dir.join(ch, carol, parley_protocol::Timestamp::now())
         .await
         .unwrap();
-    let (tx, mut rx) = mpsc::channel(16);
+    let (tx, mut rx) = queue(16);
     hub.attach(9, carol, &[ch], tx, Closer::default())
         .await
         .unwrap();
@@ -347,9 +347,9 @@ async fn a_stale_leave_arriving_after_the_rejoin_is_ignored() {
 async fn a_resync_tells_each_connection_of_each_of_its_channels() {
     let (hub, _) = hub().await;
     let (alice, bob) = (Id(1), Id(2));
-    let (atx, mut arx) = mpsc::channel(16);
-    let (btx, mut brx) = mpsc::channel(16);
-    let (ctx, mut crx) = mpsc::channel(16);
+    let (atx, mut arx) = queue(16);
+    let (btx, mut brx) = queue(16);
+    let (ctx, mut crx) = queue(16);
     hub.attach(1, alice, &[Id(10), Id(11)], atx, Closer::default())
         .await
         .unwrap();
@@ -381,7 +381,7 @@ async fn a_run_of_presence_changes_takes_one_queue_slot_and_keeps_its_place() {
     use PresenceStatus::{Idle, Offline, Online};
     let (hub, pubsub) = hub().await;
     let (ann, ch) = (Id(1), Id(10));
-    let (tx, mut rx) = mpsc::channel(4);
+    let (tx, mut rx) = queue(4);
     let closer = Closer::default();
     hub.attach(1, ann, &[ch], tx, closer.clone()).await.unwrap();
     let publish = |bytes: Bytes| to_channel(&pubsub, ch, bytes);
@@ -412,7 +412,7 @@ async fn a_run_of_presence_changes_takes_one_queue_slot_and_keeps_its_place() {
 async fn presence_entries_past_the_budget_close_a_slow_reader() {
     let (hub, pubsub) = hub().await;
     let (ann, ch) = (Id(1), Id(10));
-    let (tx, _rx) = mpsc::channel(4);
+    let (tx, _rx) = queue(4);
     let closer = Closer::default();
     hub.attach(1, ann, &[ch], tx, closer.clone()).await.unwrap();
     let online = |user: u64| {

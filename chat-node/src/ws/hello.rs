@@ -15,7 +15,6 @@ use parley_protocol::ws::{
     ChannelCursor, ClientFrame, ClientOp, Ready, ResyncRequired, close, event, parse_client_frame,
 };
 use parley_protocol::{Id, Message, Timestamp, limits};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::frame;
@@ -24,7 +23,7 @@ use super::session::{Go, Session, drained};
 use super::socket::{CloseReason, Socket, Transport};
 use crate::error::ApiError;
 use crate::http::AppState;
-use crate::hub::{Closer, Outbound, SessionSlot};
+use crate::hub::{Closer, EventSender, SessionSlot};
 
 /// How long a client has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -146,7 +145,7 @@ impl<T: Transport> Session<T> {
         &mut self,
         r#ref: Option<&str>,
         resume_after: Option<Id>,
-        tx: mpsc::Sender<Outbound>,
+        tx: EventSender,
         closer: Closer,
     ) -> Result<(), ApiError> {
         let chat = self.chat.clone();

@@ -27,9 +27,10 @@ use std::pin::Pin;
 
 use axum::extract::ws::{Message as WsMessage, Utf8Bytes};
 use bytes::Bytes;
+use futures_util::StreamExt as _;
 use parley_protocol::ws::{Reconnect, close, event, parse_client_frame};
 use parley_protocol::{Id, Timestamp};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::frame;
@@ -42,7 +43,7 @@ use crate::drain::Enrolled;
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::hub::presence_batch::{self, PresenceFrame};
-use crate::hub::{Closer, ConnId, Outbound, SessionSlot};
+use crate::hub::{Closer, ConnId, EventReceiver, Outbound, SessionSlot};
 use crate::ratelimit::RateLimiter;
 
 /// Events queued for one connection before it counts as too slow and is closed.
@@ -66,12 +67,17 @@ fn go_when_told(rx: oneshot::Receiver<u64>) -> Go {
 }
 
 /// Runs one connection, given its transport, until it closes.
+///
+/// Its task's size is what every idle connection costs, so what is large and short-lived
+/// is boxed and awaited (the hello, the start, a close, each batch of events, each op), and
+/// the socket is boxed once (moved from step to step, it would otherwise take room in the
+/// task at each).
 pub(super) async fn run<T: Transport>(io: T, chat: AppState) {
-    let mut socket = Socket::new(io, chat.config().ws.write_timeout());
+    let mut socket = Box::new(Socket::new(io, chat.config().ws.write_timeout()));
     let conn = chat.hub().next_conn_id();
     let (go, _guard) = match chat.lifecycle().drain().enrol(conn) {
         // Upgraded just before the drain began.
-        Enrolled::Draining(after_ms) => return drained(&mut socket, after_ms).await,
+        Enrolled::Draining(after_ms) => return Box::pin(drained(&mut socket, after_ms)).await,
         Enrolled::Live { go, guard } => (go, guard),
     };
     let mut go = go_when_told(go);
@@ -93,35 +99,44 @@ pub(super) async fn drained<T: Transport>(socket: &mut Socket<T>, after_ms: u64)
 }
 
 /// One connection from its hello to its close.
-async fn session<T: Transport>(mut socket: Socket<T>, chat: &AppState, conn: ConnId, go: &mut Go) {
-    let Some(greeting) = hello::greet(&mut socket, chat, go).await else {
+async fn session<T: Transport>(
+    mut socket: Box<Socket<T>>,
+    chat: &AppState,
+    conn: ConnId,
+    go: &mut Go,
+) {
+    let Some(greeting) = Box::pin(hello::greet(&mut socket, chat, go)).await else {
         return;
     };
     let r#ref = greeting.r#ref.as_deref();
     let slot = match hello::admit(chat, &greeting) {
         Ok(slot) => slot,
-        Err(e) => return hello::refuse(&mut socket, chat, r#ref, &e).await,
+        Err(e) => return Box::pin(hello::refuse(&mut socket, chat, r#ref, &e)).await,
     };
-    let (tx, rx) = mpsc::channel(QUEUE);
+    let (tx, rx) = crate::hub::queue(QUEUE);
     let closer = Closer::default();
     socket.watch(closer.clone());
     let mut session = Session::new(chat.clone(), greeting.user, conn, socket, slot);
     session.presence_batch = greeting.presence_batch;
-    match session
-        .start(r#ref, greeting.resume_after, tx, closer.clone())
-        .await
-    {
+    let started = Box::pin(session.start(r#ref, greeting.resume_after, tx, closer.clone())).await;
+    match started {
         Ok(()) => session.live(rx, &closer, go, greeting.expires).await,
         Err(e) => {
-            session.answer(r#ref, Err(e)).await;
-            session
-                .socket
-                .close_with((close::INTERNAL_ERROR, "backend unavailable"))
-                .await;
+            Box::pin(async {
+                session.answer(r#ref, Err(e)).await;
+                session
+                    .socket
+                    .close_with((close::INTERNAL_ERROR, "backend unavailable"))
+                    .await;
+            })
+            .await;
         }
     }
-    chat.hub().detach(conn).await;
-    chat.presence().disconnected(greeting.user, conn).await;
+    Box::pin(async {
+        chat.hub().detach(conn).await;
+        chat.presence().disconnected(greeting.user, conn).await;
+    })
+    .await;
 }
 
 /// What ends the live loop from outside the connection.
@@ -150,7 +165,7 @@ pub(super) struct Session<T> {
     pub(super) chat: AppState,
     pub(super) user: Id,
     pub(super) conn: ConnId,
-    pub(super) socket: Socket<T>,
+    pub(super) socket: Box<Socket<T>>,
     /// Highest message id replayed per channel, so live duplicates are skipped.
     pub(super) sent_upto: HashMap<Id, Id>,
     /// Presence changes go out as `presence_batch` frames, not `presence` (hello's choice).
@@ -161,7 +176,13 @@ pub(super) struct Session<T> {
 }
 
 impl<T: Transport> Session<T> {
-    fn new(chat: AppState, user: Id, conn: ConnId, socket: Socket<T>, slot: SessionSlot) -> Self {
+    fn new(
+        chat: AppState,
+        user: Id,
+        conn: ConnId,
+        socket: Box<Socket<T>>,
+        slot: SessionSlot,
+    ) -> Self {
         let rate = FrameRate::new(&chat);
         Self {
             chat,
@@ -185,7 +206,7 @@ impl<T: Transport> Session<T> {
     /// The live loop: until a close, events from the hub queue and ops from the client.
     async fn live(
         &mut self,
-        mut rx: mpsc::Receiver<Outbound>,
+        mut rx: EventReceiver,
         closer: &Closer,
         go: &mut Go,
         expires: Instant,
@@ -216,7 +237,7 @@ impl<T: Transport> Session<T> {
                     Control::Go(after_ms) => {
                         // Events still queued are not written: the client resumes after the
                         // last message it got.
-                        return drained(&mut self.socket, after_ms).await;
+                        return Box::pin(drained(&mut self.socket, after_ms)).await;
                     }
                     Control::Close(reason) => Flow::Close(reason),
                     Control::Expired => Flow::Close((close::TOKEN_EXPIRED, "token expired; reconnect with a fresh token")),
@@ -224,7 +245,7 @@ impl<T: Transport> Session<T> {
                 // The handlers are boxed: their futures (a write, an op and its answer) are
                 // most of a session's size but exist only while they run, and a session
                 // spends its life waiting here (an idle connection's task stays small).
-                out = rx.recv() => match out {
+                out = rx.next() => match out {
                     Some(out) => Box::pin(self.events(out, &mut rx)).await,
                     None => Flow::Close((close::INTERNAL_ERROR, "internal error")),
                 },
@@ -232,15 +253,15 @@ impl<T: Transport> Session<T> {
             };
             match flow {
                 Flow::Continue => {}
-                Flow::Close(reason) => return self.socket.close_with(reason).await,
-                Flow::End => return self.socket.finish().await,
+                Flow::Close(reason) => return Box::pin(self.socket.close_with(reason)).await,
+                Flow::End => return Box::pin(self.socket.finish()).await,
             }
         }
     }
 
     /// Writes `first` and whatever else is queued (up to a batch), with one flush: one
     /// write per batch instead of one per event.
-    async fn events(&mut self, first: Outbound, rx: &mut mpsc::Receiver<Outbound>) -> Flow {
+    async fn events(&mut self, first: Outbound, rx: &mut EventReceiver) -> Flow {
         let mut next = Some(first);
         let mut n = 0;
         while let Some(out) = next.take() {

@@ -8,7 +8,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use parley_protocol::{ErrorCode, Id};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Log, LogEntry, LogRecord, Page, StoredMessage};
@@ -79,7 +78,7 @@ struct Node {
     alice: Id,
     group: Id,
     /// Message events delivered on this node to a connection of alice's: (channel, id).
-    events: mpsc::Receiver<Outbound>,
+    events: crate::hub::EventReceiver,
     stop: CancellationToken,
 }
 
@@ -119,7 +118,7 @@ async fn node() -> Node {
         .user
         .id;
     let group = chat.channels().create_group(alice, "g").await.unwrap().id;
-    let (tx, events) = mpsc::channel(64);
+    let (tx, events) = crate::hub::queue(64);
     let hub = chat.hub().clone();
     hub.attach(hub.next_conn_id(), alice, &[group], tx, Closer::default())
         .await
