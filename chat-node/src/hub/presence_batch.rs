@@ -40,9 +40,9 @@ use parley_protocol::Id;
 /// ~100 bytes plus the shared frame): 4 times the session queue's 1024 slots.
 pub const PENDING_MAX: usize = 4096;
 
-/// Most Presence objects in one `presence_batch` frame (~90 bytes each): a longer batch is
-/// written as several frames, so no frame grows the socket's write buffer (which keeps its
-/// largest size) far past its 4 KiB.
+/// Most Presence objects in one `presence_batch` frame (~90 bytes each, ~3 KiB a frame): a
+/// longer batch is written as several frames, so each stays small for the client to
+/// parse.
 pub const FRAME_MAX_PRESENCES: usize = 32;
 
 /// One user's presence: a `presence` frame and where its Presence object lies in it.

@@ -10,10 +10,11 @@
 //!
 //! Why: a session's live loop wakes for every event it writes, and `tokio::select!` polls
 //! all its branches on each turn. Polled there, the socket's read side tried a read per
-//! event (tungstenite zeroes its 4 KiB read buffer on each try, and re-registers its waker)
-//! and the shutdown, drain, close and expiry futures re-registered theirs: about a tenth of
-//! the node's CPU in a fan-out profile (docs/performance.md). Behind gates, a turn that an
-//! event woke polls them only as far as an atomic flag.
+//! event (tungstenite, which the node used then, zeroed its 4 KiB read buffer on each try
+//! and re-registered its waker) and the shutdown, drain, close and expiry futures
+//! re-registered theirs: about a tenth of the node's CPU in a fan-out profile
+//! (docs/performance.md). Behind gates, a turn that an event woke polls them only as far
+//! as an atomic flag.
 //!
 //! Polling what a future or stream registered a waker for, before that waker fired, is
 //! never needed: a future that returned `Pending` must wake its waker before it can make
