@@ -295,6 +295,44 @@ mod embedded_conformance {
     }
 
     #[tokio::test]
+    async fn an_idle_sqlite_consumer_sees_the_next_append_at_once() {
+        let dir = std::env::temp_dir().join(format!(
+            "parley-log-idle-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pool = sqlite::open(&dir.join("parley.db")).await.unwrap();
+        let log = sqlite::SqliteLog::new(pool.clone(), "messages");
+        let mut c = log.consumer("g").await.unwrap();
+        // Found nothing: later polls skip the read until the writer commits again.
+        for _ in 0..3 {
+            let got = c.poll(10, std::time::Duration::from_millis(5)).await;
+            assert!(got.unwrap().is_empty());
+        }
+        let appender = log.clone();
+        let append = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let record = LogRecord {
+                key: Id(7),
+                payload: bytes::Bytes::from_static(b"x"),
+            };
+            appender.append(&[record]).await.unwrap();
+        });
+        let started = std::time::Instant::now();
+        let got = c.poll(10, std::time::Duration::from_secs(5)).await.unwrap();
+        assert_eq!(got.len(), 1, "the append ends the wait");
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(900),
+            "seen {:?} after the wait began: not by the append's notice",
+            started.elapsed()
+        );
+        append.await.unwrap();
+        pool.close().await;
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test]
     async fn memory_pubsub() {
         let bus = memory::MemoryBus::new();
         let (sink_a, seen_a) = conformance::recording_sink();

@@ -3,6 +3,7 @@
 //! commits. Consumers read by offset and commit their position per group, as with Kafka.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,15 +29,29 @@ pub struct SqliteLog {
     pool: SqlitePool,
     topic: Arc<str>,
     appends: mpsc::Sender<(Vec<LogRecord>, Reply)>,
-    appended: Arc<Notify>,
+    appended: Arc<Appended>,
 }
+
+/// What the writer tells consumers after each group it committed.
+#[derive(Debug, Default)]
+struct Appended {
+    /// Woken after each commit.
+    notify: Notify,
+    /// Groups committed so far: a consumer whose last read found nothing reads again only
+    /// once this moved (or [`REREAD`] passed), so an idle log is not read on every poll.
+    groups: AtomicU64,
+}
+
+/// How long a consumer that found nothing trusts the writer's count before it reads the
+/// log anyway (appends from another handle on the same file count nowhere here).
+const REREAD: Duration = Duration::from_secs(1);
 
 impl SqliteLog {
     /// Opens `topic` on `pool` and starts its writer task (which ends when every handle is
     /// dropped).
     pub fn new(pool: SqlitePool, topic: &str) -> Self {
         let (tx, rx) = mpsc::channel(4096);
-        let appended = Arc::new(Notify::new());
+        let appended = Arc::new(Appended::default());
         let topic: Arc<str> = topic.into();
         tokio::spawn(writer(pool.clone(), topic.clone(), rx, appended.clone()));
         Self {
@@ -52,7 +67,7 @@ async fn writer(
     pool: SqlitePool,
     topic: Arc<str>,
     mut rx: mpsc::Receiver<(Vec<LogRecord>, Reply)>,
-    appended: Arc<Notify>,
+    appended: Arc<Appended>,
 ) {
     let mut group: Vec<(Vec<LogRecord>, Reply)> = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
@@ -61,7 +76,8 @@ async fn writer(
                 for ((_, reply), offsets) in group.drain(..).zip(offsets) {
                     let _ = reply.send(Ok(offsets));
                 }
-                appended.notify_waiters();
+                appended.groups.fetch_add(1, Ordering::Release);
+                appended.notify.notify_waiters();
             }
             Err(e) => {
                 for (_, reply) in group.drain(..) {
@@ -201,6 +217,7 @@ impl Log for SqliteLog {
             position,
             committed: position,
             appended: self.appended.clone(),
+            found_nothing: None,
         }))
     }
 }
@@ -213,7 +230,9 @@ struct SqliteConsumer {
     /// Offset of the last record polled.
     position: i64,
     committed: i64,
-    appended: Arc<Notify>,
+    appended: Arc<Appended>,
+    /// The writer's count of groups and the time when the last read found nothing.
+    found_nothing: Option<(u64, tokio::time::Instant)>,
 }
 
 impl SqliteConsumer {
@@ -248,14 +267,24 @@ impl LogConsumer for SqliteConsumer {
     ) -> Result<Vec<PolledRecord>, BackendError> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            // Register interest before reading, so an append between the read and the wait
-            // is not missed.
-            let notified = self.appended.notified();
-            let rows = self.read(max).await?;
-            if let Some(last) = rows.last() {
-                // Offsets come from an INTEGER column: they fit.
-                self.position = i64::try_from(last.offset).unwrap_or(i64::MAX);
-                return Ok(rows);
+            // Register interest and load the count before reading, so an append between
+            // the read and the wait is not missed (tokio's `notify_waiters` wakes every
+            // `Notified` made before it, polled or not).
+            let notified = self.appended.notify.notified();
+            let groups = self.appended.groups.load(Ordering::Acquire);
+            let now = tokio::time::Instant::now();
+            let unchanged = self
+                .found_nothing
+                .is_some_and(|(seen, at)| seen == groups && now < at + REREAD);
+            if !unchanged {
+                let rows = self.read(max).await?;
+                if let Some(last) = rows.last() {
+                    // Offsets come from an INTEGER column: they fit.
+                    self.position = i64::try_from(last.offset).unwrap_or(i64::MAX);
+                    self.found_nothing = None;
+                    return Ok(rows);
+                }
+                self.found_nothing = Some((groups, now));
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 return Ok(Vec::new());
