@@ -255,14 +255,20 @@ mod embedded_conformance {
         .await;
     }
 
-    #[tokio::test]
-    async fn sqlite_store_on_a_file_survives_reopening() {
+    /// A new directory under the system's temporary one, named after `tag`.
+    fn temp_dir(tag: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!(
-            "parley-sqlite-{}-{}",
+            "{tag}-{}-{}",
             std::process::id(),
             rand::random::<u32>()
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn sqlite_store_on_a_file_survives_reopening() {
+        let dir = temp_dir("parley-sqlite");
         let path = dir.join("parley.db");
         let pool = sqlite::open(&path).await.unwrap();
         conformance::store_suite(&Stores::from_backend(Arc::new(sqlite::SqliteStore::new(
@@ -282,12 +288,7 @@ mod embedded_conformance {
 
     #[tokio::test]
     async fn sqlite_log() {
-        let dir = std::env::temp_dir().join(format!(
-            "parley-log-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("parley-log");
         let pool = sqlite::open(&dir.join("parley.db")).await.unwrap();
         conformance::log_suite(&sqlite::SqliteLog::new(pool.clone(), "messages")).await;
         pool.close().await;
@@ -296,12 +297,7 @@ mod embedded_conformance {
 
     #[tokio::test]
     async fn an_idle_sqlite_consumer_sees_the_next_append_at_once() {
-        let dir = std::env::temp_dir().join(format!(
-            "parley-log-idle-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("parley-log-idle");
         let pool = sqlite::open(&dir.join("parley.db")).await.unwrap();
         let log = sqlite::SqliteLog::new(pool.clone(), "messages");
         let mut c = log.consumer("g").await.unwrap();

@@ -559,7 +559,7 @@ impl Hub {
                 continue;
             };
             for &channel_id in channels {
-                let bytes = frames.entry(channel_id).or_insert_with(|| {
+                let event = frames.entry(channel_id).or_insert_with(|| {
                     let d = parley_protocol::ws::ResyncRequired { channel_id };
                     let frame = serde_json::to_vec(&parley_protocol::ws::ServerFrame {
                         t: parley_protocol::ws::event::RESYNC_REQUIRED,
@@ -569,7 +569,7 @@ impl Hub {
                     .expect("server frames serialize");
                     Event::new(Bytes::from(frame), None)
                 });
-                if queue_or_close(conn, Outbound::Frame(bytes.clone())) {
+                if queue_or_close(conn, Outbound::Frame(event.clone())) {
                     queued += 1;
                 }
             }
