@@ -266,6 +266,25 @@ mod embedded_conformance {
         dir
     }
 
+    /// The log's topic `messages` on a new database file under a new [`temp_dir`]: the
+    /// directory (to remove), the database (to close) and the log.
+    async fn file_log(tag: &str) -> (std::path::PathBuf, sqlite::Database, sqlite::SqliteLog) {
+        let dir = temp_dir(tag);
+        let db = sqlite::open(&dir.join("parley.db")).await.unwrap();
+        let log = sqlite::SqliteLog::new(db.clone(), "messages");
+        (dir, db, log)
+    }
+
+    /// `n` records of `payload`, keyed 0, 1, ...
+    fn records(n: u64, payload: &bytes::Bytes) -> Vec<LogRecord> {
+        (0..n)
+            .map(|i| LogRecord {
+                key: Id(i),
+                payload: payload.clone(),
+            })
+            .collect()
+    }
+
     #[tokio::test]
     async fn sqlite_store_on_a_file_survives_reopening() {
         let dir = temp_dir("parley-sqlite");
@@ -288,18 +307,15 @@ mod embedded_conformance {
 
     #[tokio::test]
     async fn sqlite_log() {
-        let dir = temp_dir("parley-log");
-        let pool = sqlite::open(&dir.join("parley.db")).await.unwrap();
-        conformance::log_suite(&sqlite::SqliteLog::new(pool.clone(), "messages")).await;
-        pool.close().await;
+        let (dir, db, log) = file_log("parley-log").await;
+        conformance::log_suite(&log).await;
+        db.close().await;
         std::fs::remove_dir_all(&dir).ok();
     }
 
     #[tokio::test]
     async fn an_idle_sqlite_consumer_sees_the_next_append_at_once() {
-        let dir = temp_dir("parley-log-idle");
-        let pool = sqlite::open(&dir.join("parley.db")).await.unwrap();
-        let log = sqlite::SqliteLog::new(pool.clone(), "messages");
+        let (dir, db, log) = file_log("parley-log-idle").await;
         let mut c = log.consumer("g").await.unwrap();
         // Found nothing: later polls skip the read until the writer commits again.
         for _ in 0..3 {
@@ -324,7 +340,70 @@ mod embedded_conformance {
             started.elapsed()
         );
         append.await.unwrap();
-        pool.close().await;
+        db.close().await;
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Consumed records are deleted once a commit finds [`sqlite`]'s trim due (1024 records
+    /// or 1 s since the last trim), and only those every group has consumed.
+    #[tokio::test]
+    async fn sqlite_log_deletes_what_every_group_consumed() {
+        let (dir, db, log) = file_log("parley-log-trim").await;
+        let rows = || async {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM log")
+                .fetch_one(db.pool())
+                .await
+                .unwrap()
+        };
+        let x = bytes::Bytes::from_static(b"x");
+        let mut slow = log.consumer("slow").await.unwrap();
+        let mut fast = log.consumer("fast").await.unwrap();
+        log.append(&records(3, &x)).await.unwrap();
+        // Both groups read the 3 and commit: too few, too soon, nothing is deleted.
+        let wait = std::time::Duration::from_secs(1);
+        assert_eq!(slow.poll(10, wait).await.unwrap().len(), 3);
+        slow.commit().await.unwrap();
+        assert_eq!(fast.poll(10, wait).await.unwrap().len(), 3);
+        fast.commit().await.unwrap();
+        assert_eq!(rows().await, 3);
+        // 1100 more: the fast group's commit deletes what both consumed (the first 3).
+        log.append(&records(1100, &x)).await.unwrap();
+        assert_eq!(fast.poll(2000, wait).await.unwrap().len(), 1100);
+        fast.commit().await.unwrap();
+        assert_eq!(rows().await, 1100, "the slow group has not read these");
+        // A second later the slow group's commit is due a trim: all of it goes.
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        assert_eq!(slow.poll(2000, wait).await.unwrap().len(), 1100);
+        slow.commit().await.unwrap();
+        assert_eq!(rows().await, 0);
+        db.close().await;
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// With SQLite's own checkpoints off, the WAL is copied back by the node's checkpoint
+    /// task: the WAL file is reused from its start, not grown with every write.
+    #[tokio::test]
+    async fn the_sqlite_wal_is_checkpointed_beside_the_writes() {
+        let (dir, db, log) = file_log("parley-wal").await;
+        let wal = dir.join("parley.db-wal");
+        let payload = bytes::Bytes::from(vec![b'x'; 2000]);
+        let mut sizes = Vec::new();
+        for _ in 0..3 {
+            for record in records(300, &payload) {
+                log.append(&[record]).await.unwrap();
+            }
+            sizes.push(std::fs::metadata(&wal).unwrap().len());
+            // Past the checkpoint period.
+            tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        }
+        // Each round writes ~300 commits of a 2 KB record: without checkpoints the file
+        // would hold all three rounds.
+        assert!(sizes[0] > 600_000, "{sizes:?}");
+        assert!(
+            sizes[2] < sizes[0] * 3 / 2,
+            "the WAL grew round after round: {sizes:?}"
+        );
+        db.close().await;
         std::fs::remove_dir_all(&dir).ok();
     }
 

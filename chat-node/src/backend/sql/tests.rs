@@ -7,7 +7,11 @@ use sqlx::SqlitePool;
 use super::{IdList, Unsigned};
 
 async fn memory() -> SqlitePool {
-    crate::backend::sqlite::open_memory().await.unwrap()
+    crate::backend::sqlite::open_memory()
+        .await
+        .unwrap()
+        .pool()
+        .clone()
 }
 
 #[tokio::test]

@@ -9,10 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use parley_protocol::Id;
-use sqlx::SqlitePool;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::err;
+use super::{Database, err};
 use crate::backend::{BackendError, Log, LogConsumer, LogRecord, PolledRecord};
 
 /// Most appends one group commit carries.
@@ -26,7 +25,7 @@ type Reply = oneshot::Sender<Result<Vec<u64>, BackendError>>;
 /// One topic of the embedded log.
 #[derive(Debug, Clone)]
 pub struct SqliteLog {
-    pool: SqlitePool,
+    db: Database,
     topic: Arc<str>,
     appends: mpsc::Sender<(Vec<LogRecord>, Reply)>,
     appended: Arc<Appended>,
@@ -42,20 +41,27 @@ struct Appended {
     groups: AtomicU64,
 }
 
+/// A consumer deletes the records every group has consumed once it committed this many
+/// records since it last did, or [`TRIM_AFTER`] passed: not on every commit, which would be
+/// a second statement (a transaction, three more round trips) under the write lock.
+const TRIM_RECORDS: i64 = 1024;
+/// See [`TRIM_RECORDS`].
+const TRIM_AFTER: Duration = Duration::from_secs(1);
+
 /// How long a consumer that found nothing trusts the writer's count before it reads the
 /// log anyway (appends from another handle on the same file count nowhere here).
 const REREAD: Duration = Duration::from_secs(1);
 
 impl SqliteLog {
-    /// Opens `topic` on `pool` and starts its writer task (which ends when every handle is
+    /// Opens `topic` on `db` and starts its writer task (which ends when every handle is
     /// dropped).
-    pub fn new(pool: SqlitePool, topic: &str) -> Self {
+    pub fn new(db: Database, topic: &str) -> Self {
         let (tx, rx) = mpsc::channel(4096);
         let appended = Arc::new(Appended::default());
         let topic: Arc<str> = topic.into();
-        tokio::spawn(writer(pool.clone(), topic.clone(), rx, appended.clone()));
+        tokio::spawn(writer(db.clone(), topic.clone(), rx, appended.clone()));
         Self {
-            pool,
+            db,
             topic,
             appends: tx,
             appended,
@@ -64,14 +70,18 @@ impl SqliteLog {
 }
 
 async fn writer(
-    pool: SqlitePool,
+    db: Database,
     topic: Arc<str>,
     mut rx: mpsc::Receiver<(Vec<LogRecord>, Reply)>,
     appended: Arc<Appended>,
 ) {
     let mut group: Vec<(Vec<LogRecord>, Reply)> = Vec::with_capacity(MAX_GROUP);
     while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-        match write_group(&pool, &topic, &group).await {
+        let written = {
+            let _lock = db.write_lock().await;
+            write_group(db.pool(), &topic, &group).await
+        };
+        match written {
             Ok(offsets) => {
                 for ((_, reply), offsets) in group.drain(..).zip(offsets) {
                     let _ = reply.send(Ok(offsets));
@@ -93,7 +103,7 @@ async fn writer(
 /// go in one multi-row `INSERT`, atomic on its own, so no `BEGIN`/`COMMIT` round trips to
 /// the connection's worker thread; more take a transaction.
 async fn write_group(
-    pool: &SqlitePool,
+    pool: &sqlx::SqlitePool,
     topic: &str,
     group: &[(Vec<LogRecord>, Reply)],
 ) -> Result<Vec<Vec<u64>>, BackendError> {
@@ -174,7 +184,7 @@ impl Log for SqliteLog {
         let end: Option<i64> =
             sqlx::query_scalar(r#"SELECT MAX("offset") FROM log WHERE topic = ?"#)
                 .bind(&*self.topic)
-                .fetch_one(&self.pool)
+                .fetch_one(self.db.pool())
                 .await
                 .map_err(err)?;
         let Some(end) = end else { return Ok(()) };
@@ -185,7 +195,7 @@ impl Log for SqliteLog {
             )
             .bind(&*self.topic)
             .bind(group)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db.pool())
             .await
             .map_err(err)?;
             if committed.is_some_and(|c| c >= end) {
@@ -206,16 +216,17 @@ impl Log for SqliteLog {
             sqlx::query_scalar(r#"SELECT "offset" FROM log_offsets WHERE topic = ? AND grp = ?"#)
                 .bind(&*self.topic)
                 .bind(group)
-                .fetch_optional(&self.pool)
+                .fetch_optional(self.db.pool())
                 .await
                 .map_err(err)?;
         let position = committed.unwrap_or(0);
         Ok(Box::new(SqliteConsumer {
-            pool: self.pool.clone(),
+            db: self.db.clone(),
             topic: self.topic.clone(),
             group: group.to_owned(),
             position,
             committed: position,
+            trimmed: (position, tokio::time::Instant::now()),
             appended: self.appended.clone(),
             found_nothing: None,
         }))
@@ -224,12 +235,14 @@ impl Log for SqliteLog {
 
 #[derive(Debug)]
 struct SqliteConsumer {
-    pool: SqlitePool,
+    db: Database,
     topic: Arc<str>,
     group: String,
     /// Offset of the last record polled.
     position: i64,
     committed: i64,
+    /// The committed offset and the time when this consumer last deleted consumed records.
+    trimmed: (i64, tokio::time::Instant),
     appended: Arc<Appended>,
     /// The writer's count of groups and the time when the last read found nothing.
     found_nothing: Option<(u64, tokio::time::Instant)>,
@@ -243,7 +256,7 @@ impl SqliteConsumer {
         .bind(&*self.topic)
         .bind(self.position)
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.pool())
         .await
         .map_err(err)?;
         rows.into_iter()
@@ -296,7 +309,8 @@ impl LogConsumer for SqliteConsumer {
         if self.position == self.committed {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await.map_err(err)?;
+        let _lock = self.db.write_lock().await;
+        // One statement, atomic on its own: no transaction round trips under the lock.
         sqlx::query(
             r#"INSERT INTO log_offsets (topic, grp, "offset") VALUES (?, ?, ?)
                ON CONFLICT (topic, grp) DO UPDATE SET "offset" = excluded."offset""#,
@@ -304,19 +318,24 @@ impl LogConsumer for SqliteConsumer {
         .bind(&*self.topic)
         .bind(&self.group)
         .bind(self.position)
-        .execute(&mut *tx)
+        .execute(self.db.pool())
         .await
         .map_err(err)?;
-        // Records every group has consumed are no longer needed.
-        sqlx::query(
-            r#"DELETE FROM log WHERE topic = ?1 AND "offset" <= (SELECT MIN("offset") FROM log_offsets WHERE topic = ?1)"#,
-        )
-        .bind(&*self.topic)
-        .execute(&mut *tx)
-        .await
-        .map_err(err)?;
-        tx.commit().await.map_err(err)?;
         self.committed = self.position;
+        let now = tokio::time::Instant::now();
+        let (trimmed_at_offset, trimmed_at) = self.trimmed;
+        if self.committed - trimmed_at_offset >= TRIM_RECORDS || now >= trimmed_at + TRIM_AFTER {
+            // Records every group has consumed are no longer needed. (A failure here leaves
+            // them for the next commit: the position above is committed.)
+            sqlx::query(
+                r#"DELETE FROM log WHERE topic = ?1 AND "offset" <= (SELECT MIN("offset") FROM log_offsets WHERE topic = ?1)"#,
+            )
+            .bind(&*self.topic)
+            .execute(self.db.pool())
+            .await
+            .map_err(err)?;
+            self.trimmed = (self.committed, now);
+        }
         Ok(())
     }
 }

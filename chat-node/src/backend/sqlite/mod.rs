@@ -1,5 +1,5 @@
 //! Embedded backends on one SQLite file: the Store ([`SqliteStore`]) and the durable log
-//! ([`SqliteLog`]).
+//! ([`SqliteLog`]), both on one [`Database`].
 
 mod log;
 mod store;
@@ -9,6 +9,7 @@ pub use store::{SqliteMessages, SqliteStore};
 
 use std::path::Path;
 use std::str::FromStr as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -60,10 +61,51 @@ pub(crate) fn err(e: sqlx::Error) -> BackendError {
     super::sql::error::backend_error::<sqlx::Sqlite>(e)
 }
 
+/// One SQLite database: its connection pool, and the lock that the hot writers (the log's
+/// group commits, the persister's batches and its offset commits) take around each write.
+///
+/// SQLite lets one connection write at a time; another that tries is refused with
+/// `SQLITE_BUSY` and retried by the busy handler, which sleeps 1, 2, 5, 10 ms... between
+/// tries (`sqliteDefaultBusyCallback` in SQLite's `main.c`; libsqlite3-sys builds it with
+/// `HAVE_USLEEP`). So a send whose append met a persister batch waited at least 1 ms
+/// (the 1:1 p99 of issue 14). Writers that queue here instead wait only as long as the
+/// write before them. Other writes (the directory's) still rely on the busy handler:
+/// they are rare next to these.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: SqlitePool,
+    writes: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Database {
+    fn new(pool: SqlitePool) -> Self {
+        Self {
+            pool,
+            writes: Arc::default(),
+        }
+    }
+
+    /// The connection pool (reads, and writes that do not take [`Database::write_lock`]).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Waits for this process's other hot writers (first come, first served: tokio's
+    /// `Mutex` is fair) and holds them off until the guard is dropped.
+    pub(crate) async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writes.lock().await
+    }
+
+    /// Closes the pool (see `sqlx::Pool::close`).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
 /// Opens (creating if needed) the database file and brings its schema up to date. A new
 /// file is created `0600`; SQLite gives its `-wal` and `-shm` files the database file's
 /// mode, so they are private too.
-pub async fn open(path: &Path) -> Result<SqlitePool, BackendError> {
+pub async fn open(path: &Path) -> Result<Database, BackendError> {
     match super::datadir::new_private_file().open(path).await {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -77,18 +119,56 @@ pub async fn open(path: &Path) -> Result<SqlitePool, BackendError> {
         // WAL + NORMAL: a commit survives a crash of the process (not of the machine).
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5));
+        .busy_timeout(Duration::from_secs(5))
+        // No checkpoint in the commit that fills the WAL past 1000 pages (SQLite's
+        // default): that commit (a send's append, as often as not) would wait for the
+        // pages to be copied and the file synced. [`checkpoints`] does it beside them.
+        .pragma("wal_autocheckpoint", "0");
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
+        // No ping before each use: it is a round trip to the connection's worker thread
+        // (two thread switches) and finds nothing on a local file that a query would not.
+        .test_before_acquire(false)
         .connect_with(options)
         .await
         .map_err(err)?;
     migrate(&pool).await?;
-    Ok(pool)
+    tokio::spawn(checkpoints(pool.clone()));
+    Ok(Database::new(pool))
+}
+
+/// How often [`checkpoints`] copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Copies the WAL into the database file every [`CHECKPOINT_EVERY`] until the pool is
+/// closed, with `PRAGMA wal_checkpoint(PASSIVE)`: it waits for no reader or writer, and
+/// writers go on committing while it runs (<https://sqlite.org/pragma.html#pragma_wal_checkpoint>,
+/// <https://sqlite.org/wal.html#checkpointing>). Once a checkpoint has copied everything,
+/// the next commit starts the WAL over, so its size stays about one period of writes. A
+/// failed checkpoint is logged and tried again at the next period.
+async fn checkpoints(pool: SqlitePool) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!("SQLite checkpoint failed (tried again in {CHECKPOINT_EVERY:?}): {e}");
+        }
+    }
 }
 
 /// An in-memory database (tests).
-pub async fn open_memory() -> Result<SqlitePool, BackendError> {
+pub async fn open_memory() -> Result<Database, BackendError> {
     let options = SqliteConnectOptions::from_str("sqlite::memory:").map_err(err)?;
     // One connection: every connection to `:memory:` is its own database.
     let pool = SqlitePoolOptions::new()
@@ -97,7 +177,7 @@ pub async fn open_memory() -> Result<SqlitePool, BackendError> {
         .await
         .map_err(err)?;
     migrate(&pool).await?;
-    Ok(pool)
+    Ok(Database::new(pool))
 }
 
 async fn migrate(pool: &SqlitePool) -> Result<(), BackendError> {

@@ -4,9 +4,9 @@
 use async_trait::async_trait;
 use parley_protocol::{Id, Timestamp};
 use sqlx::types::Json;
-use sqlx::{AssertSqlSafe, Sqlite, SqlitePool};
+use sqlx::{AssertSqlSafe, Sqlite};
 
-use super::err;
+use super::{Database, err};
 use crate::backend::sql::rows::MESSAGE_COLUMNS;
 use crate::backend::sql::{MessageRows, SqlStore, Unsigned};
 use crate::backend::{BackendError, HighWater, MessageStore, OwnerTerm, Page, StoredMessage};
@@ -20,8 +20,9 @@ const MESSAGES_PER_INSERT: usize = 1000;
 pub type SqliteStore = SqlStore<Sqlite, SqliteMessages>;
 
 impl SqlStore<Sqlite, SqliteMessages> {
-    pub fn new(pool: SqlitePool) -> Self {
-        Self::from_parts(pool.clone(), SqliteMessages { pool })
+    /// The Store on `db` (its message batches take `db`'s write lock).
+    pub fn new(db: Database) -> Self {
+        Self::from_parts(db.pool().clone(), SqliteMessages { db })
     }
 
     /// The latest `created_at` among the 1000 messages with the highest IDs (`None`: no
@@ -32,7 +33,7 @@ impl SqlStore<Sqlite, SqliteMessages> {
         let at: Option<i64> = sqlx::query_scalar(
             "SELECT MAX(created_at) FROM (SELECT created_at FROM messages ORDER BY id DESC LIMIT 1000)",
         )
-        .fetch_one(&self.messages.pool)
+        .fetch_one(self.messages.db.pool())
         .await
         .map_err(err)?;
         Ok(at.map(Timestamp))
@@ -42,13 +43,44 @@ impl SqlStore<Sqlite, SqliteMessages> {
 /// Table `messages` of the SQLite database.
 #[derive(Debug, Clone)]
 pub struct SqliteMessages {
-    pool: SqlitePool,
+    db: Database,
 }
 
 impl SqliteMessages {
     fn rows(&self) -> MessageRows<'_, Sqlite> {
-        MessageRows(&self.pool)
+        MessageRows(self.db.pool())
     }
+}
+
+/// Inserts `messages` with one statement (10 bound parameters a row, under SQLite's 32766
+/// for up to [`MESSAGES_PER_INSERT`] rows), skipping those already stored; how many it
+/// inserted.
+async fn insert_messages<'e, E>(executor: E, messages: &[StoredMessage]) -> R<u64>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    let sql = super::multi_row_sql(
+        "INSERT INTO messages (channel_id, id, seq, author_id, text, client_msg_id, \
+         attachments, reply_to, created_at, moderated)",
+        10,
+        messages.len(),
+        " ON CONFLICT DO NOTHING",
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for m in messages {
+        q = q
+            .bind(m.channel_id)
+            .bind(m.id)
+            .bind(Unsigned(m.seq))
+            .bind(m.author_id)
+            .bind(&m.text)
+            .bind(&m.client_msg_id)
+            .bind(Json(&m.attachments))
+            .bind(m.reply_to)
+            .bind(m.created_at)
+            .bind(m.moderated);
+    }
+    Ok(q.execute(executor).await.map_err(err)?.rows_affected())
 }
 
 #[async_trait]
@@ -57,35 +89,18 @@ impl MessageStore for SqliteMessages {
         if batch.is_empty() && terms.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin().await.map_err(err)?;
-        let mut inserted = 0;
+        let _lock = self.db.write_lock().await;
         // One statement per chunk, not per message: each statement is a round trip to the
-        // connection's worker thread while the transaction holds SQLite's write lock (and
-        // the log's appends wait for it). 10 bound parameters a row, under SQLite's 32766.
+        // connection's worker thread while the write lock is held (and the log's appends
+        // wait for it). A batch of one chunk and no terms (every batch of a steady trickle
+        // of sends) is one statement, atomic on its own: no `BEGIN`/`COMMIT` round trips.
+        if batch.len() <= MESSAGES_PER_INSERT && terms.is_empty() {
+            return insert_messages(self.db.pool(), batch).await;
+        }
+        let mut tx = self.db.pool().begin().await.map_err(err)?;
+        let mut inserted = 0;
         for chunk in batch.chunks(MESSAGES_PER_INSERT) {
-            let sql = super::multi_row_sql(
-                "INSERT INTO messages (channel_id, id, seq, author_id, text, client_msg_id, \
-                 attachments, reply_to, created_at, moderated)",
-                10,
-                chunk.len(),
-                " ON CONFLICT DO NOTHING",
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for m in chunk {
-                q = q
-                    .bind(m.channel_id)
-                    .bind(m.id)
-                    .bind(Unsigned(m.seq))
-                    .bind(m.author_id)
-                    .bind(&m.text)
-                    .bind(&m.client_msg_id)
-                    .bind(Json(&m.attachments))
-                    .bind(m.reply_to)
-                    .bind(m.created_at)
-                    .bind(m.moderated);
-            }
-            let res = q.execute(&mut *tx).await.map_err(err)?;
-            inserted += res.rows_affected();
+            inserted += insert_messages(&mut *tx, chunk).await?;
         }
         for (channel, term) in terms {
             sqlx::query(
@@ -140,7 +155,7 @@ impl MessageStore for SqliteMessages {
             .bind(author)
             .bind(client_msg_id)
             .bind(since)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db.pool())
             .await
             .map_err(err)
     }
