@@ -221,6 +221,17 @@ enum Phase {
     Upgraded,
 }
 
+/// What a read that found nothing waits under.
+#[derive(Debug, Clone, Copy)]
+enum ReadDeadline {
+    /// A request head (or the next one) is due by then.
+    At(Instant),
+    /// None while a request is served; one may start again once it is done.
+    None,
+    /// None ever again: the connection is upgraded.
+    Never,
+}
+
 #[derive(Debug)]
 struct ConnState {
     phase: Mutex<Phase>,
@@ -245,10 +256,11 @@ impl ConnState {
         self.phase.lock()
     }
 
-    fn read_deadline(&self) -> Option<Instant> {
+    fn read_deadline(&self) -> ReadDeadline {
         match *self.lock() {
-            Phase::Head(at) | Phase::Idle(at) => Some(at),
-            Phase::Busy | Phase::Upgraded => None,
+            Phase::Head(at) | Phase::Idle(at) => ReadDeadline::At(at),
+            Phase::Busy => ReadDeadline::None,
+            Phase::Upgraded => ReadDeadline::Never,
         }
     }
 
@@ -288,8 +300,13 @@ impl ConnState {
         }
     }
 
+    /// The connection is handed over to an upgraded protocol: no deadline will start again,
+    /// so the waker kept for one is dropped. (It is hyper's connection task's, which ends
+    /// with the upgrade; kept, it would hold that task's memory, about 1 KiB, for as long
+    /// as the WebSocket lives.)
     fn upgraded(&self) {
         *self.lock() = Phase::Upgraded;
+        drop(self.reader.lock().take());
     }
 }
 
@@ -303,23 +320,25 @@ struct Guarded {
     tcp: TcpStream,
     _permit: Permit,
     state: Arc<ConnState>,
-    read_timer: Pin<Box<Sleep>>,
+    /// Made when a read first waits under a deadline, dropped once the connection is
+    /// upgraded (a WebSocket's session keeps its own time): an idle WebSocket holds none.
+    read_timer: Option<Pin<Box<Sleep>>>,
     read_timer_at: Option<Instant>,
-    write_timer: Pin<Box<Sleep>>,
+    /// Made when a write first stalls.
+    write_timer: Option<Pin<Box<Sleep>>>,
     write_stalled: bool,
     write_bound: Duration,
 }
 
 impl Guarded {
     fn new(tcp: TcpStream, permit: Permit, state: Arc<ConnState>, write_bound: Duration) -> Self {
-        let far = Instant::now() + Duration::from_secs(86_400 * 365);
         Self {
             tcp,
             _permit: permit,
             state,
-            read_timer: Box::pin(tokio::time::sleep_until(far)),
+            read_timer: None,
             read_timer_at: None,
-            write_timer: Box::pin(tokio::time::sleep_until(far)),
+            write_timer: None,
             write_stalled: false,
             write_bound,
         }
@@ -327,13 +346,15 @@ impl Guarded {
 
     /// A write that returned `Pending`: fails once it has made no progress for the bound.
     fn stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let deadline = Instant::now() + self.write_bound;
+        let timer = self
+            .write_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if !self.write_stalled {
             self.write_stalled = true;
-            self.write_timer
-                .as_mut()
-                .reset(Instant::now() + self.write_bound);
+            timer.as_mut().reset(deadline);
         }
-        if self.write_timer.as_mut().poll(cx).is_ready() {
+        if timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Err(timed_out("the client does not read")));
         }
         Poll::Pending
@@ -381,16 +402,23 @@ impl AsyncRead for Guarded {
             Poll::Pending => {}
         }
         match this.state.read_deadline() {
-            Some(deadline) => {
+            ReadDeadline::At(deadline) => {
+                let timer = this
+                    .read_timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 if this.read_timer_at != Some(deadline) {
-                    this.read_timer.as_mut().reset(deadline);
+                    timer.as_mut().reset(deadline);
                     this.read_timer_at = Some(deadline);
                 }
-                if this.read_timer.as_mut().poll(cx).is_ready() {
+                if timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Err(timed_out("no complete request in time")));
                 }
             }
-            None => this.state.wait_for_reads(cx.waker()),
+            ReadDeadline::None => this.state.wait_for_reads(cx.waker()),
+            ReadDeadline::Never => {
+                this.read_timer = None;
+                this.read_timer_at = None;
+            }
         }
         Poll::Pending
     }

@@ -62,3 +62,29 @@ fn trusted_proxies_parse_as_ranges_or_hosts() {
     assert!(parse_net("10.0.0.0/33").is_err());
     assert!(parse_net("proxy.local").is_err());
 }
+
+/// A waker that counts its clones alive through its `Arc`.
+struct Counted;
+
+impl std::task::Wake for Counted {
+    fn wake(self: Arc<Self>) {}
+}
+
+#[test]
+fn an_upgrade_lets_go_of_the_connection_tasks_waker() {
+    let state = ConnState::new(Duration::from_secs(1), Duration::from_secs(1));
+    let task = Arc::new(Counted);
+    let waker = std::task::Waker::from(task.clone());
+    // hyper's task read while the upgrade request was served: its waker is kept, to be
+    // woken when the connection turns idle.
+    state.request_started();
+    assert!(matches!(state.read_deadline(), ReadDeadline::None));
+    state.wait_for_reads(&waker);
+    drop(waker);
+    assert_eq!(Arc::strong_count(&task), 2);
+    // Upgraded: the WebSocket holds this state for its whole life, and must not hold the
+    // (finished) connection task with it.
+    state.upgraded();
+    assert_eq!(Arc::strong_count(&task), 1);
+    assert!(matches!(state.read_deadline(), ReadDeadline::Never));
+}
