@@ -22,6 +22,7 @@ use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::runner::{Publish, Sink, ms, open_publisher, open_rooms};
+use super::stats::Usage;
 use super::target::{Plan, Target, Who};
 use super::{Common, Ctx, check_conns};
 
@@ -202,7 +203,7 @@ async fn step(
     sink.window.close(start_ns + warm_ns + measured_ns);
     let total = (rate * (a.warmup_s + a.secs)).floor() as u64;
     let answered0 = sink.answered.load(Relaxed);
-    let (cpu0, driver0, wall0) = pace(
+    let (usage0, driver0, wall0) = pace(
         ctx,
         queues,
         rate,
@@ -222,7 +223,8 @@ async fn step(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let cpu_s = ctx.server.cpu_s() - cpu0;
+    let usage = ctx.server.usage() - usage0;
+    let cpu_s = usage.cpu_s();
     let driver_cpu_s = ctx.driver.cpu_s() - driver0;
     let cpu_wall_s = wall0.elapsed().as_secs_f64();
     let deliveries = sink.deliveries.load(Relaxed);
@@ -246,7 +248,7 @@ async fn step(
     let _ = ctx.rec.record(
         &format!("{key} {}x{} rate={rate:.0}", a.rooms, a.members),
         &format!(
-            "{deliveries} deliveries ({dps:.0}/s, {per_cpu:.0}/CPU-s, {} missing, {} refused); deliver p50 {} p99 {} p999 {} max {} ms; ack p50 {} p99 {} ms; server {:.0} % busy, driver {:.0} %",
+            "{deliveries} deliveries ({dps:.0}/s, {per_cpu:.0}/CPU-s, {} missing, {} refused); deliver p50 {} p99 {} p999 {} max {} ms; ack p50 {} p99 {} ms; server {:.0} % busy ({}), driver {:.0} %",
             s.missing(),
             s.refused,
             ms(d.quantile_ms(0.5)),
@@ -256,6 +258,7 @@ async fn step(
             ms(k.quantile_ms(0.5)),
             ms(k.quantile_ms(0.99)),
             100.0 * cpu_s / cpu_wall_s.max(1e-9),
+            usage.describe(deliveries, "delivery"),
             100.0 * driver_cpu_s / cpu_wall_s.max(1e-9),
         ),
         json!({"deliveries_per_s": dps, "deliveries_per_cpu_s": per_cpu,
@@ -266,6 +269,7 @@ async fn step(
         json!({"rooms": a.rooms, "members": a.members, "rate": rate, "secs": a.secs,
                "deliveries": deliveries, "expected": expected, "cpu_s": cpu_s, "refused": s.refused,
                "cpu_wall_s": cpu_wall_s, "driver_cpu_s": driver_cpu_s,
+               "server_user_s": usage.user_s, "server_system_s": usage.system_s, "server_write_syscalls": usage.write_syscalls,
                "closed": sink.closed.load(Relaxed), "sustained": s.sustained(a.bound_ms),
                "cdf_deliver_ms": d.cdf(), "cdf_ack_ms": k.cdf()}),
     );
@@ -273,8 +277,8 @@ async fn step(
 }
 
 /// Queues `total` publishes at `rate` from `start_ns` on, round-robin over the rooms'
-/// queues, each stamped when queued. Returns the server's and the driver's CPU seconds
-/// read when the warm-up ended (at `measure_ns`), and when that was.
+/// queues, each stamped when queued. Returns the server's usage and the driver's CPU
+/// seconds read when the warm-up ended (at `measure_ns`), and when that was.
 async fn pace(
     ctx: &Ctx,
     queues: &[UnboundedSender<Publish>],
@@ -283,7 +287,7 @@ async fn pace(
     measure_ns: u64,
     total: u64,
     next_req: &mut u64,
-) -> (f64, f64, Instant) {
+) -> (Usage, f64, Instant) {
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut sent = 0u64;
@@ -292,7 +296,7 @@ async fn pace(
         tick.tick().await;
         let now = ctx.clock.now_ns();
         if cpu0.is_none() && now >= measure_ns {
-            cpu0 = Some((ctx.server.cpu_s(), ctx.driver.cpu_s(), Instant::now()));
+            cpu0 = Some((ctx.server.usage(), ctx.driver.cpu_s(), Instant::now()));
         }
         // Every message whose time has come (message k at start + k / rate), stamped now:
         // the tick's own lateness (under 1 ms) is the driver's, not the server's; a server
@@ -309,7 +313,7 @@ async fn pace(
             sent += 1;
         }
     }
-    cpu0.unwrap_or_else(|| (ctx.server.cpu_s(), ctx.driver.cpu_s(), Instant::now()))
+    cpu0.unwrap_or_else(|| (ctx.server.usage(), ctx.driver.cpu_s(), Instant::now()))
 }
 
 /// `count` per server CPU-second; 0 when no CPU time was measured (the kernel counts it in

@@ -165,21 +165,84 @@ impl Server {
     /// CPU seconds it has spent so far, user plus system (`utime + stime` of
     /// `/proc/<pid>/stat`, fields 14 and 15, over `CLK_TCK`); 0 when it is gone.
     pub fn cpu_s(self) -> f64 {
+        self.usage().cpu_s()
+    }
+
+    /// Its CPU seconds in user and in kernel mode and its write system calls so far; zeros
+    /// when it is gone (or, for the calls, when `/proc/<pid>/io` cannot be read).
+    pub fn usage(self) -> Usage {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        cpu_ticks(&stat) as f64 / self.ticks_per_s as f64
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.pid)).unwrap_or_default();
+        let (user, system) = cpu_ticks(&stat);
+        let tick = self.ticks_per_s as f64;
+        Usage {
+            user_s: user as f64 / tick,
+            system_s: system as f64 / tick,
+            write_syscalls: write_syscalls(&io),
+        }
     }
 }
 
-/// `utime + stime` of a `/proc/<pid>/stat` line (the fields after the command's closing
-/// parenthesis, which may itself hold spaces).
-fn cpu_ticks(stat: &str) -> u64 {
+/// What a process used, from `/proc/<pid>/stat` (`utime`, `stime`) and `/proc/<pid>/io`
+/// (`syscw`: its `write`-family system calls, `writev` and `sendto` included; see proc(5)).
+/// Subtract two readings for what a window used.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// CPU seconds in user mode.
+    pub user_s: f64,
+    /// CPU seconds in the kernel (on loopback this includes much of the receiver's TCP
+    /// work, done in the sender's system call).
+    pub system_s: f64,
+    /// Write system calls.
+    pub write_syscalls: u64,
+}
+
+impl Usage {
+    /// User plus kernel CPU seconds.
+    pub fn cpu_s(self) -> f64 {
+        self.user_s + self.system_s
+    }
+
+    /// "K % of it in the kernel, W write calls per `what`" for `count` of them.
+    pub fn describe(self, count: u64, what: &str) -> String {
+        format!(
+            "{:.0} % of it in the kernel, {:.2} write calls per {what}",
+            100.0 * self.system_s / self.cpu_s().max(1e-9),
+            self.write_syscalls as f64 / count.max(1) as f64
+        )
+    }
+}
+
+impl std::ops::Sub for Usage {
+    type Output = Usage;
+
+    fn sub(self, earlier: Usage) -> Usage {
+        Usage {
+            user_s: self.user_s - earlier.user_s,
+            system_s: self.system_s - earlier.system_s,
+            write_syscalls: self.write_syscalls.saturating_sub(earlier.write_syscalls),
+        }
+    }
+}
+
+/// `utime` and `stime` of a `/proc/<pid>/stat` line (the fields after the command's closing
+/// parenthesis, which may itself hold spaces), in ticks.
+fn cpu_ticks(stat: &str) -> (u64, u64) {
     let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return 0;
+        return (0, 0);
     };
     // After ")": state is field 3, so utime (14) and stime (15) are the 12th and 13th.
     let f: Vec<&str> = after.split_whitespace().collect();
     let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    n(11) + n(12)
+    (n(11), n(12))
+}
+
+/// `syscw` of a `/proc/<pid>/io` text; 0 when absent.
+fn write_syscalls(io: &str) -> u64 {
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscw:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The soft open-files limit of this process (`/proc/self/limits`), if it can be read.
@@ -225,9 +288,16 @@ mod tests {
     }
 
     #[test]
-    fn cpu_ticks_are_utime_plus_stime() {
+    fn cpu_ticks_are_utime_and_stime() {
         let stat = "1234 (chat node) S 1 1234 1234 0 -1 4194560 500 0 0 0 250 70 0 0 20 0 3 0";
-        assert_eq!(cpu_ticks(stat), 320);
-        assert_eq!(cpu_ticks(""), 0);
+        assert_eq!(cpu_ticks(stat), (250, 70));
+        assert_eq!(cpu_ticks(""), (0, 0));
+    }
+
+    #[test]
+    fn write_syscalls_are_syscw() {
+        let io = "rchar: 10\nwchar: 20\nsyscr: 3\nsyscw: 42\nread_bytes: 0\n";
+        assert_eq!(write_syscalls(io), 42);
+        assert_eq!(write_syscalls(""), 0);
     }
 }
