@@ -221,17 +221,6 @@ enum Phase {
     Upgraded,
 }
 
-/// What a read that found nothing waits under.
-#[derive(Debug, Clone, Copy)]
-enum ReadDeadline {
-    /// A request head (or the next one) is due by then.
-    At(Instant),
-    /// None while a request is served; one may start again once it is done.
-    None,
-    /// None ever again: the connection is upgraded.
-    Never,
-}
-
 #[derive(Debug)]
 struct ConnState {
     phase: Mutex<Phase>,
@@ -256,12 +245,8 @@ impl ConnState {
         self.phase.lock()
     }
 
-    fn read_deadline(&self) -> ReadDeadline {
-        match *self.lock() {
-            Phase::Head(at) | Phase::Idle(at) => ReadDeadline::At(at),
-            Phase::Busy => ReadDeadline::None,
-            Phase::Upgraded => ReadDeadline::Never,
-        }
+    fn phase(&self) -> Phase {
+        *self.lock()
     }
 
     /// Bytes came in: a kept-alive connection starts its next request head.
@@ -320,10 +305,10 @@ struct Guarded {
     tcp: TcpStream,
     _permit: Permit,
     state: Arc<ConnState>,
-    /// Made when a read first waits under a deadline, dropped once the connection is
-    /// upgraded (a WebSocket's session keeps its own time): an idle WebSocket holds none.
-    read_timer: Option<Pin<Box<Sleep>>>,
-    read_timer_at: Option<Instant>,
+    /// The read deadline it is set to and the timer, made when a read first waits under a
+    /// deadline, dropped once the connection is upgraded (a WebSocket's session keeps its
+    /// own time): an idle WebSocket holds none.
+    read_timer: Option<(Instant, Pin<Box<Sleep>>)>,
     /// Made when a write first stalls.
     write_timer: Option<Pin<Box<Sleep>>>,
     write_stalled: bool,
@@ -337,7 +322,6 @@ impl Guarded {
             _permit: permit,
             state,
             read_timer: None,
-            read_timer_at: None,
             write_timer: None,
             write_stalled: false,
             write_bound,
@@ -346,15 +330,19 @@ impl Guarded {
 
     /// A write that returned `Pending`: fails once it has made no progress for the bound.
     fn stalled<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
-        let deadline = Instant::now() + self.write_bound;
-        let timer = self
-            .write_timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if !self.write_stalled {
             self.write_stalled = true;
-            timer.as_mut().reset(deadline);
+            let deadline = Instant::now() + self.write_bound;
+            match &mut self.write_timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.write_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
         }
-        if timer.as_mut().poll(cx).is_ready() {
+        if self
+            .write_timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
+        {
             return Poll::Ready(Err(timed_out("the client does not read")));
         }
         Poll::Pending
@@ -401,24 +389,23 @@ impl AsyncRead for Guarded {
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => {}
         }
-        match this.state.read_deadline() {
-            ReadDeadline::At(deadline) => {
-                let timer = this
-                    .read_timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if this.read_timer_at != Some(deadline) {
+        match this.state.phase() {
+            Phase::Head(deadline) | Phase::Idle(deadline) => {
+                let (at, timer) = this.read_timer.get_or_insert_with(|| {
+                    (deadline, Box::pin(tokio::time::sleep_until(deadline)))
+                });
+                if *at != deadline {
                     timer.as_mut().reset(deadline);
-                    this.read_timer_at = Some(deadline);
+                    *at = deadline;
                 }
                 if timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Err(timed_out("no complete request in time")));
                 }
             }
-            ReadDeadline::None => this.state.wait_for_reads(cx.waker()),
-            ReadDeadline::Never => {
-                this.read_timer = None;
-                this.read_timer_at = None;
-            }
+            // A deadline starts again once the request is served.
+            Phase::Busy => this.state.wait_for_reads(cx.waker()),
+            // None ever again.
+            Phase::Upgraded => this.read_timer = None,
         }
         Poll::Pending
     }
