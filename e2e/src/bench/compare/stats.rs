@@ -165,21 +165,28 @@ impl Server {
     /// CPU seconds it has spent so far, user plus system (`utime + stime` of
     /// `/proc/<pid>/stat`, fields 14 and 15, over `CLK_TCK`); 0 when it is gone.
     pub fn cpu_s(self) -> f64 {
-        self.usage().cpu_s()
+        let (user_s, system_s) = self.cpu_split_s();
+        user_s + system_s
     }
 
     /// Its CPU seconds in user and in kernel mode and its write system calls so far; zeros
     /// when it is gone (or, for the calls, when `/proc/<pid>/io` cannot be read).
     pub fn usage(self) -> Usage {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        let (user_s, system_s) = self.cpu_split_s();
         let io = std::fs::read_to_string(format!("/proc/{}/io", self.pid)).unwrap_or_default();
-        let (user, system) = cpu_ticks(&stat);
-        let tick = self.ticks_per_s as f64;
         Usage {
-            user_s: user as f64 / tick,
-            system_s: system as f64 / tick,
+            user_s,
+            system_s,
             write_syscalls: write_syscalls(&io),
         }
+    }
+
+    /// CPU seconds in user and in kernel mode so far (0, 0 when it is gone).
+    fn cpu_split_s(self) -> (f64, f64) {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        let (user, system) = cpu_ticks(&stat);
+        let tick = self.ticks_per_s as f64;
+        (user as f64 / tick, system as f64 / tick)
     }
 }
 
