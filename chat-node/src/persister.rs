@@ -327,7 +327,7 @@ pub fn fence(entries: &[(u64, LogEntry)], stored: &HashMap<Id, OwnerTerm>) -> Fi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::sqlite::{SqliteLog, SqliteStore, open_memory};
+    use crate::backend::sqlite::{SqliteLog, SqliteStore, open_temp};
     use crate::backend::{LogRecord, Page};
     use parley_protocol::Timestamp;
 
@@ -362,8 +362,8 @@ mod tests {
 
     #[tokio::test]
     async fn drains_the_log_into_the_store_once() {
-        let pool = open_memory().await.unwrap();
-        let log = SqliteLog::new(pool.clone(), "messages");
+        let pool = open_temp().await.unwrap();
+        let log = SqliteLog::new(pool.clone(), "messages").unwrap();
         let store = SqliteStore::new(pool);
         let records: Vec<LogRecord> = (1..=5)
             .map(|i| LogRecord {
@@ -595,7 +595,7 @@ mod tests {
     async fn a_replayed_batch_keeps_what_the_first_pass_kept_and_stores_nothing_new() {
         // A crash between the store's commit and the offset commit: the batch comes again,
         // now with the raised term stored.
-        let store = SqliteStore::new(open_memory().await.unwrap());
+        let store = SqliteStore::new(open_temp().await.unwrap());
         let (a, b) = (t(1, 4), t(2, 12));
         let entries = [
             m(10, 1, a),
@@ -638,8 +638,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_persister_drops_a_fenced_owners_records_from_the_log() {
-        let pool = open_memory().await.unwrap();
-        let log = SqliteLog::new(pool.clone(), "messages");
+        let pool = open_temp().await.unwrap();
+        let log = SqliteLog::new(pool.clone(), "messages").unwrap();
         let store = SqliteStore::new(pool);
         let record = |payload: Vec<u8>| LogRecord {
             key: Id(7),

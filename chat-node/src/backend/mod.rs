@@ -248,7 +248,7 @@ mod embedded_conformance {
 
     #[tokio::test]
     async fn sqlite_store() {
-        let pool = sqlite::open_memory().await.unwrap();
+        let pool = sqlite::open_temp().await.unwrap();
         conformance::store_suite(&Stores::from_backend(Arc::new(sqlite::SqliteStore::new(
             pool,
         ))))
@@ -271,7 +271,7 @@ mod embedded_conformance {
     async fn file_log(tag: &str) -> (std::path::PathBuf, sqlite::Database, sqlite::SqliteLog) {
         let dir = temp_dir(tag);
         let db = sqlite::open(&dir.join("parley.db")).await.unwrap();
-        let log = sqlite::SqliteLog::new(db.clone(), "messages");
+        let log = sqlite::SqliteLog::new(db.clone(), "messages").unwrap();
         (dir, db, log)
     }
 

@@ -6,12 +6,13 @@ use sqlx::SqlitePool;
 
 use super::{IdList, Unsigned};
 
+/// One connection to an in-memory database (values only: no schema needed).
 async fn memory() -> SqlitePool {
-    crate::backend::sqlite::open_memory()
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
         .await
         .unwrap()
-        .pool()
-        .clone()
 }
 
 #[tokio::test]

@@ -1,7 +1,10 @@
-//! [`SqliteLog`]: the embedded durable log. Appends are group-committed by one writer task:
+//! [`SqliteLog`]: the embedded durable log. Appends are group-committed by one writer
+//! thread that owns a SQLite connection of its own (rusqlite, no async driver between):
 //! concurrent senders share a transaction, and each learns its records are durable when it
-//! commits. Consumers read by offset and commit their position per group, as with Kafka.
+//! commits. Consumers read by offset (through the pool) and commit their position per group
+//! through the same writer, as with Kafka.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -9,25 +12,43 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use parley_protocol::Id;
+use rusqlite::TransactionBehavior;
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::{Database, err};
+use super::{BACKEND, Database, err};
 use crate::backend::{BackendError, Log, LogConsumer, LogRecord, PolledRecord};
 
-/// Most appends one group commit carries.
+/// Most commands (appends, mostly) the writer takes in one turn: its appends share one
+/// transaction.
 const MAX_GROUP: usize = 512;
-/// Most records one `INSERT` carries (3 bound parameters each, under SQLite's 32766).
-const MAX_ROWS_PER_INSERT: usize = 4096;
 
 /// Where the writer answers an append: the offsets of its records, or why it failed.
-type Reply = oneshot::Sender<Result<Vec<u64>, BackendError>>;
+type Offsets = oneshot::Sender<Result<Vec<u64>, BackendError>>;
+
+/// What the writer thread is asked to do.
+#[derive(Debug)]
+enum Command {
+    /// Append the records; answer their offsets, in order.
+    Append(
+        Vec<LogRecord>,
+        oneshot::Sender<Result<Vec<u64>, BackendError>>,
+    ),
+    /// Record that `group` consumed every record up to `offset`, and, where `trim` is set,
+    /// delete the records every group of the topic has consumed.
+    Commit {
+        group: String,
+        offset: i64,
+        trim: bool,
+        reply: oneshot::Sender<Result<(), BackendError>>,
+    },
+}
 
 /// One topic of the embedded log.
 #[derive(Debug, Clone)]
 pub struct SqliteLog {
     db: Database,
     topic: Arc<str>,
-    appends: mpsc::Sender<(Vec<LogRecord>, Reply)>,
+    commands: mpsc::Sender<Command>,
     appended: Arc<Appended>,
 }
 
@@ -42,8 +63,7 @@ struct Appended {
 }
 
 /// A consumer deletes the records every group has consumed once it committed this many
-/// records since it last did, or [`TRIM_AFTER`] passed: not on every commit, which would be
-/// a second statement (a transaction, three more round trips) under the write lock.
+/// records since it last did, or [`TRIM_AFTER`] passed: not on every commit.
 const TRIM_RECORDS: i64 = 1024;
 /// See [`TRIM_RECORDS`].
 const TRIM_AFTER: Duration = Duration::from_secs(1);
@@ -53,110 +73,179 @@ const TRIM_AFTER: Duration = Duration::from_secs(1);
 const REREAD: Duration = Duration::from_secs(1);
 
 impl SqliteLog {
-    /// Opens `topic` on `db` and starts its writer task (which ends when every handle is
-    /// dropped).
-    pub fn new(db: Database, topic: &str) -> Self {
+    /// Opens `topic` on `db`: opens the writer's own connection to `db`'s file and starts
+    /// the writer thread (`parley-sqlite-log`), which ends once every handle is dropped.
+    /// Errors: `unavailable` when the file cannot be opened.
+    pub fn new(db: Database, topic: &str) -> Result<Self, BackendError> {
+        let conn = connect(db.path())?;
         let (tx, rx) = mpsc::channel(4096);
         let appended = Arc::new(Appended::default());
         let topic: Arc<str> = topic.into();
-        tokio::spawn(writer(db.clone(), topic.clone(), rx, appended.clone()));
-        Self {
+        let writer = Writer {
+            conn,
+            db: db.clone(),
+            topic: topic.clone(),
+            appended: appended.clone(),
+        };
+        std::thread::Builder::new()
+            .name("parley-sqlite-log".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| BackendError::unavailable(BACKEND, format!("log writer: {e}")))?;
+        Ok(Self {
             db,
             topic,
-            appends: tx,
+            commands: tx,
             appended,
-        }
+        })
     }
 }
 
-async fn writer(
+/// Sends the writer the command `command` makes of a reply channel and waits for its answer.
+/// Errors: the command's, or `unavailable` once the writer has stopped.
+async fn ask<T>(
+    commands: &mpsc::Sender<Command>,
+    command: impl FnOnce(oneshot::Sender<Result<T, BackendError>>) -> Command,
+) -> Result<T, BackendError> {
+    let stopped = || BackendError::unavailable("sqlite log", "the writer has stopped");
+    let (reply, answer) = oneshot::channel();
+    commands.send(command(reply)).await.map_err(|_| stopped())?;
+    answer.await.map_err(|_| stopped())?
+}
+
+/// The writer's connection to the database file at `path`, with the pool's settings that
+/// are per connection (<https://sqlite.org/pragma.html>): `synchronous = NORMAL` (in WAL
+/// mode a commit survives a crash of the process, not of the machine), a 5 s busy timeout
+/// for writers outside this process's write lock, and no checkpoint inside a commit
+/// (`wal_autocheckpoint = 0`: the pool's checkpoint task does it).
+fn connect(path: &Path) -> Result<rusqlite::Connection, BackendError> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite_err)?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(sqlite_err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(sqlite_err)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(sqlite_err)?;
+    Ok(conn)
+}
+
+/// `unavailable` for what may pass (another process holding the database past the busy
+/// timeout, an I/O error, a full disk), `internal` for the rest.
+fn sqlite_err(e: rusqlite::Error) -> BackendError {
+    use rusqlite::ErrorCode::{
+        CannotOpen, DatabaseBusy, DatabaseLocked, DiskFull, SystemIoFailure,
+    };
+    match e.sqlite_error_code() {
+        Some(DatabaseBusy | DatabaseLocked | SystemIoFailure | DiskFull | CannotOpen) => {
+            BackendError::unavailable(BACKEND, e)
+        }
+        _ => BackendError::internal(BACKEND, e),
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    conn: rusqlite::Connection,
     db: Database,
     topic: Arc<str>,
-    mut rx: mpsc::Receiver<(Vec<LogRecord>, Reply)>,
     appended: Arc<Appended>,
-) {
-    let mut group: Vec<(Vec<LogRecord>, Reply)> = Vec::with_capacity(MAX_GROUP);
-    while rx.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let written = {
-            let _lock = db.write_lock().await;
-            write_group(db.pool(), &topic, &group).await
-        };
-        match written {
-            Ok(offsets) => {
-                for ((_, reply), offsets) in group.drain(..).zip(offsets) {
-                    let _ = reply.send(Ok(offsets));
+}
+
+impl Writer {
+    /// Takes the commands that queued meanwhile (at most [`MAX_GROUP`]), under the
+    /// database's write lock: every append in one transaction, then the commits, each
+    /// answered once its transaction committed; until every sender is gone.
+    fn run(self, mut commands: mpsc::Receiver<Command>) {
+        let mut batch: Vec<Command> = Vec::with_capacity(MAX_GROUP);
+        let mut appends = Vec::with_capacity(MAX_GROUP);
+        while commands.blocking_recv_many(&mut batch, MAX_GROUP) > 0 {
+            let _lock = self.db.blocking_write_lock();
+            for command in batch.drain(..) {
+                match command {
+                    Command::Append(records, reply) => appends.push((records, reply)),
+                    Command::Commit {
+                        group,
+                        offset,
+                        trim,
+                        reply,
+                    } => {
+                        let _ = reply.send(self.commit(&group, offset, trim));
+                    }
                 }
-                appended.groups.fetch_add(1, Ordering::Release);
-                appended.notify.notify_waiters();
             }
-            Err(e) => {
-                for (_, reply) in group.drain(..) {
-                    let _ = reply.send(Err(e.clone()));
+            if appends.is_empty() {
+                continue;
+            }
+            match self.append(&appends) {
+                Ok(offsets) => {
+                    for ((_, reply), offsets) in appends.drain(..).zip(offsets) {
+                        let _ = reply.send(Ok(offsets));
+                    }
+                    self.appended.groups.fetch_add(1, Ordering::Release);
+                    self.appended.notify.notify_waiters();
+                }
+                Err(e) => {
+                    for (_, reply) in appends.drain(..) {
+                        let _ = reply.send(Err(e.clone()));
+                    }
                 }
             }
         }
     }
-}
 
-/// Writes every append of `group` atomically; returns the offsets of each append's
-/// records. Up to [`MAX_ROWS_PER_INSERT`] records (every real group: a send is one record)
-/// go in one multi-row `INSERT`, atomic on its own, so no `BEGIN`/`COMMIT` round trips to
-/// the connection's worker thread; more take a transaction.
-async fn write_group(
-    pool: &sqlx::SqlitePool,
-    topic: &str,
-    group: &[(Vec<LogRecord>, Reply)],
-) -> Result<Vec<Vec<u64>>, BackendError> {
-    let records: Vec<&LogRecord> = group.iter().flat_map(|(r, _)| r).collect();
-    let offsets = if records.len() <= MAX_ROWS_PER_INSERT {
-        insert(pool, topic, &records).await?
-    } else {
-        let mut tx = pool.begin().await.map_err(err)?;
-        let mut offsets = Vec::with_capacity(records.len());
-        for chunk in records.chunks(MAX_ROWS_PER_INSERT) {
-            offsets.extend(insert(&mut *tx, topic, chunk).await?);
+    /// Writes every append of `group` in one transaction; the offsets of each append's
+    /// records (`AUTOINCREMENT` row IDs: only this thread inserts, so they increase in
+    /// insertion order).
+    fn append(&self, group: &[(Vec<LogRecord>, Offsets)]) -> Result<Vec<Vec<u64>>, BackendError> {
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)
+            .map_err(sqlite_err)?;
+        let mut offsets = Vec::with_capacity(group.len());
+        {
+            let mut insert = tx
+                .prepare_cached("INSERT INTO log (topic, key, payload) VALUES (?1, ?2, ?3)")
+                .map_err(sqlite_err)?;
+            for (records, _) in group {
+                let mut these = Vec::with_capacity(records.len());
+                for r in records {
+                    let key = r.key.to_i64().ok_or_else(|| {
+                        BackendError::internal("sqlite log", format!("key {} out of range", r.key))
+                    })?;
+                    insert
+                        .execute((&*self.topic, key, &r.payload[..]))
+                        .map_err(sqlite_err)?;
+                    these.push(offset_of(tx.last_insert_rowid())?);
+                }
+                offsets.push(these);
+            }
         }
-        tx.commit().await.map_err(err)?;
-        offsets
-    };
-    let mut offsets = offsets.into_iter();
-    Ok(group
-        .iter()
-        .map(|(records, _)| offsets.by_ref().take(records.len()).collect())
-        .collect())
-}
+        tx.commit().map_err(sqlite_err)?;
+        Ok(offsets)
+    }
 
-/// Inserts `records` with one statement; their offsets, in `records`' order. Only the
-/// writer task inserts, so the rows of one statement get increasing offsets in `VALUES`
-/// order; `RETURNING` gives its rows in no set order
-/// (<https://sqlite.org/lang_returning.html>), so they are sorted.
-async fn insert<'e, E>(
-    executor: E,
-    topic: &str,
-    records: &[&LogRecord],
-) -> Result<Vec<u64>, BackendError>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
-{
-    let sql = super::multi_row_sql(
-        "INSERT INTO log (topic, key, payload)",
-        3,
-        records.len(),
-        r#" RETURNING "offset""#,
-    );
-    let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
-    for r in records {
-        q = q.bind(topic).bind(r.key).bind(&r.payload[..]);
+    /// Records `group`'s position (one statement, atomic on its own), then, where `trim`
+    /// is set, deletes the records every group has consumed (a failure there leaves them
+    /// for a later commit: the position is recorded).
+    fn commit(&self, group: &str, offset: i64, trim: bool) -> Result<(), BackendError> {
+        self.conn
+            .prepare_cached(
+                r#"INSERT INTO log_offsets (topic, grp, "offset") VALUES (?1, ?2, ?3)
+                   ON CONFLICT (topic, grp) DO UPDATE SET "offset" = excluded."offset""#,
+            )
+            .and_then(|mut upsert| upsert.execute((&*self.topic, group, offset)))
+            .map_err(sqlite_err)?;
+        if trim {
+            self.conn
+                .prepare_cached(
+                    r#"DELETE FROM log WHERE topic = ?1 AND "offset" <= (SELECT MIN("offset") FROM log_offsets WHERE topic = ?1)"#,
+                )
+                .and_then(|mut delete| delete.execute([&*self.topic]))
+                .map_err(sqlite_err)?;
+        }
+        Ok(())
     }
-    let mut offsets: Vec<i64> = q.fetch_all(executor).await.map_err(err)?;
-    if offsets.len() != records.len() {
-        return Err(BackendError::internal(
-            "sqlite log",
-            format!("{} offsets for {} records", offsets.len(), records.len()),
-        ));
-    }
-    offsets.sort_unstable();
-    offsets.into_iter().map(offset_of).collect()
 }
 
 /// A row's offset (`AUTOINCREMENT` starts at 1 and never goes back).
@@ -171,13 +260,10 @@ impl Log for SqliteLog {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let (reply, done) = oneshot::channel();
-        self.appends
-            .send((records.to_vec(), reply))
-            .await
-            .map_err(|_| BackendError::unavailable("sqlite log", "the writer has stopped"))?;
-        done.await
-            .map_err(|_| BackendError::unavailable("sqlite log", "the writer has stopped"))?
+        ask(&self.commands, |reply| {
+            Command::Append(records.to_vec(), reply)
+        })
+        .await
     }
 
     async fn wait_consumed(&self, group: &str, timeout: Duration) -> Result<(), BackendError> {
@@ -228,6 +314,7 @@ impl Log for SqliteLog {
             committed: position,
             trimmed: (position, tokio::time::Instant::now()),
             appended: self.appended.clone(),
+            commands: self.commands.clone(),
             found_nothing: None,
         }))
     }
@@ -244,6 +331,8 @@ struct SqliteConsumer {
     /// The committed offset and the time when this consumer last deleted consumed records.
     trimmed: (i64, tokio::time::Instant),
     appended: Arc<Appended>,
+    /// The writer, which records this consumer's commits.
+    commands: mpsc::Sender<Command>,
     /// The writer's count of groups and the time when the last read found nothing.
     found_nothing: Option<(u64, tokio::time::Instant)>,
 }
@@ -309,33 +398,53 @@ impl LogConsumer for SqliteConsumer {
         if self.position == self.committed {
             return Ok(());
         }
-        let _lock = self.db.write_lock().await;
-        // One statement, atomic on its own: no transaction round trips under the lock.
-        sqlx::query(
-            r#"INSERT INTO log_offsets (topic, grp, "offset") VALUES (?, ?, ?)
-               ON CONFLICT (topic, grp) DO UPDATE SET "offset" = excluded."offset""#,
-        )
-        .bind(&*self.topic)
-        .bind(&self.group)
-        .bind(self.position)
-        .execute(self.db.pool())
-        .await
-        .map_err(err)?;
-        self.committed = self.position;
         let now = tokio::time::Instant::now();
         let (trimmed_at_offset, trimmed_at) = self.trimmed;
-        if self.committed - trimmed_at_offset >= TRIM_RECORDS || now >= trimmed_at + TRIM_AFTER {
-            // Records every group has consumed are no longer needed. (A failure here leaves
-            // them for the next commit: the position above is committed.)
-            sqlx::query(
-                r#"DELETE FROM log WHERE topic = ?1 AND "offset" <= (SELECT MIN("offset") FROM log_offsets WHERE topic = ?1)"#,
-            )
-            .bind(&*self.topic)
-            .execute(self.db.pool())
-            .await
-            .map_err(err)?;
+        let trim =
+            self.position - trimmed_at_offset >= TRIM_RECORDS || now >= trimmed_at + TRIM_AFTER;
+        let (group, offset) = (self.group.clone(), self.position);
+        ask(&self.commands, |reply| Command::Commit {
+            group,
+            offset,
+            trim,
+            reply,
+        })
+        .await?;
+        self.committed = self.position;
+        if trim {
             self.trimmed = (self.committed, now);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn what_may_pass_is_unavailable_the_rest_internal() {
+        for code in [
+            rusqlite::ffi::SQLITE_BUSY,
+            rusqlite::ffi::SQLITE_LOCKED,
+            rusqlite::ffi::SQLITE_IOERR,
+            rusqlite::ffi::SQLITE_FULL,
+            rusqlite::ffi::SQLITE_CANTOPEN,
+        ] {
+            let e = sqlite_err(failure(code));
+            assert!(matches!(e, BackendError::Unavailable { .. }), "{code}: {e}");
+        }
+        for code in [
+            rusqlite::ffi::SQLITE_CONSTRAINT,
+            rusqlite::ffi::SQLITE_CORRUPT,
+            rusqlite::ffi::SQLITE_MISMATCH,
+        ] {
+            let e = sqlite_err(failure(code));
+            assert!(matches!(e, BackendError::Internal { .. }), "{code}: {e}");
+        }
     }
 }

@@ -74,15 +74,27 @@ pub(crate) fn err(e: sqlx::Error) -> BackendError {
 #[derive(Debug, Clone)]
 pub struct Database {
     pool: SqlitePool,
+    path: Arc<Path>,
     writes: Arc<tokio::sync::Mutex<()>>,
+    /// The directory to remove once the last handle is dropped ([`open_temp`]).
+    #[cfg(test)]
+    _temp: Option<Arc<TempDir>>,
 }
 
 impl Database {
-    fn new(pool: SqlitePool) -> Self {
+    fn new(pool: SqlitePool, path: &Path) -> Self {
         Self {
             pool,
+            path: path.into(),
             writes: Arc::default(),
+            #[cfg(test)]
+            _temp: None,
         }
+    }
+
+    /// The database file (for connections outside the pool: the log's writer).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The connection pool (reads, and writes that do not take [`Database::write_lock`]).
@@ -94,6 +106,12 @@ impl Database {
     /// `Mutex` is fair) and holds them off until the guard is dropped.
     pub(crate) async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.writes.lock().await
+    }
+
+    /// [`Database::write_lock`] for a thread outside the async runtime (it panics on
+    /// one of the runtime's threads: tokio's `Mutex::blocking_lock`).
+    pub(crate) fn blocking_write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.writes.blocking_lock()
     }
 
     /// Closes the pool (see `sqlx::Pool::close`).
@@ -134,7 +152,7 @@ pub async fn open(path: &Path) -> Result<Database, BackendError> {
         .map_err(err)?;
     migrate(&pool).await?;
     tokio::spawn(checkpoints(pool.clone()));
-    Ok(Database::new(pool))
+    Ok(Database::new(pool, path))
 }
 
 /// How often [`checkpoints`] copies the WAL into the database file.
@@ -167,17 +185,34 @@ async fn checkpoints(pool: SqlitePool) {
     }
 }
 
-/// An in-memory database (tests).
-pub async fn open_memory() -> Result<Database, BackendError> {
-    let options = SqliteConnectOptions::from_str("sqlite::memory:").map_err(err)?;
-    // One connection: every connection to `:memory:` is its own database.
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .map_err(err)?;
-    migrate(&pool).await?;
-    Ok(Database::new(pool))
+/// A directory removed with everything in it when dropped.
+#[cfg(test)]
+#[derive(Debug)]
+struct TempDir(std::path::PathBuf);
+
+#[cfg(test)]
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A database on a new file in a new directory under the system's temporary one, removed
+/// when the last handle is dropped (tests: a file, not `:memory:`, because the log's
+/// writer opens a connection of its own, and every connection to `:memory:` is a
+/// database of its own).
+#[cfg(test)]
+pub async fn open_temp() -> Result<Database, BackendError> {
+    let dir = std::env::temp_dir().join(format!(
+        "parley-db-{}-{}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| BackendError::unavailable(BACKEND, e))?;
+    let dir = TempDir(dir);
+    let mut db = open(&dir.0.join("parley.db")).await?;
+    db._temp = Some(Arc::new(dir));
+    Ok(db)
 }
 
 async fn migrate(pool: &SqlitePool) -> Result<(), BackendError> {

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use parley_protocol::{ErrorCode, Id};
 
 use super::*;
-use crate::backend::sqlite::{SqliteStore, open_memory};
+use crate::backend::sqlite::{SqliteStore, open_temp};
 use crate::backend::{BackendError, LogConsumer, StoredMessage};
 use crate::chat::fencing::{MemoryFencing, Unfenced};
 use crate::chat::owners::SingleNode;
@@ -177,7 +177,7 @@ async fn setup(wait: Duration) -> Setup {
 /// a version that keeps no terms).
 async fn setup_with(wait: Duration, persisting: bool) -> Setup {
     let journal: Journal = Arc::default();
-    let store = Arc::new(SqliteStore::new(open_memory().await.unwrap()));
+    let store = Arc::new(SqliteStore::new(open_temp().await.unwrap()));
     let log = Arc::new(JournaledLog::new(
         journal.clone(),
         wait,
@@ -448,7 +448,7 @@ async fn many_take_overs_at_once_share_a_few_persister_waits() {
 #[tokio::test]
 async fn an_unfenced_take_over_appends_nothing_and_waits_for_nothing() {
     let journal: Journal = Arc::default();
-    let store = Arc::new(SqliteStore::new(open_memory().await.unwrap()));
+    let store = Arc::new(SqliteStore::new(open_temp().await.unwrap()));
     let log = Arc::new(JournaledLog::new(
         journal.clone(),
         Duration::ZERO,
