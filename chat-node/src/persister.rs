@@ -363,7 +363,7 @@ mod tests {
     #[tokio::test]
     async fn drains_the_log_into_the_store_once() {
         let pool = open_temp().await.unwrap();
-        let log = SqliteLog::new(pool.clone(), "messages").unwrap();
+        let log = SqliteLog::new(pool.clone(), "messages");
         let store = SqliteStore::new(pool);
         let records: Vec<LogRecord> = (1..=5)
             .map(|i| LogRecord {
@@ -639,7 +639,7 @@ mod tests {
     #[tokio::test]
     async fn the_persister_drops_a_fenced_owners_records_from_the_log() {
         let pool = open_temp().await.unwrap();
-        let log = SqliteLog::new(pool.clone(), "messages").unwrap();
+        let log = SqliteLog::new(pool.clone(), "messages");
         let store = SqliteStore::new(pool);
         let record = |payload: Vec<u8>| LogRecord {
             key: Id(7),

@@ -271,7 +271,7 @@ mod embedded_conformance {
     async fn file_log(tag: &str) -> (std::path::PathBuf, sqlite::Database, sqlite::SqliteLog) {
         let dir = temp_dir(tag);
         let db = sqlite::open(&dir.join("parley.db")).await.unwrap();
-        let log = sqlite::SqliteLog::new(db.clone(), "messages").unwrap();
+        let log = sqlite::SqliteLog::new(db.clone(), "messages");
         (dir, db, log)
     }
 

@@ -55,7 +55,7 @@ pub(crate) async fn embedded_with(
         .await
         .with_context(|| format!("opening the database in PARLEY_DATA_DIR {}", data.display()))?;
     let store = Arc::new(SqliteStore::new(pool.clone()));
-    let log: Arc<dyn Log> = Arc::new(SqliteLog::new(pool, "messages")?);
+    let log: Arc<dyn Log> = Arc::new(SqliteLog::new(pool, "messages"));
     // Messages acknowledged before a crash reach the store before anything is served.
     let caught_up = persister::drain(log.as_ref(), store.as_ref(), Batching::default()).await?;
     if caught_up > 0 {

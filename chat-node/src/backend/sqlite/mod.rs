@@ -3,19 +3,20 @@
 
 mod log;
 mod store;
+mod writer;
 
 pub use log::SqliteLog;
 pub use store::{SqliteMessages, SqliteStore};
 
 use std::path::Path;
 use std::str::FromStr as _;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use self::writer::Writer;
 use super::BackendError;
 use super::sql::names::NameKeys;
 
@@ -48,73 +49,34 @@ const MIGRATIONS: &[Migration] = &[
     },
 ];
 
-/// `head VALUES (?, ..), .. tail`: `rows` tuples of `columns` placeholders, for a multi-row
-/// statement whose values are then bound in order with `Query::bind` (which, unlike
-/// `QueryBuilder::push_bind`, reports a value that does not encode as an error of the
-/// query instead of panicking).
-pub(crate) fn multi_row_sql(head: &str, columns: usize, rows: usize, tail: &str) -> String {
-    let tuple = format!("({})", vec!["?"; columns].join(", "));
-    format!("{head} VALUES {}{tail}", vec![tuple; rows].join(", "))
-}
-
 pub(crate) fn err(e: sqlx::Error) -> BackendError {
     super::sql::error::backend_error::<sqlx::Sqlite>(e)
 }
 
-/// One SQLite database: its connection pool, and the lock that the hot writers (the log's
-/// group commits, the persister's batches and its offset commits) take around each write.
-///
-/// SQLite lets one connection write at a time; another that tries is refused with
-/// `SQLITE_BUSY` and retried by the busy handler, which sleeps 1, 2, 5, 10 ms... between
-/// tries (`sqliteDefaultBusyCallback` in SQLite's `main.c`; libsqlite3-sys builds it with
-/// `HAVE_USLEEP`). So a send whose append met a persister batch waited at least 1 ms
-/// (the 1:1 p99 of issue 14). Writers that queue here instead wait only as long as the
-/// write before them. Other writes (the directory's) still rely on the busy handler:
-/// they are rare next to these.
+/// One SQLite database: its connection pool (reads, and the directory's writes), and its
+/// writer thread ([`writer`]: the log's appends and offset commits, the persister's message
+/// batches).
 #[derive(Debug, Clone)]
 pub struct Database {
     pool: SqlitePool,
-    path: Arc<Path>,
-    writes: Arc<tokio::sync::Mutex<()>>,
+    writer: Writer,
     /// The directory to remove once the last handle is dropped ([`open_temp`]).
     #[cfg(test)]
-    _temp: Option<Arc<TempDir>>,
+    _temp: Option<std::sync::Arc<TempDir>>,
 }
 
 impl Database {
-    fn new(pool: SqlitePool, path: &Path) -> Self {
-        Self {
-            pool,
-            path: path.into(),
-            writes: Arc::default(),
-            #[cfg(test)]
-            _temp: None,
-        }
-    }
-
-    /// The database file (for connections outside the pool: the log's writer).
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The connection pool (reads, and writes that do not take [`Database::write_lock`]).
+    /// The connection pool.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
-    /// Waits for this process's other hot writers (first come, first served: tokio's
-    /// `Mutex` is fair) and holds them off until the guard is dropped.
-    pub(crate) async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.writes.lock().await
+    fn writer(&self) -> &Writer {
+        &self.writer
     }
 
-    /// [`Database::write_lock`] for a thread outside the async runtime (it panics on
-    /// one of the runtime's threads: tokio's `Mutex::blocking_lock`).
-    pub(crate) fn blocking_write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.writes.blocking_lock()
-    }
-
-    /// Closes the pool (see `sqlx::Pool::close`).
+    /// Closes the pool (see `sqlx::Pool::close`); the writer thread ends once every handle
+    /// is dropped.
     pub async fn close(&self) {
         self.pool.close().await;
     }
@@ -151,8 +113,14 @@ pub async fn open(path: &Path) -> Result<Database, BackendError> {
         .await
         .map_err(err)?;
     migrate(&pool).await?;
+    let writer = Writer::start(path)?;
     tokio::spawn(checkpoints(pool.clone()));
-    Ok(Database::new(pool, path))
+    Ok(Database {
+        pool,
+        writer,
+        #[cfg(test)]
+        _temp: None,
+    })
 }
 
 /// How often [`checkpoints`] copies the WAL into the database file.
@@ -211,7 +179,7 @@ pub async fn open_temp() -> Result<Database, BackendError> {
     std::fs::create_dir_all(&dir).map_err(|e| BackendError::unavailable(BACKEND, e))?;
     let dir = TempDir(dir);
     let mut db = open(&dir.0.join("parley.db")).await?;
-    db._temp = Some(Arc::new(dir));
+    db._temp = Some(std::sync::Arc::new(dir));
     Ok(db)
 }
 
@@ -275,15 +243,4 @@ async fn rekey_names(conn: &mut sqlx::SqliteConnection) -> Result<(), String> {
     }
     keys.finish();
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn multi_row_sql_has_a_tuple_of_placeholders_per_row() {
-        assert_eq!(
-            super::multi_row_sql("INSERT INTO t (a, b)", 2, 3, " RETURNING a"),
-            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, ?) RETURNING a"
-        );
-    }
 }
