@@ -71,6 +71,11 @@ pub struct ChannelState {
     pub id: Id,
     /// Its last seq (0: no message yet).
     pub last_seq: u64,
+    /// At least the ID of its last message (0: no message yet), so a reader asking for
+    /// messages after an ID at or above it need not look in the store. Absent (`None`)
+    /// from a node that predates it: the reader then asks the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_id: Option<Id>,
     /// Messages the owner remembers (maybe not yet in the store), oldest first.
     pub recent: Vec<StoredMessage>,
 }

@@ -142,11 +142,12 @@ impl History {
     ) -> Result<MessagePage, ApiError> {
         let page = page_of(q)?;
         self.members.require(channel, user).await?;
+        // The owner before the store: a message it no longer remembers was stored first.
+        let recent = self.recent(&[channel], None).await?;
         let stored = self
             .messages
             .history(channel, page.with_limit(page.limit() + 1))
             .await?;
-        let recent = self.recent(&[channel], None).await?;
         let (messages, has_more) = merge_page(stored, &recent, page);
         Ok(MessagePage {
             messages: self.media.messages_wire(&messages).await?,
@@ -165,11 +166,53 @@ impl History {
         if channels.is_empty() {
             return Ok((Vec::new(), false));
         }
-        let stored = self
-            .messages
-            .messages_after(channels, after, limit + 1)
-            .await?;
-        let recent = self.recent(channels, Some(after)).await?;
+        let states = self.state_of(channels, Some(after)).await?;
+        self.after_states(states, after, limit).await
+    }
+
+    /// For a `hello` with `resume_after`: the cursors of `channels` (as [`History::cursors`])
+    /// and their messages with id > `after` (as [`History::messages_after`]), from one
+    /// question to their owners.
+    pub async fn resume(
+        &self,
+        channels: &[Id],
+        after: Id,
+        limit: u32,
+    ) -> Result<(Vec<ChannelCursor>, Vec<Message>, bool), ApiError> {
+        let states = self.state_of(channels, Some(after)).await?;
+        let cursors = cursors_of(channels, &states);
+        let (messages, has_more) = self.after_states(states, after, limit).await?;
+        Ok((cursors, messages, has_more))
+    }
+
+    /// The messages with id > `after` of the channels whose owners answered `states` (asked
+    /// with `after`): their recent messages, and the store's of the channels whose last ID
+    /// may be above `after` (a reconnect usually finds most channels quiet: no store query
+    /// for them). The owners are asked before the store: a message an owner no longer
+    /// remembers was stored before it was forgotten.
+    async fn after_states(
+        &self,
+        states: Vec<ChannelState>,
+        after: Id,
+        limit: u32,
+    ) -> Result<(Vec<Message>, bool), ApiError> {
+        let behind: Vec<Id> = states
+            .iter()
+            .filter(|s| s.last_id.is_none_or(|last| last > after))
+            .map(|s| s.id)
+            .collect();
+        let stored = if behind.is_empty() {
+            Vec::new()
+        } else {
+            self.messages
+                .messages_after(&behind, after, limit + 1)
+                .await?
+        };
+        let recent: Vec<Arc<StoredMessage>> = states
+            .into_iter()
+            .flat_map(|s| s.recent)
+            .map(Arc::new)
+            .collect();
         let (messages, has_more) = merge_page(stored, &recent, Page::After { id: after, limit });
         Ok((self.media.messages_wire(&messages).await?, has_more))
     }
@@ -232,14 +275,20 @@ impl History {
     pub async fn cursors(&self, channels: &[Id]) -> Result<Vec<ChannelCursor>, ApiError> {
         // No message is after the largest ID: the owners send no recent messages back.
         let states = self.state_of(channels, Some(Id::MAX)).await?;
-        Ok(channels
-            .iter()
-            .map(|c| ChannelCursor {
-                id: *c,
-                last_seq: states.iter().find(|s| s.id == *c).map_or(0, |s| s.last_seq),
-            })
-            .collect())
+        Ok(cursors_of(channels, &states))
     }
+}
+
+/// The cursor of each of `channels` from its owner's state in `states` (0 where missing).
+fn cursors_of(channels: &[Id], states: &[ChannelState]) -> Vec<ChannelCursor> {
+    let last: HashMap<Id, u64> = states.iter().map(|s| (s.id, s.last_seq)).collect();
+    channels
+        .iter()
+        .map(|c| ChannelCursor {
+            id: *c,
+            last_seq: last.get(c).copied().unwrap_or(0),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -342,6 +342,7 @@ impl Sequencing {
             out.push(ChannelState {
                 id: *c,
                 last_seq: owner.last_seq.unwrap_or(0),
+                last_id: Some(owner.last_id.unwrap_or(Id(0))),
                 recent,
             });
         }

@@ -161,33 +161,42 @@ impl<T: Transport> Session<T> {
             .attach(self.conn, self.user, &channels, tx, closer)
             .await?;
         chat.presence().connected(self.user, self.conn).await;
+        let (cursors, missed) = match resume_after {
+            Some(after) => {
+                let (cursors, missed, has_more) = chat
+                    .history()
+                    .resume(&channels, after, limits::MAX_RESUME as u32)
+                    .await?;
+                (cursors, Some((after, missed, has_more)))
+            }
+            None => (chat.history().cursors(&channels).await?, None),
+        };
         let ready = Ready {
             user_id: self.user,
             session_id: format!("{}-{}", chat.config().node_name, self.conn),
             node: chat.config().node_name.clone(),
             heartbeat_interval_ms: chat.config().heartbeat_interval.as_millis() as u64,
-            channels: chat.history().cursors(&channels).await?,
+            channels: cursors,
         };
         self.socket.send(frame(event::READY, r#ref, &ready)).await;
-        match resume_after {
-            Some(after) => self.replay(&channels, after, ready.channels).await,
+        match missed {
+            Some((after, missed, has_more)) => {
+                self.replay(after, missed, has_more, ready.channels).await
+            }
             None => Ok(()),
         }
     }
 
-    /// Sends the messages after `after` in `channels` (at most [`limits::MAX_RESUME`]),
-    /// then `resync_required` for each channel with more than that.
+    /// Sends `missed`, the messages after `after` (at most [`limits::MAX_RESUME`]), then,
+    /// where there were more (`has_more`), `resync_required` for each channel with more.
     async fn replay(
         &mut self,
-        channels: &[Id],
         after: Id,
+        missed: Vec<Message>,
+        has_more: bool,
         cursors: Vec<ChannelCursor>,
     ) -> Result<(), ApiError> {
         let chat = self.chat.clone();
-        let (missed, has_more) = chat
-            .history()
-            .messages_after(channels, after, limits::MAX_RESUME as u32)
-            .await?;
         // One for the query, one per message replayed.
         chat.hub().charge_resume(
             self.user,
