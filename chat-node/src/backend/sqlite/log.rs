@@ -9,8 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use parley_protocol::Id;
 use tokio::sync::Notify;
 
 use super::{Database, err};
@@ -61,12 +59,6 @@ impl SqliteLog {
             appended: Arc::default(),
         }
     }
-}
-
-/// A row's offset (`AUTOINCREMENT` starts at 1 and never goes back).
-fn offset_of(offset: i64) -> Result<u64, BackendError> {
-    u64::try_from(offset)
-        .map_err(|_| BackendError::internal("sqlite log", format!("offset {offset} of a record")))
 }
 
 #[async_trait]
@@ -151,24 +143,7 @@ struct SqliteConsumer {
 
 impl SqliteConsumer {
     async fn read(&self, max: usize) -> Result<Vec<PolledRecord>, BackendError> {
-        let rows: Vec<(i64, Id, Vec<u8>)> = sqlx::query_as(
-            r#"SELECT "offset", key, payload FROM log WHERE topic = ? AND "offset" > ? ORDER BY "offset" LIMIT ?"#,
-        )
-        .bind(&*self.topic)
-        .bind(self.position)
-        .bind(i64::try_from(max).unwrap_or(i64::MAX))
-        .fetch_all(self.db.pool())
-        .await
-        .map_err(err)?;
-        rows.into_iter()
-            .map(|(offset, key, payload)| {
-                Ok(PolledRecord {
-                    offset: offset_of(offset)?,
-                    key,
-                    payload: Bytes::from(payload),
-                })
-            })
-            .collect()
+        self.db.writer().read(&self.topic, self.position, max).await
     }
 }
 
