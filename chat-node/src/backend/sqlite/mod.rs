@@ -86,6 +86,11 @@ impl Database {
 /// file is created `0600`; SQLite gives its `-wal` and `-shm` files the database file's
 /// mode, so they are private too.
 pub async fn open(path: &Path) -> Result<Database, BackendError> {
+    open_with_wal_limit(path, writer::WAL_LIMIT).await
+}
+
+/// [`open`], the writer keeping the WAL under about `wal_limit` bytes.
+async fn open_with_wal_limit(path: &Path, wal_limit: u64) -> Result<Database, BackendError> {
     match super::datadir::new_private_file().open(path).await {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -103,7 +108,9 @@ pub async fn open(path: &Path) -> Result<Database, BackendError> {
         // No checkpoint in the commit that fills the WAL past 1000 pages (SQLite's
         // default): that commit (a send's append, as often as not) would wait for the
         // pages to be copied and the file synced. [`checkpoints`] does it beside them.
-        .pragma("wal_autocheckpoint", "0");
+        .pragma("wal_autocheckpoint", "0")
+        // Where a connection of the pool starts the WAL over, the file is cut back too.
+        .pragma("journal_size_limit", wal_limit.to_string());
     let pool = SqlitePoolOptions::new()
         .max_connections(4)
         // No ping before each use: it is a round trip to the connection's worker thread
@@ -113,7 +120,7 @@ pub async fn open(path: &Path) -> Result<Database, BackendError> {
         .await
         .map_err(err)?;
     migrate(&pool).await?;
-    let writer = Writer::start(path)?;
+    let writer = Writer::start(path, wal_limit)?;
     tokio::spawn(checkpoints(pool.clone()));
     Ok(Database {
         pool,
@@ -243,4 +250,70 @@ async fn rekey_names(conn: &mut sqlx::SqliteConnection) -> Result<(), String> {
     }
     keys.finish();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use parley_protocol::Id;
+
+    use super::*;
+    use crate::backend::{Log, LogRecord};
+
+    /// Appends that never pause keep the pool's checkpoints (which run beside them) from
+    /// ever letting SQLite start the WAL over; the writer's own checkpoints bound it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_stays_near_its_limit_under_appends_that_never_pause() {
+        let dir = TempDir(std::env::temp_dir().join(format!(
+            "parley-wal-bound-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        )));
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let limit = 4 << 20;
+        let db = open_with_wal_limit(&dir.0.join("parley.db"), limit)
+            .await
+            .unwrap();
+        let log = SqliteLog::new(db.clone(), "messages");
+        let stop = Arc::new(AtomicBool::new(false));
+        let written = Arc::new(AtomicU64::new(0));
+        let appenders: Vec<_> = (0..8)
+            .map(|i| {
+                let (log, stop, written) = (log.clone(), stop.clone(), written.clone());
+                tokio::spawn(async move {
+                    let record = LogRecord {
+                        key: Id(i),
+                        payload: bytes::Bytes::from(vec![b'x'; 2000]),
+                    };
+                    while !stop.load(Ordering::Relaxed) {
+                        log.append(std::slice::from_ref(&record)).await.unwrap();
+                        written.fetch_add(2000, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        let wal = dir.0.join("parley.db-wal");
+        let mut largest = 0;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for a in appenders {
+            a.await.unwrap();
+        }
+        let written = written.load(Ordering::Relaxed);
+        assert!(
+            written > 8 * limit,
+            "too few appends to tell: {written} bytes"
+        );
+        assert!(
+            largest < 3 * limit,
+            "the WAL grew to {largest} bytes with a limit of {limit} ({written} bytes appended)"
+        );
+        db.close().await;
+    }
 }

@@ -6,9 +6,9 @@
 //! sleeps 1, 2, 5, 10 ms... between tries (`sqliteDefaultBusyCallback` in SQLite's
 //! `main.c`). The appends that queued meanwhile share one transaction (group commit).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parley_protocol::Id;
 use rusqlite::TransactionBehavior;
@@ -23,6 +23,10 @@ const MAX_GROUP: usize = 512;
 
 /// How many commands may wait for the writer before a caller waits to queue.
 const QUEUE: usize = 4096;
+
+/// The WAL's size past which the writer checkpoints it itself, and the size SQLite cuts the
+/// file back to when it starts the WAL over (`journal_size_limit`).
+pub(super) const WAL_LIMIT: u64 = 64 << 20;
 
 /// Where the writer answers.
 type Reply<T> = oneshot::Sender<Result<T, BackendError>>;
@@ -70,14 +74,19 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Opens the writer's connection to the database file at `path` and starts the thread.
-    /// Errors: `unavailable` when the file cannot be opened or the thread not started.
-    pub(super) fn start(path: &Path) -> Result<Self, BackendError> {
-        let conn = connect(path)?;
+    /// Opens the writer's connection to the database file at `path` and starts the thread,
+    /// which keeps the WAL under about `wal_limit` bytes ([`WalBound`]). Errors:
+    /// `unavailable` when the file cannot be opened or the thread not started.
+    pub(super) fn start(path: &Path, wal_limit: u64) -> Result<Self, BackendError> {
+        let conn = connect(path, wal_limit)?;
+        let wal = WalBound {
+            path: wal_path(path),
+            limit: wal_limit,
+        };
         let (commands, rx) = mpsc::channel(QUEUE);
         std::thread::Builder::new()
             .name("parley-sqlite-writer".into())
-            .spawn(move || run(&conn, rx))
+            .spawn(move || run(&conn, rx, &wal))
             .map_err(|e| BackendError::unavailable(BACKEND, format!("writer thread: {e}")))?;
         Ok(Self { commands })
     }
@@ -170,9 +179,10 @@ impl Writer {
 /// are per connection (<https://sqlite.org/pragma.html>): `synchronous = NORMAL` (in WAL
 /// mode a commit survives a crash of the process, not of the machine), foreign keys, a 5 s
 /// busy timeout for the writers outside this thread (the directory's, other processes),
-/// and no checkpoint inside a commit (`wal_autocheckpoint = 0`: the pool's checkpoint task
-/// does it).
-fn connect(path: &Path) -> Result<rusqlite::Connection, BackendError> {
+/// no checkpoint inside a commit (`wal_autocheckpoint = 0`: the pool's checkpoint task
+/// does it, and [`WalBound`]), and a WAL file cut back to `wal_limit` bytes when SQLite
+/// starts it over (`journal_size_limit`).
+fn connect(path: &Path, wal_limit: u64) -> Result<rusqlite::Connection, BackendError> {
     let conn = rusqlite::Connection::open_with_flags(
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -186,7 +196,62 @@ fn connect(path: &Path) -> Result<rusqlite::Connection, BackendError> {
         .map_err(sqlite_err)?;
     conn.pragma_update(None, "wal_autocheckpoint", 0)
         .map_err(sqlite_err)?;
+    conn.pragma_update(
+        None,
+        "journal_size_limit",
+        i64::try_from(wal_limit).unwrap_or(i64::MAX),
+    )
+    .map_err(sqlite_err)?;
     Ok(conn)
+}
+
+/// The WAL file of the database file at `path` (SQLite names it `<path>-wal`).
+fn wal_path(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
+}
+
+/// Keeps the WAL from growing without end while the writer never pauses. SQLite starts
+/// the WAL over (from its first frame) only at a write that begins after a checkpoint
+/// copied every frame into the database (<https://sqlite.org/wal.html#avoiding_excessively_large_wal_files>).
+/// The pool's checkpoint task runs beside the writes, so under a steady stream of them
+/// new frames always arrive while it copies and the WAL is never started over: it grew to
+/// 2.9 GB in 35 s of sends at full speed. So once the file is past the limit (it is never
+/// past it otherwise: starting over cuts it back to the limit) the writer checkpoints it
+/// itself, between its transactions, where no write of its own can come in meanwhile.
+#[derive(Debug)]
+struct WalBound {
+    path: PathBuf,
+    limit: u64,
+}
+
+impl WalBound {
+    /// After each turn of the writer: looks at the WAL's size (a `stat`, about a
+    /// microsecond) and checkpoints it (`PASSIVE`: it waits for no reader) when past the
+    /// limit. A checkpoint that fails is logged and tried again after the next turn.
+    fn after_turn(&self, conn: &rusqlite::Connection) {
+        let size = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        if size <= self.limit {
+            return;
+        }
+        let started = Instant::now();
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        }) {
+            Ok((frames, copied)) => tracing::debug!(
+                size,
+                frames,
+                copied,
+                took_ms = started.elapsed().as_millis() as u64,
+                "the WAL was past its limit: checkpointed by the writer"
+            ),
+            Err(e) => tracing::warn!(
+                size,
+                "checkpointing the WAL failed (tried again later): {e}"
+            ),
+        }
+    }
 }
 
 /// `unavailable` for what may pass (another process holding the database past the busy
@@ -222,11 +287,16 @@ fn offset_of(offset: i64) -> Result<u64, BackendError> {
 }
 
 /// Takes the commands that queued meanwhile (at most [`MAX_GROUP`]): commits, reads and
-/// stores one by one, then every append in one transaction; until every handle is gone.
-fn run(conn: &rusqlite::Connection, mut commands: mpsc::Receiver<Command>) {
+/// stores one by one, then every append in one transaction, then looks at the WAL
+/// ([`WalBound`]); until every handle is gone.
+fn run(conn: &rusqlite::Connection, mut commands: mpsc::Receiver<Command>, wal: &WalBound) {
     let mut batch: Vec<Command> = Vec::with_capacity(MAX_GROUP);
     let mut appends = Vec::with_capacity(MAX_GROUP);
     while commands.blocking_recv_many(&mut batch, MAX_GROUP) > 0 {
+        // Once a command of this turn finds the database unavailable (another process
+        // holding it past the busy timeout, a full disk), the turn's other commands get
+        // the same answer instead of each waiting out the busy timeout again.
+        let mut down: Option<BackendError> = None;
         for command in batch.drain(..) {
             match command {
                 Command::Append {
@@ -242,7 +312,9 @@ fn run(conn: &rusqlite::Connection, mut commands: mpsc::Receiver<Command>) {
                     trim,
                     reply,
                 } => {
-                    let _ = reply.send(commit(conn, &topic, &group, offset, trim));
+                    let _ = reply.send(unless_down(&mut down, || {
+                        commit(conn, &topic, &group, offset, trim)
+                    }));
                 }
                 Command::Read {
                     topic,
@@ -250,37 +322,60 @@ fn run(conn: &rusqlite::Connection, mut commands: mpsc::Receiver<Command>) {
                     max,
                     reply,
                 } => {
-                    let _ = reply.send(read(conn, &topic, after, max));
+                    let _ = reply.send(unless_down(&mut down, || read(conn, &topic, after, max)));
                 }
                 Command::Store {
                     messages,
                     terms,
                     reply,
                 } => {
-                    let _ = reply.send(store(conn, &messages, &terms));
+                    let _ = reply.send(unless_down(&mut down, || store(conn, &messages, &terms)));
                 }
             }
         }
-        if appends.is_empty() {
-            continue;
+        if !appends.is_empty() {
+            let result = unless_down(&mut down, || append(conn, &appends));
+            answer_appends(&mut appends, result);
         }
-        match append(conn, &appends) {
-            Ok(offsets) => {
-                let mut woken: Vec<Arc<Appended>> = Vec::new();
-                for ((_, _, appended, reply), offsets) in appends.drain(..).zip(offsets) {
-                    let _ = reply.send(Ok(offsets));
-                    if !woken.iter().any(|w| Arc::ptr_eq(w, &appended)) {
-                        woken.push(appended);
-                    }
-                }
-                for appended in woken {
-                    appended.committed();
+        wal.after_turn(conn);
+    }
+}
+
+/// `op`'s result, or the error that found the database unavailable earlier in the turn
+/// (`down`), without running `op`; an `unavailable` error of `op` is kept in `down`.
+fn unless_down<T>(
+    down: &mut Option<BackendError>,
+    op: impl FnOnce() -> Result<T, BackendError>,
+) -> Result<T, BackendError> {
+    if let Some(e) = down {
+        return Err(e.clone());
+    }
+    let result = op();
+    if let Err(e @ BackendError::Unavailable { .. }) = &result {
+        *down = Some(e.clone());
+    }
+    result
+}
+
+/// Answers each of `appends` from `result` (their offsets, or why their transaction
+/// failed) and wakes their topics' consumers after a commit.
+fn answer_appends(appends: &mut Vec<Append>, result: Result<Vec<Vec<u64>>, BackendError>) {
+    match result {
+        Ok(offsets) => {
+            let mut woken: Vec<Arc<Appended>> = Vec::new();
+            for ((_, _, appended, reply), offsets) in appends.drain(..).zip(offsets) {
+                let _ = reply.send(Ok(offsets));
+                if !woken.iter().any(|w| Arc::ptr_eq(w, &appended)) {
+                    woken.push(appended);
                 }
             }
-            Err(e) => {
-                for (_, _, _, reply) in appends.drain(..) {
-                    let _ = reply.send(Err(e.clone()));
-                }
+            for appended in woken {
+                appended.committed();
+            }
+        }
+        Err(e) => {
+            for (_, _, _, reply) in appends.drain(..) {
+                let _ = reply.send(Err(e.clone()));
             }
         }
     }
@@ -465,5 +560,30 @@ mod tests {
             let e = sqlite_err(failure(code));
             assert!(matches!(e, BackendError::Internal { .. }), "{code}: {e}");
         }
+    }
+
+    #[test]
+    fn once_the_database_is_unavailable_the_rest_of_the_turn_is_answered_without_trying() {
+        let mut down = None;
+        let internal = unless_down(&mut down, || -> Result<(), _> {
+            Err(BackendError::internal(BACKEND, "corrupt"))
+        });
+        assert!(matches!(internal, Err(BackendError::Internal { .. })));
+        assert!(
+            down.is_none(),
+            "an internal error says nothing of the others"
+        );
+        assert_eq!(unless_down(&mut down, || Ok(1)).unwrap(), 1);
+        let busy = unless_down(&mut down, || -> Result<(), _> {
+            Err(sqlite_err(failure(rusqlite::ffi::SQLITE_BUSY)))
+        });
+        assert!(matches!(busy, Err(BackendError::Unavailable { .. })));
+        let mut ran = false;
+        let after = unless_down(&mut down, || {
+            ran = true;
+            Ok(2)
+        });
+        assert!(!ran, "tried again after the database was found unavailable");
+        assert!(matches!(after, Err(BackendError::Unavailable { .. })));
     }
 }
