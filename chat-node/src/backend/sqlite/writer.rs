@@ -1,5 +1,6 @@
 //! [`Writer`]: the database's one writer thread for the hot writes (the log's appends, its
-//! consumers' offset commits, the persister's message batches). It owns a SQLite connection
+//! consumers' offset commits, the persister's message batches) and the consumers' reads of
+//! the log. It owns a SQLite connection
 //! of its own (rusqlite: each statement runs on the thread, no hand-off to an async
 //! driver's worker and back, which cost a one-row append 150-450 us against ~35 us here),
 //! and the writes queue on its channel instead of meeting in SQLite, whose busy handler
