@@ -1,7 +1,7 @@
-//! [`SqliteLog`]: the embedded durable log. Appends and consumers' offset commits go
-//! through the database's writer thread ([`super::writer`]), which group-commits the
-//! appends that queued meanwhile: each sender learns its records are durable when their
-//! transaction commits. Consumers read by offset (through the pool) and commit their
+//! [`SqliteLog`]: the embedded durable log. Appends, consumers' reads and their offset
+//! commits go through the database's writer thread ([`super::writer`]), which
+//! group-commits the appends that queued meanwhile: each sender learns its records are
+//! durable when their transaction commits. Consumers read by offset and commit their
 //! position per group, as with Kafka.
 
 use std::sync::Arc;

@@ -107,7 +107,8 @@ async fn open_with_wal_limit(path: &Path, wal_limit: u64) -> Result<Database, Ba
         .busy_timeout(Duration::from_secs(5))
         // No checkpoint in the commit that fills the WAL past 1000 pages (SQLite's
         // default): that commit (a send's append, as often as not) would wait for the
-        // pages to be copied and the file synced. [`checkpoints`] does it beside them.
+        // pages to be copied and the file synced. [`checkpoints`] does it beside them (and
+        // the writer between its transactions once the WAL is past `wal_limit`).
         .pragma("wal_autocheckpoint", "0")
         // Where a connection of the pool starts the WAL over, the file is cut back too.
         .pragma("journal_size_limit", wal_limit.to_string());
@@ -178,6 +179,12 @@ impl Drop for TempDir {
 /// database of its own).
 #[cfg(test)]
 pub async fn open_temp() -> Result<Database, BackendError> {
+    open_temp_with_wal_limit(writer::WAL_LIMIT).await
+}
+
+/// [`open_temp`] with the writer keeping the WAL under about `wal_limit` bytes.
+#[cfg(test)]
+async fn open_temp_with_wal_limit(wal_limit: u64) -> Result<Database, BackendError> {
     let dir = std::env::temp_dir().join(format!(
         "parley-db-{}-{}",
         std::process::id(),
@@ -185,7 +192,7 @@ pub async fn open_temp() -> Result<Database, BackendError> {
     ));
     std::fs::create_dir_all(&dir).map_err(|e| BackendError::unavailable(BACKEND, e))?;
     let dir = TempDir(dir);
-    let mut db = open(&dir.0.join("parley.db")).await?;
+    let mut db = open_with_wal_limit(&dir.0.join("parley.db"), wal_limit).await?;
     db._temp = Some(std::sync::Arc::new(dir));
     Ok(db)
 }
@@ -267,16 +274,9 @@ mod tests {
     /// ever letting SQLite start the WAL over; the writer's own checkpoints bound it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_wal_stays_near_its_limit_under_appends_that_never_pause() {
-        let dir = TempDir(std::env::temp_dir().join(format!(
-            "parley-wal-bound-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        )));
-        std::fs::create_dir_all(&dir.0).unwrap();
         let limit = 4 << 20;
-        let db = open_with_wal_limit(&dir.0.join("parley.db"), limit)
-            .await
-            .unwrap();
+        let db = open_temp_with_wal_limit(limit).await.unwrap();
+        let wal = db._temp.as_ref().unwrap().0.join("parley.db-wal");
         let log = SqliteLog::new(db.clone(), "messages");
         let stop = Arc::new(AtomicBool::new(false));
         let written = Arc::new(AtomicU64::new(0));
@@ -295,7 +295,6 @@ mod tests {
                 })
             })
             .collect();
-        let wal = dir.0.join("parley.db-wal");
         let mut largest = 0;
         for _ in 0..40 {
             tokio::time::sleep(Duration::from_millis(100)).await;
