@@ -131,34 +131,60 @@ async fn open_with_wal_limit(path: &Path, wal_limit: u64) -> Result<Database, Ba
     })
 }
 
-/// How often [`checkpoints`] copies the WAL into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// The shortest and longest period between two of [`checkpoints`]' checkpoints.
+const CHECKPOINT_EVERY: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(50)..=Duration::from_secs(1);
 
-/// Copies the WAL into the database file every [`CHECKPOINT_EVERY`] until the pool is
-/// closed, with `PRAGMA wal_checkpoint(PASSIVE)`: it waits for no reader or writer, and
-/// writers go on committing while it runs (<https://sqlite.org/pragma.html#pragma_wal_checkpoint>,
+/// How many WAL frames (a page of 4 KiB each, plus a 24-byte header) [`checkpoints`] aims
+/// to find per checkpoint: about 1 MiB.
+const CHECKPOINT_FRAMES: i64 = 256;
+
+/// Copies the WAL into the database file until the pool is closed, with `PRAGMA
+/// wal_checkpoint(PASSIVE)`: it waits for no reader or writer, and writers go on committing
+/// while it runs (<https://sqlite.org/pragma.html#pragma_wal_checkpoint>,
 /// <https://sqlite.org/wal.html#checkpointing>). Once a checkpoint has copied everything,
 /// the next commit starts the WAL over, so its size stays about one period of writes. A
 /// failed checkpoint is logged and tried again at the next period.
+///
+/// The period follows the write rate ([`next_checkpoint_period`]), because a checkpoint
+/// first syncs the WAL (`synchronous = NORMAL`) and, on ext4, the writer's commits stall
+/// while that `fsync` runs: for ~5 ms at 1,000 sends/s with a checkpoint every second, ~60
+/// ms with one every 5 s (`parley-bench compare one-to-one --interval-ms 1`, p99.9 of
+/// send -> ack). Small, frequent checkpoints keep each stall short; an idle node checks
+/// once a second.
 async fn checkpoints(pool: SqlitePool) {
-    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    every.tick().await;
+    let mut period = *CHECKPOINT_EVERY.end();
     loop {
-        every.tick().await;
+        tokio::time::sleep(period).await;
         if pool.is_closed() {
             return;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&pool)
             .await
         {
-            if pool.is_closed() {
-                return;
+            Ok((_busy, frames, _copied)) => period = next_checkpoint_period(period, frames),
+            Err(_) if pool.is_closed() => return,
+            Err(e) => {
+                tracing::warn!("SQLite checkpoint failed (tried again in {period:?}): {e}");
             }
-            tracing::warn!("SQLite checkpoint failed (tried again in {CHECKPOINT_EVERY:?}): {e}");
         }
     }
+}
+
+/// The period until the next checkpoint, from the current `period` and the `frames` the
+/// WAL held at this one (the frames written since the last checkpoint that copied
+/// everything): halved while above [`CHECKPOINT_FRAMES`], doubled while below a quarter
+/// of it, within [`CHECKPOINT_EVERY`].
+fn next_checkpoint_period(period: Duration, frames: i64) -> Duration {
+    let next = if frames > CHECKPOINT_FRAMES {
+        period / 2
+    } else if frames < CHECKPOINT_FRAMES / 4 {
+        period * 2
+    } else {
+        period
+    };
+    next.clamp(*CHECKPOINT_EVERY.start(), *CHECKPOINT_EVERY.end())
 }
 
 /// A directory removed with everything in it when dropped.
@@ -269,6 +295,31 @@ mod tests {
 
     use super::*;
     use crate::backend::{Log, LogRecord};
+
+    #[test]
+    fn the_checkpoint_period_follows_the_frames_written() {
+        let max = *CHECKPOINT_EVERY.end();
+        let min = *CHECKPOINT_EVERY.start();
+        // About 3,000 frames a second (1,000 sends/s): the period shrinks until a
+        // checkpoint finds at most CHECKPOINT_FRAMES, then holds.
+        let mut period = max;
+        for _ in 0..10 {
+            let frames = (3000.0 * period.as_secs_f64()) as i64;
+            period = next_checkpoint_period(period, frames);
+        }
+        assert_eq!(period, Duration::from_micros(62_500));
+        assert_eq!(next_checkpoint_period(period, 187), period, "settled");
+        assert_eq!(
+            next_checkpoint_period(min, 100_000),
+            min,
+            "never below the least"
+        );
+        // Idle again: back up to a second, and no further.
+        for _ in 0..10 {
+            period = next_checkpoint_period(period, 0);
+        }
+        assert_eq!(period, max);
+    }
 
     /// Appends that never pause keep the pool's checkpoints (which run beside them) from
     /// ever letting SQLite start the WAL over; the writer's own checkpoints bound it.
