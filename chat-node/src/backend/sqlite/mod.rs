@@ -47,6 +47,10 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("0004_owner_generations.sql"),
         rekey_names: false,
     },
+    Migration {
+        sql: include_str!("0005_log_offsets_by_writer.sql"),
+        rekey_names: false,
+    },
 ];
 
 pub(crate) fn err(e: sqlx::Error) -> BackendError {
@@ -223,7 +227,14 @@ async fn open_temp_with_wal_limit(wal_limit: u64) -> Result<Database, BackendErr
     Ok(db)
 }
 
+/// Brings the schema up to date: applies the [`MIGRATIONS`] that `PRAGMA user_version`
+/// says have not run, each in a transaction of its own.
 async fn migrate(pool: &SqlitePool) -> Result<(), BackendError> {
+    migrate_with(pool, MIGRATIONS).await
+}
+
+/// [`migrate`] with `migrations` as the whole list (tests: a database at an older version).
+async fn migrate_with(pool: &SqlitePool, migrations: &[Migration]) -> Result<(), BackendError> {
     let mut conn = pool.acquire().await.map_err(err)?;
     let version: i64 = sqlx::query_scalar("PRAGMA user_version")
         .fetch_one(&mut *conn)
@@ -232,7 +243,17 @@ async fn migrate(pool: &SqlitePool) -> Result<(), BackendError> {
     let applied = usize::try_from(version).map_err(|_| {
         BackendError::internal(BACKEND, format!("unknown schema version {version}"))
     })?;
-    for (i, m) in MIGRATIONS.iter().enumerate().skip(applied) {
+    if applied > migrations.len() {
+        return Err(BackendError::internal(
+            BACKEND,
+            format!(
+                "the database is at schema version {applied}, newer than this version of \
+                 chat-node knows ({}): it was opened by a newer chat-node",
+                migrations.len()
+            ),
+        ));
+    }
+    for (i, m) in migrations.iter().enumerate().skip(applied) {
         let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(err)?;
         sqlx::raw_sql(sqlx::AssertSqlSafe(m.sql))
             .execute(&mut *tx)
@@ -319,6 +340,115 @@ mod tests {
             period = next_checkpoint_period(period, 0);
         }
         assert_eq!(period, max);
+    }
+
+    fn record(key: u64) -> LogRecord {
+        LogRecord {
+            key: Id(key),
+            payload: bytes::Bytes::from(format!("{key}")),
+        }
+    }
+
+    async fn log_rows(db: &Database) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM log")
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn offsets_never_go_back_once_every_record_was_trimmed() {
+        let db = open_temp().await.unwrap();
+        let log = SqliteLog::new(db.clone(), "messages");
+        let first = log
+            .append(&[record(1), record(2), record(3)])
+            .await
+            .unwrap();
+        assert_eq!(first, [1, 2, 3]);
+        db.writer()
+            .commit(&"messages".into(), "g", 3, true)
+            .await
+            .unwrap();
+        assert_eq!(log_rows(&db).await, 0, "everything consumed was trimmed");
+        assert_eq!(log.append(&[record(4)]).await.unwrap(), [4]);
+        db.close().await;
+    }
+
+    /// A database at schema version 4 (`AUTOINCREMENT` offsets) with `records` appended
+    /// to topic `messages`, group `g` at `position`, and the records up to `trimmed_to`
+    /// deleted; then opened, which migrates it.
+    async fn from_version_4(records: u64, position: i64, trimmed_to: i64) -> Database {
+        let dir = std::env::temp_dir().join(format!(
+            "parley-db-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir(dir);
+        let path = dir.0.join("parley.db");
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .unwrap()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        migrate_with(&pool, &MIGRATIONS[..4]).await.unwrap();
+        for key in 1..=records {
+            sqlx::query("INSERT INTO log (topic, key, payload) VALUES ('messages', ?, x'00')")
+                .bind(i64::try_from(key).unwrap())
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+        sqlx::query(
+            r#"INSERT INTO log_offsets (topic, grp, "offset") VALUES ('messages', 'g', ?)"#,
+        )
+        .bind(position)
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query(r#"DELETE FROM log WHERE "offset" <= ?"#)
+            .bind(trimmed_to)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        let mut db = open(&path).await.unwrap();
+        db._temp = Some(Arc::new(dir));
+        db
+    }
+
+    #[tokio::test]
+    async fn a_database_of_a_newer_version_is_refused() {
+        let db = open_temp().await.unwrap();
+        let err = migrate_with(db.pool(), &MIGRATIONS[..4]).await.unwrap_err();
+        assert!(err.to_string().contains("schema version 5, newer"), "{err}");
+        db.close().await;
+    }
+
+    #[tokio::test]
+    async fn the_log_keeps_its_offsets_across_the_migration_to_offsets_by_the_writer() {
+        // Records 4 and 5 not consumed yet: read after the migration with their offsets.
+        let db = from_version_4(5, 3, 3).await;
+        let log = SqliteLog::new(db.clone(), "messages");
+        let mut c = log.consumer("g").await.unwrap();
+        let got = c.poll(10, Duration::from_millis(100)).await.unwrap();
+        let read: Vec<(u64, Id)> = got.iter().map(|r| (r.offset, r.key)).collect();
+        assert_eq!(read, [(4, Id(4)), (5, Id(5))]);
+        assert_eq!(log.append(&[record(6)]).await.unwrap(), [6]);
+        db.close().await;
+
+        // Every record consumed and trimmed before the migration: the next offset is still
+        // above the group's position (AUTOINCREMENT's sqlite_sequence is gone with the old
+        // table).
+        let db = from_version_4(5, 5, 5).await;
+        assert_eq!(log_rows(&db).await, 0);
+        let log = SqliteLog::new(db.clone(), "messages");
+        assert_eq!(log.append(&[record(6)]).await.unwrap(), [6]);
+        let mut c = log.consumer("g").await.unwrap();
+        let got = c.poll(10, Duration::from_millis(100)).await.unwrap();
+        assert_eq!(got.iter().map(|r| r.offset).collect::<Vec<_>>(), [6]);
+        db.close().await;
     }
 
     /// Appends that never pause keep the pool's checkpoints (which run beside them) from

@@ -281,7 +281,7 @@ fn sql_unsigned(v: u64) -> Result<i64, BackendError> {
     i64::try_from(v).map_err(|_| BackendError::internal(BACKEND, format!("{v} is beyond i64::MAX")))
 }
 
-/// A row's offset (`AUTOINCREMENT` starts at 1 and never goes back).
+/// A row's offset (they start at 1 and never go back: [`NEXT_OFFSET`]).
 fn offset_of(offset: i64) -> Result<u64, BackendError> {
     u64::try_from(offset)
         .map_err(|_| BackendError::internal(BACKEND, format!("offset {offset} of a record")))
@@ -385,24 +385,39 @@ fn answer_appends(appends: &mut Vec<Append>, result: Result<Vec<Vec<u64>>, Backe
 /// One queued append: its topic, records, the topic's notice and where to answer.
 type Append = (Arc<str>, Vec<LogRecord>, Arc<Appended>, Reply<Vec<u64>>);
 
+/// The offset after the highest one ever given: one above the highest in the log or in
+/// its consumers' positions (a trim deletes only records that every group of the topic
+/// consumed, so a record no longer in the log is at or below some group's position).
+/// Read inside the append's write transaction, so a writer in another connection cannot
+/// take the same offsets meanwhile.
+const NEXT_OFFSET: &str = r#"SELECT MAX(COALESCE((SELECT MAX("offset") FROM log), 0),
+    COALESCE((SELECT MAX("offset") FROM log_offsets), 0)) + 1"#;
+
 /// Writes every append of `group` in one transaction; the offsets of each append's
-/// records (`AUTOINCREMENT` row IDs: only this thread inserts into `log`, so they increase
-/// in insertion order).
+/// records, increasing in insertion order from [`NEXT_OFFSET`] (schema version 5: no
+/// `AUTOINCREMENT`, whose `sqlite_sequence` row was a page more in the WAL per commit).
 fn append(conn: &rusqlite::Connection, group: &[Append]) -> Result<Vec<Vec<u64>>, BackendError> {
     let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
         .map_err(sqlite_err)?;
     let mut offsets = Vec::with_capacity(group.len());
     {
+        let mut next: i64 = tx
+            .prepare_cached(NEXT_OFFSET)
+            .and_then(|mut s| s.query_row([], |row| row.get(0)))
+            .map_err(sqlite_err)?;
         let mut insert = tx
-            .prepare_cached("INSERT INTO log (topic, key, payload) VALUES (?1, ?2, ?3)")
+            .prepare_cached(
+                r#"INSERT INTO log ("offset", topic, key, payload) VALUES (?1, ?2, ?3, ?4)"#,
+            )
             .map_err(sqlite_err)?;
         for (topic, records, _, _) in group {
             let mut these = Vec::with_capacity(records.len());
             for r in records {
                 insert
-                    .execute((&**topic, sql_id(r.key)?, &r.payload[..]))
+                    .execute((next, &**topic, sql_id(r.key)?, &r.payload[..]))
                     .map_err(sqlite_err)?;
-                these.push(offset_of(tx.last_insert_rowid())?);
+                these.push(offset_of(next)?);
+                next += 1;
             }
             offsets.push(these);
         }
