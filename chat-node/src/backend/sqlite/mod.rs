@@ -158,6 +158,7 @@ const CHECKPOINT_FRAMES: i64 = 256;
 /// once a second.
 async fn checkpoints(pool: SqlitePool) {
     let mut period = *CHECKPOINT_EVERY.end();
+    let mut copied_before = 0;
     loop {
         tokio::time::sleep(period).await;
         if pool.is_closed() {
@@ -167,7 +168,10 @@ async fn checkpoints(pool: SqlitePool) {
             .fetch_one(&pool)
             .await
         {
-            Ok((_busy, frames, _copied)) => period = next_checkpoint_period(period, frames),
+            Ok((_busy, frames, copied)) => {
+                period = next_checkpoint_period(period, frames_written(copied_before, frames));
+                copied_before = copied;
+            }
             Err(_) if pool.is_closed() => return,
             Err(e) => {
                 tracing::warn!("SQLite checkpoint failed (tried again in {period:?}): {e}");
@@ -176,9 +180,22 @@ async fn checkpoints(pool: SqlitePool) {
     }
 }
 
-/// The period until the next checkpoint, from the current `period` and the `frames` the
-/// WAL held at this one (the frames written since the last checkpoint that copied
-/// everything): halved while above [`CHECKPOINT_FRAMES`], doubled while below a quarter
+/// About how many WAL frames were written since the last checkpoint, which had copied
+/// `copied_before` of them, now that the WAL holds `frames`: `frames - copied_before`, or
+/// `frames` when the WAL was started over meanwhile (it holds fewer than were copied). An
+/// idle WAL still holds the frames it was last started over with, all of them copied:
+/// none written. A WAL started over that grew past `copied_before` meanwhile is
+/// undercounted, which the next checkpoint, finding them, makes up for.
+fn frames_written(copied_before: i64, frames: i64) -> i64 {
+    if frames < copied_before {
+        frames
+    } else {
+        frames - copied_before
+    }
+}
+
+/// The period until the next checkpoint, from the current `period` and the `frames`
+/// written since the last one ([`frames_written`]): halved while above [`CHECKPOINT_FRAMES`], doubled while below a quarter
 /// of it, within [`CHECKPOINT_EVERY`].
 fn next_checkpoint_period(period: Duration, frames: i64) -> Duration {
     let next = if frames > CHECKPOINT_FRAMES {
@@ -340,6 +357,24 @@ mod tests {
             period = next_checkpoint_period(period, 0);
         }
         assert_eq!(period, max);
+    }
+
+    #[test]
+    fn a_wal_idle_after_a_load_counts_no_frames_written() {
+        // A load: the WAL started over and holds 300 new frames, 0 copied before.
+        assert_eq!(frames_written(0, 300), 300);
+        // That checkpoint copied all 300; no write came since: the WAL still holds them.
+        assert_eq!(frames_written(300, 300), 0);
+        // Writes went on without the WAL starting over: 120 more.
+        assert_eq!(frames_written(300, 420), 120);
+        // The WAL started over and holds 80 frames, fewer than were copied: all new.
+        assert_eq!(frames_written(420, 80), 80);
+        // So an idle node after a load goes back to a checkpoint a second.
+        let mut period = *CHECKPOINT_EVERY.start();
+        for _ in 0..10 {
+            period = next_checkpoint_period(period, frames_written(3000, 3000));
+        }
+        assert_eq!(period, *CHECKPOINT_EVERY.end());
     }
 
     fn record(key: u64) -> LogRecord {
