@@ -158,7 +158,7 @@ const CHECKPOINT_FRAMES: i64 = 256;
 /// once a second.
 async fn checkpoints(pool: SqlitePool) {
     let mut period = *CHECKPOINT_EVERY.end();
-    let mut copied_before = 0;
+    let mut before = (0, 0);
     loop {
         tokio::time::sleep(period).await;
         if pool.is_closed() {
@@ -169,8 +169,8 @@ async fn checkpoints(pool: SqlitePool) {
             .await
         {
             Ok((_busy, frames, copied)) => {
-                period = next_checkpoint_period(period, frames_written(copied_before, frames));
-                copied_before = copied;
+                period = next_checkpoint_period(period, frames_written(before, (frames, copied)));
+                before = (frames, copied);
             }
             Err(_) if pool.is_closed() => return,
             Err(e) => {
@@ -180,18 +180,14 @@ async fn checkpoints(pool: SqlitePool) {
     }
 }
 
-/// About how many WAL frames were written since the last checkpoint, which had copied
-/// `copied_before` of them, now that the WAL holds `frames`: `frames - copied_before`, or
-/// `frames` when the WAL was started over meanwhile (it holds fewer than were copied). An
-/// idle WAL still holds the frames it was last started over with, all of them copied:
-/// none written. A WAL started over that grew past `copied_before` meanwhile is
-/// undercounted, which the next checkpoint, finding them, makes up for.
-fn frames_written(copied_before: i64, frames: i64) -> i64 {
-    if frames < copied_before {
-        frames
-    } else {
-        frames - copied_before
-    }
+/// About how many WAL frames were written since the last checkpoint, from what that one
+/// found (`before`: the frames the WAL held and how many of them were copied) and what
+/// this one found (`now`): none when both are the same (an idle WAL still holds the
+/// frames it was last started over with, all copied), else the frames the WAL holds (a
+/// WAL that was started over since holds only new ones; one that could not be, because
+/// writes never paused, holds more and more, and the period shrinks to its least).
+fn frames_written(before: (i64, i64), now: (i64, i64)) -> i64 {
+    if now == before { 0 } else { now.0 }
 }
 
 /// The period until the next checkpoint, from the current `period` and the `frames`
@@ -361,18 +357,17 @@ mod tests {
 
     #[test]
     fn a_wal_idle_after_a_load_counts_no_frames_written() {
-        // A load: the WAL started over and holds 300 new frames, 0 copied before.
-        assert_eq!(frames_written(0, 300), 300);
-        // That checkpoint copied all 300; no write came since: the WAL still holds them.
-        assert_eq!(frames_written(300, 300), 0);
-        // Writes went on without the WAL starting over: 120 more.
-        assert_eq!(frames_written(300, 420), 120);
-        // The WAL started over and holds 80 frames, fewer than were copied: all new.
-        assert_eq!(frames_written(420, 80), 80);
+        // A steady load: each checkpoint copies everything, the next write starts the WAL
+        // over, and each checkpoint finds about the same number of new frames.
+        assert_eq!(frames_written((0, 0), (300, 300)), 300);
+        assert_eq!(frames_written((300, 300), (310, 310)), 310);
+        assert_eq!(frames_written((310, 310), (310, 310)), 0, "nothing since");
+        // Writes that never pause: the WAL is never started over and only grows.
+        assert_eq!(frames_written((310, 300), (900, 880)), 900);
         // So an idle node after a load goes back to a checkpoint a second.
         let mut period = *CHECKPOINT_EVERY.start();
         for _ in 0..10 {
-            period = next_checkpoint_period(period, frames_written(3000, 3000));
+            period = next_checkpoint_period(period, frames_written((3000, 3000), (3000, 3000)));
         }
         assert_eq!(period, *CHECKPOINT_EVERY.end());
     }
