@@ -210,6 +210,20 @@ fn next_checkpoint_period(period: Duration, frames: i64) -> Duration {
 struct TempDir(std::path::PathBuf);
 
 #[cfg(test)]
+impl TempDir {
+    /// A new directory under the system's temporary one.
+    fn new() -> Result<Self, BackendError> {
+        let dir = std::env::temp_dir().join(format!(
+            "parley-db-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| BackendError::unavailable(BACKEND, e))?;
+        Ok(Self(dir))
+    }
+}
+
+#[cfg(test)]
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -228,13 +242,7 @@ pub async fn open_temp() -> Result<Database, BackendError> {
 /// [`open_temp`] with the writer keeping the WAL under about `wal_limit` bytes.
 #[cfg(test)]
 async fn open_temp_with_wal_limit(wal_limit: u64) -> Result<Database, BackendError> {
-    let dir = std::env::temp_dir().join(format!(
-        "parley-db-{}-{}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    std::fs::create_dir_all(&dir).map_err(|e| BackendError::unavailable(BACKEND, e))?;
-    let dir = TempDir(dir);
+    let dir = TempDir::new()?;
     let mut db = open_with_wal_limit(&dir.0.join("parley.db"), wal_limit).await?;
     db._temp = Some(std::sync::Arc::new(dir));
     Ok(db)
@@ -408,13 +416,7 @@ mod tests {
     /// to topic `messages`, group `g` at `position`, and the records up to `trimmed_to`
     /// deleted; then opened, which migrates it.
     async fn from_version_4(records: u64, position: i64, trimmed_to: i64) -> Database {
-        let dir = std::env::temp_dir().join(format!(
-            "parley-db-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let dir = TempDir(dir);
+        let dir = TempDir::new().unwrap();
         let path = dir.0.join("parley.db");
         let options = SqliteConnectOptions::from_str("sqlite://")
             .unwrap()
